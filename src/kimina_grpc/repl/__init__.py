@@ -1,0 +1,34 @@
+"""The REPL driver room: one Lean REPL process, its wire protocol, header split and verdicts."""
+
+from kimina_grpc.repl.driver import Repl, ReplCrashed, ReplSpec, Usage
+from kimina_grpc.repl.header import Split, split_header
+from kimina_grpc.repl.protocol import (
+    InfotreeMode,
+    Message,
+    Pos,
+    ProtocolError,
+    Reply,
+    Severity,
+    Sorry,
+    Tactic,
+)
+from kimina_grpc.repl.verdict import Verdict, verdict_of
+
+__all__ = [
+    "InfotreeMode",
+    "Message",
+    "Pos",
+    "ProtocolError",
+    "Repl",
+    "ReplCrashed",
+    "ReplSpec",
+    "Reply",
+    "Severity",
+    "Sorry",
+    "Split",
+    "Tactic",
+    "Usage",
+    "Verdict",
+    "split_header",
+    "verdict_of",
+]

@@ -1,0 +1,224 @@
+"""One Lean REPL process and its wire protocol: start, send, read, kill. Knows nothing of gRPC.
+
+Facts that shape it (see the design notes): the REPL has no timeout and no cancel, so the only way
+to stop a command is to kill the process; it may spawn children (`lake env` runs the REPL as a child),
+so it runs in its own session and is killed as a process group; it writes to stderr, which must be
+drained or it blocks; EOF means it died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import psutil
+
+from kimina_grpc.repl.protocol import ProtocolError, Reply, parse_reply
+
+# Replies carrying info trees can be tens of MiB on one line.
+_READ_LIMIT = 1 << 30
+
+
+class ReplCrashed(Exception):
+    """The process died or broke the protocol; it has been killed and reaped."""
+
+    def __init__(self, reason: str, returncode: int | None, stderr: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.returncode = returncode
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        text = self.reason
+        if self.returncode is not None:
+            text += f" (exit code {self.returncode})"
+        if self.stderr:
+            text += f"; stderr: {self.stderr.strip()[-2000:]}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ReplSpec:
+    """How to start a REPL process."""
+
+    argv: tuple[str, ...]
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    max_memory_bytes: int | None = None
+    """Address-space cap (RLIMIT_AS) of the process and its children; Linux only."""
+    stderr_tail_bytes: int = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one command cost the process tree."""
+
+    wall_seconds: float
+    cpu_seconds: float
+    rss_bytes: int
+    """Resident memory of the process tree when the reply arrived."""
+
+
+def _limited_argv(spec: ReplSpec) -> list[str]:
+    """The command line, wrapped to cap its address space.
+
+    The cap must be set between fork and exec, and running Python there is unsafe once gRPC's
+    threads exist, so a small exec wrapper (util-linux `prlimit`) sets it instead.
+    """
+    argv = list(spec.argv)
+    if spec.max_memory_bytes is None or not sys.platform.startswith("linux"):
+        return argv
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise RuntimeError("LEAN_SERVER_MAX_REPL_MEM needs util-linux's `prlimit` on PATH")
+    limit = spec.max_memory_bytes
+    return [prlimit, f"--as={limit}:{limit}", "--", *argv]
+
+
+class Repl:
+    """A running REPL process. Use `start`, then `request`/`run`, then `kill` (always)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, spec: ReplSpec, repl_id: str) -> None:
+        self.id = repl_id
+        self._proc = proc
+        self._stderr: deque[bytes] = deque()
+        self._stderr_size = 0
+        self._tail_limit = spec.stderr_tail_bytes
+        self._drain = asyncio.create_task(self._drain_stderr())
+        self._tree: list[psutil.Process] | None = None
+        self._dead: ReplCrashed | None = None
+
+    @classmethod
+    async def start(cls, spec: ReplSpec, repl_id: str) -> Repl:
+        env = None if spec.env is None else {**os.environ, **spec.env}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *_limited_argv(spec),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=spec.cwd,
+                env=env,
+                start_new_session=True,  # its own process group: killed as one
+                limit=_READ_LIMIT,
+            )
+        except OSError as exc:
+            raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+        return cls(proc, spec, repl_id)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self._proc.returncode is None
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr).decode(errors="replace")
+
+    async def _drain_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        with contextlib.suppress(Exception):
+            while chunk := await self._proc.stderr.read(65536):
+                self._stderr.append(chunk)
+                self._stderr_size += len(chunk)
+                while self._stderr_size - len(self._stderr[0]) >= self._tail_limit:
+                    self._stderr_size -= len(self._stderr.popleft())
+
+    async def request(self, data: bytes) -> bytes:
+        """Send one encoded request and return the reply's bytes (up to its blank line).
+
+        Raises ReplCrashed, after killing the process, on EOF or a broken pipe.
+        """
+        if self._dead is not None:
+            raise self._dead
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(data)
+            await self._proc.stdin.drain()
+            while True:
+                chunk = await self._proc.stdout.readuntil(b"\n\n")
+                if chunk.strip():
+                    return chunk
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
+            reason = "the REPL exited"
+        except asyncio.LimitOverrunError:
+            reason = "the REPL wrote a reply larger than 1 GiB"
+        await self._die(reason)
+        raise self._dead  # type: ignore[misc]  # set by _die
+
+    async def run(self, data: bytes) -> tuple[Reply, Usage]:
+        """Send one encoded request; return the parsed reply and its cost.
+
+        Raises ReplCrashed, after killing the process, on EOF or output that is not a reply.
+        """
+        cpu_before = self._cpu()
+        start = time.perf_counter()
+        raw = await self.request(data)
+        wall = time.perf_counter() - start
+        try:
+            reply = parse_reply(raw)
+        except ProtocolError as exc:
+            await self._die(f"the REPL broke the protocol: {exc}")
+            raise self._dead from None  # type: ignore[misc]
+        return reply, Usage(wall, max(0.0, self._cpu() - cpu_before), self.rss())
+
+    def _processes(self) -> list[psutil.Process]:
+        if self._tree is None or any(not p.is_running() for p in self._tree):
+            try:
+                root = psutil.Process(self._proc.pid)
+                self._tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                self._tree = []
+        return self._tree
+
+    def refresh_tree(self) -> None:
+        """Look for the process's children again (after start-up, when `lake env` has spawned)."""
+        self._tree = None
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for p in self._processes():
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def rss(self) -> int:
+        """Resident memory of the process tree, in bytes (0 once dead)."""
+        total = 0
+        for p in self._processes():
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        return total
+
+    async def _die(self, reason: str) -> None:
+        await self.kill()
+        # The exit code and last words tell a crash from an out-of-memory death.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
+        self._dead = ReplCrashed(reason, self._proc.returncode, self.stderr_tail())
+
+    async def kill(self) -> None:
+        """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""
+        if self._dead is None:
+            self._dead = ReplCrashed("the REPL was killed", None, "")
+        # Even when the leader has exited, its children may live on in its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        await self._proc.wait()
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
+        if not self._drain.done():
+            self._drain.cancel()

@@ -1,0 +1,154 @@
+"""Server settings, from `LEAN_SERVER_*` environment variables (and an optional `.env` file).
+
+A bad value stops start-up with pydantic's message, which names the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)i?B?\s*$", re.I)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """'12G' -> bytes; a bare number is bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise ValueError(f"not a size like 12G or 512M: {value!r}")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def _default_max_repls() -> int:
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def discover_workspace() -> Path | None:
+    """The seed's order: LEAN_SERVER_WORKSPACE (handled by the field), the current directory if it
+    holds mathlib4/ or repl/, then ~/kimina-workspace, ~/lean-workspace, ~/workspace."""
+    cwd = Path.cwd()
+    if (cwd / "mathlib4").is_dir() or (cwd / "repl").is_dir():
+        return cwd
+    for name in ("kimina-workspace", "lean-workspace", "workspace"):
+        candidate = Path.home() / name
+        if (candidate / "repl").is_dir() or (candidate / "mathlib4").is_dir():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEAN_SERVER_", env_file=".env", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(50051, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    environment: Literal["dev", "prod"] = "prod"
+    """dev: console logs; prod: JSON logs."""
+    lean_version: str = "v4.19.0"
+
+    # Where Lean lives.
+    workspace: Path | None = None
+    project_dir: Path | None = None
+    """The Lean project the REPL runs in (cwd; its .olean files are importable). Default: <workspace>/mathlib4."""
+    repl_path: Path | None = None
+    """The REPL binary. Default: <workspace>/repl/.lake/build/bin/repl, run through `lake env`."""
+    repl_command: str | None = None
+    """A whole command line replacing `lake env <repl_path>` (shell-split); tests use the stand-in."""
+
+    # The pool.
+    max_repls: int = Field(default_factory=_default_max_repls, ge=1)
+    max_repl_uses: int = Field(0, ge=0)
+    """Recycle a REPL after this many proofs (0 = never)."""
+    max_repl_mem: int | None = 12 << 30
+    """Address-space cap per REPL (RLIMIT_AS), e.g. 12G; 0 = none."""
+    max_repl_rss: int | None = None
+    """Resident-memory watchdog per REPL: killed during a proof (OUT_OF_MEMORY) or recycled after one
+    above it; e.g. 8G; unset/0 = off."""
+    init_repls: dict[str, int] = Field(default_factory=dict)
+    """Pre-warm: JSON map header -> count, e.g. {"import Mathlib": 3}."""
+    max_concurrent_imports: int = Field(2, ge=1)
+    max_wait: float = Field(0, ge=0)
+    """Seconds a proof may wait for a REPL (0 = no limit but the caller's deadline)."""
+    min_free_memory: int | None = None
+    """Don't start a REPL while the machine's available memory is below this (e.g. 6G)."""
+    import_cost_hint: float = Field(15.0, gt=0)
+    """Seconds an import is expected to take, until one has been measured (scheduling)."""
+
+    # Requests.
+    default_timeout: float = Field(60.0, gt=0)
+    max_timeout: float = Field(3600.0, gt=0)
+    max_code_bytes: int = Field(1 << 20, gt=0)
+    max_batch: int = Field(10_000, gt=0)
+    max_queue: int = Field(100_000, gt=0)
+    stream_window: int = Field(64, gt=0)
+    api_key: str | None = None
+
+    # gRPC.
+    max_message_bytes: int = Field(64 << 20, gt=0)
+    keepalive_seconds: float = Field(60.0, gt=0)
+    max_connection_age: float = Field(0, ge=0)
+    """Seconds before the server asks a client to reconnect (0 = never); set it behind a headless
+    Service so clients re-resolve and spread over new pods."""
+    drain_seconds: float = Field(5.0, ge=0)
+    grace_seconds: float = Field(10.0, ge=0)
+    reflection: bool = True
+
+    @field_validator(
+        "max_repl_mem",
+        "max_repl_rss",
+        "min_free_memory",
+        "max_code_bytes",
+        "max_message_bytes",
+        mode="before",
+    )
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        """Sizes read like 12G; empty or 0 means none where none is allowed."""
+        if value is None or value == "":
+            return None
+        return parse_size(value) or None
+
+    @field_validator("init_repls", mode="before")
+    @classmethod
+    def _init_repls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
+            raise ValueError('expected a JSON map of header to count, e.g. {"import Mathlib": 2}')
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.max_timeout < self.default_timeout:
+            raise ValueError("LEAN_SERVER_DEFAULT_TIMEOUT must not exceed LEAN_SERVER_MAX_TIMEOUT")
+        if self.repl_command is not None and not shlex.split(self.repl_command):
+            raise ValueError("LEAN_SERVER_REPL_COMMAND is empty")
+        return self
+
+    def resolved_workspace(self) -> Path | None:
+        return self.workspace or discover_workspace()
+
+    def repl_argv(self) -> tuple[tuple[str, ...], str | None]:
+        """The REPL's command line and working directory."""
+        if self.repl_command:
+            cwd = str(self.project_dir) if self.project_dir else None
+            return tuple(shlex.split(self.repl_command)), cwd
+        workspace = self.resolved_workspace()
+        repl = self.repl_path or (workspace / "repl/.lake/build/bin/repl" if workspace else None)
+        project = self.project_dir or (workspace / "mathlib4" if workspace else None)
+        if repl is None or project is None:
+            raise ValueError(
+                "no Lean workspace found: set LEAN_SERVER_WORKSPACE (see tools/install_lean.sh), "
+                "or LEAN_SERVER_REPL_COMMAND for the stand-in REPL"
+            )
+        return ("lake", "env", str(repl)), str(project)

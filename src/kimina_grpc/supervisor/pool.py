@@ -1,0 +1,612 @@
+"""The pool of warm REPLs and the scheduler that feeds them. Pure asyncio; no gRPC.
+
+Every REPL is bound to one import header (its PoolKey). Jobs wait in one FIFO queue per key. The
+scheduler, run after every change of state, gives each idle REPL the oldest job of its key; starts
+REPLs while the pool has room; and, when the pool is full, converts an idle REPL of another header
+only when the waiting work outweighs an import (with hysteresis), or when a header has no REPL at all
+and its oldest job has waited longer than an import would take (no header starves).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import time
+from collections import deque
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import psutil
+import structlog
+
+from kimina_grpc.repl import (
+    Repl,
+    ReplCrashed,
+    ReplSpec,
+    Reply,
+    Split,
+    Verdict,
+    protocol,
+    split_header,
+    verdict_of,
+)
+from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
+
+log = structlog.get_logger("kimina_grpc.supervisor")
+
+# Lean's runtime prints this when an allocation fails (e.g. under RLIMIT_AS).
+_OOM_MARKERS = ("out of memory", "std::bad_alloc", "memoryerror")
+# How much longer than an import the queued work of a header must be before an idle REPL of another
+# header is converted to it: >1 so that mixed headers do not thrash.
+_CONVERT_FACTOR = 2.0
+_WATCHDOG_PERIOD = 0.25
+
+
+class QueueFull(Exception):
+    """The queue cannot take the work now."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("the server's queue is full")
+        self.retry_after = retry_after
+
+
+class ShuttingDown(Exception):
+    """The supervisor no longer takes work."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    spec: ReplSpec
+    max_repls: int = 1
+    max_repl_uses: int = 0
+    max_repl_rss: int | None = None
+    max_wait: float = 0.0
+    max_queue: int = 100_000
+    max_concurrent_imports: int = 2
+    min_free_memory: int | None = None
+    import_timeout: float = 1800.0
+    import_cost_hint: float = 15.0
+    init_repls: dict[str, int] = field(default_factory=dict)
+
+
+class WorkerState(Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+
+
+@dataclass(eq=False)
+class Worker:
+    key: PoolKey
+    id: str
+    state: WorkerState = WorkerState.STARTING
+    repl: Repl | None = None
+    base_env: int = 0
+    uses: int = 0
+    idle_since: float = 0.0
+    job: Job | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderStats:
+    header: str
+    warm: int
+    busy: int
+    starting: int
+    queued: int
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    ready: bool
+    queued: int
+    headers: tuple[HeaderStats, ...]
+    imports: int
+    recycles: int
+    kills: int
+    crashes: int
+    completed: int
+
+
+class _Ema:
+    def __init__(self, initial: float, alpha: float = 0.2) -> None:
+        self.value = initial
+        self.alpha = alpha
+        self.seen = False
+
+    def add(self, x: float) -> None:
+        self.value = x if not self.seen else self.value + self.alpha * (x - self.value)
+        self.seen = True
+
+
+class Supervisor:
+    def __init__(self, settings: PoolSettings) -> None:
+        self.s = settings
+        self._queues: dict[PoolKey, deque[Job]] = {}
+        self._queued = 0
+        self._workers: set[Worker] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ids = itertools.count(1)
+        self._importing = 0
+        self._import_cost = _Ema(settings.import_cost_hint)
+        self._proof_cost: dict[PoolKey, _Ema] = {}
+        self._import_failures: dict[PoolKey, int] = {}
+        self._kick_pending = False
+        self._closing = False
+        self._warmup: list[Worker] = []
+        self._warmup_total = 0
+        self._memory_retry: asyncio.TimerHandle | None = None
+        self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
+
+    # ----------------------------------------------------------------- public API
+
+    async def start(self) -> None:
+        """Begin pre-warming (LEAN_SERVER_INIT_REPLS); `ready` tells when it is done."""
+        for header, count in self.s.init_repls.items():
+            key = PoolKey(split_header(header).header)
+            for _ in range(count):
+                if len(self._workers) >= self.s.max_repls:
+                    break
+                self._warmup.append(self._new_worker(key))
+        self._warmup_total = len(self._warmup)
+        self._kick()
+
+    @property
+    def ready(self) -> bool:
+        return all(w.state is not WorkerState.STARTING for w in self._warmup)
+
+    def warmup_progress(self) -> tuple[int, int]:
+        done = sum(w.state is not WorkerState.STARTING for w in self._warmup)
+        return done, self._warmup_total
+
+    def submit(self, split: Split, options: CheckOptions) -> Job:
+        """Queue one proof; its outcome arrives on `job.future`."""
+        return self.submit_many([(split, options)])[0]
+
+    def submit_many(self, items: Iterable[tuple[Split, CheckOptions]]) -> list[Job]:
+        """Queue proofs all or none: QueueFull if the queue cannot take them all."""
+        if self._closing:
+            raise ShuttingDown
+        batch = list(items)
+        if self._queued + len(batch) > self.s.max_queue:
+            raise QueueFull(retry_after=self._retry_after())
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for split, options in batch:
+            job = Job(split, options, loop.create_future())
+            self._queues.setdefault(job.key, deque()).append(job)
+            if self.s.max_wait > 0:
+                job.expiry = loop.call_later(self.s.max_wait, self._expire, job)
+            jobs.append(job)
+        self._queued += len(batch)
+        self._kick()
+        return jobs
+
+    def cancel(self, job: Job) -> None:
+        """The caller is gone: a queued job never runs; a running one finishes, its result dropped."""
+        if self._dequeue(job) or not job.future.done():
+            job.future.cancel()
+        if job.expiry is not None:
+            job.expiry.cancel()
+
+    def state(self) -> PoolState:
+        keys = set(self._queues) | {w.key for w in self._workers}
+        stats = []
+        for key in sorted(keys, key=lambda k: (k.header, k.fresh)):
+            ws = [w for w in self._workers if w.key == key]
+            stats.append(
+                HeaderStats(
+                    header=key.header + (" (fresh)" if key.fresh else ""),
+                    warm=sum(w.state is WorkerState.IDLE for w in ws),
+                    busy=sum(w.state is WorkerState.BUSY for w in ws),
+                    starting=sum(w.state is WorkerState.STARTING for w in ws),
+                    queued=len(self._queues.get(key, ())),
+                )
+            )
+        return PoolState(self.ready, self._queued, tuple(stats), **self.counters)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    async def close(self) -> None:
+        """Answer every queued and running job as not checked, kill every REPL, and wait for them."""
+        self._closing = True
+        if self._memory_retry is not None:
+            self._memory_retry.cancel()
+        for queue in self._queues.values():
+            while queue:
+                queue.popleft().answer(not_checked("the server is shutting down"))
+        self._queued = 0
+        for worker in self._workers:
+            if worker.job is not None:
+                worker.job.answer(not_checked("the server is shutting down"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(self._retire(w, counter=None) for w in list(self._workers)), return_exceptions=True)
+
+    # ----------------------------------------------------------------- scheduling
+
+    def _kick(self) -> None:
+        if not self._kick_pending and not self._closing:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_soon(self._schedule)
+
+    def _schedule(self) -> None:
+        self._kick_pending = False
+        if self._closing:
+            return
+        now = time.monotonic()
+        starving = self._starving(now) if len(self._workers) >= self.s.max_repls else []
+        # 1. Idle REPLs take the oldest job of their key, unless a key with no REPL at all has waited
+        #    longer than an import takes: then the REPL is converted to it (no key starves).
+        for worker in [w for w in self._workers if w.state is WorkerState.IDLE]:
+            queue = self._queues.get(worker.key)
+            if (
+                starving
+                and self._importing < self.s.max_concurrent_imports
+                and (not queue or queue[0].submitted > self._queues[starving[0]][0].submitted)
+            ):
+                self._replace(worker, starving.pop(0))
+            elif queue:
+                self._run(worker, self._pop(worker.key))
+        waiting = [(q[0].submitted, key) for key, q in self._queues.items() if q]
+        if not waiting:
+            return
+        waiting.sort(key=lambda x: x[0])  # oldest first: no key starves
+        # 2. Start REPLs while the pool has room, for the keys that need them most.
+        while len(self._workers) < self.s.max_repls and self._importing < self.s.max_concurrent_imports:
+            key = self._neediest([k for _, k in waiting])
+            if key is None:
+                break
+            if not self._memory_ok():
+                break
+            self._new_worker(key)
+        # 3. The pool is full: convert idle REPLs of other keys where the wait outweighs an import.
+        if len(self._workers) >= self.s.max_repls:
+            for _, key in waiting:
+                if self._importing >= self.s.max_concurrent_imports:
+                    break
+                victim = self._conversion_victim(key)
+                if victim is not None:
+                    self._replace(victim, key)
+
+    def _starving(self, now: float) -> list[PoolKey]:
+        served = {w.key for w in self._workers}
+        keys = [
+            (q[0].submitted, key)
+            for key, q in self._queues.items()
+            if q and key not in served and now - q[0].submitted >= self._import_cost.value
+        ]
+        return [key for _, key in sorted(keys, key=lambda x: x[0])]
+
+    def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
+        """The key whose queue has the most jobs per REPL (busy, idle or starting) after one more."""
+        best: PoolKey | None = None
+        best_score = 0.0
+        counts = self._worker_counts()
+        for key in keys:
+            n = counts.get(key, 0)
+            queued = len(self._queues[key])
+            if queued <= self._starting_for(key):
+                continue  # REPLs on their way will take these
+            score = queued / (n + 1)
+            if best is None or score > best_score:
+                best, best_score = key, score
+        return best
+
+    def _worker_counts(self) -> dict[PoolKey, int]:
+        counts: dict[PoolKey, int] = {}
+        for w in self._workers:
+            counts[w.key] = counts.get(w.key, 0) + 1
+        return counts
+
+    def _starting_for(self, key: PoolKey) -> int:
+        return sum(1 for w in self._workers if w.key == key and w.state is WorkerState.STARTING)
+
+    def _conversion_victim(self, key: PoolKey) -> Worker | None:
+        idle = [
+            w for w in self._workers if w.state is WorkerState.IDLE and w.key != key and not self._queues.get(w.key)
+        ]
+        if not idle:
+            return None
+        mine = sum(1 for w in self._workers if w.key == key)
+        import_cost = self._import_cost.value
+        # Nothing serves this key: an idle REPL with nothing to do is converted at once.
+        if mine > 0 and len(self._queues[key]) * self._cost(key).value / mine <= _CONVERT_FACTOR * import_cost:
+            return None
+        return min(idle, key=lambda w: w.idle_since)  # the one idle longest
+
+    def _cost(self, key: PoolKey) -> _Ema:
+        ema = self._proof_cost.get(key)
+        if ema is None:
+            ema = self._proof_cost[key] = _Ema(1.0)
+        return ema
+
+    def _memory_ok(self) -> bool:
+        need = self.s.min_free_memory
+        if not need or psutil.virtual_memory().available >= need:
+            return True
+        if self._memory_retry is None:
+            log.warning("memory_low_waiting", available=psutil.virtual_memory().available, needed=need)
+
+            def retry() -> None:
+                self._memory_retry = None
+                self._kick()
+
+            self._memory_retry = asyncio.get_running_loop().call_later(1.0, retry)
+        return False
+
+    def _retry_after(self) -> float:
+        busy = max(1, sum(1 for w in self._workers if w.state is WorkerState.BUSY))
+        per_proof = sum(e.value for e in self._proof_cost.values()) / max(1, len(self._proof_cost)) or 1.0
+        return min(60.0, max(1.0, self._queued * per_proof / busy / 10))
+
+    def _pop(self, key: PoolKey) -> Job:
+        job = self._queues[key].popleft()
+        self._queued -= 1
+        if job.expiry is not None:
+            job.expiry.cancel()
+        return job
+
+    def _dequeue(self, job: Job) -> bool:
+        queue = self._queues.get(job.key)
+        if queue is None:
+            return False
+        try:
+            queue.remove(job)
+        except ValueError:
+            return False
+        self._queued -= 1
+        return True
+
+    def _expire(self, job: Job) -> None:
+        if self._dequeue(job):
+            job.answer(
+                not_checked(f"waited {self.s.max_wait:g} s for a REPL (LEAN_SERVER_MAX_WAIT) and was not checked")
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ----------------------------------------------------------------- REPL lifecycle
+
+    def _new_worker(self, key: PoolKey) -> Worker:
+        worker = Worker(key, f"repl-{next(self._ids)}")
+        self._workers.add(worker)
+        self._importing += 1
+        self._spawn(self._start_worker(worker))
+        return worker
+
+    def _replace(self, worker: Worker, key: PoolKey) -> None:
+        """Retire `worker` and start one for `key` in its place."""
+        self._workers.discard(worker)
+        self._spawn(self._retire(worker, counter="recycles"))
+        if not self._closing:
+            self._new_worker(key)
+
+    async def _retire(self, worker: Worker, counter: str | None) -> None:
+        self._workers.discard(worker)
+        if counter:
+            self.counters[counter] += 1
+        if worker.repl is not None:
+            await worker.repl.kill()
+
+    async def _start_worker(self, worker: Worker) -> None:
+        started = time.monotonic()
+        try:
+            worker.repl = await Repl.start(self.s.spec, worker.id)
+            reply, _ = await asyncio.wait_for(
+                worker.repl.run(protocol.command(worker.key.header)), self.s.import_timeout
+            )
+        except (ReplCrashed, TimeoutError) as exc:
+            self._importing -= 1
+            await self._import_failed(worker, exc)
+            return
+        except asyncio.CancelledError:
+            self._importing -= 1
+            await self._retire(worker, counter=None)
+            raise
+        self._importing -= 1
+        self.counters["imports"] += 1
+        if reply.error is not None or verdict_of(reply) is Verdict.INVALID or reply.env is None:
+            await self._header_rejected(worker, reply)
+            return
+        self._import_cost.add(time.monotonic() - started)
+        self._import_failures.pop(worker.key, None)
+        worker.repl.refresh_tree()
+        worker.base_env = reply.env
+        worker.state = WorkerState.IDLE
+        worker.idle_since = time.monotonic()
+        log.debug("repl_ready", repl_id=worker.id, header=worker.key.header, seconds=time.monotonic() - started)
+        self._kick()
+
+    async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
+        self.counters["crashes"] += 1
+        await self._retire(worker, counter=None)
+        failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
+        log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=str(exc)[:500])
+        if failures >= 2:
+            # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
+            self._import_failures.pop(worker.key, None)
+            if isinstance(exc, TimeoutError):
+                outcome = Outcome(Verdict.TIMEOUT, error=f"importing the header took over {self.s.import_timeout:g} s")
+            else:
+                outcome = Outcome(_crash_verdict(exc), error=f"the REPL failed while importing the header: {exc}")
+            self._fail_queue(worker.key, outcome)
+        self._kick()
+
+    async def _header_rejected(self, worker: Worker, reply: Reply) -> None:
+        """Lean rejected the imports: every proof of this header is INVALID with Lean's messages."""
+        await self._retire(worker, counter=None)
+        queue = self._queues.get(worker.key, deque())
+        while queue:
+            job = self._pop(worker.key)
+            mapped = _header_reply_in_file(reply, job.split)
+            job.answer(
+                Outcome(
+                    Verdict.INVALID if reply.error is None else Verdict.REPL_ERROR,
+                    mapped,
+                    error=reply.error or "",
+                    repl_id=worker.id,
+                )
+            )
+            self.counters["completed"] += 1
+        self._kick()
+
+    def _fail_queue(self, key: PoolKey, outcome: Outcome) -> None:
+        queue = self._queues.get(key, deque())
+        while queue:
+            self._pop(key).answer(outcome)
+            self.counters["completed"] += 1
+
+    def _run(self, worker: Worker, job: Job) -> None:
+        worker.state = WorkerState.BUSY
+        worker.job = job
+        self._spawn(self._check(worker, job))
+
+    async def _check(self, worker: Worker, job: Job) -> None:
+        assert worker.repl is not None
+        repl = worker.repl
+        job.attempts += 1
+        opts = job.options
+        request = protocol.command(
+            job.split.body, env=worker.base_env, all_tactics=opts.all_tactics, infotree=opts.infotree
+        )
+        started = time.monotonic()
+        queue_seconds = started - job.submitted
+        peak = 0
+        run = asyncio.ensure_future(repl.run(request))
+        killed_for: str | None = None
+        try:
+            if self.s.max_repl_rss is None:
+                done, _ = await asyncio.wait((run,), timeout=opts.timeout)
+                if not done:
+                    killed_for = "timeout"
+            else:
+                deadline = started + opts.timeout
+                while not run.done():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        killed_for = "timeout"
+                        break
+                    await asyncio.wait((run,), timeout=min(_WATCHDOG_PERIOD, left))
+                    rss = repl.rss()
+                    peak = max(peak, rss)
+                    if not run.done() and rss > self.s.max_repl_rss:
+                        killed_for = "memory"
+                        break
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        elapsed = time.monotonic() - started
+        made = functools.partial(
+            Outcome,
+            repl_id=worker.id,
+            queue_seconds=queue_seconds,
+            attempts=job.attempts,
+            fresh_repl=worker.key.fresh,
+            time_seconds=elapsed,
+        )
+        if killed_for is not None:
+            run.cancel()
+            self.counters["kills"] += 1
+            await self._lost(worker)
+            if killed_for == "timeout":
+                outcome = made(
+                    Verdict.TIMEOUT,
+                    error=f"the proof ran past its timeout of {opts.timeout:g} s",
+                    peak_memory_bytes=peak,
+                )
+            else:
+                outcome = made(
+                    Verdict.OUT_OF_MEMORY,
+                    peak_memory_bytes=peak,
+                    error=f"the REPL's resident memory passed {self.s.max_repl_rss} bytes",
+                )
+            self._finish(job, outcome)
+            return
+        try:
+            reply, usage = run.result()
+        except ReplCrashed as exc:
+            self.counters["crashes"] += 1
+            await self._lost(worker)
+            verdict = _crash_verdict(exc)
+            if verdict is Verdict.REPL_ERROR and job.attempts < 2 and not self._closing:
+                # The crash may be the machine's: try once more on a fresh REPL, ahead of the queue.
+                self._queues.setdefault(job.key, deque()).appendleft(job)
+                self._queued += 1
+                self._kick()
+                return
+            self._finish(job, made(verdict, error=str(exc)))
+            return
+        self._cost(worker.key).add(elapsed)
+        worker.uses += 1
+        verdict = verdict_of(reply)
+        outcome = made(
+            verdict,
+            reply.shifted(job.split.line_offset),
+            error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
+            cpu_seconds=usage.cpu_seconds,
+            peak_memory_bytes=max(peak, usage.rss_bytes),
+        )
+        self._finish(job, outcome)
+        if worker.key.fresh:
+            await self._retire(worker, counter=None)
+        elif (
+            reply.error is not None  # a REPL-level failure: don't trust its state
+            or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses)
+            or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss)
+        ):
+            self._replace(worker, worker.key)
+        else:
+            worker.state = WorkerState.IDLE
+            worker.idle_since = time.monotonic()
+            worker.job = None
+        self._kick()
+
+    def _finish(self, job: Job, outcome: Outcome) -> None:
+        if self._closing and not job.future.done():
+            outcome = not_checked("the server is shutting down")
+        job.answer(outcome)
+        self.counters["completed"] += 1
+
+    async def _lost(self, worker: Worker) -> None:
+        """A REPL died or was killed: reap it and start its replacement in the background."""
+        await self._retire(worker, counter=None)
+        if not worker.key.fresh and not self._closing:
+            self._new_worker(worker.key)
+        self._kick()
+
+
+def _crash_verdict(exc: BaseException) -> Verdict:
+    text = (str(exc) or "").lower()
+    return Verdict.OUT_OF_MEMORY if any(m in text for m in _OOM_MARKERS) else Verdict.REPL_ERROR
+
+
+def _header_reply_in_file(reply: Reply, split: Split) -> Reply:
+    """Move the header command's messages onto the user's import lines."""
+
+    def line(n: int) -> int:
+        if 1 <= n <= len(split.header_lines):
+            return split.header_lines[n - 1]
+        return n
+
+    return replace(
+        reply,
+        messages=tuple(
+            replace(
+                m,
+                pos=protocol.Pos(line(m.pos.line), m.pos.column),
+                end_pos=m.end_pos and protocol.Pos(line(m.end_pos.line), m.end_pos.column),
+            )
+            for m in reply.messages
+        ),
+        sorries=(),
+    )
