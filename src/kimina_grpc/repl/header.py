@@ -70,10 +70,10 @@ def _skip_trivia(code: str, i: int, *, stop_at_newline: bool) -> int:
 def split_header(code: str) -> Split:
     """Cut `code` after its last header command.
 
-    Blank lines and comments before and between header commands belong to the header; whatever
-    follows the last header command's line (blank lines included) is the body, so body positions
-    shift by whole lines. Module names are kept exactly: `Mathlib.Data.Real.Basic` is never widened
-    to `Mathlib`.
+    Blank lines and comments before and between header commands, and blank lines after the last
+    one, belong to the header; the body starts at the first line with text after it (a comment
+    there is the body's), so body positions shift by whole lines. Module names are kept exactly:
+    `Mathlib.Data.Real.Basic` is never widened to `Mathlib`.
     """
     code = code.replace("\r\n", "\n")
     commands: list[str] = []
@@ -97,7 +97,17 @@ def split_header(code: str) -> Split:
         if command not in commands:
             commands.append(command)
             lines.append(code.count("\n", 0, i) + 1)
-        end = i = min(k + 1, n)
+        i = min(k + 1, n)
+        # Blank lines after a header command belong to the header: the body starts on a line with
+        # text (as Kimina cut it, so positions agree with its recordings).
+        end = i
+        while end < n:
+            nl = code.find("\n", end)
+            if nl < 0 or code[end:nl].strip():
+                if nl < 0 and not code[end:].strip():
+                    end = n
+                break
+            end = nl + 1
     return Split(
         header="\n".join(commands),
         body=code[end:],

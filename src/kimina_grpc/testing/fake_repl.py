@@ -16,6 +16,7 @@ the Lean code of the form `-- fake: VERB ARGS`:
     cpu S              burn S seconds of CPU before replying
     hang               never reply (stdin stays open)
     crash [CODE]       exit at once with CODE (default 1), "fake REPL crash" on stderr
+    crash-once PATH    crash like `crash` if PATH does not exist, creating it (so a retry passes)
     alloc MB           allocate and touch MB MiB and keep it (until the process ends); if the
                        address-space cap forbids it, print "INTERNAL PANIC: out of memory" on
                        stderr and exit 1, as Lean's runtime does
@@ -179,6 +180,15 @@ class Simulator:
                 sys.stderr.write("fake REPL crash\n")
                 sys.stderr.flush()
                 os._exit(int(arg or 1))
+            elif verb == "crash-once":
+                try:
+                    with open(arg, "x"):
+                        pass
+                except FileExistsError:
+                    continue
+                sys.stderr.write("fake REPL crash\n")
+                sys.stderr.flush()
+                os._exit(1)
             elif verb == "alloc":
                 self._allocate(int(float(arg)))
             elif verb == "garbage":

@@ -1,0 +1,38 @@
+# One way to build, run and test. `make setup` first; everything runs in .venv.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup proto proto-check lint test serve bench ci
+
+setup:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+
+proto:
+	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/buf lint
+
+# Regenerate and fail if the committed code differs.
+proto-check: proto
+	git diff --exit-code -- src/kimina_grpc/v1
+	@test -z "$$(git status --porcelain -- src/kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test:
+	$(BIN)/pytest -q
+
+# Serves with the real Lean REPL (LEAN_SERVER_WORKSPACE, see tools/install_lean.sh), or with the
+# stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).
+serve:
+	$(BIN)/kimina-grpc serve
+
+bench:
+	$(BIN)/python -m bench
+
+ci: lint proto-check test

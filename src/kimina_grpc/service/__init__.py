@@ -1,0 +1,1 @@
+"""The service room: proto <-> domain, status codes, and the process lifecycle."""

@@ -1,0 +1,165 @@
+"""Proto <-> domain, and the validation rules the contract states. No logic beyond translation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from google.rpc import error_details_pb2
+
+from kimina_grpc.repl import InfotreeMode, Pos, Split, split_header
+from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
+from kimina_grpc.v1 import verifier_pb2 as pb
+
+MAX_ID_BYTES = 256
+
+_INFOTREE: dict[int, InfotreeMode | None] = {
+    pb.INFOTREE_MODE_NONE: None,
+    pb.INFOTREE_MODE_FULL: "full",
+    pb.INFOTREE_MODE_TACTICS: "tactics",
+    pb.INFOTREE_MODE_ORIGINAL: "original",
+    pb.INFOTREE_MODE_SUBSTANTIVE: "substantive",
+}
+_SEVERITY = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "error": pb.SEVERITY_ERROR}
+
+
+class InvalidInput(Exception):
+    """Input that breaks the contract's rules; one violation per broken rule."""
+
+    def __init__(self, violations: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {why}" for field, why in violations))
+        self.violations = violations
+
+    def bad_request(self) -> error_details_pb2.BadRequest:
+        return error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """Options after inheritance: proof's own, then the request's, then the server's."""
+
+    timeout: float
+    infotree: InfotreeMode | None
+    reuse: bool
+    diagnostics: bool
+    all_tactics: bool
+
+
+def check_options(opts: pb.ProofOptions, where: str, settings: Settings) -> list[tuple[str, str]]:
+    problems = []
+    if opts.HasField("timeout_seconds") and not 0 < opts.timeout_seconds <= settings.max_timeout:
+        problems.append((f"{where}.timeout_seconds", f"must be in (0, {settings.max_timeout:g}]"))
+    if opts.infotree != pb.INFOTREE_MODE_UNSPECIFIED and opts.infotree not in _INFOTREE:
+        problems.append((f"{where}.infotree", f"unknown infotree mode {opts.infotree}"))
+    return problems
+
+
+def check_proof(proof: pb.Proof, where: str, settings: Settings) -> list[tuple[str, str]]:
+    problems = []
+    id_bytes = len(proof.id.encode())
+    if id_bytes == 0:
+        problems.append((f"{where}.id", "must not be empty"))
+    elif id_bytes > MAX_ID_BYTES:
+        problems.append((f"{where}.id", f"must be at most {MAX_ID_BYTES} bytes"))
+    if len(proof.code.encode()) > settings.max_code_bytes:
+        problems.append((f"{where}.code", f"must be at most {settings.max_code_bytes} bytes"))
+    problems += check_options(proof.options, f"{where}.options", settings)
+    return problems
+
+
+def check_batch(request: pb.VerifyRequest, settings: Settings) -> None:
+    problems: list[tuple[str, str]] = []
+    if not request.proofs:
+        problems.append(("proofs", "must not be empty"))
+    elif len(request.proofs) > settings.max_batch:
+        problems.append(("proofs", f"must have at most {settings.max_batch} proofs"))
+    problems += check_options(request.options, "options", settings)
+    seen: set[str] = set()
+    for i, proof in enumerate(request.proofs):
+        problems += check_proof(proof, f"proofs[{i}]", settings)
+        if proof.id and proof.id in seen:
+            problems.append((f"proofs[{i}].id", f"duplicate id {proof.id!r}"))
+        seen.add(proof.id)
+    if problems:
+        raise InvalidInput(problems)
+
+
+def effective(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: Settings) -> Effective:
+    def pick(field: str) -> pb.ProofOptions | None:
+        for o in (own, request):
+            if o is not None and o.HasField(field):  # type: ignore[arg-type]
+                return o
+        return None
+
+    t = pick("timeout_seconds")
+    r = pick("reuse")
+    d = pick("diagnostics")
+    a = pick("all_tactics")
+    mode = own.infotree or (request.infotree if request is not None else 0) or pb.INFOTREE_MODE_NONE
+    return Effective(
+        timeout=t.timeout_seconds if t else settings.default_timeout,
+        infotree=_INFOTREE[mode],
+        reuse=r.reuse if r else True,
+        diagnostics=d.diagnostics if d else False,
+        all_tactics=a.all_tactics if a else False,
+    )
+
+
+def to_job(proof: pb.Proof, eff: Effective, deadline_left: float | None) -> tuple[Split, CheckOptions]:
+    timeout = eff.timeout if deadline_left is None else max(0.001, min(eff.timeout, deadline_left))
+    return split_header(proof.code), CheckOptions(
+        timeout=timeout, infotree=eff.infotree, all_tactics=eff.all_tactics, reuse=eff.reuse
+    )
+
+
+def _pos(p: Pos) -> pb.Position:
+    return pb.Position(line=p.line, column=p.column)
+
+
+def to_result(proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofResult:
+    result = pb.ProofResult(
+        id=proof_id,
+        verdict=pb.Verdict.ValueType(outcome.verdict.value),
+        time_seconds=outcome.time_seconds,
+        error=outcome.error,
+    )
+    reply = outcome.reply
+    if reply is not None:
+        for m in reply.messages:
+            msg = result.messages.add(severity=_SEVERITY[m.severity.value], start=_pos(m.pos), text=m.data)
+            if m.end_pos is not None:
+                msg.end.CopyFrom(_pos(m.end_pos))
+        for s in reply.sorries:
+            sorry = result.sorries.add(goal=s.goal)
+            if s.pos is not None:
+                sorry.start.CopyFrom(_pos(s.pos))
+            if s.end_pos is not None:
+                sorry.end.CopyFrom(_pos(s.end_pos))
+        for t in reply.tactics:
+            tactic = result.tactics.add(start=_pos(t.pos), tactic=t.tactic, goals=t.goals)
+            if t.end_pos is not None:
+                tactic.end.CopyFrom(_pos(t.end_pos))
+        if reply.infotree is not None:
+            result.infotree = json.dumps(reply.infotree, ensure_ascii=False)
+    if diagnostics:
+        result.diagnostics.CopyFrom(
+            pb.Diagnostics(
+                repl_id=outcome.repl_id,
+                queue_seconds=outcome.queue_seconds,
+                check_seconds=outcome.time_seconds,
+                cpu_seconds=outcome.cpu_seconds,
+                peak_memory_bytes=outcome.peak_memory_bytes,
+                attempts=outcome.attempts,
+                fresh_repl=outcome.fresh_repl,
+            )
+        )
+    return result
+
+
+def not_checked(proof_id: str, why: str) -> pb.ProofResult:
+    return pb.ProofResult(id=proof_id, verdict=pb.VERDICT_NOT_CHECKED, error=why)

@@ -1,0 +1,84 @@
+"""The one place where domain failures become gRPC statuses. Handlers raise; this maps."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+import structlog
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from kimina_grpc.service.convert import InvalidInput
+from kimina_grpc.supervisor.pool import QueueFull, ShuttingDown
+
+log = structlog.get_logger("kimina_grpc.service")
+
+T = TypeVar("T")
+
+
+def _rich(code: grpc.StatusCode, rpc_code: int, message: str, detail: Any | None) -> grpc.Status:
+    status = status_pb2.Status(code=rpc_code, message=message)
+    if detail is not None:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def status_of(exc: BaseException) -> grpc.Status:
+    if isinstance(exc, InvalidInput):
+        return _rich(grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT, str(exc)[:4000], exc.bad_request())
+    if isinstance(exc, QueueFull):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(exc.retry_after * 1e9))
+        return _rich(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            code_pb2.RESOURCE_EXHAUSTED,
+            f"{exc}; retry in {exc.retry_after:.0f} s",
+            error_details_pb2.RetryInfo(retry_delay=delay),
+        )
+    if isinstance(exc, ShuttingDown):
+        return _rich(grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE, "the server is shutting down", None)
+    log.exception("internal_error", exc_info=exc)
+    return _rich(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "internal server error", None)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
+    await context.abort_with_status(status_of(exc))
+    raise AssertionError("unreachable")  # abort raises
+
+
+def unary(
+    fn: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        try:
+            return await fn(self, request, context)
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+
+    return wrapper
+
+
+def streaming(
+    fn: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[T]],
+) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[T]]:
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[T]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            await _abort(context, exc)
+
+    return wrapper

@@ -1,0 +1,16 @@
+"""The supervisor room: the pool of warm REPLs, the queue, scheduling by header, limits."""
+
+from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey
+from kimina_grpc.supervisor.pool import PoolSettings, PoolState, QueueFull, ShuttingDown, Supervisor
+
+__all__ = [
+    "CheckOptions",
+    "Job",
+    "Outcome",
+    "PoolKey",
+    "PoolSettings",
+    "PoolState",
+    "QueueFull",
+    "ShuttingDown",
+    "Supervisor",
+]

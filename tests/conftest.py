@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(os.environ.get("KIMINA_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+TRANSCRIPTS = FIXTURES / "repl-transcripts"
+KIMINA_MATCH = FIXTURES / "kimina-match"
+
+
+def children() -> list[psutil.Process]:
+    """Live (non-zombie) descendants of this test process."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"the shared fixtures are missing at {FIXTURES} (set KIMINA_FIXTURES)")
+    return FIXTURES

@@ -1,0 +1,76 @@
+"""Header split: what is imported once per REPL, and how body lines map to the user's file."""
+
+from __future__ import annotations
+
+from kimina_grpc.repl import split_header
+
+
+def test_imports_and_body() -> None:
+    s = split_header("import Mathlib\nimport Aesop\n\nset_option maxHeartbeats 0\ntheorem t : True := trivial\n")
+    assert s.header == "import Mathlib\nimport Aesop"
+    assert s.body.startswith("set_option maxHeartbeats 0\n")
+    assert s.line_offset == 3
+    assert s.header_lines == (1, 2)
+
+
+def test_comments_before_and_between_imports() -> None:
+    code = (
+        "-- a file\n/- about\n   it /- nested -/ still\n-/\nimport A.B -- why\n\n/-- doc -/\nimport C\ntheorem t := 1\n"
+    )
+    s = split_header(code)
+    assert s.header == "import A.B\nimport C"
+    assert s.header_lines == (5, 8)
+    assert s.body == "theorem t := 1\n"
+    assert code.split("\n")[s.line_offset] == "theorem t := 1"
+
+
+def test_block_comment_spanning_lines_after_import_stays_in_body() -> None:
+    code = "import A\n/- problem\nstatement -/\ntheorem t := 1"
+    s = split_header(code)
+    assert s.header == "import A"
+    assert s.body == "/- problem\nstatement -/\ntheorem t := 1"
+    assert s.line_offset == 1
+
+
+def test_windows_line_endings() -> None:
+    s = split_header("import A\r\nimport B\r\n\r\ntheorem t := 1\r\n")
+    assert s.header == "import A\nimport B"
+    assert s.body == "theorem t := 1\n"
+    assert s.line_offset == 3
+
+
+def test_no_imports() -> None:
+    s = split_header("theorem t : True := trivial")
+    assert (s.header, s.body, s.line_offset) == ("", "theorem t : True := trivial", 0)
+
+
+def test_imports_only() -> None:
+    s = split_header("import Mathlib\n")
+    assert (s.header, s.body) == ("import Mathlib", "")
+    s = split_header("import Mathlib")
+    assert (s.header, s.body) == ("import Mathlib", "")
+
+
+def test_import_inside_string_or_comment_after_header_is_body() -> None:
+    code = 'import A\ndef s := "import B"\n-- import C\n/- import D -/\nimport E\n'
+    s = split_header(code)
+    assert s.header == "import A"
+    assert "import E" in s.body and "import B" in s.body
+
+
+def test_normalisation_whitespace_duplicates_never_widened() -> None:
+    a = split_header("import   Mathlib.Data.Real.Basic\nimport Mathlib.Data.Real.Basic\ntheorem t := 1")
+    b = split_header("import Mathlib.Data.Real.Basic\ntheorem t := 1")
+    assert a.header == b.header == "import Mathlib.Data.Real.Basic"
+    assert split_header("import Mathlib\ntheorem t := 1").header != a.header
+
+
+def test_newer_header_commands() -> None:
+    s = split_header("module\n\npublic import A\nmeta import B\npublic meta import C\nprelude\ndef x := 1")
+    assert s.header.split("\n") == ["module", "public import A", "meta import B", "public meta import C", "prelude"]
+    assert s.body == "def x := 1"
+
+
+def test_word_starting_with_import_is_not_a_header() -> None:
+    s = split_header("importance : Nat := 1")
+    assert s.header == "" and s.line_offset == 0

@@ -1,0 +1,214 @@
+"""The supervisor with real stand-in REPL processes: reuse, limits, faults, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shlex
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kimina_grpc.repl import ReplSpec, Verdict, split_header
+from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
+from kimina_grpc.supervisor.jobs import Outcome
+from kimina_grpc.testing import fake_repl_command
+
+from .conftest import children
+
+ARGV = tuple(shlex.split(fake_repl_command()))
+
+
+def pool(**kw: object) -> Supervisor:
+    spec = kw.pop("spec", ReplSpec(argv=ARGV))
+    return Supervisor(PoolSettings(spec=spec, import_cost_hint=0.1, **kw))  # type: ignore[arg-type]
+
+
+async def check(sup: Supervisor, code: str, timeout: float = 10.0, **opts: object) -> Outcome:
+    job = sup.submit(split_header(code), CheckOptions(timeout=timeout, **opts))  # type: ignore[arg-type]
+    return await job.future
+
+
+@pytest.fixture
+async def closing() -> list[Supervisor]:
+    made: list[Supervisor] = []
+    yield made  # type: ignore[misc]
+    for sup in made:
+        await sup.close()
+    assert children() == []
+
+
+async def test_reuse_by_header_and_no_state_leak(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1)
+    closing.append(sup)
+    await sup.start()
+    outs = [await check(sup, "import A\n\ntheorem same : True := trivial") for _ in range(4)]
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 4
+    assert len({o.repl_id for o in outs}) == 1
+    assert sup.counters["imports"] == 1
+
+
+async def test_positions_are_in_the_users_file(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1)
+    closing.append(sup)
+    await sup.start()
+    out = await check(sup, "import A\n\n\ntheorem t : True := by\n  -- fake: error nope\n  trivial")
+    assert out.verdict is Verdict.INVALID
+    assert out.reply is not None and out.reply.messages[0].pos.line == 5
+
+
+async def test_timeout_kills_and_pool_recovers_full_warm_strength(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=2, init_repls={"import A": 2})
+    closing.append(sup)
+    await sup.start()
+    while not sup.ready:
+        await asyncio.sleep(0.02)
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT and out.time_seconds >= 0.3
+    assert sup.counters["kills"] == 1
+    for _ in range(200):
+        state = sup.state()
+        if sum(h.warm for h in state.headers) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert [(h.header, h.warm) for h in sup.state().headers] == [("import A", 2)]
+
+
+async def test_crash_is_retried_once_then_repl_error(closing: list[Supervisor], tmp_path: Path) -> None:
+    sup = pool(max_repls=1)
+    closing.append(sup)
+    await sup.start()
+    flag = tmp_path / "crashed"
+    out = await check(sup, f"theorem t := by\n  -- fake: crash-once {flag}")
+    assert out.verdict is Verdict.VALID and out.attempts == 2
+    out = await check(sup, "theorem t := by\n  -- fake: crash 7")
+    assert out.verdict is Verdict.REPL_ERROR and out.attempts == 2
+    assert "exit code 7" in out.error and "fake REPL crash" in out.error
+    out = await check(sup, "theorem t := by\n  -- fake: garbage")
+    assert out.verdict is Verdict.REPL_ERROR and "protocol" in out.error
+
+
+async def test_out_of_memory_by_cap_and_by_watchdog(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
+    closing.append(sup)
+    await sup.start()
+    out = await check(sup, "theorem t := by\n  -- fake: alloc 600")
+    assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 1
+    sup2 = pool(max_repls=1, max_repl_rss=150 << 20)
+    closing.append(sup2)
+    await sup2.start()
+    out = await check(sup2, "theorem t := by\n  -- fake: alloc 250\n  -- fake: sleep 5")
+    assert out.verdict is Verdict.OUT_OF_MEMORY and out.peak_memory_bytes > 150 << 20
+    assert out.time_seconds < 4
+    assert (await check(sup2, "theorem ok := 1")).verdict is Verdict.VALID
+
+
+async def test_header_rejected_makes_its_proofs_invalid(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1)
+    closing.append(sup)
+    await sup.start()
+    out = await check(sup, "-- intro\nimport Missing.Thing\n\ntheorem t := 1")
+    assert out.verdict is Verdict.INVALID
+    assert out.reply is not None and out.reply.messages[0].pos.line == 2
+    assert "Missing" in out.reply.messages[0].data
+    assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
+
+
+async def test_cancel_frees_queued_jobs(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1)
+    closing.append(sup)
+    await sup.start()
+    first = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=5))
+    queued = [sup.submit(split_header(f"theorem q{i} := 1"), CheckOptions(timeout=5)) for i in range(10)]
+    await asyncio.sleep(0.2)
+    assert sup.queued == 10
+    for job in queued:
+        sup.cancel(job)
+    assert sup.queued == 0
+    assert (await first.future).verdict is Verdict.VALID
+    await asyncio.sleep(0.2)
+    assert sup.counters["completed"] == 1  # the cancelled ten never ran
+    assert all(j.future.cancelled() for j in queued)
+
+
+async def test_max_wait_answers_not_checked(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1, max_wait=0.2)
+    closing.append(sup)
+    await sup.start()
+    slow = sup.submit(split_header("theorem t := by\n  -- fake: sleep 1"), CheckOptions(timeout=5))
+    waiting = sup.submit(split_header("theorem u := 1"), CheckOptions(timeout=5))
+    out = await waiting.future
+    assert out.verdict is Verdict.NOT_CHECKED and "LEAN_SERVER_MAX_WAIT" in out.error
+    assert (await slow.future).verdict is Verdict.VALID
+
+
+async def test_fresh_repl_on_request_and_recycling(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=2, max_repl_uses=2)
+    closing.append(sup)
+    await sup.start()
+    fresh = await check(sup, "theorem t := 1", reuse=False)
+    assert fresh.fresh_repl and fresh.verdict is Verdict.VALID
+    ids = [(await check(sup, f"theorem t{i} := 1")).repl_id for i in range(5)]
+    assert len(set(ids)) == 3  # two uses each
+    assert sup.counters["recycles"] >= 2
+
+
+async def test_queue_bound(closing: list[Supervisor]) -> None:
+    from kimina_grpc.supervisor import QueueFull
+
+    sup = pool(max_repls=1, max_queue=3)
+    closing.append(sup)
+    await sup.start()
+    jobs = sup.submit_many([(split_header("theorem t := 1"), CheckOptions(timeout=5))] * 3)
+    with pytest.raises(QueueFull) as info:
+        sup.submit(split_header("theorem t := 1"), CheckOptions(timeout=5))
+    assert info.value.retry_after >= 1
+    assert [(await j.future).verdict for j in jobs] == [Verdict.VALID] * 3
+
+
+async def test_random_fault_mix_loses_and_duplicates_nothing(closing: list[Supervisor], tmp_path: Path) -> None:
+    rng = random.Random(7)
+    sup = pool(max_repls=3, max_concurrent_imports=3)
+    closing.append(sup)
+    await sup.start()
+    kinds = ["valid"] * 900 + ["error"] * 40 + ["sorry"] * 40 + ["crash"] * 6 + ["garbage"] * 4 + ["hang"] * 4
+    kinds += ["crash-once"] * 6
+    expected = {
+        "valid": Verdict.VALID,
+        "error": Verdict.INVALID,
+        "sorry": Verdict.SORRY,
+        "crash": Verdict.REPL_ERROR,
+        "garbage": Verdict.REPL_ERROR,
+        "hang": Verdict.TIMEOUT,
+        "crash-once": Verdict.VALID,
+    }
+    items = []
+    for i in range(2000):
+        kind = rng.choice(kinds)
+        header = rng.choice(["", "import A", "import B"])
+        arg = f" {tmp_path / str(i)}" if kind == "crash-once" else ""
+        directive = "" if kind == "valid" else f"\n  -- fake: {kind}{arg}"
+        items.append((kind, f"{header}\ntheorem t{i} : True := by{directive}\n  trivial"))
+    answered: Counter[int] = Counter()
+    jobs = sup.submit_many((split_header(code), CheckOptions(timeout=0.5)) for _, code in items)
+    for i, job in enumerate(jobs):
+        job.future.add_done_callback(lambda _f, i=i: answered.update([i]))
+    outcomes = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 240)
+    await asyncio.sleep(0.05)
+    assert len(outcomes) == 2000 and set(answered.values()) == {1} and len(answered) == 2000
+    wrong = [(k, o.verdict, o.error) for (k, _), o in zip(items, outcomes, strict=True) if o.verdict != expected[k]]
+    assert wrong == []
+    assert sup.counters["completed"] == 2000
+
+
+async def test_close_answers_everything_and_kills_every_repl() -> None:
+    sup = pool(max_repls=2)
+    await sup.start()
+    jobs = [sup.submit(split_header("theorem t := by\n  -- fake: sleep 5"), CheckOptions(timeout=10)) for _ in range(5)]
+    await asyncio.sleep(0.5)
+    assert children()
+    await sup.close()
+    outs = [j.future.result() for j in jobs]
+    assert {o.verdict for o in outs} == {Verdict.NOT_CHECKED}
+    assert children() == []
