@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kimina_grpc.repl import ReplSpec, Verdict, split_header
-from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
+from kimina_grpc.supervisor import CheckOptions, PoolSettings, QueueFull, Supervisor
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.testing import fake_repl_command
 
@@ -155,8 +155,6 @@ async def test_fresh_repl_on_request_and_recycling(closing: list[Supervisor]) ->
 
 
 async def test_queue_bound(closing: list[Supervisor]) -> None:
-    from kimina_grpc.supervisor import QueueFull
-
     sup = pool(max_repls=1, max_queue=3)
     closing.append(sup)
     await sup.start()
