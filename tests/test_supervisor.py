@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import shlex
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -31,9 +33,9 @@ async def check(sup: Supervisor, code: str, timeout: float = 10.0, **opts: objec
 
 
 @pytest.fixture
-async def closing() -> list[Supervisor]:
+async def closing() -> AsyncIterator[list[Supervisor]]:
     made: list[Supervisor] = []
-    yield made  # type: ignore[misc]
+    yield made
     for sup in made:
         await sup.close()
     assert children() == []
@@ -191,7 +193,7 @@ async def test_random_fault_mix_loses_and_duplicates_nothing(closing: list[Super
     answered: Counter[int] = Counter()
     jobs = sup.submit_many((split_header(code), CheckOptions(timeout=0.5)) for _, code in items)
     for i, job in enumerate(jobs):
-        job.future.add_done_callback(lambda _f, i=i: answered.update([i]))
+        job.future.add_done_callback(functools.partial(lambda i, _f: answered.update([i]), i))
     outcomes = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 240)
     await asyncio.sleep(0.05)
     assert len(outcomes) == 2000 and set(answered.values()) == {1} and len(answered) == 2000

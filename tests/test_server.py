@@ -1,0 +1,325 @@
+"""The real gRPC server on 127.0.0.1:0 with the stand-in REPL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, App, create_app
+from kimina_grpc.settings import Settings
+from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+from .conftest import children
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def settings(**kw: Any) -> Settings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "repl_command": fake_repl_command(),
+        "max_repls": 2,
+        "max_repl_mem": None,
+        "drain_seconds": 0,
+        "grace_seconds": 1,
+        "import_cost_hint": 0.1,
+    }
+    return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
+
+
+@contextlib.asynccontextmanager
+async def running(**kw: Any) -> AsyncIterator[tuple[App, grpc.aio.Channel]]:
+    app = create_app(settings(**kw))
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    try:
+        yield app, channel
+    finally:
+        await channel.close()
+        await app.stop()
+        assert children() == []
+
+
+def proof(pid: str, body: str, header: str = "import A", **opts: Any) -> pb.Proof:
+    return pb.Proof(
+        id=pid, code=f"{header}\n\ntheorem t : True := by\n{body}\n  trivial", options=pb.ProofOptions(**opts)
+    )
+
+
+async def test_verdicts_end_to_end_in_input_order() -> None:
+    async with running(max_repl_mem="300M") as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        proofs = [
+            proof("valid", ""),
+            proof("invalid", "  -- fake: error bad tactic"),
+            proof("sorry", "  -- fake: sorry"),
+            proof("timeout", "  -- fake: hang", timeout_seconds=0.3),
+            proof("oom", "  -- fake: alloc 500"),
+            proof("crash", "  -- fake: crash 3"),
+        ]
+        reply = await stub.Verify(pb.VerifyRequest(proofs=proofs, options=pb.ProofOptions(diagnostics=True)))
+        got = [(r.id, pb.Verdict.Name(r.verdict)) for r in reply.results]
+        assert got == [
+            ("valid", "VERDICT_VALID"),
+            ("invalid", "VERDICT_INVALID"),
+            ("sorry", "VERDICT_SORRY"),
+            ("timeout", "VERDICT_TIMEOUT"),
+            ("oom", "VERDICT_OUT_OF_MEMORY"),
+            ("crash", "VERDICT_REPL_ERROR"),
+        ]
+        invalid = reply.results[1]
+        # The file: "import A", a blank line, the theorem, the directive: Lean's message is on line 4.
+        assert [(m.start.line, m.text, m.severity) for m in invalid.messages] == [(4, "bad tactic", pb.SEVERITY_ERROR)]
+        assert reply.results[2].sorries[0].start.line == 4
+        assert reply.results[3].time_seconds >= 0.3 and "timeout" in reply.results[3].error
+        assert "exit code 3" in reply.results[5].error and reply.results[5].diagnostics.attempts == 2
+        assert reply.results[0].diagnostics.repl_id and not reply.results[0].diagnostics.fresh_repl
+
+
+async def test_stream_results_come_as_they_finish() -> None:
+    async with running() as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+
+        async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
+            yield pb.StreamVerifyRequest(proof=proof("slow", "  -- fake: sleep 0.6"))
+            yield pb.StreamVerifyRequest(proof=proof("fast", ""))
+            yield pb.StreamVerifyRequest(proof=pb.Proof(id="", code="x"))  # invalid: answered, stream goes on
+            yield pb.StreamVerifyRequest(proof=proof("dup", "  -- fake: sleep 0.3"))
+            yield pb.StreamVerifyRequest(proof=proof("dup", ""))  # still in flight: refused
+
+        ids = [(r.result.id, pb.Verdict.Name(r.result.verdict)) async for r in stub.StreamVerify(requests())]
+        assert ids.index(("fast", "VERDICT_VALID")) < ids.index(("slow", "VERDICT_VALID"))
+        assert ("", "VERDICT_NOT_CHECKED") in ids
+        assert ids.count(("dup", "VERDICT_NOT_CHECKED")) == 1 and ids.count(("dup", "VERDICT_VALID")) == 1
+        assert len(ids) == 5
+
+
+async def test_stream_backpressure_bounds_what_the_server_accepts() -> None:
+    window = 16
+    async with running(stream_window=window, max_repls=1) as (app, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        produced = 0
+
+        async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
+            nonlocal produced
+            for i in range(100_000):
+                produced += 1
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 30"))
+
+        call = stub.StreamVerify(requests())
+        await asyncio.sleep(2.0)
+        in_server = app.supervisor.queued + sum(h.busy for h in app.supervisor.state().headers)
+        call.cancel()
+        print(f"\nbackpressure: client produced {produced}, server holds {in_server} (window {window})")
+        assert in_server <= window
+        assert produced < 5_000  # the window plus transport buffers, not 100,000
+        await asyncio.sleep(0.2)
+        assert app.supervisor.queued == 0
+
+
+async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
+    async with running(max_repls=1, stream_window=50) as (app, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+
+        async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
+            for i in range(20):
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 0.2"))
+            await asyncio.sleep(60)
+
+        call = stub.StreamVerify(requests())
+        first = await call.read()
+        assert isinstance(first, pb.StreamVerifyResponse)
+        call.cancel()
+        await asyncio.sleep(0.8)
+        completed = app.supervisor.counters["completed"]
+        assert app.supervisor.queued == 0
+        assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
+
+
+async def test_deadline_caps_the_proof_timeout() -> None:
+    async with running() as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        start = time.monotonic()
+        reply = await stub.Verify(pb.VerifyRequest(proofs=[proof("h", "  -- fake: hang")]), timeout=1.5)
+        assert reply.results[0].verdict == pb.VERDICT_TIMEOUT
+        assert time.monotonic() - start < 1.5
+
+
+def _detail(err: grpc.aio.AioRpcError, message: Any) -> Any:
+    """The rich error detail of type `message` carried by the status (grpcio-status)."""
+    raw = dict(err.trailing_metadata() or ())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(raw)
+    assert status.details[0].Unpack(message)
+    return message
+
+
+def _violations(err: grpc.aio.AioRpcError) -> list[str]:
+    return [v.field for v in _detail(err, error_details_pb2.BadRequest()).field_violations]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (pb.VerifyRequest(), "proofs"),
+        (pb.VerifyRequest(proofs=[pb.Proof(id="", code="x")]), "proofs[0].id"),
+        (pb.VerifyRequest(proofs=[pb.Proof(id="a", code="x"), pb.Proof(id="a", code="y")]), "proofs[1].id"),
+        (pb.VerifyRequest(proofs=[pb.Proof(id="a", code="x" * 2000)]), "proofs[0].code"),
+        (pb.VerifyRequest(proofs=[proof("a", "", timeout_seconds=0)]), "proofs[0].options.timeout_seconds"),
+        (pb.VerifyRequest(proofs=[proof("a", "", timeout_seconds=99999)]), "proofs[0].options.timeout_seconds"),
+        (
+            pb.VerifyRequest(proofs=[proof("a", "")], options=pb.ProofOptions(infotree=99)),  # type: ignore[arg-type]
+            "options.infotree",
+        ),
+    ],
+)
+async def test_bad_input_is_invalid_argument_and_disturbs_nothing(request_: pb.VerifyRequest, field: str) -> None:
+    async with running(max_code_bytes=1000) as (app, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Verify(request_)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in _violations(info.value)
+        assert app.supervisor.counters["completed"] == 0 and app.supervisor.queued == 0
+        ok = await stub.Verify(pb.VerifyRequest(proofs=[proof("fine", "")]))
+        assert ok.results[0].verdict == pb.VERDICT_VALID
+
+
+async def test_queue_full_is_resource_exhausted_with_retry_info() -> None:
+    async with running(max_queue=2) as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Verify(pb.VerifyRequest(proofs=[proof(str(i), "") for i in range(3)]))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert _detail(info.value, error_details_pb2.RetryInfo()).retry_delay.seconds >= 1
+
+
+async def test_auth_required_health_exempt() -> None:
+    async with running(api_key="s3cret") as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        req = pb.VerifyRequest(proofs=[proof("a", "")])
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Verify(req)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Verify(req, metadata=(("authorization", "Bearer wrong"),))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await stub.Verify(req, metadata=(("authorization", "Bearer s3cret"),))).results[0].verdict == 1
+        assert (await stub.Verify(req, metadata=(("x-api-key", "s3cret"),))).results[0].verdict == 1
+        health = health_pb2_grpc.HealthStub(ch)
+        assert (await health.Check(health_pb2.HealthCheckRequest(service=LIVENESS))).status == SERVING
+
+
+async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "1")
+    app = create_app(settings(init_repls={"import A": 2}, drain_seconds=1.0))
+    await app.start()
+    ch = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    health = health_pb2_grpc.HealthStub(ch)
+
+    async def status(name: str) -> int:
+        return (await health.Check(health_pb2.HealthCheckRequest(service=name))).status  # type: ignore[no-any-return]
+
+    try:
+        assert await status("") == NOT_SERVING and await status(SERVICE_NAME) == NOT_SERVING
+        assert await status(LIVENESS) == SERVING
+        for _ in range(100):
+            if await status(SERVICE_NAME) == SERVING:
+                break
+            await asyncio.sleep(0.05)
+        assert await status("") == SERVING and await status(SERVICE_NAME) == SERVING
+        info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
+        assert info.ready and info.headers[0].warm == 2 and info.counters.imports == 2
+        stopping = asyncio.create_task(app.stop())
+        await asyncio.sleep(0.3)
+        assert await status(SERVICE_NAME) == NOT_SERVING and await status(LIVENESS) == SERVING
+        await stopping
+    finally:
+        await ch.close()
+    assert children() == []
+
+
+def test_reflection_lists_and_describes_the_service() -> None:
+    async def start() -> App:
+        app = create_app(settings())
+        await app.start()
+        return app
+
+    loop = asyncio.new_event_loop()
+    app = loop.run_until_complete(start())
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            db = ProtoReflectionDescriptorDatabase(channel)
+            fut = loop.run_in_executor(
+                None, lambda: (list(db.get_services()), db.FindFileContainingSymbol(SERVICE_NAME))
+            )
+            services, file = loop.run_until_complete(fut)
+        assert SERVICE_NAME in services and "grpc.health.v1.Health" in services
+        assert any(s.name == "VerifierService" for s in file.service)
+        methods = {m.name for s in file.service for m in s.method}
+        assert {"Verify", "StreamVerify", "ExportAst", "GetServerInfo"} <= methods
+    finally:
+        loop.run_until_complete(app.stop())
+        loop.close()
+
+
+@pytest.fixture
+def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
+    env = {
+        **os.environ,
+        "LEAN_SERVER_HOST": "127.0.0.1",
+        "LEAN_SERVER_PORT": "0",
+        "LEAN_SERVER_REPL_COMMAND": fake_repl_command(),
+        "LEAN_SERVER_MAX_REPLS": "2",
+        "LEAN_SERVER_MAX_REPL_MEM": "0",
+        "LEAN_SERVER_DRAIN_SECONDS": "0.5",
+        "LEAN_SERVER_GRACE_SECONDS": "5",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    port = 0
+    for line in proc.stderr:
+        if '"serving"' in line:
+            port = int(line.split('"port": ')[1].split(",")[0])
+            break
+    assert port
+    yield proc, port
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
+    server_process: tuple[subprocess.Popen[str], int],
+) -> None:
+    proc, port = server_process
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.VerifierServiceStub(ch)
+        call = stub.Verify(pb.VerifyRequest(proofs=[proof(f"p{i}", "  -- fake: sleep 0.7") for i in range(2)]))
+        await asyncio.sleep(0.4)
+        repls = psutil.Process(proc.pid).children(recursive=True)
+        assert repls
+        proc.send_signal(signal.SIGTERM)
+        reply = await call
+        assert [r.verdict for r in reply.results] == [pb.VERDICT_VALID] * 2
+    assert await asyncio.to_thread(proc.wait, 15) == 0
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in repls)
