@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check lint test serve bench ci
+.PHONY: setup proto proto-check lint test serve demo bench ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ test:
 # stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).
 serve:
 	$(BIN)/kimina-grpc serve
+
+# The server with the stand-in REPL instead of Lean: try the API on a machine without Lean.
+demo:
+	LEAN_SERVER_REPL_COMMAND="$(abspath $(BIN))/python -m kimina_grpc.testing.fake_repl" \
+	LEAN_SERVER_ENVIRONMENT=dev LEAN_SERVER_MAX_REPL_MEM=0 $(BIN)/kimina-grpc serve
 
 bench:
 	$(BIN)/python -m bench

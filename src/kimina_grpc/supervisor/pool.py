@@ -39,9 +39,10 @@ log = structlog.get_logger("kimina_grpc.supervisor")
 
 # Lean's runtime prints this when an allocation fails (e.g. under RLIMIT_AS).
 _OOM_MARKERS = ("out of memory", "std::bad_alloc", "memoryerror")
-# How much longer than an import the queued work of a header must be before an idle REPL of another
-# header is converted to it: >1 so that mixed headers do not thrash.
-_CONVERT_FACTOR = 2.0
+# An idle REPL of another header is converted only if, after the conversion, each REPL of the
+# header would still have this many imports' worth of queued work: the import pays for itself, and
+# a short burst of one header does not pull REPLs away from the others (hysteresis).
+_CONVERT_FACTOR = 0.5
 _WATCHDOG_PERIOD = 0.25
 
 
@@ -111,15 +112,16 @@ class PoolState:
     completed: int
 
 
-class _Ema:
-    def __init__(self, initial: float, alpha: float = 0.2) -> None:
+class _Mean:
+    """A running mean that starts from a guess (proof costs are heavy-tailed: no EMA)."""
+
+    def __init__(self, initial: float) -> None:
         self.value = initial
-        self.alpha = alpha
-        self.seen = False
+        self.count = 0
 
     def add(self, x: float) -> None:
-        self.value = x if not self.seen else self.value + self.alpha * (x - self.value)
-        self.seen = True
+        self.count += 1
+        self.value = x if self.count == 1 else self.value + (x - self.value) / self.count
 
 
 class Supervisor:
@@ -131,8 +133,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._importing = 0
-        self._import_cost = _Ema(settings.import_cost_hint)
-        self._proof_cost: dict[PoolKey, _Ema] = {}
+        self._import_cost = _Mean(settings.import_cost_hint)
+        self._proof_cost: dict[PoolKey, _Mean] = {}
         self._import_failures: dict[PoolKey, int] = {}
         self._kick_pending = False
         self._closing = False
@@ -317,14 +319,14 @@ class Supervisor:
         mine = sum(1 for w in self._workers if w.key == key)
         import_cost = self._import_cost.value
         # Nothing serves this key: an idle REPL with nothing to do is converted at once.
-        if mine > 0 and len(self._queues[key]) * self._cost(key).value / mine <= _CONVERT_FACTOR * import_cost:
+        if mine > 0 and len(self._queues[key]) * self._cost(key).value / (mine + 1) <= _CONVERT_FACTOR * import_cost:
             return None
         return min(idle, key=lambda w: w.idle_since)  # the one idle longest
 
-    def _cost(self, key: PoolKey) -> _Ema:
+    def _cost(self, key: PoolKey) -> _Mean:
         ema = self._proof_cost.get(key)
         if ema is None:
-            ema = self._proof_cost[key] = _Ema(1.0)
+            ema = self._proof_cost[key] = _Mean(1.0)
         return ema
 
     def _memory_ok(self) -> bool:
