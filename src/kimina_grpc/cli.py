@@ -18,7 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"kimina-grpc: bad settings (LEAN_SERVER_* variables):\n{exc}", file=sys.stderr)
+        for err in exc.errors():
+            name = "LEAN_SERVER_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            print(f"kimina-grpc: {name}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
         return 2
     try:
         settings.repl_argv()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import uuid
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
@@ -45,6 +46,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
     @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
+        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="Verify")
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
         effs = [convert.effective(p.options, request.options, self.settings) for p in request.proofs]
@@ -57,6 +59,9 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             for job in jobs:
                 self.supervisor.cancel(job)
             raise
+        for p, o in zip(request.proofs, outcomes, strict=True):
+            log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
+        log.info("verify_done", proofs=len(outcomes))
         return pb.VerifyResponse(
             results=[
                 convert.to_result(p.id, o, eff.diagnostics)
@@ -68,6 +73,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
+        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
         stream = _Stream(self.supervisor, self.settings)
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
@@ -163,7 +169,9 @@ class _Stream:
             self.in_flight.pop(proof_id, None)
             self.window.release()
             if not future.cancelled():
-                self.results.put_nowait(convert.to_result(proof_id, future.result(), diagnostics))
+                outcome = future.result()
+                log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
+                self.results.put_nowait(convert.to_result(proof_id, outcome, diagnostics))
             self._maybe_end()
 
         job.future.add_done_callback(done)

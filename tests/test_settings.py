@@ -1,0 +1,71 @@
+"""Settings: the seed's variables, sizes, and start-up failing clearly on a bad value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kimina_grpc.settings import Settings, parse_size
+
+
+def test_sizes_and_init_repls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEAN_SERVER_MAX_REPL_MEM", "12G")
+    monkeypatch.setenv("LEAN_SERVER_INIT_REPLS", '{"import Mathlib": 2}')
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.max_repl_mem == 12 << 30 and s.init_repls == {"import Mathlib": 2}
+    assert s.port == 50051 and s.max_repls >= 1
+    assert parse_size("512M") == 512 << 20 and parse_size("1.5K") == 1536
+
+
+def test_repl_command_replaces_lake(tmp_path: Path) -> None:
+    s = Settings(_env_file=None, repl_command="python -m x --flag 'a b'", project_dir=tmp_path)  # type: ignore[call-arg]
+    assert s.repl_argv() == (("python", "-m", "x", "--flag", "a b"), str(tmp_path))
+    real = Settings(_env_file=None, workspace=tmp_path)  # type: ignore[call-arg]
+    argv, cwd = real.repl_argv()
+    assert argv == ("lake", "env", str(tmp_path / "repl/.lake/build/bin/repl"))
+    assert cwd == str(tmp_path / "mathlib4")
+
+
+def test_workspace_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert Settings(_env_file=None).resolved_workspace() is None  # type: ignore[call-arg]
+    (tmp_path / "lean-workspace" / "repl").mkdir(parents=True)
+    assert Settings(_env_file=None).resolved_workspace() == tmp_path / "lean-workspace"  # type: ignore[call-arg]
+    (tmp_path / "kimina-workspace" / "mathlib4").mkdir(parents=True)
+    assert Settings(_env_file=None).resolved_workspace() == tmp_path / "kimina-workspace"  # type: ignore[call-arg]
+    (tmp_path / "repl").mkdir()
+    assert Settings(_env_file=None).resolved_workspace() == tmp_path  # type: ignore[call-arg]
+
+
+def test_bad_value_stops_start_up_naming_the_variable() -> None:
+    env = {**os.environ, "LEAN_SERVER_MAX_REPL_MEM": "12X", "LEAN_SERVER_REPL_COMMAND": "true"}
+    done = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "LEAN_SERVER_MAX_REPL_MEM" in done.stderr and "12X" in done.stderr
+
+
+def test_no_workspace_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEAN_SERVER_")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
+        env=env,
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "LEAN_SERVER_WORKSPACE" in done.stderr
