@@ -1,0 +1,201 @@
+"""AsyncKiminaClient: the one implementation; KiminaClient runs it on a private event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
+
+from kimina_grpc.client._types import (
+    AstResult,
+    Proof,
+    Result,
+    as_proofs,
+    ast_from_proto,
+    channel_args,
+    from_proto,
+    is_retryable,
+    iter_proofs,
+    options,
+    retry_delay,
+    to_proto,
+    translate,
+)
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+READINESS = "kimina_grpc.v1.VerifierService"
+_backoff = wait_exponential(multiplier=0.2, max=10)
+
+
+def _wait(state: RetryCallState) -> float:
+    """The server's RetryInfo when it sent one, else exponential backoff."""
+    exc = state.outcome.exception() if state.outcome else None
+    hinted = retry_delay(exc) if isinstance(exc, grpc.RpcError) else None
+    return hinted if hinted is not None else _backoff(state)
+
+
+class AsyncKiminaClient:
+    """Async client for a kimina-grpc server (or several: `target="host1:50051,host2:50051"` or a
+    `dns:///name:port` target use round_robin over healthy backends).
+
+    Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
+    delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest.
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        api_key: str | None = None,
+        *,
+        batch_size: int = 1000,
+        max_attempts: int = 6,
+    ) -> None:
+        target, opts = channel_args(target)
+        self._channel = grpc.aio.insecure_channel(target, options=opts)
+        self._stub = pb_grpc.VerifierServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._batch_size = batch_size
+        self._max_attempts = max_attempts
+
+    async def __aenter__(self) -> AsyncKiminaClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            stop=stop_after_attempt(self._max_attempts),
+            wait=_wait,
+            reraise=True,
+        )
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    return await fn()
+        except grpc.RpcError as err:
+            raise translate(err) from None
+        raise AssertionError("unreachable")
+
+    async def verify(
+        self,
+        proofs: str | Proof | Iterable[str | Proof],
+        *,
+        timeout: float | None = 60.0,
+        infotree: str | None = None,
+        reuse: bool = True,
+        diagnostics: bool = False,
+    ) -> list[Result]:
+        """Check proofs; results in input order. Large inputs go in batches of `batch_size`."""
+        items = as_proofs(proofs)
+        opts = options(timeout, infotree, reuse, diagnostics)
+        results: list[Result] = []
+        for start in range(0, len(items), self._batch_size):
+            request = pb.VerifyRequest(
+                proofs=[to_proto(p) for p in items[start : start + self._batch_size]], options=opts
+            )
+            reply = await self._call(lambda r=request: self._stub.Verify(r, metadata=self._metadata))  # type: ignore[misc]
+            results += [from_proto(r) for r in reply.results]
+        return results
+
+    async def verify_stream(
+        self,
+        proofs: str | Proof | Iterable[str | Proof],
+        *,
+        timeout: float | None = 60.0,
+        window: int = 64,
+        infotree: str | None = None,
+        reuse: bool = True,
+        diagnostics: bool = False,
+    ) -> AsyncIterator[Result]:
+        """Results as they finish. At most `window` proofs in flight. When the stream breaks with
+        UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once."""
+        source = iter_proofs(proofs)
+        opts = options(timeout, infotree, reuse, diagnostics)
+        pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
+        exhausted = False
+        failures = 0
+        while True:
+            slots = asyncio.Semaphore(window)
+            resend = list(pending.values())
+
+            async def requests(resend: list[Proof] = resend, slots: asyncio.Semaphore = slots) -> AsyncIterator[Any]:
+                nonlocal exhausted
+                for proof in resend:
+                    await slots.acquire()
+                    yield _stream_item(proof, opts)
+                while not exhausted:
+                    await slots.acquire()
+                    new = next(source, None)
+                    if new is None:
+                        exhausted = True
+                        break
+                    pending[new.id] = new
+                    yield _stream_item(new, opts)
+
+            if exhausted and not pending:
+                return
+            call = self._stub.StreamVerify(requests(), metadata=self._metadata)
+            try:
+                async for response in call:
+                    if pending.pop(response.result.id, None) is None:
+                        continue  # not ours to answer (already answered)
+                    failures = 0
+                    slots.release()
+                    yield from_proto(response.result)
+                if exhausted and not pending:
+                    return
+            except grpc.RpcError as err:
+                if not is_retryable(err):
+                    raise translate(err) from None
+                failures += 1
+                if failures >= self._max_attempts:
+                    raise translate(err) from None
+                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+            finally:
+                call.cancel()
+
+    async def export_ast(
+        self,
+        modules: Iterable[str] | None = None,
+        *,
+        code: str | None = None,
+        module: str = "User.Code",
+        one: bool = True,
+        timeout: float | None = None,
+    ) -> list[AstResult]:
+        request = pb.ExportAstRequest(modules=list(modules or ()), code=code or "", module=module, one=one)
+        if timeout is not None:
+            request.timeout_seconds = timeout
+        reply = await self._call(lambda: self._stub.ExportAst(request, metadata=self._metadata))
+        return [ast_from_proto(r) for r in reply.results]
+
+    async def health(self, service: str = READINESS) -> bool:
+        """Whether the server is ready (or, with service="liveness", alive)."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def server_info(self) -> pb.GetServerInfoResponse:
+        return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+
+
+def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:
+    item = pb.StreamVerifyRequest(proof=to_proto(proof))
+    item.proof.options.CopyFrom(opts)
+    return item

@@ -1,0 +1,69 @@
+"""KiminaClient: the async client run on a private event loop thread, so there is one implementation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable, Iterator
+from typing import Any, TypeVar
+
+from kimina_grpc.client._async import READINESS, AsyncKiminaClient
+from kimina_grpc.client._types import AstResult, Proof, Result
+from kimina_grpc.v1 import verifier_pb2 as pb
+
+T = TypeVar("T")
+
+
+class KiminaClient:
+    """Blocking client; same methods and arguments as AsyncKiminaClient."""
+
+    def __init__(self, target: str = "localhost:50051", api_key: str | None = None, **kw: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kimina-client", daemon=True)
+        self._thread.start()
+        self._client: AsyncKiminaClient = self._run(_make(target, api_key, kw))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> KiminaClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def verify(self, proofs: str | Proof | Iterable[str | Proof], **kw: Any) -> list[Result]:
+        return self._run(self._client.verify(proofs, **kw))
+
+    def verify_stream(self, proofs: str | Proof | Iterable[str | Proof], **kw: Any) -> Iterator[Result]:
+        stream = self._client.verify_stream(proofs, **kw)
+        try:
+            while True:
+                try:
+                    yield self._run(anext(stream))  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                self._run(stream.aclose())  # type: ignore[attr-defined]
+
+    def export_ast(self, modules: Iterable[str] | None = None, **kw: Any) -> list[AstResult]:
+        return self._run(self._client.export_ast(modules, **kw))
+
+    def health(self, service: str = READINESS) -> bool:
+        return self._run(self._client.health(service))
+
+    def server_info(self) -> pb.GetServerInfoResponse:
+        return self._run(self._client.server_info())
+
+
+async def _make(target: str, api_key: str | None, kw: dict[str, Any]) -> AsyncKiminaClient:
+    return AsyncKiminaClient(target, api_key, **kw)  # the channel must be made on the loop that uses it

@@ -1,0 +1,152 @@
+"""Both Python clients against the real server with the stand-in REPL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import Counter
+from typing import Any
+
+import grpc
+import pytest
+
+from kimina_grpc.client import (
+    AsyncKiminaClient,
+    InvalidArgument,
+    KiminaClient,
+    KiminaError,
+    Proof,
+    Unauthenticated,
+    Verdict,
+)
+from kimina_grpc.service.server import create_app
+
+from .test_server import running, settings
+
+VALID = "import A\ntheorem t : True := by\n  trivial"
+INVALID = "import A\ntheorem t : True := by\n  -- fake: error no\n  trivial"
+SORRY = "import A\ntheorem t : True := by\n  -- fake: sorry"
+
+
+def count_calls(client: AsyncKiminaClient, method: str) -> Counter[str]:
+    calls: Counter[str] = Counter()
+    original = getattr(client._stub, method)
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        calls[method] += 1
+        return original(*args, **kw)
+
+    setattr(client._stub, method, counting)
+    return calls
+
+
+async def test_async_client_methods_and_result_fields() -> None:
+    async with running() as (app, _), AsyncKiminaClient(f"127.0.0.1:{app.port}", batch_size=2) as client:
+        assert await client.health() and await client.health("liveness")
+        results = await client.verify([VALID, Proof("mine", INVALID), SORRY], diagnostics=True)
+        assert [r.id for r in results] == ["0", "mine", "2"]
+        assert [r.verdict.name for r in results] == ["VALID", "INVALID", "SORRY"]
+        assert results[0].ok and not results[1].ok
+        msg = results[1].messages[0]
+        assert (msg.severity, msg.line, msg.column, msg.end_line, msg.text) == ("error", 3, 0, 3, "no")
+        assert results[2].sorries[0].line == 3 and results[2].sorries[0].goal
+        assert results[0].diagnostics is not None and results[0].diagnostics.repl_id
+        assert results[0].error == "" and results[0].infotree is None and results[0].time >= 0
+        single = await client.verify(VALID)
+        assert len(single) == 1 and single[0].id == "0"
+        streamed = [r async for r in client.verify_stream(f"{VALID}\n-- {i}" for i in range(30))]
+        assert sorted(r.id for r in streamed) == sorted(str(i) for i in range(30))
+        info = await client.server_info()
+        assert info.counters.completed >= 34
+        with pytest.raises(KiminaError) as err:
+            await client.export_ast(["Mathlib.Logic.Basic"])
+        assert err.value.code is grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_sync_client_methods() -> None:
+    async def start() -> Any:
+        app = create_app(settings())
+        await app.start()
+        return app
+
+    loop = asyncio.new_event_loop()
+    app = loop.run_until_complete(start())
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+    try:
+        with KiminaClient(f"127.0.0.1:{app.port}") as client:
+            assert client.health()
+            assert [r.verdict for r in client.verify([VALID, INVALID])] == [Verdict.VALID, Verdict.INVALID]
+            got = list(client.verify_stream([Proof(f"s{i}", VALID) for i in range(10)], window=3))
+            assert sorted(r.id for r in got) == [f"s{i}" for i in range(10)]
+            assert client.server_info().ready
+    finally:
+        asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
+
+
+async def test_invalid_argument_and_unauthenticated_raise_without_retry() -> None:
+    async with running(api_key="k") as (app, _):
+        async with AsyncKiminaClient(f"127.0.0.1:{app.port}", api_key="k") as client:
+            calls = count_calls(client, "Verify")
+            with pytest.raises(InvalidArgument) as err:
+                await client.verify([Proof("", VALID)])
+            assert calls["Verify"] == 1
+            assert any(d.startswith("proofs[0].id") for d in err.value.details)
+        async with AsyncKiminaClient(f"127.0.0.1:{app.port}", api_key="wrong") as client:
+            calls = count_calls(client, "Verify")
+            with pytest.raises(Unauthenticated):
+                await client.verify(VALID)
+            assert calls["Verify"] == 1
+
+
+async def test_resource_exhausted_is_retried_then_raised() -> None:
+    async with running(max_queue=2) as (app, _):
+        async with AsyncKiminaClient(f"127.0.0.1:{app.port}", max_attempts=2) as client:
+            calls = count_calls(client, "Verify")
+            with pytest.raises(KiminaError) as err:
+                await client.verify([VALID] * 3)
+            assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert calls["Verify"] == 2
+
+
+async def test_unavailable_is_retried_until_the_server_comes() -> None:
+    with socket.socket() as sock:  # a port nothing listens on: UNAVAILABLE until the server comes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with AsyncKiminaClient(f"127.0.0.1:{port}", max_attempts=8) as client:
+        calls = count_calls(client, "Verify")
+        task = asyncio.create_task(client.verify(VALID))
+        await asyncio.sleep(0.5)
+        app = create_app(settings(port=port))
+        await app.start()
+        try:
+            results = await task
+            assert results[0].verdict is Verdict.VALID and calls["Verify"] >= 2
+        finally:
+            await app.stop()
+
+
+async def test_stream_reconnects_after_a_server_restart_each_id_once() -> None:
+    app = create_app(settings(max_repls=2))
+    await app.start()
+    port = app.port
+    proofs = [
+        Proof(f"p{i}", f"import A\ntheorem t : True := by\n  -- fake: sleep 0.05\n  trivial\n-- {i}") for i in range(60)
+    ]
+    seen: Counter[str] = Counter()
+    async with AsyncKiminaClient(f"127.0.0.1:{port}", max_attempts=10) as client:
+        restarted = False
+        async for result in client.verify_stream(proofs, window=8):
+            seen[result.id] += 1
+            if sum(seen.values()) == 15 and not restarted:
+                restarted = True
+                await app.stop()
+                app = create_app(settings(port=port, max_repls=2))
+                await app.start()
+    await app.stop()
+    assert restarted
+    assert set(seen) == {p.id for p in proofs} and set(seen.values()) == {1}
