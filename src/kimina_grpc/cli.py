@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -38,6 +40,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from kimina_grpc.client.commands import check
+
+    return check(args.files, target=args.target, api_key=args.api_key, timeout=args.timeout, as_json=args.json)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from kimina_grpc.client.commands import bench
+
+    return bench(
+        target=args.target,
+        api_key=args.api_key,
+        dataset=args.dataset,
+        split=args.split,
+        n=args.n,
+        id_column=args.id_column,
+        code_column=args.code_column,
+        timeout=args.timeout,
+        window=args.window,
+        output=Path(args.output),
+    )
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
+    p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kimina-grpc", description="Check Lean 4 proofs over gRPC.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="overrides LEAN_SERVER_PORT (0 picks a free port)")
     p.add_argument("--host", help="overrides LEAN_SERVER_HOST")
     p.set_defaults(run=_serve)
+    p = sub.add_parser("check", help="check Lean files; exit 0 only if all are valid")
+    p.add_argument("files", nargs="+", help="Lean files, or - for standard input")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    _client_args(p)
+    p.set_defaults(run=_check)
+    p = sub.add_parser("bench", help="stream a dataset's proofs through a server and report")
+    p.add_argument("--dataset", default="Goedel-LM/Lean-workbook-proofs", help="hub name or .jsonl/.json/.parquet/.csv")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, help="first N rows only")
+    p.add_argument("--id-column")
+    p.add_argument("--code-column")
+    p.add_argument("--window", type=int, default=64, help="proofs in flight")
+    p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
+    _client_args(p)
+    p.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -1,0 +1,191 @@
+"""`kimina-grpc check` and `kimina-grpc bench`: client-side commands on the Python client."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from kimina_grpc.client._sync import KiminaClient
+from kimina_grpc.client._types import KiminaError, Proof, Result, Verdict
+
+# Column names of the datasets the seed benchmarked, most specific first.
+ID_COLUMNS = ("problem_id", "custom_id", "id", "name", "uuid")
+CODE_COLUMNS = ("full_proof", "formal_proof", "code", "proof", "lean4_code", "formal_statement")
+DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
+
+
+def check(files: list[str], *, target: str, api_key: str | None, timeout: float, as_json: bool) -> int:
+    """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID."""
+    proofs = []
+    for name in files:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        proofs.append(Proof(name if name != "-" else "<stdin>", text))
+    try:
+        with KiminaClient(target, api_key) as client:
+            results = client.verify(proofs, timeout=timeout)
+    except KiminaError as exc:
+        print(f"kimina-grpc: {exc}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
+    else:
+        for r in results:
+            for m in r.messages:
+                print(f"{r.id}:{m.line}:{m.column}: {m.severity}: {m.text}")
+            if r.error:
+                print(f"{r.id}: error: {r.error}")
+            print(f"{r.id}: {r.verdict.name} ({r.time:.2f} s)")
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _result_json(r: Result) -> dict[str, Any]:
+    data = asdict(r)
+    data["verdict"] = r.verdict.name
+    return data
+
+
+def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"--{what}-column {wanted!r} is not a column; columns: {', '.join(columns)}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"cannot tell which column holds the {what}; pass --{what}-column (columns: {', '.join(columns)})")
+
+
+def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, code_column: str | None) -> list[Proof]:
+    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`."""
+    import datasets  # the bench extra; imported here so `check` works without it
+
+    path = Path(dataset)
+    if path.exists():
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"{dataset}: expected a .jsonl, .json, .parquet or .csv file")
+        data = datasets.load_dataset(kind, data_files=str(path), split="train")
+    else:
+        data = datasets.load_dataset(dataset, split=split)
+    columns = list(data.column_names)
+    code_col = pick_column(columns, code_column, CODE_COLUMNS, "code")
+    id_col = (
+        pick_column(columns, id_column, ID_COLUMNS, "id")
+        if id_column or any(c in columns for c in ID_COLUMNS)
+        else None
+    )
+    if n is not None:
+        data = data.select(range(min(n, len(data))))
+    proofs = []
+    seen: set[str] = set()
+    for i, row in enumerate(data):
+        pid = str(row[id_col]) if id_col else str(i)
+        if pid in seen:
+            pid = f"{pid}#{i}"
+        seen.add(pid)
+        proofs.append(Proof(pid, str(row[code_col])))
+    return proofs
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench(
+    *,
+    target: str,
+    api_key: str | None,
+    dataset: str,
+    split: str,
+    n: int | None,
+    id_column: str | None,
+    code_column: str | None,
+    timeout: float,
+    window: int,
+    output: Path,
+) -> int:
+    """Stream a dataset's proofs through the server; print a summary, write a JSON report and a PNG."""
+    from tqdm import tqdm
+
+    try:
+        proofs = load_proofs(dataset, split, n, id_column, code_column)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kimina-grpc bench: {exc}", file=sys.stderr)
+        return 2
+    sent_at: dict[str, float] = {}
+
+    def source() -> Any:
+        for p in proofs:
+            sent_at[p.id] = time.monotonic()
+            yield p
+
+    results: list[Result] = []
+    done_at: list[float] = []
+    latencies: list[float] = []
+    start = time.monotonic()
+    try:
+        with KiminaClient(target, api_key) as client, tqdm(total=len(proofs), unit="proof") as bar:
+            for r in client.verify_stream(source(), timeout=timeout, window=window):
+                now = time.monotonic()
+                results.append(r)
+                done_at.append(now - start)
+                latencies.append(now - sent_at[r.id])
+                bar.update()
+    except KiminaError as exc:
+        print(f"kimina-grpc bench: {exc}", file=sys.stderr)
+        return 2
+    wall = time.monotonic() - start
+    counts = Counter(r.verdict.name for r in results)
+    lean = [r.time for r in results]
+    verdicts = {v.name: counts.get(v.name, 0) for v in Verdict if v is not Verdict.UNSPECIFIED}
+    lat = {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
+    lean_stats = {"total": sum(lean), "mean": statistics.mean(lean) if lean else 0.0}
+    report: dict[str, Any] = {
+        "dataset": dataset,
+        "proofs": len(results),
+        "wall_seconds": wall,
+        "proofs_per_second": len(results) / wall if wall else 0.0,
+        "verdicts": verdicts,
+        "latency_seconds": lat,
+        "lean_seconds": lean_stats,
+    }
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (output / "results.jsonl").write_text("".join(json.dumps(_result_json(r)) + "\n" for r in results))
+    _plot(latencies, done_at, output / "report.png")
+    print(f"\n{len(results)} proofs in {wall:.1f} s: {report['proofs_per_second']:.1f} proofs/s")
+    for name, count in verdicts.items():
+        print(f"  {name:<14}{count:>7}  {100 * count / max(1, len(results)):5.1f} %")
+    print(f"  latency p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  p99 {lat['p99']:.3f} s")
+    print(f"  Lean seconds: total {lean_stats['total']:.1f}, mean {lean_stats['mean']:.3f}")
+    print(f"  report: {output / 'report.json'}, plot: {output / 'report.png'}")
+    return 0
+
+
+def _plot(latencies: list[float], done_at: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.hist(latencies, bins=40, color="#4477aa")
+    left.set_xlabel("latency (s)")
+    left.set_ylabel("proofs")
+    left.set_title("Latency per proof")
+    right.plot(sorted(done_at), range(1, len(done_at) + 1), color="#228833")
+    right.set_xlabel("time since start (s)")
+    right.set_ylabel("proofs completed")
+    right.set_title("Completions over time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
