@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import scheduling
+from bench import overhead, scheduling
 
-BENCHES: dict[str, Callable[[], dict[str, Any]]] = {"scheduling": scheduling.main}
+BENCHES: dict[str, Callable[[], dict[str, Any]]] = {"overhead": overhead.main, "scheduling": scheduling.main}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -134,7 +134,7 @@ async def test_children_of_the_repl_die_with_it() -> None:
     spec = ReplSpec(argv=("sh", "-c", f"{fake_repl_command()}; exit 0"))
     repl = await started(spec)
     repl.refresh_tree()
-    assert len(repl._processes()) >= 2
+    assert len(repl._pids()) >= 2
     await repl.kill()
     assert children() == []
 

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -302,6 +303,7 @@ def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
             port = int(line.split('"port": ')[1].split(",")[0])
             break
     assert port
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would block the server
     yield proc, port
     if proc.poll() is None:
         proc.kill()

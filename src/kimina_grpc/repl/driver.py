@@ -83,6 +83,24 @@ def _limited_argv(spec: ReplSpec) -> list[str]:
     return [prlimit, f"--as={limit}:{limit}", "--", *argv]
 
 
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_PROC = os.path.isdir("/proc/self")
+
+
+def _proc_stat(pid: int) -> tuple[float, int]:
+    """(CPU seconds, resident bytes) of one process: /proc/PID/stat on Linux (cheap: this runs after
+    every proof), psutil elsewhere."""
+    if not _PROC:
+        p = psutil.Process(pid)
+        t = p.cpu_times()
+        return t.user + t.system, p.memory_info().rss
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rpartition(b")")[2].split()
+    # After the command name: state is field 3; utime 14, stime 15, rss 24 (1-based, man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[21]) * _PAGE
+
+
 class Repl:
     """A running REPL process. Use `start`, then `request`/`run`, then `kill` (always)."""
 
@@ -93,7 +111,8 @@ class Repl:
         self._stderr_size = 0
         self._tail_limit = spec.stderr_tail_bytes
         self._drain = asyncio.create_task(self._drain_stderr())
-        self._tree: list[psutil.Process] | None = None
+        self._tree: list[int] | None = None
+        self._cpu_seen = 0.0
         self._dead: ReplCrashed | None = None
 
     @classmethod
@@ -156,12 +175,17 @@ class Repl:
         await self._die(reason)
         raise self._dead  # type: ignore[misc]  # set by _die
 
-    async def run(self, data: bytes) -> tuple[Reply, Usage]:
-        """Send one encoded request; return the parsed reply and its cost.
+    async def run(self, data: bytes, *, measure: bool = True) -> tuple[Reply, Usage]:
+        """Send one encoded request; return the parsed reply and its cost (CPU and memory only when
+        `measure`; they cost a /proc read per process).
 
         Raises ReplCrashed, after killing the process, on EOF or output that is not a reply.
         """
-        cpu_before = self._cpu()
+        # A REPL between commands is idle, so the sample taken after the previous command stands for
+        # "before" and a command costs one sample; after an unmeasured command, take one now.
+        before = self._cpu_seen
+        if measure and before < 0:
+            before = self.sample()[0]
         start = time.perf_counter()
         raw = await self.request(data)
         wall = time.perf_counter() - start
@@ -170,36 +194,42 @@ class Repl:
         except ProtocolError as exc:
             await self._die(f"the REPL broke the protocol: {exc}")
             raise self._dead from None  # type: ignore[misc]
-        return reply, Usage(wall, max(0.0, self._cpu() - cpu_before), self.rss())
-
-    def _processes(self) -> list[psutil.Process]:
-        if self._tree is None or any(not p.is_running() for p in self._tree):
-            try:
-                root = psutil.Process(self._proc.pid)
-                self._tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                self._tree = []
-        return self._tree
+        if not measure:
+            self._cpu_seen = -1.0
+            return reply, Usage(wall, 0.0, 0)
+        cpu, rss = self.sample()
+        self._cpu_seen = cpu
+        return reply, Usage(wall, max(0.0, cpu - before), rss)
 
     def refresh_tree(self) -> None:
         """Look for the process's children again (after start-up, when `lake env` has spawned)."""
         self._tree = None
 
-    def _cpu(self) -> float:
-        total = 0.0
-        for p in self._processes():
-            with contextlib.suppress(psutil.Error):
-                t = p.cpu_times()
-                total += t.user + t.system
-        return total
+    def _pids(self) -> list[int]:
+        if self._tree is None:
+            try:
+                root = psutil.Process(self._proc.pid)
+                self._tree = [self._proc.pid, *(c.pid for c in root.children(recursive=True))]
+            except psutil.Error:
+                self._tree = []
+        return self._tree
+
+    def sample(self) -> tuple[float, int]:
+        """CPU seconds and resident bytes of the process tree now (one /proc read per process)."""
+        cpu, rss = 0.0, 0
+        for pid in self._pids():
+            try:
+                c, r = _proc_stat(pid)
+            except (OSError, psutil.Error, ValueError, IndexError):
+                self._tree = None  # a member is gone: look again next time
+                continue
+            cpu += c
+            rss += r
+        return cpu, rss
 
     def rss(self) -> int:
         """Resident memory of the process tree, in bytes (0 once dead)."""
-        total = 0
-        for p in self._processes():
-            with contextlib.suppress(psutil.Error):
-                total += p.memory_info().rss
-        return total
+        return self.sample()[1]
 
     async def _die(self, reason: str) -> None:
         await self.kill()

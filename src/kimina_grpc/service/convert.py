@@ -113,7 +113,11 @@ def effective(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: S
 def to_job(proof: pb.Proof, eff: Effective, deadline_left: float | None) -> tuple[Split, CheckOptions]:
     timeout = eff.timeout if deadline_left is None else max(0.001, min(eff.timeout, deadline_left))
     return split_header(proof.code), CheckOptions(
-        timeout=timeout, infotree=eff.infotree, all_tactics=eff.all_tactics, reuse=eff.reuse
+        timeout=timeout,
+        infotree=eff.infotree,
+        all_tactics=eff.all_tactics,
+        reuse=eff.reuse,
+        diagnostics=eff.diagnostics,
     )
 
 

@@ -15,6 +15,8 @@ class CheckOptions:
     infotree: InfotreeMode | None = None
     all_tactics: bool = False
     reuse: bool = True
+    diagnostics: bool = False
+    """Measure CPU and memory of the check (a /proc read per process after it)."""
 
 
 @dataclass(frozen=True, slots=True)

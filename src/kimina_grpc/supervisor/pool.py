@@ -483,30 +483,40 @@ class Supervisor:
         )
         started = time.monotonic()
         queue_seconds = started - job.submitted
+        loop = asyncio.get_running_loop()
+        limit = self.s.max_repl_rss
         peak = 0
-        run = asyncio.ensure_future(repl.run(request))
         killed_for: str | None = None
-        try:
-            if self.s.max_repl_rss is None:
-                done, _ = await asyncio.wait((run,), timeout=opts.timeout)
-                if not done:
-                    killed_for = "timeout"
+        watch: asyncio.TimerHandle | None = None
+
+        def stop(reason: str) -> None:
+            # The REPL cannot be interrupted: killing it makes its pending read fail at once.
+            nonlocal killed_for
+            if killed_for is None:
+                killed_for = reason
+                self._spawn(repl.kill())
+
+        def sample() -> None:
+            nonlocal peak, watch
+            rss = repl.rss()
+            peak = max(peak, rss)
+            if limit is not None and rss > limit:
+                stop("memory")
             else:
-                deadline = started + opts.timeout
-                while not run.done():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        killed_for = "timeout"
-                        break
-                    await asyncio.wait((run,), timeout=min(_WATCHDOG_PERIOD, left))
-                    rss = repl.rss()
-                    peak = max(peak, rss)
-                    if not run.done() and rss > self.s.max_repl_rss:
-                        killed_for = "memory"
-                        break
-        except asyncio.CancelledError:
-            run.cancel()
-            raise
+                watch = loop.call_later(_WATCHDOG_PERIOD, sample)
+
+        timer = loop.call_later(opts.timeout, stop, "timeout")
+        if limit is not None:
+            watch = loop.call_later(_WATCHDOG_PERIOD, sample)
+        crash: ReplCrashed | None = None
+        try:
+            reply, usage = await repl.run(request, measure=opts.diagnostics or limit is not None)
+        except ReplCrashed as exc:
+            crash = exc
+        finally:
+            timer.cancel()
+            if watch is not None:
+                watch.cancel()
         elapsed = time.monotonic() - started
         made = functools.partial(
             Outcome,
@@ -517,7 +527,6 @@ class Supervisor:
             time_seconds=elapsed,
         )
         if killed_for is not None:
-            run.cancel()
             self.counters["kills"] += 1
             await self._lost(worker)
             if killed_for == "timeout":
@@ -530,23 +539,21 @@ class Supervisor:
                 outcome = made(
                     Verdict.OUT_OF_MEMORY,
                     peak_memory_bytes=peak,
-                    error=f"the REPL's resident memory passed {self.s.max_repl_rss} bytes",
+                    error=f"the REPL's resident memory passed {limit} bytes",
                 )
             self._finish(job, outcome)
             return
-        try:
-            reply, usage = run.result()
-        except ReplCrashed as exc:
+        if crash is not None:
             self.counters["crashes"] += 1
             await self._lost(worker)
-            verdict = _crash_verdict(exc)
+            verdict = _crash_verdict(crash)
             if verdict is Verdict.REPL_ERROR and job.attempts < 2 and not self._closing:
                 # The crash may be the machine's: try once more on a fresh REPL, ahead of the queue.
                 self._queues.setdefault(job.key, deque()).appendleft(job)
                 self._queued += 1
                 self._kick()
                 return
-            self._finish(job, made(verdict, error=str(exc)))
+            self._finish(job, made(verdict, error=str(crash)))
             return
         self._cost(worker.key).add(elapsed)
         worker.uses += 1
