@@ -74,11 +74,11 @@ def cpu(p: psutil.Process) -> tuple[float, float]:
     return own.user + own.system, kids
 
 
-async def warm(stub: pb_grpc.VerifierServiceStub, repls: int) -> None:
+async def warm(stub: pb_grpc.VerifierServiceAsyncStub, repls: int) -> None:
     await stub.Verify(pb.VerifyRequest(proofs=[pb.Proof(id=str(i), code=CODE) for i in range(repls * 4)]))
 
 
-async def stream_run(stub: pb_grpc.VerifierServiceStub, n: int, streams: int, window: int) -> None:
+async def stream_run(stub: pb_grpc.VerifierServiceAsyncStub, n: int, streams: int, window: int) -> None:
     async def one(k: int) -> None:
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(n // streams):
@@ -92,7 +92,7 @@ async def stream_run(stub: pb_grpc.VerifierServiceStub, n: int, streams: int, wi
     await asyncio.gather(*(one(k) for k in range(streams)))
 
 
-async def verify_run(stub: pb_grpc.VerifierServiceStub, n: int, batch: int) -> None:
+async def verify_run(stub: pb_grpc.VerifierServiceAsyncStub, n: int, batch: int) -> None:
     async def one(start: int) -> None:
         proofs = [pb.Proof(id=str(i), code=CODE) for i in range(start, min(n, start + batch))]
         reply = await stub.Verify(pb.VerifyRequest(proofs=proofs))
@@ -101,7 +101,7 @@ async def verify_run(stub: pb_grpc.VerifierServiceStub, n: int, batch: int) -> N
     await asyncio.gather(*(one(s) for s in range(0, n, batch)))
 
 
-async def latency_run(stub: pb_grpc.VerifierServiceStub, n: int) -> list[float]:
+async def latency_run(stub: pb_grpc.VerifierServiceAsyncStub, n: int) -> list[float]:
     added = []
     opts = pb.ProofOptions(diagnostics=True)
     for i in range(n):
