@@ -212,3 +212,32 @@ async def test_close_answers_everything_and_kills_every_repl() -> None:
     outs = [j.future.result() for j in jobs]
     assert {o.verdict for o in outs} == {Verdict.NOT_CHECKED}
     assert children() == []
+
+
+async def test_prewarm_respects_the_import_bound_and_reports_progress(
+    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.3")
+    sup = pool(max_repls=4, max_concurrent_imports=1, init_repls={"import A": 3, "import B": 1})
+    closing.append(sup)
+    await sup.start()
+    most_starting = 0
+    progress = []
+    while not sup.ready:
+        most_starting = max(most_starting, sum(h.starting for h in sup.state().headers))
+        progress.append(sup.warmup_progress())
+        await asyncio.sleep(0.02)
+    assert most_starting == 1
+    assert progress[0][1] == 4 and sup.warmup_progress() == (4, 4)
+    assert sorted((h.header, h.warm) for h in sup.state().headers) == [("import A", 3), ("import B", 1)]
+
+
+async def test_a_prewarm_header_lean_rejects_does_not_block_readiness(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
+    closing.append(sup)
+    await sup.start()
+    for _ in range(200):
+        if sup.ready:
+            break
+        await asyncio.sleep(0.02)
+    assert sup.ready

@@ -77,6 +77,7 @@ class WorkerState(Enum):
     STARTING = "starting"
     IDLE = "idle"
     BUSY = "busy"
+    GONE = "gone"
 
 
 @dataclass(eq=False)
@@ -141,6 +142,9 @@ class Supervisor:
         self._warmup: list[Worker] = []
         self._warmup_total = 0
         self._memory_retry: asyncio.TimerHandle | None = None
+        # REPLs to start as soon as the pool has room and the import bound allows: pre-warm, then
+        # replacements of REPLs that died or were recycled.
+        self._to_start: list[PoolKey] = []
         self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
 
     # ----------------------------------------------------------------- public API
@@ -149,16 +153,16 @@ class Supervisor:
         """Begin pre-warming (LEAN_SERVER_INIT_REPLS); `ready` tells when it is done."""
         for header, count in self.s.init_repls.items():
             key = PoolKey(split_header(header).header)
-            for _ in range(count):
-                if len(self._workers) >= self.s.max_repls:
-                    break
-                self._warmup.append(self._new_worker(key))
-        self._warmup_total = len(self._warmup)
+            self._to_start.extend([key] * count)
+        del self._to_start[self.s.max_repls :]
+        self._warmup_total = len(self._to_start)
         self._kick()
 
     @property
     def ready(self) -> bool:
-        return all(w.state is not WorkerState.STARTING for w in self._warmup)
+        return len(self._warmup) == self._warmup_total and all(
+            w.state is not WorkerState.STARTING for w in self._warmup
+        )
 
     def warmup_progress(self) -> tuple[int, int]:
         done = sum(w.state is not WorkerState.STARTING for w in self._warmup)
@@ -243,6 +247,15 @@ class Supervisor:
         if self._closing:
             return
         now = time.monotonic()
+        while (
+            self._to_start
+            and len(self._workers) < self.s.max_repls
+            and self._importing < self.s.max_concurrent_imports
+            and self._memory_ok()
+        ):
+            worker = self._new_worker(self._to_start.pop(0))
+            if len(self._warmup) < self._warmup_total:
+                self._warmup.append(worker)
         starving = self._starving(now) if len(self._workers) >= self.s.max_repls else []
         # 1. Idle REPLs take the oldest job of their key, unless a key with no REPL at all has waited
         #    longer than an import takes: then the REPL is converted to it (no key starves).
@@ -394,6 +407,7 @@ class Supervisor:
             self._new_worker(key)
 
     async def _retire(self, worker: Worker, counter: str | None) -> None:
+        worker.state = WorkerState.GONE
         self._workers.discard(worker)
         if counter:
             self.counters[counter] += 1
@@ -590,7 +604,7 @@ class Supervisor:
         """A REPL died or was killed: reap it and start its replacement in the background."""
         await self._retire(worker, counter=None)
         if not worker.key.fresh and not self._closing:
-            self._new_worker(worker.key)
+            self._to_start.append(worker.key)
         self._kick()
 
 
