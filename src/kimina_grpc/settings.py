@@ -65,6 +65,15 @@ class Settings(BaseSettings):
     repl_command: str | None = None
     """A whole command line replacing `lake env <repl_path>` (shell-split); tests use the stand-in."""
 
+    # ExportAst.
+    ast_export_bin: Path | None = None
+    """The ast_export binary; default: `lake exe ast-export` in the AST project."""
+    ast_export_project_dir: Path | None = None
+    """The Lake project ast_export runs in (it resolves modules there). Default: <workspace>/ast_export."""
+    ast_export_command: str | None = None
+    """A whole command line replacing the exporter (shell-split); tests use the stand-in."""
+    max_ast_jobs: int = Field(2, ge=1)
+
     # The pool.
     max_repls: int = Field(default_factory=_default_max_repls, ge=1)
     max_repl_uses: int = Field(0, ge=0)
@@ -137,6 +146,18 @@ class Settings(BaseSettings):
 
     def resolved_workspace(self) -> Path | None:
         return self.workspace or discover_workspace()
+
+    def ast_argv(self) -> tuple[tuple[str, ...], Path]:
+        """The exporter's command line (module arguments follow) and its project directory."""
+        workspace = self.resolved_workspace()
+        project = self.ast_export_project_dir or (workspace / "ast_export" if workspace else None)
+        if project is None:
+            raise ValueError("no ast_export project: set LEAN_SERVER_AST_EXPORT_PROJECT_DIR or LEAN_SERVER_WORKSPACE")
+        if self.ast_export_command:
+            return tuple(shlex.split(self.ast_export_command)), project
+        if self.ast_export_bin:
+            return (str(self.ast_export_bin),), project
+        return ("lake", "exe", "ast-export"), project
 
     def repl_argv(self) -> tuple[tuple[str, ...], str | None]:
         """The REPL's command line and working directory."""

@@ -9,6 +9,7 @@ from google.rpc import error_details_pb2
 
 from kimina_grpc.repl import InfotreeMode, Pos, Split, split_header
 from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.ast import MODULE_NAME
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -85,6 +86,23 @@ def check_batch(request: pb.VerifyRequest, settings: Settings) -> None:
         if proof.id and proof.id in seen:
             problems.append((f"proofs[{i}].id", f"duplicate id {proof.id!r}"))
         seen.add(proof.id)
+    if problems:
+        raise InvalidInput(problems)
+
+
+def check_ast_request(request: pb.ExportAstRequest, settings: Settings) -> None:
+    problems: list[tuple[str, str]] = []
+    if bool(request.modules) == bool(request.code):
+        problems.append(("modules", "give exactly one of modules and code"))
+    for i, name in enumerate(request.modules):
+        if not MODULE_NAME.fullmatch(name):
+            problems.append((f"modules[{i}]", f"{name!r} is not a dotted Lean module name"))
+    if request.module and not MODULE_NAME.fullmatch(request.module):
+        problems.append(("module", f"{request.module!r} is not a dotted Lean module name"))
+    if len(request.code.encode()) > settings.max_code_bytes:
+        problems.append(("code", f"must be at most {settings.max_code_bytes} bytes"))
+    if request.HasField("timeout_seconds") and not 0 < request.timeout_seconds <= settings.max_timeout:
+        problems.append(("timeout_seconds", f"must be in (0, {settings.max_timeout:g}]"))
     if problems:
         raise InvalidInput(problems)
 

@@ -20,6 +20,10 @@ log = structlog.get_logger("kimina_grpc.service")
 T = TypeVar("T")
 
 
+class NotConfigured(Exception):
+    """The server was not set up for this call."""
+
+
 def _rich(code: grpc.StatusCode, rpc_code: int, message: str, detail: Any | None) -> grpc.Status:
     status = status_pb2.Status(code=rpc_code, message=message)
     if detail is not None:
@@ -42,6 +46,8 @@ def status_of(exc: BaseException) -> grpc.Status:
             f"{exc}; retry in {exc.retry_after:.0f} s",
             error_details_pb2.RetryInfo(retry_delay=delay),
         )
+    if isinstance(exc, NotConfigured):
+        return _rich(grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION, str(exc), None)
     if isinstance(exc, ShuttingDown):
         return _rich(grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE, "the server is shutting down", None)
     log.exception("internal_error", exc_info=exc)

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from kimina_grpc.repl import ReplSpec
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
 from kimina_grpc.v1 import verifier_pb2, verifier_pb2_grpc
 
@@ -152,7 +153,13 @@ def create_app(settings: Settings) -> App:
     supervisor = Supervisor(pool_settings(settings))
     interceptors = [AuthInterceptor(settings.api_key)] if settings.api_key else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
-    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(VerifierServicer(supervisor, settings), server)
+    exporter = None
+    with contextlib.suppress(ValueError):  # no AST project: ExportAst answers FAILED_PRECONDITION
+        argv, project = settings.ast_argv()
+        exporter = AstExporter(
+            argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
+        )
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(VerifierServicer(supervisor, settings, exporter), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:

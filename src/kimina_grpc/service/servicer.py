@@ -14,8 +14,9 @@ import grpc
 import structlog
 
 from kimina_grpc.service import convert
-from kimina_grpc.service.errors import streaming, unary
+from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Job, Outcome
 from kimina_grpc.supervisor.pool import QueueFull, Supervisor
 from kimina_grpc.v1 import verifier_pb2 as pb
@@ -40,9 +41,10 @@ def _deadline_left(context: Context) -> float | None:
 
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
-    def __init__(self, supervisor: Supervisor, settings: Settings) -> None:
+    def __init__(self, supervisor: Supervisor, settings: Settings, exporter: AstExporter | None = None) -> None:
         self.supervisor = supervisor
         self.settings = settings
+        self.exporter = exporter
 
     @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
@@ -89,8 +91,20 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
     @unary
     async def ExportAst(self, request: pb.ExportAstRequest, context: Context) -> pb.ExportAstResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ExportAst is not implemented yet")
-        raise AssertionError("unreachable")
+        convert.check_ast_request(request, self.settings)
+        if self.exporter is None:
+            raise NotConfigured("ExportAst needs an ast_export project (LEAN_SERVER_AST_EXPORT_PROJECT_DIR)")
+        timeout = request.timeout_seconds if request.HasField("timeout_seconds") else self.settings.default_timeout
+        left = _deadline_left(context)
+        timeout = timeout if left is None else min(timeout, left)
+        if request.code:
+            items = [await self.exporter.code(request.code, request.module or "User.Code", timeout=timeout)]
+        else:
+            one = request.one if request.HasField("one") else True
+            items = await self.exporter.modules(list(request.modules), one=one, timeout=timeout)
+        return pb.ExportAstResponse(
+            results=[pb.AstResult(module=i.module, ast=i.ast, error=i.error, time_seconds=i.seconds) for i in items]
+        )
 
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
