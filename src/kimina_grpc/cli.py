@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +64,20 @@ def _bench(args: argparse.Namespace) -> int:
     )
 
 
+def _setup(args: argparse.Namespace) -> int:
+    script = Path(__file__).resolve().parents[2] / "tools" / "install_lean.sh"
+    if not script.exists():
+        print(f"kimina-grpc setup: {script} not found (run it from a checkout of kimina-grpc)", file=sys.stderr)
+        return 2
+    argv = ["bash", str(script)]
+    if args.workspace:
+        argv += ["--workspace", args.workspace]
+    if args.lean_version:
+        argv += ["--lean-version", args.lean_version]
+    argv += [flag for flag, on in (("--dry-run", args.dry_run), ("--save-config", args.save_config)) if on]
+    return subprocess.call(argv)
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
     p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
@@ -91,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
     _client_args(p)
     p.set_defaults(run=_bench)
+    p = sub.add_parser("setup", help="install Lean, the REPL, Mathlib and ast_export (tools/install_lean.sh)")
+    p.add_argument("--workspace", help="default: $LEAN_SERVER_WORKSPACE or ~/kimina-workspace")
+    p.add_argument("--lean-version", help="vX.Y.Z (default v4.19.0)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.add_argument("--save-config", action="store_true", help="write the config the server reads")
+    p.set_defaults(run=_setup)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

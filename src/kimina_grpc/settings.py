@@ -46,8 +46,12 @@ def discover_workspace() -> Path | None:
     return None
 
 
+CONFIG_FILE = Path(os.environ.get("LEAN_SERVER_CONFIG_FILE", Path.home() / ".config" / "kimina-grpc" / "config.env"))
+"""Written by `kimina-grpc setup --save-config`; a local .env and the environment override it."""
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEAN_SERVER_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEAN_SERVER_", env_file=(CONFIG_FILE, ".env"), extra="ignore")
 
     host: str = "0.0.0.0"
     port: int = Field(50051, ge=0, le=65535)
