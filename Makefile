@@ -20,6 +20,7 @@ proto-check: proto
 	@test -z "$$(git status --porcelain -- src/kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
 
 lint:
+	shellcheck tools/*.sh clients/*.sh .ci/run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -64,6 +64,15 @@ def _bench(args: argparse.Namespace) -> int:
     )
 
 
+def _health(args: argparse.Namespace) -> int:
+    from kimina_grpc.client import KiminaClient
+
+    with KiminaClient(args.target) as client:
+        ok = client.health(args.service)
+    print("SERVING" if ok else "NOT_SERVING")
+    return 0 if ok else 1
+
+
 def _setup(args: argparse.Namespace) -> int:
     script = Path(__file__).resolve().parents[2] / "tools" / "install_lean.sh"
     if not script.exists():
@@ -106,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
     _client_args(p)
     p.set_defaults(run=_bench)
+    p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")
+    p.add_argument("--target", default="localhost:50051")
+    p.add_argument("--service", default="kimina_grpc.v1.VerifierService", help="or liveness")
+    p.set_defaults(run=_health)
     p = sub.add_parser("setup", help="install Lean, the REPL, Mathlib and ast_export (tools/install_lean.sh)")
     p.add_argument("--workspace", help="default: $LEAN_SERVER_WORKSPACE or ~/kimina-workspace")
     p.add_argument("--lean-version", help="vX.Y.Z (default v4.19.0)")

@@ -224,6 +224,7 @@ def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     addresses = [a.strip() for a in target.split(",") if a.strip()]
     if len(addresses) > 1:
         target = "ipv4:" + ",".join(a.removeprefix("ipv4:") for a in addresses)
+    # round_robin over the backends whose readiness health service says SERVING.
     config = (
         '{"loadBalancingConfig": [{"round_robin": {}}],'
         ' "healthCheckConfig": {"serviceName": "kimina_grpc.v1.VerifierService"}}'
