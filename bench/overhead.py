@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -22,7 +19,7 @@ from typing import Any
 import grpc
 import psutil
 
-from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -32,35 +29,9 @@ CODE = "theorem t : True := trivial"
 
 @contextlib.contextmanager
 def server(**env: str) -> Iterator[tuple[psutil.Process, int]]:
-    full = {
-        **os.environ,
-        "LEAN_SERVER_HOST": "127.0.0.1",
-        "LEAN_SERVER_PORT": "0",
-        "LEAN_SERVER_REPL_COMMAND": fake_repl_command(),
-        "LEAN_SERVER_MAX_REPL_MEM": "0",
-        "LEAN_SERVER_DRAIN_SECONDS": "0",
-        "LEAN_SERVER_LOG_LEVEL": "INFO",  # the "serving" line carries the port
-        "LEAN_SERVER_MAX_QUEUE": "1000000",
-        "LEAN_SERVER_MAX_BATCH": "100000",
-        **env,
-    }
-    full["LEAN_SERVER_LOG_LEVEL"] = "INFO"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kimina_grpc.cli", "serve"], env=full, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        if '"serving"' in line:
-            port = int(line.split('"port": ')[1].split(",")[0])
-            break
-    # Keep reading its log, or the server blocks on a full pipe.
-    threading.Thread(target=proc.stderr.read, daemon=True).start()
-    try:
+    settings = {"LEAN_SERVER_DRAIN_SECONDS": "0", "LEAN_SERVER_MAX_QUEUE": "1000000", "LEAN_SERVER_MAX_BATCH": "100000"}
+    with serve_process({**settings, **env}) as (proc, port):
         yield psutil.Process(proc.pid), port
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def cpu(p: psutil.Process) -> tuple[float, float]:

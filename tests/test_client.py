@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections import Counter
 from typing import Any
 
@@ -22,7 +21,7 @@ from kimina_grpc.client import (
 )
 from kimina_grpc.service.server import create_app
 
-from .test_server import running, settings
+from .test_server import running, settings, threaded_app
 
 VALID = "import A\ntheorem t : True := by\n  trivial"
 INVALID = "import A\ntheorem t : True := by\n  -- fake: error no\n  trivial"
@@ -65,27 +64,12 @@ async def test_async_client_methods_and_result_fields() -> None:
 
 
 def test_sync_client_methods() -> None:
-    async def start() -> Any:
-        app = create_app(settings())
-        await app.start()
-        return app
-
-    loop = asyncio.new_event_loop()
-    app = loop.run_until_complete(start())
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-    try:
-        with KiminaClient(f"127.0.0.1:{app.port}") as client:
-            assert client.health()
-            assert [r.verdict for r in client.verify([VALID, INVALID])] == [Verdict.VALID, Verdict.INVALID]
-            got = list(client.verify_stream([Proof(f"s{i}", VALID) for i in range(10)], window=3))
-            assert sorted(r.id for r in got) == [f"s{i}" for i in range(10)]
-            assert client.server_info().ready
-    finally:
-        asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join()
-        loop.close()
+    with threaded_app() as (app, _), KiminaClient(f"127.0.0.1:{app.port}") as client:
+        assert client.health()
+        assert [r.verdict for r in client.verify([VALID, INVALID])] == [Verdict.VALID, Verdict.INVALID]
+        got = list(client.verify_stream([Proof(f"s{i}", VALID) for i in range(10)], window=3))
+        assert sorted(r.id for r in got) == [f"s{i}" for i in range(10)]
+        assert client.server_info().ready
 
 
 async def test_invalid_argument_and_unauthenticated_raise_without_retry() -> None:

@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kimina_grpc.cli import main
-from kimina_grpc.service.server import create_app
 
-from .test_server import settings
+from .test_server import threaded_app
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-
-    async def start() -> Any:
-        app = create_app(settings(max_repls=2))
-        await app.start()
-        return app
-
-    app = asyncio.run_coroutine_threadsafe(start(), loop).result()
-    yield f"127.0.0.1:{app.port}"
-    asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
-    loop.call_soon_threadsafe(loop.stop)
-    runner.join()
-    loop.close()
+    with threaded_app(max_repls=2) as (app, _):
+        yield f"127.0.0.1:{app.port}"
 
 
 def write(tmp_path: Path, name: str, body: str) -> str:

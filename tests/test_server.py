@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,7 +20,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, App, create_app
 from kimina_grpc.settings import Settings
-from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -258,56 +256,43 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
 
 
 def test_reflection_lists_and_describes_the_service() -> None:
-    async def start() -> App:
-        app = create_app(settings())
-        await app.start()
-        return app
-
-    loop = asyncio.new_event_loop()
-    app = loop.run_until_complete(start())
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            db = ProtoReflectionDescriptorDatabase(channel)
-            fut = loop.run_in_executor(
-                None, lambda: (list(db.get_services()), db.FindFileContainingSymbol(SERVICE_NAME))
-            )
-            services, file = loop.run_until_complete(fut)
-        assert SERVICE_NAME in services and "grpc.health.v1.Health" in services
-        assert any(s.name == "VerifierService" for s in file.service)
-        methods = {m.name for s in file.service for m in s.method}
-        assert {"Verify", "StreamVerify", "ExportAst", "GetServerInfo"} <= methods
-    finally:
-        loop.run_until_complete(app.stop())
-        loop.close()
+    with threaded_app() as (app, _), grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = list(db.get_services())
+        file = db.FindFileContainingSymbol(SERVICE_NAME)
+    assert SERVICE_NAME in services and "grpc.health.v1.Health" in services
+    assert any(s.name == "VerifierService" for s in file.service)
+    methods = {m.name for s in file.service for m in s.method}
+    assert {"Verify", "StreamVerify", "ExportAst", "GetServerInfo"} <= methods
 
 
 @pytest.fixture
 def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    env = {
-        **os.environ,
-        "LEAN_SERVER_HOST": "127.0.0.1",
-        "LEAN_SERVER_PORT": "0",
-        "LEAN_SERVER_REPL_COMMAND": fake_repl_command(),
-        "LEAN_SERVER_MAX_REPLS": "2",
-        "LEAN_SERVER_MAX_REPL_MEM": "0",
-        "LEAN_SERVER_DRAIN_SECONDS": "0.5",
-        "LEAN_SERVER_GRACE_SECONDS": "5",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kimina_grpc.cli", "serve"], env=env, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    port = 0
-    for line in proc.stderr:
-        if '"serving"' in line:
-            port = int(line.split('"port": ')[1].split(",")[0])
-            break
-    assert port
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would block the server
-    yield proc, port
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    env = {"LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_DRAIN_SECONDS": "0.5", "LEAN_SERVER_GRACE_SECONDS": "5"}
+    with serve_process(env) as (proc, port):
+        yield proc, port
+
+
+@contextlib.contextmanager
+def threaded_app(**kw: Any) -> Iterator[tuple[App, asyncio.AbstractEventLoop]]:
+    """A server on an event loop of its own thread, for blocking clients in the test's thread."""
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
+
+    async def start() -> App:
+        app = create_app(settings(**kw))
+        await app.start()
+        return app
+
+    app = asyncio.run_coroutine_threadsafe(start(), loop).result()
+    try:
+        yield app, loop
+    finally:
+        asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join()
+        loop.close()
 
 
 async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(

@@ -3,8 +3,14 @@ exact wire format (`python -m kimina_grpc.testing.fake_repl`) and helpers to poi
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shlex
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator, Mapping
 
 FAKE_REPL_MODULE = "kimina_grpc.testing.fake_repl"
 FAKE_AST_EXPORT_MODULE = "kimina_grpc.testing.fake_ast_export"
@@ -18,3 +24,39 @@ def fake_repl_command(*args: str) -> str:
 def fake_ast_export_command() -> str:
     """A LEAN_SERVER_AST_EXPORT_COMMAND value that runs the stand-in exporter with this interpreter."""
     return shlex.join([sys.executable, "-m", FAKE_AST_EXPORT_MODULE])
+
+
+@contextlib.contextmanager
+def serve_process(env: Mapping[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run `kimina-grpc serve` in a child process on a free loopback port with the stand-in REPL
+    (override anything with `env`, e.g. LEAN_SERVER_MAX_REPLS); yield the process and its port.
+    The server is killed on exit if it is still running."""
+    full = {
+        **os.environ,
+        "LEAN_SERVER_HOST": "127.0.0.1",
+        "LEAN_SERVER_PORT": "0",
+        "LEAN_SERVER_REPL_COMMAND": fake_repl_command(),
+        "LEAN_SERVER_MAX_REPL_MEM": "0",
+        "LEAN_SERVER_LOG_LEVEL": "INFO",  # its "serving" line carries the port
+        "LEAN_SERVER_ENVIRONMENT": "prod",
+        **(env or {}),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"], env=full, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    port = 0
+    for line in proc.stderr:
+        if '"serving"' in line:
+            port = int(json.loads(line)["port"])
+            break
+    if not port:
+        proc.wait()
+        raise RuntimeError(f"kimina-grpc serve exited with {proc.returncode} before serving")
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # a full pipe would block the server
+    try:
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
