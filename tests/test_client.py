@@ -134,3 +134,22 @@ async def test_stream_reconnects_after_a_server_restart_each_id_once() -> None:
     await app.stop()
     assert restarted
     assert set(seen) == {p.id for p in proofs} and set(seen.values()) == {1}
+
+
+def test_client_imports_without_the_server_dependencies() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        server = {'psutil', 'pydantic', 'pydantic_settings', 'structlog', 'grpc_reflection'}\n"
+        "        if name.split('.')[0] in server:\n"
+        "            raise ImportError(f'{name} is a server dependency')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from kimina_grpc.client import KiminaClient, AsyncKiminaClient, Proof, Result, Verdict\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
