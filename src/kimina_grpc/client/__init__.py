@@ -15,8 +15,8 @@ from kimina_grpc.client._types import (
     Result,
     Sorry,
     Unauthenticated,
-    Verdict,
 )
+from kimina_grpc.verdict import Verdict
 
 __all__ = [
     "AstResult",

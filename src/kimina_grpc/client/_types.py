@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import grpc
@@ -12,19 +11,7 @@ from google.protobuf import duration_pb2  # noqa: F401  (RetryInfo needs it regi
 from google.rpc import error_details_pb2, status_pb2
 
 from kimina_grpc.v1 import verifier_pb2 as pb
-
-
-class Verdict(Enum):
-    """What became of a proof (the contract's Verdict without its prefix)."""
-
-    UNSPECIFIED = 0
-    VALID = 1
-    INVALID = 2
-    SORRY = 3
-    TIMEOUT = 4
-    OUT_OF_MEMORY = 5
-    REPL_ERROR = 6
-    NOT_CHECKED = 7
+from kimina_grpc.verdict import Verdict
 
 
 @dataclass(frozen=True, slots=True)

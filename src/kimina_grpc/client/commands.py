@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import KiminaError, Proof, Result, Verdict
+from kimina_grpc.client._types import KiminaError, Proof, Result
+from kimina_grpc.verdict import Verdict
 
 # Column names of the datasets the seed benchmarked, most specific first.
 ID_COLUMNS = ("problem_id", "custom_id", "id", "name", "uuid")

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
 from kimina_grpc.repl.protocol import Reply, Severity
+from kimina_grpc.verdict import Verdict
 
-
-class Verdict(Enum):
-    """Mirrors the contract's Verdict enum (same names, same numbers)."""
-
-    VALID = 1
-    INVALID = 2
-    SORRY = 3
-    TIMEOUT = 4
-    OUT_OF_MEMORY = 5
-    REPL_ERROR = 6
-    NOT_CHECKED = 7
+__all__ = ["Verdict", "verdict_of"]
 
 
 # Older Lean quotes with '…', newer with `…`.
