@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # REPLs are started with fork+exec and no Python in between: gRPC's fork handlers only log noise.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from kimina_grpc import log
     from kimina_grpc.service.server import serve
     from kimina_grpc.settings import Settings
