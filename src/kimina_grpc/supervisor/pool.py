@@ -274,12 +274,12 @@ class Supervisor:
             return
         waiting.sort(key=lambda x: x[0])  # oldest first: no key starves
         # 2. Start REPLs while the pool has room, for the keys that need them most.
-        while len(self._workers) < self.s.max_repls and self._importing < self.s.max_concurrent_imports:
-            key = self._neediest([k for _, k in waiting])
-            if key is None:
-                break
-            if not self._memory_ok():
-                break
+        while (
+            len(self._workers) < self.s.max_repls
+            and self._importing < self.s.max_concurrent_imports
+            and (key := self._neediest([k for _, k in waiting])) is not None
+            and self._memory_ok()
+        ):
             self._new_worker(key)
         # 3. The pool is full: convert idle REPLs of other keys where the wait outweighs an import.
         if len(self._workers) >= self.s.max_repls:
@@ -329,7 +329,7 @@ class Supervisor:
         ]
         if not idle:
             return None
-        mine = sum(1 for w in self._workers if w.key == key)
+        mine = self._worker_counts().get(key, 0)
         import_cost = self._import_cost.value
         # Nothing serves this key: an idle REPL with nothing to do is converted at once.
         if mine > 0 and len(self._queues[key]) * self._cost(key).value / (mine + 1) <= _CONVERT_FACTOR * import_cost:
@@ -337,10 +337,10 @@ class Supervisor:
         return min(idle, key=lambda w: w.idle_since)  # the one idle longest
 
     def _cost(self, key: PoolKey) -> _Mean:
-        ema = self._proof_cost.get(key)
-        if ema is None:
-            ema = self._proof_cost[key] = _Mean(1.0)
-        return ema
+        mean = self._proof_cost.get(key)  # called once per proof: no allocation when known
+        if mean is None:
+            mean = self._proof_cost[key] = _Mean(1.0)
+        return mean
 
     def _memory_ok(self) -> bool:
         need = self.s.min_free_memory
