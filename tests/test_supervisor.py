@@ -14,7 +14,7 @@ import pytest
 
 from kimina_grpc.repl import ReplSpec, Verdict, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, QueueFull, Supervisor
-from kimina_grpc.supervisor.jobs import Outcome
+from kimina_grpc.supervisor.jobs import Job, Outcome
 from kimina_grpc.testing import fake_repl_command
 
 from .conftest import children
@@ -241,3 +241,65 @@ async def test_a_prewarm_header_lean_rejects_does_not_block_readiness(closing: l
             break
         await asyncio.sleep(0.02)
     assert sup.ready
+
+
+def timeline(jobs: list[Job], outcomes: list[Outcome]) -> list[tuple[float, str, str]]:
+    """(start time, header, REPL id) of every job, in start order."""
+    return sorted(
+        (j.submitted + o.queue_seconds, j.split.header.strip(), o.repl_id) for j, o in zip(jobs, outcomes, strict=True)
+    )
+
+
+async def run_interleaved(
+    sup: Supervisor, headers: list[str], per_header: int, cost: float
+) -> list[tuple[float, str, str]]:
+    items = [
+        (split_header(f"{h}\ntheorem t{i} : True := by\n  -- fake: sleep {cost}\n  trivial"), CheckOptions(timeout=10))
+        for i in range(per_header)
+        for h in headers
+    ]
+    jobs = sup.submit_many(items)
+    outcomes = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 60)
+    assert {o.verdict for o in outcomes} == {Verdict.VALID}
+    return timeline(jobs, outcomes)
+
+
+async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
+    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 REPLs over 2 equal headers start 2/1; the header with one REPL would finish at twice the time.
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
+    sup = pool(max_repls=3, max_concurrent_imports=3)
+    closing.append(sup)
+    await sup.start()
+    runs = await run_interleaved(sup, ["import A", "import B"], per_header=30, cost=0.05)
+    repls = {h: [r for _, hh, r in runs if hh == h] for h in ("import A", "import B")}
+    assert len(set(repls["import B"])) >= 2
+    first_b_on_a_new_repl = next(t for t, h, r in runs if h == "import B" and r != repls["import B"][0])
+    last_a = max(t for t, h, _ in runs if h == "import A")
+    assert first_b_on_a_new_repl < last_a  # moved while A still had work, not after A drained
+    assert sup.counters["recycles"] <= 2
+
+
+async def test_balanced_headers_keep_their_repls(closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
+    sup = pool(max_repls=4, max_concurrent_imports=4)
+    closing.append(sup)
+    await sup.start()
+    runs = await run_interleaved(sup, ["import A", "import B"], per_header=20, cost=0.03)
+    assert sup.counters["imports"] == 4 and sup.counters["recycles"] == 0
+    assert len({r for _, _, r in runs}) == 4
+
+
+async def test_a_drained_headers_idle_repl_converts_to_waiting_work(
+    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
+    sup = pool(max_repls=2, max_concurrent_imports=2)
+    closing.append(sup)
+    await sup.start()
+    first = await run_interleaved(sup, ["import A", "import B"], per_header=2, cost=0.01)
+    assert {h for _, h, _ in first} == {"import A", "import B"}
+    runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.05)
+    assert len({r for _, _, r in runs}) == 2  # A's idle REPL now serves B
+    assert sup.counters["recycles"] == 1

@@ -4,7 +4,10 @@ Every REPL is bound to one import header (its PoolKey). Jobs wait in one FIFO qu
 scheduler, run after every change of state, gives each idle REPL the oldest job of its key; starts
 REPLs while the pool has room; and, when the pool is full, converts an idle REPL of another header
 only when the waiting work outweighs an import (with hysteresis), or when a header has no REPL at all
-and its oldest job has waited longer than an import would take (no header starves).
+and its oldest job has waited longer than an import would take (no header starves). A REPL whose
+header still has work moves to the header that will drain last when that evens out the finish times
+by more than an import's worth (8 REPLs over 3 equal headers start 3/3/2). Queued work is counted in
+seconds with one mean proof cost; costs themselves are never guessed from the proof text.
 """
 
 from __future__ import annotations
@@ -135,7 +138,9 @@ class Supervisor:
         self._ids = itertools.count(1)
         self._importing = 0
         self._import_cost = _Mean(settings.import_cost_hint)
-        self._proof_cost: dict[PoolKey, _Mean] = {}
+        # One mean proof cost over all headers: per-header means of heavy-tailed costs are too noisy
+        # to move REPLs on.
+        self._proof_cost = _Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
         self._kick_pending = False
         self._closing = False
@@ -267,6 +272,8 @@ class Supervisor:
                 and (not queue or queue[0].submitted > self._queues[starving[0]][0].submitted)
             ):
                 self._replace(worker, starving.pop(0))
+            elif queue and self._importing < self.s.max_concurrent_imports and (key := self._move_target(worker)):
+                self._replace(worker, key)
             elif queue:
                 self._run(worker, self._pop(worker.key))
         waiting = [(q[0].submitted, key) for key, q in self._queues.items() if q]
@@ -332,15 +339,35 @@ class Supervisor:
         mine = self._worker_counts().get(key, 0)
         import_cost = self._import_cost.value
         # Nothing serves this key: an idle REPL with nothing to do is converted at once.
-        if mine > 0 and len(self._queues[key]) * self._cost(key).value / (mine + 1) <= _CONVERT_FACTOR * import_cost:
+        if mine > 0 and self._backlog(key) / (mine + 1) <= _CONVERT_FACTOR * import_cost:
             return None
         return min(idle, key=lambda w: w.idle_since)  # the one idle longest
 
-    def _cost(self, key: PoolKey) -> _Mean:
-        mean = self._proof_cost.get(key)  # called once per proof: no allocation when known
-        if mean is None:
-            mean = self._proof_cost[key] = _Mean(1.0)
-        return mean
+    def _move_target(self, worker: Worker) -> PoolKey | None:
+        """The key that will drain last, if giving it this REPL (whose own key still has work) lets
+        it drain an import's worth sooner while the REPL's own key still drains no later than it:
+        e.g. 8 REPLs over 3 equal headers start 3/3/2, and one REPL should change sides midway."""
+        counts = self._worker_counts()
+        mine = counts[worker.key]
+        if worker.key.fresh or mine < 2:
+            return None
+        drains = {
+            key: self._backlog(key) / counts[key]
+            for key, queue in self._queues.items()
+            if queue and not key.fresh and counts.get(key, 0) > 0
+        }
+        last = max(drains, key=drains.__getitem__)
+        if last == worker.key:
+            return None
+        import_cost = self._import_cost.value
+        after = (self._backlog(last) + import_cost) / (counts[last] + 1)
+        if self._backlog(worker.key) / (mine - 1) <= after <= drains[last] - _CONVERT_FACTOR * import_cost:
+            return last
+        return None
+
+    def _backlog(self, key: PoolKey) -> float:
+        """Estimated seconds of queued work for `key`."""
+        return len(self._queues[key]) * self._proof_cost.value
 
     def _memory_ok(self) -> bool:
         need = self.s.min_free_memory
@@ -358,7 +385,7 @@ class Supervisor:
 
     def _retry_after(self) -> float:
         busy = max(1, sum(1 for w in self._workers if w.state is WorkerState.BUSY))
-        per_proof = sum(e.value for e in self._proof_cost.values()) / max(1, len(self._proof_cost)) or 1.0
+        per_proof = self._proof_cost.value
         return min(60.0, max(1.0, self._queued * per_proof / busy / 10))
 
     def _pop(self, key: PoolKey) -> Job:
@@ -569,7 +596,7 @@ class Supervisor:
                 return
             self._finish(job, made(verdict, error=str(crash)))
             return
-        self._cost(worker.key).add(elapsed)
+        self._proof_cost.add(elapsed)
         worker.uses += 1
         verdict = verdict_of(reply)
         outcome = made(
