@@ -32,8 +32,9 @@ ENV PATH=/home/kimina/.elan/bin:$PATH \
     LEAN_SERVER_WORKSPACE=/home/kimina/workspace \
     LEAN_SERVER_LEAN_VERSION=$LEAN_VERSION \
     LEAN_SERVER_HOST=0.0.0.0 \
-    LEAN_SERVER_PORT=50051
-EXPOSE 50051
+    LEAN_SERVER_PORT=50051 \
+    LEAN_SERVER_METRICS_PORT=9090
+EXPOSE 50051 9090
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["kimina-grpc", "health", "--service", "liveness"]
 ENTRYPOINT ["kimina-grpc", "serve"]

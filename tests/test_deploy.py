@@ -47,6 +47,9 @@ def test_manifests_parse_and_probes_are_native_grpc() -> None:
     )
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert float(env["LEAN_SERVER_MAX_CONNECTION_AGE"]) > 0
+    metrics = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+    assert int(env["LEAN_SERVER_METRICS_PORT"]) == metrics
+    assert kinds["Deployment"]["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(metrics)
     assert container["resources"]["requests"]["memory"]
 
 
@@ -64,7 +67,7 @@ def test_dockerfile_shape() -> None:
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2  # multi-stage
     assert re.search(r"^ARG LEAN_VERSION=v\d+\.\d+\.\d+$", text, re.M)
     assert re.findall(r"^USER (\S+)$", text, re.M)[-1] != "root"
-    assert re.search(r"^EXPOSE 50051$", text, re.M)
+    assert re.search(r"^EXPOSE 50051 9090$", text, re.M)  # gRPC, metrics
     assert "HEALTHCHECK" in text and 'kimina-grpc", "health"' in text
     assert "tools/install_lean.sh" in text
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -310,3 +311,45 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
         assert [r.verdict for r in reply.results] == [pb.VERDICT_VALID] * 2
     assert await asyncio.to_thread(proc.wait, 15) == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in repls)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The metrics page as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
+    async with running(metrics_port=0, max_repl_mem="300M") as (app, ch):
+        assert app.metrics_port
+        stub = pb_grpc.VerifierServiceStub(ch)
+        proofs = [proof("v1", ""), proof("v2", ""), proof("bad", "  -- fake: error no"), proof("s", "  -- fake: sorry")]
+        await stub.Verify(pb.VerifyRequest(proofs=proofs))
+
+        async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
+            yield pb.StreamVerifyRequest(proof=proof("ok", ""))
+            yield pb.StreamVerifyRequest(proof=pb.Proof(id="", code="theorem x := 1"))  # invalid: NOT_CHECKED
+
+        got = [r.result.verdict async for r in stub.StreamVerify(requests())]
+        assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
+        # The endpoint runs in its own thread and reads the pool through the event loop.
+        m = await asyncio.to_thread(scrape, app.metrics_port)
+        assert m['kimina_proofs_total{verdict="valid"}'] == 3
+        assert m['kimina_proofs_total{verdict="invalid"}'] == 1
+        assert m['kimina_proofs_total{verdict="sorry"}'] == 1
+        assert m['kimina_proofs_total{verdict="not_checked"}'] == 1
+        assert m['kimina_proofs_rejected_total{reason="invalid"}'] == 1
+        assert m["kimina_proof_check_seconds_count"] == 5
+        assert m["kimina_proof_queue_seconds_count"] == 5
+        assert m['kimina_repls{state="warm"}'] + m['kimina_repls{state="busy"}'] >= 1
+        assert m["kimina_repl_imports_total"] >= 1
+        assert m["kimina_queued_proofs"] == 0 and m["kimina_ready"] == 1
+    # Stopped with the server.
+    with pytest.raises(OSError):
+        scrape(app.metrics_port)

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(5.0, ge=0)
     grace_seconds: float = Field(10.0, ge=0)
     reflection: bool = True
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Serve Prometheus metrics at http://HOST:PORT/metrics (unset = off; 0 = any free port)."""
 
     @field_validator(
         "max_repl_mem",

@@ -17,6 +17,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.repl import ReplSpec
+from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
@@ -112,7 +113,9 @@ class App:
     server: grpc.aio.Server
     supervisor: Supervisor
     health: HealthServicer
+    metrics: Metrics
     port: int
+    metrics_port: int | None = None
     _readiness: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -121,8 +124,16 @@ class App:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         self._readiness = asyncio.create_task(self._become_ready())
-        log.info("serving", port=self.port, host=self.settings.host, max_repls=self.settings.max_repls)
+        log.info(
+            "serving",
+            port=self.port,
+            host=self.settings.host,
+            metrics_port=self.metrics_port,
+            max_repls=self.settings.max_repls,
+        )
 
     async def _become_ready(self) -> None:
         last = (-1, -1)
@@ -146,6 +157,7 @@ class App:
         await asyncio.sleep(self.settings.drain_seconds)
         await self.server.stop(self.settings.grace_seconds)
         await self.supervisor.close()
+        self.metrics.close()
         log.info("stopped")
 
 
@@ -159,7 +171,10 @@ def create_app(settings: Settings) -> App:
         exporter = AstExporter(
             argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
         )
-    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(VerifierServicer(supervisor, settings, exporter), server)
+    metrics = Metrics(supervisor)
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(
+        VerifierServicer(supervisor, settings, metrics, exporter), server
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
@@ -170,7 +185,7 @@ def create_app(settings: Settings) -> App:
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise RuntimeError(f"cannot bind {settings.host}:{settings.port} (in use?)")
-    return App(settings, server, supervisor, health, port)
+    return App(settings, server, supervisor, health, metrics, port)
 
 
 async def serve(settings: Settings) -> None:

@@ -15,6 +15,7 @@ import structlog
 
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
+from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Job, Outcome
@@ -41,9 +42,12 @@ def _deadline_left(context: Context) -> float | None:
 
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
-    def __init__(self, supervisor: Supervisor, settings: Settings, exporter: AstExporter | None = None) -> None:
+    def __init__(
+        self, supervisor: Supervisor, settings: Settings, metrics: Metrics, exporter: AstExporter | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.settings = settings
+        self.metrics = metrics
         self.exporter = exporter
 
     @unary
@@ -62,6 +66,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 self.supervisor.cancel(job)
             raise
         for p, o in zip(request.proofs, outcomes, strict=True):
+            self.metrics.result(o)
             log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
         log.info("verify_done", proofs=len(outcomes))
         return pb.VerifyResponse(
@@ -76,7 +81,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
         structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
-        stream = _Stream(self.supervisor, self.settings)
+        stream = _Stream(self.supervisor, self.settings, self.metrics)
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
             while True:
@@ -139,9 +144,10 @@ class _Stream:
     """One StreamVerify call: at most `stream_window` proofs in flight; the reader stops reading the
     request stream while the window is full, so HTTP/2 flow control slows the client down."""
 
-    def __init__(self, supervisor: Supervisor, settings: Settings) -> None:
+    def __init__(self, supervisor: Supervisor, settings: Settings, metrics: Metrics) -> None:
         self.supervisor = supervisor
         self.settings = settings
+        self.metrics = metrics
         self.window = asyncio.Semaphore(settings.stream_window)
         self.in_flight: dict[str, Job] = {}
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue()
@@ -167,6 +173,7 @@ class _Stream:
             problems = [("proof.id", f"duplicate id {proof.id!r}: a proof with this id is still in flight")]
         if problems:
             self.window.release()
+            self.metrics.rejected("invalid")
             self.results.put_nowait(convert.not_checked(proof.id, "invalid: " + convert.InvalidInput(problems).args[0]))
             return
         eff = convert.effective(proof.options, None, self.settings)
@@ -174,6 +181,7 @@ class _Stream:
             job = self.supervisor.submit(*convert.to_job(proof, eff, None))
         except QueueFull as exc:
             self.window.release()
+            self.metrics.rejected("queue_full")
             self.results.put_nowait(convert.not_checked(proof.id, f"{exc}; retry in {exc.retry_after:.0f} s"))
             return
         self.in_flight[proof.id] = job
@@ -184,6 +192,7 @@ class _Stream:
             self.window.release()
             if not future.cancelled():
                 outcome = future.result()
+                self.metrics.result(outcome)
                 log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
                 self.results.put_nowait(convert.to_result(proof_id, outcome, diagnostics))
             self._maybe_end()

@@ -1,0 +1,115 @@
+"""Prometheus metrics: what callers got (verdicts, times, rejections) and the pool's state.
+
+Results are counted where the service hands them out; the pool is read at scrape time through the
+event loop (the HTTP endpoint runs in prometheus-client's thread; the supervisor is not thread-safe).
+Header strings come from callers, so no metric is labelled by header (GetServerInfo has the detail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from kimina_grpc.supervisor.jobs import Outcome
+from kimina_grpc.supervisor.pool import PoolState, Supervisor
+from kimina_grpc.verdict import Verdict
+
+# Lean checks take 0.01 s to many minutes.
+_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+
+
+class Metrics:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.registry = CollectorRegistry()
+        proofs = Counter(
+            "kimina_proofs", "Proof results handed to callers, by verdict.", ["verdict"], registry=self.registry
+        )
+        self._by_verdict = {v: proofs.labels(v.name.lower()) for v in Verdict}
+        rejected = Counter(
+            "kimina_proofs_rejected",
+            "Proofs answered NOT_CHECKED by the service before reaching the pool, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._invalid = rejected.labels("invalid")
+        self._queue_full = rejected.labels("queue_full")
+        self._check = Histogram(
+            "kimina_proof_check_seconds", "Seconds a proof spent in its REPL.", buckets=_BUCKETS, registry=self.registry
+        )
+        self._queue = Histogram(
+            "kimina_proof_queue_seconds",
+            "Seconds a proof waited for a REPL.",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_PoolCollector(supervisor))
+        self._http: Any = None
+
+    def result(self, outcome: Outcome) -> None:
+        self._by_verdict[outcome.verdict].inc()
+        if outcome.repl_id:  # it reached a REPL
+            self._check.observe(outcome.time_seconds)
+            self._queue.observe(outcome.queue_seconds)
+
+    def rejected(self, reason: str) -> None:
+        self._by_verdict[Verdict.NOT_CHECKED].inc()
+        (self._queue_full if reason == "queue_full" else self._invalid).inc()
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP (prometheus-client's thread); returns the bound port."""
+        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        self._http = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class _PoolCollector(Collector):
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.loop = asyncio.get_running_loop()
+
+    def collect(self) -> Iterator[Any]:
+        state = self._state()
+        repls = GaugeMetricFamily("kimina_repls", "REPL processes by state.", labels=["state"])
+        for name, count in (
+            ("warm", sum(h.warm for h in state.headers)),
+            ("busy", sum(h.busy for h in state.headers)),
+            ("starting", sum(h.starting for h in state.headers)),
+        ):
+            repls.add_metric([name], count)
+        yield repls
+        yield GaugeMetricFamily("kimina_queued_proofs", "Proofs waiting for a REPL.", value=state.queued)
+        yield GaugeMetricFamily("kimina_headers", "Headers with REPLs or queued proofs.", value=len(state.headers))
+        yield GaugeMetricFamily("kimina_ready", "1 once pre-warming is done.", value=int(state.ready))
+        for name, value, text in (
+            ("imports", state.imports, "Headers imported (REPL starts that reached their header's env)."),
+            ("recycles", state.recycles, "REPLs retired to be replaced (use limit, memory, header change)."),
+            ("kills", state.kills, "REPLs killed during a proof (timeout or memory watchdog)."),
+            ("crashes", state.crashes, "REPLs that died by themselves."),
+        ):
+            yield CounterMetricFamily(f"kimina_repl_{name}", text, value=value)
+
+    def _state(self) -> PoolState:
+        async def read() -> PoolState:
+            return self.supervisor.state()
+
+        if _on_loop(self.loop):
+            return self.supervisor.state()
+        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=5)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
