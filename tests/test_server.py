@@ -211,6 +211,25 @@ async def test_queue_full_is_resource_exhausted_with_retry_info() -> None:
         assert _detail(info.value, error_details_pb2.RetryInfo()).retry_delay.seconds >= 1
 
 
+async def test_a_full_queue_holds_a_stream_instead_of_refusing_its_items() -> None:
+    async with running(max_queue=3, max_repls=1, stream_window=8) as (app, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        # Another caller fills the queue; the stream's items wait for room, none is refused.
+        batch = asyncio.ensure_future(
+            stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", "  -- fake: sleep 0.1") for i in range(3)]))
+        )
+        while app.supervisor.queued < 3:
+            await asyncio.sleep(0.01)
+
+        async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
+            for i in range(12):
+                yield pb.StreamVerifyRequest(proof=proof(f"s{i}", "  -- fake: sleep 0.02"))
+
+        got = {r.result.id: pb.Verdict.Name(r.result.verdict) async for r in stub.StreamVerify(requests())}
+        assert got == {f"s{i}": "VERDICT_VALID" for i in range(12)}
+        assert [r.verdict for r in (await batch).results] == [pb.VERDICT_VALID] * 3
+
+
 async def test_auth_required_health_exempt() -> None:
     async with running(api_key="s3cret") as (_, ch):
         stub = pb_grpc.VerifierServiceStub(ch)
@@ -344,7 +363,8 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert m['kimina_proofs_total{verdict="invalid"}'] == 1
         assert m['kimina_proofs_total{verdict="sorry"}'] == 1
         assert m['kimina_proofs_total{verdict="not_checked"}'] == 1
-        assert m['kimina_proofs_rejected_total{reason="invalid"}'] == 1
+        assert m["kimina_stream_items_invalid_total"] == 1
+        assert m["kimina_queue_capacity"] == 100_000
         assert m["kimina_proof_check_seconds_count"] == 5
         assert m["kimina_proof_queue_seconds_count"] == 5
         assert m['kimina_repls{state="warm"}'] + m['kimina_repls{state="busy"}'] >= 1

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kimina_grpc.repl import ReplSpec, Verdict, split_header
-from kimina_grpc.supervisor import CheckOptions, PoolSettings, QueueFull, Supervisor
+from kimina_grpc.supervisor import CheckOptions, PoolSettings, QueueFull, ShuttingDown, Supervisor
 from kimina_grpc.supervisor.jobs import Job, Outcome
 from kimina_grpc.testing import fake_repl_command
 
@@ -165,6 +165,36 @@ async def test_queue_bound(closing: list[Supervisor]) -> None:
         sup.submit(split_header("theorem t := 1"), CheckOptions(timeout=5))
     assert info.value.retry_after >= 1
     assert [(await j.future).verdict for j in jobs] == [Verdict.VALID] * 3
+
+
+async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1, max_queue=2)
+    closing.append(sup)
+    await sup.start()
+    slow = (split_header("theorem t := by\n  -- fake: sleep 0.3"), CheckOptions(timeout=5))
+
+    async def fill() -> None:
+        sup.submit(*slow)
+        while sup.queued:  # running
+            await asyncio.sleep(0.01)
+        sup.submit_many([slow, slow])  # and two queued: full
+
+    def later() -> asyncio.Future[Job]:
+        return asyncio.ensure_future(sup.submit_when_room(split_header("theorem u := 1"), CheckOptions(timeout=5)))
+
+    await fill()
+    waiting = later()
+    await asyncio.sleep(0.1)
+    assert not waiting.done() and sup.queued == 2
+    job = await asyncio.wait_for(waiting, 5)  # the running proof finished: room
+    assert (await job.future).verdict is Verdict.VALID
+
+    await fill()
+    blocked = later()
+    await asyncio.sleep(0.05)
+    await sup.close()
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(blocked, 5)
 
 
 async def test_random_fault_mix_loses_and_duplicates_nothing(closing: list[Supervisor], tmp_path: Path) -> None:

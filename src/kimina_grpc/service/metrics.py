@@ -1,4 +1,4 @@
-"""Prometheus metrics: what callers got (verdicts, times, rejections) and the pool's state.
+"""Prometheus metrics: what callers got (verdicts, times, invalid stream items) and the pool's state.
 
 Results are counted where the service hands them out; the pool is read at scrape time through the
 event loop (the HTTP endpoint runs in prometheus-client's thread; the supervisor is not thread-safe).
@@ -30,14 +30,11 @@ class Metrics:
             "kimina_proofs", "Proof results handed to callers, by verdict.", ["verdict"], registry=self.registry
         )
         self._by_verdict = {v: proofs.labels(v.name.lower()) for v in Verdict}
-        rejected = Counter(
-            "kimina_proofs_rejected",
-            "Proofs answered NOT_CHECKED by the service before reaching the pool, by reason.",
-            ["reason"],
+        self._invalid = Counter(
+            "kimina_stream_items_invalid",
+            "StreamVerify items answered NOT_CHECKED because they failed validation.",
             registry=self.registry,
         )
-        self._invalid = rejected.labels("invalid")
-        self._queue_full = rejected.labels("queue_full")
         self._check = Histogram(
             "kimina_proof_check_seconds", "Seconds a proof spent in its REPL.", buckets=_BUCKETS, registry=self.registry
         )
@@ -56,9 +53,9 @@ class Metrics:
             self._check.observe(outcome.time_seconds)
             self._queue.observe(outcome.queue_seconds)
 
-    def rejected(self, reason: str) -> None:
+    def invalid(self) -> None:
         self._by_verdict[Verdict.NOT_CHECKED].inc()
-        (self._queue_full if reason == "queue_full" else self._invalid).inc()
+        self._invalid.inc()
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP (prometheus-client's thread); returns the bound port."""
@@ -89,6 +86,7 @@ class _PoolCollector(Collector):
             repls.add_metric([name], count)
         yield repls
         yield GaugeMetricFamily("kimina_queued_proofs", "Proofs waiting for a REPL.", value=state.queued)
+        yield GaugeMetricFamily("kimina_queue_capacity", "LEAN_SERVER_MAX_QUEUE.", value=self.supervisor.s.max_queue)
         yield GaugeMetricFamily("kimina_headers", "Headers with REPLs or queued proofs.", value=len(state.headers))
         yield GaugeMetricFamily("kimina_ready", "1 once pre-warming is done.", value=int(state.ready))
         for name, value, text in (

@@ -19,7 +19,7 @@ from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Job, Outcome
-from kimina_grpc.supervisor.pool import QueueFull, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -162,28 +162,23 @@ class _Stream:
                 except StopAsyncIteration:
                     self.window.release()
                     break
-                self._admit(item.proof)
+                await self._admit(item.proof)
         finally:
             self.reading = False
             self._maybe_end()
 
-    def _admit(self, proof: pb.Proof) -> None:
+    async def _admit(self, proof: pb.Proof) -> None:
         problems = convert.check_proof(proof, "proof", self.settings)
         if not problems and proof.id in self.in_flight:
             problems = [("proof.id", f"duplicate id {proof.id!r}: a proof with this id is still in flight")]
         if problems:
             self.window.release()
-            self.metrics.rejected("invalid")
+            self.metrics.invalid()
             self.results.put_nowait(convert.not_checked(proof.id, "invalid: " + convert.InvalidInput(problems).args[0]))
             return
         eff = convert.effective(proof.options, None, self.settings)
-        try:
-            job = self.supervisor.submit(*convert.to_job(proof, eff, None))
-        except QueueFull as exc:
-            self.window.release()
-            self.metrics.rejected("queue_full")
-            self.results.put_nowait(convert.not_checked(proof.id, f"{exc}; retry in {exc.retry_after:.0f} s"))
-            return
+        # A full queue holds this item (and, through the window, the stream) until there is room.
+        job = await self.supervisor.submit_when_room(*convert.to_job(proof, eff, None))
         self.in_flight[proof.id] = job
         proof_id, diagnostics = proof.id, eff.diagnostics
 

@@ -144,6 +144,7 @@ class Supervisor:
         self._import_failures: dict[PoolKey, int] = {}
         self._kick_pending = False
         self._closing = False
+        self._room = asyncio.Event()  # set when the queue may have room again
         self._warmup: list[Worker] = []
         self._warmup_total = 0
         self._memory_retry: asyncio.TimerHandle | None = None
@@ -196,6 +197,13 @@ class Supervisor:
         self._kick()
         return jobs
 
+    async def submit_when_room(self, split: Split, options: CheckOptions) -> Job:
+        """Queue one proof, waiting while the queue is full (a stream's backpressure)."""
+        while self._queued >= self.s.max_queue and not self._closing:
+            self._room.clear()
+            await self._room.wait()
+        return self.submit(split, options)
+
     def cancel(self, job: Job) -> None:
         """The caller is gone: a queued job never runs; a running one finishes, its result dropped."""
         if self._dequeue(job) or not job.future.done():
@@ -232,6 +240,7 @@ class Supervisor:
             while queue:
                 queue.popleft().answer(not_checked("the server is shutting down"))
         self._queued = 0
+        self._room.set()  # waiting submitters learn of the shutdown
         for worker in self._workers:
             if worker.job is not None:
                 worker.job.answer(not_checked("the server is shutting down"))
@@ -391,6 +400,7 @@ class Supervisor:
     def _pop(self, key: PoolKey) -> Job:
         job = self._queues[key].popleft()
         self._queued -= 1
+        self._room.set()
         if job.expiry is not None:
             job.expiry.cancel()
         return job
@@ -404,6 +414,7 @@ class Supervisor:
         except ValueError:
             return False
         self._queued -= 1
+        self._room.set()
         return True
 
     def _expire(self, job: Job) -> None:

@@ -87,8 +87,8 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     `error` has the REPL's message or the tail of its stderr.
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
-    """The proof was not checked: an invalid stream item, a full queue on a stream, a queue wait past
-    LEAN_SERVER_MAX_WAIT, or a server shutdown. `error` says which. Not a statement about the proof.
+    """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
+    server shutdown. `error` says which. Not a statement about the proof.
     """
 
 class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
@@ -115,8 +115,8 @@ VERDICT_REPL_ERROR: Verdict.ValueType  # 6
 `error` has the REPL's message or the tail of its stderr.
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
-"""The proof was not checked: an invalid stream item, a full queue on a stream, a queue wait past
-LEAN_SERVER_MAX_WAIT, or a server shutdown. `error` says which. Not a statement about the proof.
+"""The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
+server shutdown. `error` says which. Not a statement about the proof.
 """
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 

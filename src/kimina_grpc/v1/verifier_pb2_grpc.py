@@ -93,9 +93,9 @@ class VerifierServiceServicer:
         order), keyed by `id`.
 
         Each request item is validated alone with the rules of Verify (the batch-size rule aside, and
-        ids must be unique among the stream's proofs still in flight): an invalid item, or one that finds
-        the server's queue full (LEAN_SERVER_MAX_QUEUE), is answered at once by a result with verdict
-        NOT_CHECKED and the reason in `error`, and the stream goes on.
+        ids must be unique among the stream's proofs still in flight): an invalid item is answered at
+        once by a result with verdict NOT_CHECKED and the reason in `error`, and the stream goes on. An
+        item that finds the server's queue full (LEAN_SERVER_MAX_QUEUE) waits for room.
         The server keeps a bounded number of the stream's proofs in flight (LEAN_SERVER_STREAM_WINDOW)
         and stops reading the stream while that window is full: a client that writes faster than Lean
         checks is slowed by flow control, not buffered without bound. No deadline is needed on a long
