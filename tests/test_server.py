@@ -18,6 +18,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from prometheus_client import generate_latest
 
 from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, App, create_app
 from kimina_grpc.settings import Settings
@@ -370,6 +371,8 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert m['kimina_repls{state="warm"}'] + m['kimina_repls{state="busy"}'] >= 1
         assert m["kimina_repl_imports_total"] >= 1
         assert m["kimina_queued_proofs"] == 0 and m["kimina_ready"] == 1
+        # Rendering on the event loop's own thread reads the pool directly (no deadlock).
+        assert b"kimina_ready 1.0" in generate_latest(app.metrics.registry)
     # Stopped with the server.
     with pytest.raises(OSError):
         scrape(app.metrics_port)
