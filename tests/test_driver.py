@@ -124,6 +124,21 @@ async def test_cpu_and_sleep_are_measured() -> None:
         await repl.kill()
 
 
+async def test_peak_memory_is_the_commands_own_high_water_mark() -> None:
+    repl = await started()
+    try:
+        # 200 MiB held for an instant: gone by the reply, still in the peak.
+        _, usage = await repl.run(command("theorem a : True := by\n  -- fake: spike 200\n  trivial", env=0))
+        assert usage.peak_bytes >= 200 << 20 and usage.rss_bytes < 150 << 20
+        # The mark is reset before each command: the next one does not inherit the spike.
+        _, usage = await repl.run(command("theorem b : True := trivial", env=0))
+        assert usage.peak_bytes < 150 << 20
+        _, usage = await repl.run(command("theorem c : True := trivial", env=0), measure=False)
+        assert usage.peak_bytes == 0
+    finally:
+        await repl.kill()
+
+
 async def test_missing_binary_is_a_crash_not_an_exception_leak() -> None:
     with pytest.raises(ReplCrashed, match="cannot start"):
         await Repl.start(ReplSpec(argv=("/nonexistent/repl",)), "x")

@@ -97,6 +97,9 @@ async def test_out_of_memory_by_cap_and_by_watchdog(closing: list[Supervisor]) -
     await sup.start()
     out = await check(sup, "theorem t := by\n  -- fake: alloc 600")
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 1
+    # Under the cap, a transient peak is reported (the kernel's high-water mark), not missed.
+    out = await check(sup, "theorem s := by\n  -- fake: spike 200", diagnostics=True)
+    assert out.verdict is Verdict.VALID and out.peak_memory_bytes >= 200 << 20
     sup2 = pool(max_repls=1, max_repl_rss=150 << 20)
     closing.append(sup2)
     await sup2.start()

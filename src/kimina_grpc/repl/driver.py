@@ -65,6 +65,9 @@ class Usage:
     cpu_seconds: float
     rss_bytes: int
     """Resident memory of the process tree when the reply arrived."""
+    peak_bytes: int = 0
+    """Peak resident memory of the process tree during the command (the kernel's high-water mark,
+    reset before the command; the resident memory at the reply where that is not available)."""
 
 
 def _limited_argv(spec: ReplSpec) -> list[str]:
@@ -99,6 +102,25 @@ def _proc_stat(pid: int) -> tuple[float, int]:
         fields = f.read().rpartition(b")")[2].split()
     # After the command name: state is field 3; utime 14, stime 15, rss 24 (1-based, man 5 proc).
     return (int(fields[11]) + int(fields[12])) / _TICKS, int(fields[21]) * _PAGE
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset the kernel's resident high-water mark of a process (Linux >= 4.0; our own children)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "wb", buffering=0) as f:
+            f.write(b"5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak(pid: int) -> int:
+    """The process's resident high-water mark (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) << 10
+    return 0
 
 
 class Repl:
@@ -186,6 +208,7 @@ class Repl:
         before = self._cpu_seen
         if measure and before < 0:
             before = self.sample()[0]
+        hwm = measure and _PROC and all([_reset_peak(pid) for pid in self._pids()])
         start = time.perf_counter()
         raw = await self.request(data)
         wall = time.perf_counter() - start
@@ -199,7 +222,11 @@ class Repl:
             return reply, Usage(wall, 0.0, 0)
         cpu, rss = self.sample()
         self._cpu_seen = cpu
-        return reply, Usage(wall, max(0.0, cpu - before), rss)
+        peak = rss
+        if hwm:
+            with contextlib.suppress(OSError, ValueError):
+                peak = max(rss, sum(_peak(pid) for pid in self._pids()))
+        return reply, Usage(wall, max(0.0, cpu - before), rss, peak)
 
     def refresh_tree(self) -> None:
         """Look for the process's children again (after start-up, when `lake env` has spawned)."""

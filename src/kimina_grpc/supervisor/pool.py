@@ -615,7 +615,7 @@ class Supervisor:
             reply.shifted(job.split.line_offset),
             error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
             cpu_seconds=usage.cpu_seconds,
-            peak_memory_bytes=max(peak, usage.rss_bytes),
+            peak_memory_bytes=max(peak, usage.peak_bytes),
         )
         self._finish(job, outcome)
         if worker.key.fresh:

@@ -20,6 +20,7 @@ the Lean code of the form `-- fake: VERB ARGS`:
     alloc MB           allocate and touch MB MiB and keep it (until the process ends); if the
                        address-space cap forbids it, print "INTERNAL PANIC: out of memory" on
                        stderr and exit 1, as Lean's runtime does
+    spike MB           allocate and touch MB MiB, free it, then reply (a transient peak)
     garbage            reply with text that is not JSON
     stderr BYTES       write BYTES bytes to stderr before replying
     repl-error TEXT    reply {"message": TEXT} (a REPL-level failure)
@@ -191,6 +192,9 @@ class Simulator:
                 os._exit(1)
             elif verb == "alloc":
                 self._allocate(int(float(arg)))
+            elif verb == "spike":
+                self._allocate(int(float(arg)))
+                self.ballast.pop()  # large blocks are unmapped at once: resident memory falls back
             elif verb == "garbage":
                 sys.stdout.buffer.write(b"this is not JSON {\n\n")
                 sys.stdout.buffer.flush()

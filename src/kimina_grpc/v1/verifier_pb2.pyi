@@ -584,7 +584,9 @@ class Diagnostics(_message.Message):
     cpu_seconds: _builtins.float
     """CPU seconds the REPL process tree spent on the check."""
     peak_memory_bytes: _builtins.int
-    """Peak resident memory of the REPL process tree seen during the check, in bytes."""
+    """Peak resident memory of the REPL process tree during the check, in bytes: the kernel's
+    high-water mark of each process, reset before the check (Linux), summed.
+    """
     attempts: _builtins.int
     """How many REPLs the proof ran on (2 after a crash and its retry)."""
     fresh_repl: _builtins.bool
