@@ -15,7 +15,9 @@ WORKSPACE=${LEAN_SERVER_WORKSPACE:-$HOME/kimina-workspace}
 MIN_DISK_GB=${KIMINA_MIN_DISK_GB:-15}
 REPL_REPO=${KIMINA_REPL_REPO:-https://github.com/leanprover-community/repl}
 MATHLIB_REPO=${KIMINA_MATHLIB_REPO:-https://github.com/leanprover-community/mathlib4}
-AST_EXPORT_REPO=${KIMINA_AST_EXPORT_REPO:-https://github.com/leanprover-community/ast_export}
+# ast_export (Mario Carneiro's, digama0/ast_export) has no version branches; this fork keeps one per
+# Lean version (vX.Y.Z, requiring Mathlib at the same tag), as the Kimina AST variant installs it.
+AST_EXPORT_REPO=${KIMINA_AST_EXPORT_REPO:-https://github.com/KellyJDavis/ast_export}
 ELAN_INIT=${KIMINA_ELAN_INIT:-https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh}
 CONFIG_FILE=${KIMINA_CONFIG_FILE:-$HOME/.config/kimina-grpc/config.env}
 DRY_RUN=0
@@ -51,7 +53,7 @@ describe() {
     toolchain) echo "elan toolchain install leanprover/lean4:$LEAN_VERSION" ;;
     repl) echo "git clone --branch $LEAN_VERSION $REPL_REPO $WORKSPACE/repl; lake build" ;;
     mathlib) echo "git clone --branch $LEAN_VERSION $MATHLIB_REPO $WORKSPACE/mathlib4; lake exe cache get (else lake build)" ;;
-    ast_export) echo "git clone --branch $LEAN_VERSION $AST_EXPORT_REPO $WORKSPACE/ast_export; lake build" ;;
+    ast_export) echo "git clone --branch $LEAN_VERSION $AST_EXPORT_REPO $WORKSPACE/ast_export; lake exe cache get (if it requires Mathlib); lake build" ;;
   esac
 }
 
@@ -101,7 +103,15 @@ step_mathlib() {
 
 step_ast_export() {
   clone "$AST_EXPORT_REPO" "$WORKSPACE/ast_export"
-  (cd "$WORKSPACE/ast_export" && lake build)
+  # Exporting a module loads its imports: when the project requires Mathlib, fetch Mathlib's prebuilt
+  # .olean files first (else `lake build` builds Mathlib too, for hours).
+  (
+    cd "$WORKSPACE/ast_export"
+    if grep -qs mathlib lakefile.lean lakefile.toml; then
+      lake exe cache get || echo "install_lean: no Mathlib cache for ast_export; lake build builds Mathlib" >&2
+    fi
+    lake build
+  )
 }
 
 save_config() {
