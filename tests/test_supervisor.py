@@ -297,14 +297,20 @@ async def run_interleaved(
     return timeline(jobs, outcomes)
 
 
+async def importing_pool(closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch, repls: int) -> Supervisor:
+    """A started pool whose imports take 0.1 s, all of them at once if need be."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
+    sup = pool(max_repls=repls, max_concurrent_imports=repls)
+    closing.append(sup)
+    await sup.start()
+    return sup
+
+
 async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
     closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 3 REPLs over 2 equal headers start 2/1; the header with one REPL would finish at twice the time.
-    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
-    sup = pool(max_repls=3, max_concurrent_imports=3)
-    closing.append(sup)
-    await sup.start()
+    sup = await importing_pool(closing, monkeypatch, repls=3)
     runs = await run_interleaved(sup, ["import A", "import B"], per_header=30, cost=0.05)
     repls = {h: [r for _, hh, r in runs if hh == h] for h in ("import A", "import B")}
     assert len(set(repls["import B"])) >= 2
@@ -315,10 +321,7 @@ async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
 
 
 async def test_balanced_headers_keep_their_repls(closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
-    sup = pool(max_repls=4, max_concurrent_imports=4)
-    closing.append(sup)
-    await sup.start()
+    sup = await importing_pool(closing, monkeypatch, repls=4)
     runs = await run_interleaved(sup, ["import A", "import B"], per_header=20, cost=0.03)
     assert sup.counters["imports"] == 4 and sup.counters["recycles"] == 0
     assert len({r for _, _, r in runs}) == 4
@@ -327,10 +330,7 @@ async def test_balanced_headers_keep_their_repls(closing: list[Supervisor], monk
 async def test_a_drained_headers_idle_repl_converts_to_waiting_work(
     closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
-    sup = pool(max_repls=2, max_concurrent_imports=2)
-    closing.append(sup)
-    await sup.start()
+    sup = await importing_pool(closing, monkeypatch, repls=2)
     first = await run_interleaved(sup, ["import A", "import B"], per_header=2, cost=0.01)
     assert {h for _, h, _ in first} == {"import A", "import B"}
     runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.05)
