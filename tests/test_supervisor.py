@@ -192,6 +192,19 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(closing: 
     job = await asyncio.wait_for(waiting, 5)  # the running proof finished: room
     assert (await job.future).verdict is Verdict.VALID
 
+    # Several waiters get room one at a time, oldest first.
+    await fill()
+    order: list[int] = []
+
+    async def waiter(i: int) -> Outcome:
+        job = await sup.submit_when_room(split_header(f"theorem w{i} := 1"), CheckOptions(timeout=5))
+        order.append(i)
+        return await job.future
+
+    waiters = [asyncio.ensure_future(waiter(i)) for i in range(3)]
+    outs = await asyncio.wait_for(asyncio.gather(*waiters), 10)
+    assert order == [0, 1, 2] and {o.verdict for o in outs} == {Verdict.VALID}
+
     await fill()
     blocked = later()
     await asyncio.sleep(0.05)

@@ -144,7 +144,8 @@ class Supervisor:
         self._import_failures: dict[PoolKey, int] = {}
         self._kick_pending = False
         self._closing = False
-        self._room = asyncio.Event()  # set when the queue may have room again
+        # Submitters waiting for room in a full queue, oldest first: each dequeue wakes one.
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._warmup: list[Worker] = []
         self._warmup_total = 0
         self._memory_retry: asyncio.TimerHandle | None = None
@@ -200,8 +201,9 @@ class Supervisor:
     async def submit_when_room(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof, waiting while the queue is full (a stream's backpressure)."""
         while self._queued >= self.s.max_queue and not self._closing:
-            self._room.clear()
-            await self._room.wait()
+            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(room)
+            await room
         return self.submit(split, options)
 
     def cancel(self, job: Job) -> None:
@@ -240,7 +242,8 @@ class Supervisor:
             while queue:
                 queue.popleft().answer(not_checked("the server is shutting down"))
         self._queued = 0
-        self._room.set()  # waiting submitters learn of the shutdown
+        while self._room_waiters:  # waiting submitters learn of the shutdown
+            self._wake_one()
         for worker in self._workers:
             if worker.job is not None:
                 worker.job.answer(not_checked("the server is shutting down"))
@@ -400,7 +403,8 @@ class Supervisor:
     def _pop(self, key: PoolKey) -> Job:
         job = self._queues[key].popleft()
         self._queued -= 1
-        self._room.set()
+        if self._room_waiters:
+            self._wake_one()
         if job.expiry is not None:
             job.expiry.cancel()
         return job
@@ -414,8 +418,16 @@ class Supervisor:
         except ValueError:
             return False
         self._queued -= 1
-        self._room.set()
+        if self._room_waiters:
+            self._wake_one()
         return True
+
+    def _wake_one(self) -> None:
+        while self._room_waiters:
+            room = self._room_waiters.popleft()
+            if not room.done():  # not cancelled with its submitter
+                room.set_result(None)
+                return
 
     def _expire(self, job: Job) -> None:
         if self._dequeue(job):
