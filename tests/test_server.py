@@ -153,6 +153,10 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
         completed = app.supervisor.counters["completed"]
         assert app.supervisor.queued == 0
         assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
+        labels = {"grpc_service": SERVICE_NAME, "grpc_method": "StreamVerify", "grpc_type": "bidi_stream"}
+        assert (
+            app.metrics.registry.get_sample_value("grpc_server_handled_total", labels | {"grpc_code": "CANCELLED"}) == 1
+        )
 
 
 async def test_deadline_caps_the_proof_timeout() -> None:
@@ -358,6 +362,8 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
 
         got = [r.result.verdict async for r in stub.StreamVerify(requests())]
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
         # The endpoint runs in its own thread and reads the pool through the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3
@@ -366,6 +372,14 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert m['kimina_proofs_total{verdict="not_checked"}'] == 1
         assert m["kimina_stream_items_invalid_total"] == 1
         assert m["kimina_queue_capacity"] == 100_000
+
+        def handled(code: str, method: str, kind: str) -> float:
+            labels = f'grpc_code="{code}",grpc_method="{method}",grpc_service="{SERVICE_NAME}",grpc_type="{kind}"'
+            return m["grpc_server_handled_total{" + labels + "}"]
+
+        assert handled("OK", "Verify", "unary") == 1
+        assert handled("INVALID_ARGUMENT", "Verify", "unary") == 1
+        assert handled("OK", "StreamVerify", "bidi_stream") == 1
         assert m["kimina_proof_check_seconds_count"] == 5
         assert m["kimina_proof_queue_seconds_count"] == 5
         assert m['kimina_repls{state="warm"}'] + m['kimina_repls{state="busy"}'] >= 1

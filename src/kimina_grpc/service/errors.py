@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -54,9 +56,28 @@ def status_of(exc: BaseException) -> grpc.Status:
     return _rich(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "internal server error", None)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> NoReturn:
-    await context.abort_with_status(status_of(exc))
-    raise AssertionError("unreachable")  # abort raises
+class _Call:
+    """One RPC's end: map its failure to a status, and count it (servicer.metrics) either way."""
+
+    def __init__(self, servicer: Any, method: str, kind: str) -> None:
+        self.servicer, self.method, self.kind = servicer, method, kind
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # the client cancelled or its deadline passed
+            self.code = grpc.StatusCode.CANCELLED
+            raise exc
+        if isinstance(exc, grpc.aio.AbortError):
+            self.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise exc
+        status = status_of(exc)
+        self.code = status.code
+        await context.abort_with_status(status)
+        raise AssertionError("unreachable")  # abort raises
+
+    def done(self) -> None:
+        self.servicer.metrics.rpc(self.method, self.kind, self.code, time.perf_counter() - self.started)
 
 
 def unary(
@@ -64,12 +85,13 @@ def unary(
 ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
+        call = _Call(self, fn.__name__, "unary")
         try:
             return await fn(self, request, context)
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            await _abort(context, exc)
+        except (Exception, asyncio.CancelledError) as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
 
     return wrapper
 
@@ -79,12 +101,13 @@ def streaming(
 ) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[T]:
+        call = _Call(self, fn.__name__, "bidi_stream")
         try:
             async for item in fn(self, request, context):
                 yield item
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            await _abort(context, exc)
+        except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
+            await call.fail(context, exc)
+        finally:
+            call.done()
 
     return wrapper

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -19,6 +20,7 @@ from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import PoolState, Supervisor
 from kimina_grpc.verdict import Verdict
 
+SERVICE = "kimina_grpc.v1.VerifierService"
 # Lean checks take 0.01 s to many minutes.
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
@@ -44,6 +46,20 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        # The names and labels of go-grpc-prometheus / py-grpc-prometheus, so stock dashboards work.
+        self._handled = Counter(
+            "grpc_server_handled",
+            "RPCs finished on the server, by status code.",
+            ["grpc_service", "grpc_method", "grpc_type", "grpc_code"],
+            registry=self.registry,
+        )
+        self._handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Seconds from the start of an RPC to its end.",
+            ["grpc_service", "grpc_method", "grpc_type"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(_PoolCollector(supervisor))
         self._http: Any = None
 
@@ -52,6 +68,10 @@ class Metrics:
         if outcome.repl_id:  # it reached a REPL
             self._check.observe(outcome.time_seconds)
             self._queue.observe(outcome.queue_seconds)
+
+    def rpc(self, method: str, kind: str, code: grpc.StatusCode, seconds: float) -> None:
+        self._handled.labels(SERVICE, method, kind, code.name).inc()
+        self._handling.labels(SERVICE, method, kind).observe(seconds)
 
     def invalid(self) -> None:
         self._by_verdict[Verdict.NOT_CHECKED].inc()
