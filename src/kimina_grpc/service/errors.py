@@ -1,4 +1,5 @@
-"""The one place where domain failures become gRPC statuses. Handlers raise; this maps."""
+"""The one place where domain failures become gRPC statuses, and where every RPC's end is counted. Handlers
+raise; this maps."""
 
 from __future__ import annotations
 
