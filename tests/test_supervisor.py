@@ -213,6 +213,26 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(closing: 
         await asyncio.wait_for(blocked, 5)
 
 
+async def test_a_waiter_cancelled_after_its_wake_up_hands_the_room_on(closing: list[Supervisor]) -> None:
+    sup = pool(max_repls=1, max_queue=2)
+    closing.append(sup)
+    await sup.start()
+    slow = (split_header("theorem t := by\n  -- fake: sleep 5"), CheckOptions(timeout=10))
+    sup.submit(*slow)
+    while sup.queued:  # running
+        await asyncio.sleep(0.01)
+    queued = sup.submit_many([slow, slow])
+    a, b = (
+        asyncio.ensure_future(sup.submit_when_room(split_header(f"theorem {n} := 1"), CheckOptions(timeout=5)))
+        for n in "ab"
+    )
+    await asyncio.sleep(0.05)
+    sup.cancel(queued[0])  # room for one: wakes `a` ...
+    a.cancel()  # ... which is cancelled before it runs
+    job = await asyncio.wait_for(b, 1)  # not 5 s later, when the running proof ends
+    assert job.split.body == "theorem b := 1"
+
+
 async def test_random_fault_mix_loses_and_duplicates_nothing(closing: list[Supervisor], tmp_path: Path) -> None:
     rng = random.Random(7)
     sup = pool(max_repls=3, max_concurrent_imports=3)

@@ -203,7 +203,12 @@ class Supervisor:
         while self._queued >= self.s.max_queue and not self._closing:
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room_waiters.append(room)
-            await room
+            try:
+                await room
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled():
+                    self._wake_one()  # woken, then cancelled: hand the room on
+                raise
         return self.submit(split, options)
 
     def cancel(self, job: Job) -> None:
