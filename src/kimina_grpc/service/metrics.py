@@ -18,9 +18,10 @@ from prometheus_client.registry import Collector
 
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import PoolState, Supervisor
+from kimina_grpc.v1 import verifier_pb2
 from kimina_grpc.verdict import Verdict
 
-SERVICE = "kimina_grpc.v1.VerifierService"
+SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 # Lean checks take 0.01 s to many minutes.
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
