@@ -7,8 +7,9 @@ import functools
 import random
 import shlex
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 
@@ -32,38 +33,43 @@ async def check(sup: Supervisor, code: str, timeout: float = 10.0, **opts: objec
     return await job.future
 
 
+Started: TypeAlias = Callable[..., Awaitable[Supervisor]]
+
+
 @pytest.fixture
-async def closing() -> AsyncIterator[list[Supervisor]]:
+async def started() -> AsyncIterator[Started]:
+    """Makes started pools (see `pool`); closes them after the test and checks no REPL is left."""
     made: list[Supervisor] = []
-    yield made
+
+    async def start(**kw: object) -> Supervisor:
+        sup = pool(**kw)
+        made.append(sup)
+        await sup.start()
+        return sup
+
+    yield start
     for sup in made:
         await sup.close()
     assert children() == []
 
 
-async def test_reuse_by_header_and_no_state_leak(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1)
-    closing.append(sup)
-    await sup.start()
+async def test_reuse_by_header_and_no_state_leak(started: Started) -> None:
+    sup = await started(max_repls=1)
     outs = [await check(sup, "import A\n\ntheorem same : True := trivial") for _ in range(4)]
     assert [o.verdict for o in outs] == [Verdict.VALID] * 4
     assert len({o.repl_id for o in outs}) == 1
     assert sup.counters["imports"] == 1
 
 
-async def test_positions_are_in_the_users_file(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1)
-    closing.append(sup)
-    await sup.start()
+async def test_positions_are_in_the_users_file(started: Started) -> None:
+    sup = await started(max_repls=1)
     out = await check(sup, "import A\n\n\ntheorem t : True := by\n  -- fake: error nope\n  trivial")
     assert out.verdict is Verdict.INVALID
     assert out.reply is not None and out.reply.messages[0].pos.line == 5
 
 
-async def test_timeout_kills_and_pool_recovers_full_warm_strength(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=2, init_repls={"import A": 2})
-    closing.append(sup)
-    await sup.start()
+async def test_timeout_kills_and_pool_recovers_full_warm_strength(started: Started) -> None:
+    sup = await started(max_repls=2, init_repls={"import A": 2})
     while not sup.ready:
         await asyncio.sleep(0.02)
     out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
@@ -77,10 +83,8 @@ async def test_timeout_kills_and_pool_recovers_full_warm_strength(closing: list[
     assert [(h.header, h.warm) for h in sup.state().headers] == [("import A", 2)]
 
 
-async def test_crash_is_retried_once_then_repl_error(closing: list[Supervisor], tmp_path: Path) -> None:
-    sup = pool(max_repls=1)
-    closing.append(sup)
-    await sup.start()
+async def test_crash_is_retried_once_then_repl_error(started: Started, tmp_path: Path) -> None:
+    sup = await started(max_repls=1)
     flag = tmp_path / "crashed"
     out = await check(sup, f"theorem t := by\n  -- fake: crash-once {flag}")
     assert out.verdict is Verdict.VALID and out.attempts == 2
@@ -91,28 +95,22 @@ async def test_crash_is_retried_once_then_repl_error(closing: list[Supervisor], 
     assert out.verdict is Verdict.REPL_ERROR and "protocol" in out.error
 
 
-async def test_out_of_memory_by_cap_and_by_watchdog(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
-    closing.append(sup)
-    await sup.start()
+async def test_out_of_memory_by_cap_and_by_watchdog(started: Started) -> None:
+    sup = await started(max_repls=1, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
     out = await check(sup, "theorem t := by\n  -- fake: alloc 600")
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 1
     # Under the cap, a transient peak is reported (the kernel's high-water mark), not missed.
     out = await check(sup, "theorem s := by\n  -- fake: spike 200", diagnostics=True)
     assert out.verdict is Verdict.VALID and out.peak_memory_bytes >= 200 << 20
-    sup2 = pool(max_repls=1, max_repl_rss=150 << 20)
-    closing.append(sup2)
-    await sup2.start()
+    sup2 = await started(max_repls=1, max_repl_rss=150 << 20)
     out = await check(sup2, "theorem t := by\n  -- fake: alloc 250\n  -- fake: sleep 5")
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.peak_memory_bytes > 150 << 20
     assert out.time_seconds < 4
     assert (await check(sup2, "theorem ok := 1")).verdict is Verdict.VALID
 
 
-async def test_header_rejected_makes_its_proofs_invalid(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1)
-    closing.append(sup)
-    await sup.start()
+async def test_header_rejected_makes_its_proofs_invalid(started: Started) -> None:
+    sup = await started(max_repls=1)
     out = await check(sup, "-- intro\nimport Missing.Thing\n\ntheorem t := 1")
     assert out.verdict is Verdict.INVALID
     assert out.reply is not None and out.reply.messages[0].pos.line == 2
@@ -120,10 +118,8 @@ async def test_header_rejected_makes_its_proofs_invalid(closing: list[Supervisor
     assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
 
 
-async def test_cancel_frees_queued_jobs(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1)
-    closing.append(sup)
-    await sup.start()
+async def test_cancel_frees_queued_jobs(started: Started) -> None:
+    sup = await started(max_repls=1)
     first = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=5))
     queued = [sup.submit(split_header(f"theorem q{i} := 1"), CheckOptions(timeout=5)) for i in range(10)]
     await asyncio.sleep(0.2)
@@ -137,10 +133,8 @@ async def test_cancel_frees_queued_jobs(closing: list[Supervisor]) -> None:
     assert all(j.future.cancelled() for j in queued)
 
 
-async def test_max_wait_answers_not_checked(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1, max_wait=0.2)
-    closing.append(sup)
-    await sup.start()
+async def test_max_wait_answers_not_checked(started: Started) -> None:
+    sup = await started(max_repls=1, max_wait=0.2)
     slow = sup.submit(split_header("theorem t := by\n  -- fake: sleep 1"), CheckOptions(timeout=5))
     waiting = sup.submit(split_header("theorem u := 1"), CheckOptions(timeout=5))
     out = await waiting.future
@@ -148,10 +142,8 @@ async def test_max_wait_answers_not_checked(closing: list[Supervisor]) -> None:
     assert (await slow.future).verdict is Verdict.VALID
 
 
-async def test_fresh_repl_on_request_and_recycling(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=2, max_repl_uses=2)
-    closing.append(sup)
-    await sup.start()
+async def test_fresh_repl_on_request_and_recycling(started: Started) -> None:
+    sup = await started(max_repls=2, max_repl_uses=2)
     fresh = await check(sup, "theorem t := 1", reuse=False)
     assert fresh.fresh_repl and fresh.verdict is Verdict.VALID
     ids = [(await check(sup, f"theorem t{i} := 1")).repl_id for i in range(5)]
@@ -159,10 +151,8 @@ async def test_fresh_repl_on_request_and_recycling(closing: list[Supervisor]) ->
     assert sup.counters["recycles"] >= 2
 
 
-async def test_queue_bound(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1, max_queue=3)
-    closing.append(sup)
-    await sup.start()
+async def test_queue_bound(started: Started) -> None:
+    sup = await started(max_repls=1, max_queue=3)
     jobs = sup.submit_many([(split_header("theorem t := 1"), CheckOptions(timeout=5))] * 3)
     with pytest.raises(QueueFull) as info:
         sup.submit(split_header("theorem t := 1"), CheckOptions(timeout=5))
@@ -170,10 +160,8 @@ async def test_queue_bound(closing: list[Supervisor]) -> None:
     assert [(await j.future).verdict for j in jobs] == [Verdict.VALID] * 3
 
 
-async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1, max_queue=2)
-    closing.append(sup)
-    await sup.start()
+async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(started: Started) -> None:
+    sup = await started(max_repls=1, max_queue=2)
     slow = (split_header("theorem t := by\n  -- fake: sleep 0.3"), CheckOptions(timeout=5))
 
     async def fill() -> None:
@@ -213,10 +201,8 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(closing: 
         await asyncio.wait_for(blocked, 5)
 
 
-async def test_a_waiter_cancelled_after_its_wake_up_hands_the_room_on(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=1, max_queue=2)
-    closing.append(sup)
-    await sup.start()
+async def test_a_waiter_cancelled_after_its_wake_up_hands_the_room_on(started: Started) -> None:
+    sup = await started(max_repls=1, max_queue=2)
     slow = (split_header("theorem t := by\n  -- fake: sleep 5"), CheckOptions(timeout=10))
     sup.submit(*slow)
     while sup.queued:  # running
@@ -233,11 +219,9 @@ async def test_a_waiter_cancelled_after_its_wake_up_hands_the_room_on(closing: l
     assert job.split.body == "theorem b := 1"
 
 
-async def test_random_fault_mix_loses_and_duplicates_nothing(closing: list[Supervisor], tmp_path: Path) -> None:
+async def test_random_fault_mix_loses_and_duplicates_nothing(started: Started, tmp_path: Path) -> None:
     rng = random.Random(7)
-    sup = pool(max_repls=3, max_concurrent_imports=3)
-    closing.append(sup)
-    await sup.start()
+    sup = await started(max_repls=3, max_concurrent_imports=3)
     kinds = ["valid"] * 900 + ["error"] * 40 + ["sorry"] * 40 + ["crash"] * 6 + ["garbage"] * 4 + ["hang"] * 4
     kinds += ["crash-once"] * 6
     expected = {
@@ -281,12 +265,10 @@ async def test_close_answers_everything_and_kills_every_repl() -> None:
 
 
 async def test_prewarm_respects_the_import_bound_and_reports_progress(
-    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+    started: Started, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.3")
-    sup = pool(max_repls=4, max_concurrent_imports=1, init_repls={"import A": 3, "import B": 1})
-    closing.append(sup)
-    await sup.start()
+    sup = await started(max_repls=4, max_concurrent_imports=1, init_repls={"import A": 3, "import B": 1})
     most_starting = 0
     progress = []
     while not sup.ready:
@@ -298,10 +280,8 @@ async def test_prewarm_respects_the_import_bound_and_reports_progress(
     assert sorted((h.header, h.warm) for h in sup.state().headers) == [("import A", 3), ("import B", 1)]
 
 
-async def test_a_prewarm_header_lean_rejects_does_not_block_readiness(closing: list[Supervisor]) -> None:
-    sup = pool(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
-    closing.append(sup)
-    await sup.start()
+async def test_a_prewarm_header_lean_rejects_does_not_block_readiness(started: Started) -> None:
+    sup = await started(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
     for _ in range(200):
         if sup.ready:
             break
@@ -330,20 +310,17 @@ async def run_interleaved(
     return timeline(jobs, outcomes)
 
 
-async def importing_pool(closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch, repls: int) -> Supervisor:
+async def importing_pool(started: Started, monkeypatch: pytest.MonkeyPatch, repls: int) -> Supervisor:
     """A started pool whose imports take 0.1 s, all of them at once if need be."""
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.1")
-    sup = pool(max_repls=repls, max_concurrent_imports=repls)
-    closing.append(sup)
-    await sup.start()
-    return sup
+    return await started(max_repls=repls, max_concurrent_imports=repls)
 
 
 async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
-    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+    started: Started, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 3 REPLs over 2 equal headers start 2/1; the header with one REPL would finish at twice the time.
-    sup = await importing_pool(closing, monkeypatch, repls=3)
+    sup = await importing_pool(started, monkeypatch, repls=3)
     runs = await run_interleaved(sup, ["import A", "import B"], per_header=30, cost=0.05)
     repls = {h: [r for _, hh, r in runs if hh == h] for h in ("import A", "import B")}
     assert len(set(repls["import B"])) >= 2
@@ -353,17 +330,17 @@ async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
     assert sup.counters["recycles"] <= 2
 
 
-async def test_balanced_headers_keep_their_repls(closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch) -> None:
-    sup = await importing_pool(closing, monkeypatch, repls=4)
+async def test_balanced_headers_keep_their_repls(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    sup = await importing_pool(started, monkeypatch, repls=4)
     runs = await run_interleaved(sup, ["import A", "import B"], per_header=20, cost=0.03)
     assert sup.counters["imports"] == 4 and sup.counters["recycles"] == 0
     assert len({r for _, _, r in runs}) == 4
 
 
 async def test_a_drained_headers_idle_repl_converts_to_waiting_work(
-    closing: list[Supervisor], monkeypatch: pytest.MonkeyPatch
+    started: Started, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sup = await importing_pool(closing, monkeypatch, repls=2)
+    sup = await importing_pool(started, monkeypatch, repls=2)
     first = await run_interleaved(sup, ["import A", "import B"], per_header=2, cost=0.01)
     assert {h for _, h, _ in first} == {"import A", "import B"}
     runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.05)
