@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
+from collections.abc import AsyncIterator
 
 import psutil
 import pytest
@@ -25,9 +27,18 @@ async def started(spec: ReplSpec = SPEC) -> Repl:
     return repl
 
 
-async def test_session_rule_bodies_on_the_base_env_do_not_leak() -> None:
-    repl = await started()
+@contextlib.asynccontextmanager
+async def running(spec: ReplSpec = SPEC) -> AsyncIterator[Repl]:
+    """A started REPL, killed on the way out whatever the test did."""
+    repl = await started(spec)
     try:
+        yield repl
+    finally:
+        await repl.kill()
+
+
+async def test_session_rule_bodies_on_the_base_env_do_not_leak() -> None:
+    async with running() as repl:
         for _ in range(3):
             reply, usage = await repl.run(command("theorem same : True := trivial", env=0))
             assert reply.messages == () and reply.env is not None and reply.env > 0
@@ -35,27 +46,19 @@ async def test_session_rule_bodies_on_the_base_env_do_not_leak() -> None:
         # Chained on the previous env instead, the name clashes: that is what leaking looks like.
         reply, _ = await repl.run(command("theorem same : True := trivial", env=1))
         assert reply.messages[0].severity is Severity.ERROR
-    finally:
-        await repl.kill()
 
 
 async def test_raw_newlines_are_escaped_on_the_wire() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         reply, _ = await repl.run(command("theorem a : True := by\n  -- fake: error 2 here\n  trivial", env=0))
         assert [(m.pos.line, m.data) for m in reply.messages] == [(2, "here")]
-    finally:
-        await repl.kill()
 
 
 async def test_unknown_environment_is_a_repl_error_reply() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         reply, _ = await repl.run(command("theorem a : True := trivial", env=42))
         assert reply.error == "Unknown environment."
         assert repl.alive
-    finally:
-        await repl.kill()
 
 
 @pytest.mark.parametrize(
@@ -78,25 +81,19 @@ async def test_fatal_directives_are_reported_as_crashes(directive: str, expect: 
 
 
 async def test_stderr_flood_is_drained_and_tail_bounded() -> None:
-    repl = await started(ReplSpec(argv=SPEC.argv, stderr_tail_bytes=4096))
-    try:
+    async with running(ReplSpec(argv=SPEC.argv, stderr_tail_bytes=4096)) as repl:
         reply, _ = await repl.run(command("-- fake: stderr 5000000\ntheorem a : True := trivial", env=0))
         assert reply.messages == ()
         await asyncio.sleep(0.2)
         assert 0 < len(repl.stderr_tail()) <= 4096 + 65536
-    finally:
-        await repl.kill()
 
 
 async def test_repl_error_directive_and_lean_messages() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         reply, _ = await repl.run(command("-- fake: repl-error boom", env=0))
         assert reply.error == "boom"
         reply, _ = await repl.run(command("theorem b : True := by\n  -- fake: sorry", env=0))
         assert reply.sorries and reply.messages[0].data == "declaration uses `sorry`"
-    finally:
-        await repl.kill()
 
 
 async def test_hang_is_killed_at_once_and_cleanly() -> None:
@@ -114,19 +111,15 @@ async def test_hang_is_killed_at_once_and_cleanly() -> None:
 
 
 async def test_cpu_and_sleep_are_measured() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         _, usage = await repl.run(command("-- fake: cpu 0.3", env=0))
         assert usage.cpu_seconds >= 0.2
         _, usage = await repl.run(command("-- fake: sleep 0.3", env=0))
         assert usage.wall_seconds >= 0.3 and usage.cpu_seconds < 0.2
-    finally:
-        await repl.kill()
 
 
 async def test_peak_memory_is_the_commands_own_high_water_mark() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         # 200 MiB held for an instant: gone by the reply, still in the peak.
         _, usage = await repl.run(command("theorem a : True := by\n  -- fake: spike 200\n  trivial", env=0))
         assert usage.peak_bytes >= 200 << 20 and usage.rss_bytes < 150 << 20
@@ -135,8 +128,6 @@ async def test_peak_memory_is_the_commands_own_high_water_mark() -> None:
         assert usage.peak_bytes < 150 << 20
         _, usage = await repl.run(command("theorem c : True := trivial", env=0), measure=False)
         assert usage.peak_bytes == 0
-    finally:
-        await repl.kill()
 
 
 async def test_missing_binary_is_a_crash_not_an_exception_leak() -> None:
@@ -172,10 +163,7 @@ async def test_one_thousand_start_kill_cycles_leave_nothing_behind() -> None:
 
 
 async def test_reply_framing_tolerates_multi_line_json() -> None:
-    repl = await started()
-    try:
+    async with running() as repl:
         raw = await repl.request(command("theorem c : True := by\n  -- fake: warning 1 w", env=0))
         assert raw.endswith(b"\n\n") and raw.count(b"\n") > 3
         assert json.loads(raw)["messages"][0]["data"] == "w"
-    finally:
-        await repl.kill()
