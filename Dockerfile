@@ -22,7 +22,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 kimina
 COPY pyproject.toml README.md /src/
-COPY src /src/src
+COPY kimina_grpc /src/kimina_grpc
+COPY tools/install_lean.sh /src/tools/install_lean.sh
 RUN pip install --no-cache-dir "/src[server]" && rm -rf /src
 COPY --from=lean --chown=kimina /home/kimina/.elan /home/kimina/.elan
 COPY --from=lean --chown=kimina /home/kimina/workspace /home/kimina/workspace

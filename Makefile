@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check lint test serve demo bench ci
+.PHONY: setup proto proto-check lint test serve demo bench wheel-check ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -16,11 +16,11 @@ proto:
 
 # Regenerate and fail if the committed code differs.
 proto-check: proto
-	git diff --exit-code -- src/kimina_grpc/v1
-	@test -z "$$(git status --porcelain -- src/kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
+	git diff --exit-code -- kimina_grpc/v1
+	@test -z "$$(git status --porcelain -- kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
 
 lint:
-	shellcheck tools/*.sh clients/*.sh .ci/run
+	shellcheck tools/*.sh clients/*.sh scripts/*.sh .ci/run
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -41,4 +41,8 @@ demo:
 bench:
 	$(BIN)/python -m bench
 
-ci: lint proto-check test
+# The wheel as users install it: client extra alone, then server (scripts/check_wheel.sh).
+wheel-check:
+	PY=$(PY) bash scripts/check_wheel.sh
+
+ci: lint proto-check wheel-check test

@@ -1,7 +1,7 @@
 """Regenerate the committed gRPC code from protos/ (run through `make proto`).
 
 The folder tree under protos/ mirrors the Python package, so the generated imports
-(`from kimina_grpc.v1 import verifier_pb2`) work unchanged once written under src/.
+(`from kimina_grpc.v1 import verifier_pb2`) work unchanged once written at the top level.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-OUT = ROOT / "src"
+OUT = ROOT
 
 
 def main() -> int:

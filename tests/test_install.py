@@ -17,6 +17,11 @@ FAKE = r"""#!/usr/bin/env bash
 echo "{name} $* @ $(pwd)" >> "$FAKE_LOG"
 case "{name}" in
   git)
+    if [ "$1" = ls-remote ]; then
+      [ -n "$FAKE_OFFLINE" ] && { echo "fatal: unable to access: Could not resolve host" >&2; exit 128; }
+      for t in ${FAKE_TAGS:-v4.9.0 v4.10.0 v4.14.0 v4.19.0 v4.20.1 v4.21.0}; do printf 'abc\trefs/tags/%s\n' "$t"; done
+      exit 0
+    fi
     [ "$1" = clone ] || exit 0
     dest="${@: -1}"
     case "$dest" in *"$FAKE_FAIL_CLONE"*) [ -n "$FAKE_FAIL_CLONE" ] && { echo "network down" >&2; exit 128; } ;; esac
@@ -74,6 +79,7 @@ def test_full_install_order_and_tag_scheme(env: dict[str, str], tmp_path: Path) 
     done = run(env, "--workspace", str(ws), "--lean-version", "v4.21.0", "--save-config")
     assert done.returncode == 0, done.stderr
     got = calls(env)
+    assert got.pop(0) == "git ls-remote --tags --refs https://github.com/leanprover-community/repl"
     assert got[0].startswith("curl -sSfL https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh -o ")
     community = "https://github.com/leanprover-community"
     assert got[1:] == [
@@ -99,7 +105,7 @@ def test_second_run_does_nothing(env: dict[str, str], tmp_path: Path) -> None:
     first = len(calls(env))
     again = run(env, "--workspace", str(ws))
     assert again.returncode == 0 and len(calls(env)) == first
-    assert again.stdout.count("already done") == 5
+    assert again.stdout.count("already done") == 6
 
 
 def test_resumes_after_a_failure_in_the_middle(env: dict[str, str], tmp_path: Path) -> None:
@@ -151,6 +157,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(env: dict[str, str], tmp_path:
     assert lines[0] == f"plan: Lean v4.20.1 into {tmp_path / 'ws'}"
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
         "[todo] prerequisites",
+        "[todo] versions",
         "[todo] elan",
         "[todo] toolchain",
         "[todo] repl",
@@ -164,7 +171,7 @@ def test_bad_version_and_mixed_versions_are_refused(env: dict[str, str], tmp_pat
     assert "must look like" in run(env, "--lean-version", "4.19").stderr
     ws = tmp_path / "ws"
     assert run(env, "--workspace", str(ws), "--lean-version", "v4.19.0").returncode == 0
-    other = run(env, "--workspace", str(ws), "--lean-version", "v4.20.0")
+    other = run(env, "--workspace", str(ws), "--lean-version", "v4.21.0")
     assert other.returncode != 0 and "holds Lean v4.19.0" in other.stderr
 
 
@@ -192,3 +199,73 @@ def test_setup_command_wraps_the_installer(env: dict[str, str], tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0 and done.stdout.startswith(f"plan: Lean v4.19.0 into {tmp_path / 'w'}")
+
+
+def test_no_network_fails_in_one_line_before_downloading(env: dict[str, str], tmp_path: Path) -> None:
+    done = run(env, "--workspace", str(tmp_path / "ws"), FAKE_OFFLINE="1")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        "install_lean: cannot reach https://github.com/leanprover-community/repl (no network?); "
+        "to try the API without Lean: make demo"
+    ]
+    assert calls(env) == ["git ls-remote --tags --refs https://github.com/leanprover-community/repl"]
+
+
+@pytest.mark.parametrize(
+    ("version", "nearest"),
+    [("v4.20.0", "nearest: v4.19.0 v4.20.1"), ("v4.12.0", "nearest: v4.10.0 v4.14.0"), ("v4.99.0", "nearest: v4.21.0")],
+)
+def test_a_version_without_a_repl_tag_names_the_nearest(
+    env: dict[str, str], tmp_path: Path, version: str, nearest: str
+) -> None:
+    done = run(env, "--workspace", str(tmp_path / "ws"), "--lean-version", version)
+    assert done.returncode != 0
+    assert f"the REPL has no tag {version}; {nearest}" in done.stderr
+    assert not any(c.startswith(("curl", "git clone")) for c in calls(env))
+
+
+@pytest.mark.parametrize("version", ["v4.9.0", "v4.3.0"])
+def test_repl_tags_that_never_flush_are_refused(env: dict[str, str], tmp_path: Path, version: str) -> None:
+    done = run(env, "--workspace", str(tmp_path / "ws"), "--lean-version", version)
+    assert done.returncode != 0 and "never flush stdout" in done.stderr
+    assert not any(c.startswith(("curl", "git clone")) for c in calls(env))
+
+
+def test_serve_without_a_workspace_installs_first_and_fails_in_one_line_offline(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
+        env={**env, "FAKE_OFFLINE": "1", "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == "kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)"
+    assert lines[1].startswith("install_lean: cannot reach https://github.com/leanprover-community/repl")
+    assert lines[2].endswith("to try the API without Lean: make demo") and len(lines) == 3
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_never_reinstalls_an_existing_workspace(env: dict[str, str], tmp_path: Path) -> None:
+    import sys
+
+    ws = tmp_path / "ws"
+    (ws / "repl").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve", "--port", "-1"],
+        env={**env, "LEAN_SERVER_WORKSPACE": str(ws), "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # The bad port stops it before serving; what matters is that no installer step ran.
+    assert done.returncode == 2 and "LEAN_SERVER_PORT" in done.stderr
+    assert calls(env) == []

@@ -54,18 +54,3 @@ def test_bad_value_stops_start_up_naming_the_variable() -> None:
     )
     assert done.returncode == 2
     assert "LEAN_SERVER_MAX_REPL_MEM" in done.stderr and "12X" in done.stderr
-
-
-def test_no_workspace_is_a_clear_error(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEAN_SERVER_")}
-    env["HOME"] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
-        env=env,
-        check=False,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 2 and "LEAN_SERVER_WORKSPACE" in done.stderr

@@ -44,11 +44,12 @@ WORKSPACE=$(mkdir -p "$WORKSPACE" && cd "$WORKSPACE" && pwd)
 MARKS="$WORKSPACE/.kimina"
 export PATH="$HOME/.elan/bin:$PATH"
 
-STEPS=(prerequisites elan toolchain repl mathlib ast_export)
+STEPS=(prerequisites versions elan toolchain repl mathlib ast_export)
 
 describe() {
   case "$1" in
     prerequisites) echo "check git, curl and ${MIN_DISK_GB} GB free under $WORKSPACE" ;;
+    versions) echo "check that $REPL_REPO has the tag $LEAN_VERSION (and that it can be reached)" ;;
     elan) echo "install elan (no prompts, no default toolchain) from $ELAN_INIT" ;;
     toolchain) echo "elan toolchain install leanprover/lean4:$LEAN_VERSION" ;;
     repl) echo "git clone --branch $LEAN_VERSION $REPL_REPO $WORKSPACE/repl; lake build" ;;
@@ -67,6 +68,29 @@ step_prerequisites() {
   free_kb=$(df -Pk "$WORKSPACE" | awk 'NR==2 {print $4}')
   [ "$free_kb" -ge $((MIN_DISK_GB * 1024 * 1024)) ] \
     || die "need ${MIN_DISK_GB} GB free under $WORKSPACE, have $((free_kb / 1024 / 1024)) GB (Mathlib and its cache)"
+}
+
+# The REPL's tags decide which Lean versions can be served: some versions have none (v4.11.0 to
+# v4.13.0, v4.20.0, v4.23.0 among them), and tags up to v4.9.0 never flush stdout, so every command
+# would hang until its timeout (fixed by commit 4fc1e6d, first tagged in v4.10.0). Checked before
+# anything is downloaded, so a machine without network fails here, in one line.
+step_versions() {
+  local tags
+  tags=$(git ls-remote --tags --refs "$REPL_REPO" 2>/dev/null | sed -n 's#.*refs/tags/\(v[0-9][0-9.]*\)$#\1#p') \
+    || die "cannot reach $REPL_REPO (no network?); to try the API without Lean: make demo"
+  [ -n "$tags" ] || die "cannot reach $REPL_REPO (no tags listed; no network?); to try the API without Lean: make demo"
+  if [ "$(printf '%s\nv4.9.0\n' "$LEAN_VERSION" | sort -V | head -n 1)" = "$LEAN_VERSION" ]; then
+    die "Lean $LEAN_VERSION: REPL tags up to v4.9.0 never flush stdout (fixed in v4.10.0); use v4.10.0 or later"
+  fi
+  if ! grep -qx "$LEAN_VERSION" <<<"$tags"; then
+    local below above
+    below=$(printf '%s\n%s\n' "$tags" "$LEAN_VERSION" | sort -uV | grep -x -B1 "$LEAN_VERSION" | head -n 1)
+    above=$(printf '%s\n%s\n' "$tags" "$LEAN_VERSION" | sort -uV | grep -x -A1 "$LEAN_VERSION" | tail -n 1)
+    local near=()
+    [ "$below" != "$LEAN_VERSION" ] && near+=("$below")
+    [ "$above" != "$LEAN_VERSION" ] && near+=("$above")
+    die "the REPL has no tag $LEAN_VERSION; nearest: ${near[*]:-none} (pass one with --lean-version)"
+  fi
 }
 
 step_elan() {

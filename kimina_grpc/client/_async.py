@@ -12,6 +12,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from kimina_grpc.client._types import (
     AstResult,
+    KiminaError,
     Proof,
     Result,
     as_proofs,
@@ -184,12 +185,20 @@ class AsyncKiminaClient:
         return [ast_from_proto(r) for r in reply.results]
 
     async def health(self, service: str = READINESS) -> bool:
-        """Whether the server is ready (or, with service="liveness", alive)."""
+        """Whether the server is ready (or, with service="liveness", alive); False when unreachable."""
+        try:
+            return await self.health_status(service) == "SERVING"
+        except KiminaError:
+            return False
+
+    async def health_status(self, service: str = READINESS) -> str:
+        """The health service's answer by name (SERVING, NOT_SERVING, ...); raises KiminaError when
+        the server cannot be reached or has no such service."""
         try:
             reply = await self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.RpcError as err:
+            raise translate(err) from None
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
     async def server_info(self) -> pb.GetServerInfoResponse:
         return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))

@@ -61,6 +61,9 @@ class KiminaClient:
     def health(self, service: str = READINESS) -> bool:
         return self._run(self._client.health(service))
 
+    def health_status(self, service: str = READINESS) -> str:
+        return self._run(self._client.health_status(service))
+
     def server_info(self) -> pb.GetServerInfoResponse:
         return self._run(self._client.server_info())
 

@@ -1,0 +1,242 @@
+"""`kimina-grpc`: serve, setup, check, bench, health.
+
+Each command imports only what it needs: `check`, `health` and `--version` run with the client's
+dependencies alone (`pip install kimina_grpc`); a command whose extra is missing says which one to
+install, in one line, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.resources
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+USAGE_ERROR = 2
+EXTRAS = {
+    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection"),
+    "bench": ("datasets", "matplotlib", "tqdm"),
+}
+
+
+def _fail(message: str) -> int:
+    print(f"kimina-grpc: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _missing_extra(extra: str) -> str | None:
+    """The one-line hint when a module of `extra` cannot be imported, else None."""
+    for module in EXTRAS[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing = exc.name or module
+            return f"this command needs the {extra} extra ({missing} is missing): pip install 'kimina_grpc[{extra}]'"
+    return None
+
+
+def needs(extra: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Run the command only when its extra is installed."""
+
+    def wrap(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        def checked(args: argparse.Namespace) -> int:
+            hint = _missing_extra(extra)
+            return _fail(hint) if hint else run(args)
+
+        return checked
+
+    return wrap
+
+
+def installer_path() -> Path:
+    """tools/install_lean.sh as shipped inside the package (one file: the package's copy is a link to
+    the top-level script in a checkout, the script itself in a wheel)."""
+    return Path(str(importlib.resources.files("kimina_grpc") / "tools" / "install_lean.sh"))
+
+
+def run_installer(
+    *, workspace: str | None, lean_version: str | None, dry_run: bool = False, save_config: bool = False
+) -> int:
+    script = installer_path()
+    if not script.is_file():
+        return _fail(f"{script} is missing from this install of kimina_grpc (reinstall it)")
+    argv = ["bash", str(script)]
+    if workspace:
+        argv += ["--workspace", workspace]
+    if lean_version:
+        argv += ["--lean-version", lean_version]
+    argv += [flag for flag, on in (("--dry-run", dry_run), ("--save-config", save_config)) if on]
+    return subprocess.call(argv)
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    """Settings from the environment, or None after printing one line per bad variable."""
+    from pydantic import ValidationError
+
+    from kimina_grpc.settings import Settings
+
+    overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "LEAN_SERVER_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            print(f"kimina-grpc: {name}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+        return None
+
+
+@needs("server")
+def _serve(args: argparse.Namespace) -> int:
+    # REPLs are started with fork+exec and no Python in between: gRPC's fork handlers only log noise.
+    os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+    import asyncio
+
+    from kimina_grpc import log
+    from kimina_grpc.service.server import serve
+
+    settings = _settings(args)
+    if settings is None:
+        return USAGE_ERROR
+    if settings.repl_command is None and settings.resolved_workspace() is None:
+        # No Lean anywhere: do the whole set-up first (resumable), then serve what it installed.
+        print("kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)", file=sys.stderr)
+        code = run_installer(workspace=None, lean_version=settings.lean_version, save_config=True)
+        if code != 0:
+            return _fail("Lean set-up failed (see the line above); to try the API without Lean: make demo")
+        settings = _settings(args)
+        if settings is None:
+            return USAGE_ERROR
+    try:
+        settings.repl_argv()
+    except ValueError as exc:
+        return _fail(str(exc))
+    log.configure(settings.log_level, settings.environment)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(settings))
+    return 0
+
+
+@needs("server")
+def _setup(args: argparse.Namespace) -> int:
+    return run_installer(
+        workspace=args.workspace, lean_version=args.lean_version, dry_run=args.dry_run, save_config=args.save_config
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    from kimina_grpc.client.commands import check
+
+    return check(args.files, target=args.target, api_key=args.api_key, timeout=args.timeout, as_json=args.json)
+
+
+@needs("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from kimina_grpc.client.commands import bench
+
+    return bench(
+        target=args.target,
+        api_key=args.api_key,
+        dataset=args.dataset,
+        split=args.split,
+        n=args.n,
+        id_column=args.id_column,
+        code_column=args.code_column,
+        timeout=args.timeout,
+        window=args.window,
+        output=Path(args.output),
+    )
+
+
+def _health(args: argparse.Namespace) -> int:
+    from kimina_grpc.client import KiminaClient, KiminaError
+
+    with KiminaClient(args.target) as client:
+        try:
+            status = client.health_status(args.service)
+        except KiminaError as exc:
+            return _fail(f"cannot reach {args.target}: {exc}")
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _version(verbose: bool) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        text = f"kimina-grpc {version('kimina_grpc')}"
+    except PackageNotFoundError:
+        text = "kimina-grpc (not installed)"
+    if verbose:
+        from kimina_grpc.v1 import verifier_pb2
+
+        text += f"\ncontract: {verifier_pb2.DESCRIPTOR.package}"
+    return text
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
+    p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="kimina-grpc", description="Check Lean 4 proofs over gRPC.")
+    top.add_argument("--version", action="store_true", help="print the version (with -v: also the contract)")
+    top.add_argument("-v", "--verbose", action="store_true")
+    sub = top.add_subparsers(dest="command")
+    p = sub.add_parser("serve", help="run the server (settings from LEAN_SERVER_* variables) [server extra]")
+    p.add_argument("--port", type=int, help="overrides LEAN_SERVER_PORT (0 picks a free port)")
+    p.add_argument("--host", help="overrides LEAN_SERVER_HOST")
+    p.set_defaults(run=_serve)
+    p = sub.add_parser("check", help="check Lean files; exit 0 only if all are valid")
+    p.add_argument("files", nargs="+", help="Lean files, or - for standard input")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    _client_args(p)
+    p.set_defaults(run=_check)
+    p = sub.add_parser("bench", help="stream a dataset's proofs through a server and report [bench extra]")
+    p.add_argument("--dataset", default="Goedel-LM/Lean-workbook-proofs", help="hub name or .jsonl/.json/.parquet/.csv")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=int, help="first N rows only")
+    p.add_argument("--id-column")
+    p.add_argument("--code-column")
+    p.add_argument("--window", type=int, default=64, help="proofs in flight")
+    p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
+    _client_args(p)
+    p.set_defaults(run=_bench)
+    p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")
+    p.add_argument("--target", default="localhost:50051")
+    p.add_argument("--service", default="kimina_grpc.v1.VerifierService", help="or liveness")
+    p.set_defaults(run=_health)
+    p = sub.add_parser("setup", help="install Lean, the REPL, Mathlib and ast_export (tools/install_lean.sh)")
+    p.add_argument("--workspace", help="default: $LEAN_SERVER_WORKSPACE or ~/kimina-workspace")
+    p.add_argument("--lean-version", help="vX.Y.Z (default v4.19.0)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan only")
+    p.add_argument("--save-config", action="store_true", help="write the config the server reads")
+    p.set_defaults(run=_setup)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    top = parser()
+    args = top.parse_args(argv)
+    if args.version:
+        print(_version(args.verbose))
+        return 0
+    if args.command is None:
+        top.print_usage(sys.stderr)
+        return _fail("name a command (serve, check, bench, health, setup) or --version")
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
