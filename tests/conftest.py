@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import os
+import shlex
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import psutil
 import pytest
 
 from kimina_grpc import log
+from kimina_grpc.repl import ReplSpec, split_header
+from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
+from kimina_grpc.supervisor.jobs import Outcome
+from kimina_grpc.testing import fake_repl_command
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("KIMINA_FIXTURES", ROOT.parent / "shared" / "fixtures"))
@@ -37,3 +44,37 @@ def fixtures_dir() -> Path:
 def _quiet_logs() -> None:
     """Server logs go to stderr (as in `kimina-grpc serve`), at WARNING, so stdout stays the tools' own."""
     log.configure("WARNING", "dev")
+
+
+# The supervisor with stand-in REPLs, shared by the supervisor, fidelity and fault tests.
+ARGV = tuple(shlex.split(fake_repl_command()))
+
+
+def pool(**kw: object) -> Supervisor:
+    spec = kw.pop("spec", ReplSpec(argv=ARGV))
+    return Supervisor(PoolSettings(spec=spec, import_cost_hint=0.1, **kw))  # type: ignore[arg-type]
+
+
+async def check(sup: Supervisor, code: str, timeout: float = 10.0, **opts: object) -> Outcome:
+    job = sup.submit(split_header(code), CheckOptions(timeout=timeout, **opts))  # type: ignore[arg-type]
+    return await job.future
+
+
+Started: TypeAlias = Callable[..., Awaitable[Supervisor]]
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Started]:
+    """Makes started pools (see `pool`); closes them after the test and checks no REPL is left."""
+    made: list[Supervisor] = []
+
+    async def start(**kw: object) -> Supervisor:
+        sup = pool(**kw)
+        made.append(sup)
+        await sup.start()
+        return sup
+
+    yield start
+    for sup in made:
+        await sup.close()
+    assert children() == []

@@ -15,13 +15,22 @@ def test_imports_and_body() -> None:
 
 def test_comments_before_and_between_imports() -> None:
     code = (
-        "-- a file\n/- about\n   it /- nested -/ still\n-/\nimport A.B -- why\n\n/-- doc -/\nimport C\ntheorem t := 1\n"
+        "-- a file\n/- about\n   it /- nested -/ still\n-/\nimport A.B -- why\n\n/- plain -/\nimport C\n"
+        "theorem t := 1\n"
     )
     s = split_header(code)
     assert s.header == "import A.B\nimport C"
     assert s.header_lines == (5, 8)
     assert s.body == "theorem t := 1\n"
     assert code.split("\n")[s.line_offset] == "theorem t := 1"
+
+
+def test_a_doc_comment_is_a_token_and_ends_the_header() -> None:
+    # Lean's `whitespace` stops at `/--` and `/-!`: the import after it is a command, an error.
+    code = "import A\n/-- doc -/\nimport C\ntheorem t := 1\n"
+    s = split_header(code)
+    assert s.header == "import A"
+    assert s.body == "/-- doc -/\nimport C\ntheorem t := 1\n" and s.line_offset == 1
 
 
 def test_block_comment_spanning_lines_after_import_stays_in_body() -> None:
@@ -66,9 +75,21 @@ def test_normalisation_whitespace_duplicates_never_widened() -> None:
 
 
 def test_newer_header_commands() -> None:
-    s = split_header("module\n\npublic import A\nmeta import B\npublic meta import C\nprelude\ndef x := 1")
-    assert s.header.split("\n") == ["module", "public import A", "meta import B", "public meta import C", "prelude"]
+    s = split_header(
+        "module\n\nprelude\npublic import A\nmeta import B\npublic meta import C\nimport all D\ndef x := 1"
+    )
+    assert s.header.split("\n") == [
+        "module",
+        "prelude",
+        "public import A",
+        "meta import B",
+        "public meta import C",
+        "import all D",
+    ]
     assert s.body == "def x := 1"
+    # `prelude` after an import is not part of Lean's header: it and the rest are the body.
+    s = split_header("import A\nprelude\ndef x := 1")
+    assert s.header == "import A" and s.body == "prelude\ndef x := 1"
 
 
 def test_word_starting_with_import_is_not_a_header() -> None:

@@ -5,52 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import shlex
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TypeAlias
 
 import pytest
 
 from kimina_grpc.repl import ReplSpec, Verdict, split_header
-from kimina_grpc.supervisor import CheckOptions, PoolSettings, QueueFull, ShuttingDown, Supervisor
+from kimina_grpc.supervisor import CheckOptions, QueueFull, ShuttingDown, Supervisor
 from kimina_grpc.supervisor.jobs import Job, Outcome
-from kimina_grpc.testing import fake_repl_command
 
-from .conftest import children
-
-ARGV = tuple(shlex.split(fake_repl_command()))
-
-
-def pool(**kw: object) -> Supervisor:
-    spec = kw.pop("spec", ReplSpec(argv=ARGV))
-    return Supervisor(PoolSettings(spec=spec, import_cost_hint=0.1, **kw))  # type: ignore[arg-type]
-
-
-async def check(sup: Supervisor, code: str, timeout: float = 10.0, **opts: object) -> Outcome:
-    job = sup.submit(split_header(code), CheckOptions(timeout=timeout, **opts))  # type: ignore[arg-type]
-    return await job.future
-
-
-Started: TypeAlias = Callable[..., Awaitable[Supervisor]]
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[Started]:
-    """Makes started pools (see `pool`); closes them after the test and checks no REPL is left."""
-    made: list[Supervisor] = []
-
-    async def start(**kw: object) -> Supervisor:
-        sup = pool(**kw)
-        made.append(sup)
-        await sup.start()
-        return sup
-
-    yield start
-    for sup in made:
-        await sup.close()
-    assert children() == []
+from .conftest import ARGV, Started, check, children, pool
 
 
 async def test_reuse_by_header_and_no_state_leak(started: Started) -> None:
@@ -278,15 +242,6 @@ async def test_prewarm_respects_the_import_bound_and_reports_progress(
     assert most_starting == 1
     assert progress[0][1] == 4 and sup.warmup_progress() == (4, 4)
     assert sorted((h.header, h.warm) for h in sup.state().headers) == [("import A", 3), ("import B", 1)]
-
-
-async def test_a_prewarm_header_lean_rejects_does_not_block_readiness(started: Started) -> None:
-    sup = await started(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
-    for _ in range(200):
-        if sup.ready:
-            break
-        await asyncio.sleep(0.02)
-    assert sup.ready
 
 
 def timeline(jobs: list[Job], outcomes: list[Outcome]) -> list[tuple[float, str, str]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from kimina_grpc.repl.protocol import ProtocolError, Reply, parse_reply
+from kimina_grpc.repl.decode import decode
+from kimina_grpc.repl.protocol import BARRIER, BARRIER_REPLY, ProtocolError, Reply, ReplyTooDeep
 
 # Replies carrying info trees can be tens of MiB on one line.
 _READ_LIMIT = 1 << 30
@@ -133,9 +135,18 @@ class Repl:
         self._stderr_size = 0
         self._tail_limit = spec.stderr_tail_bytes
         self._drain = asyncio.create_task(self._drain_stderr())
+        self._stderr_written = 0
+        self._stderr_mark = 0  # _stderr_written when the current command was sent
         self._tree: list[int] | None = None
         self._cpu_seen = 0.0
         self._dead: ReplCrashed | None = None
+        self._pending = bytearray()  # what the REPL wrote to stdout that is not yet a whole reply
+        self._stdout_changed = asyncio.Event()
+        self._stdout_eof = False
+        self._pump = asyncio.create_task(self._pump_stdout())
+        self.next_env = 0
+        """The id the REPL gives the next command that records an environment: every `cmd` (and
+        `unpickleEnvFrom`) gets the next integer, from 0 (`recordCommandSnapshot` in REPL/Main.lean)."""
 
     @classmethod
     async def start(cls, spec: ReplSpec, repl_id: str) -> Repl:
@@ -166,42 +177,110 @@ class Repl:
     def stderr_tail(self) -> str:
         return b"".join(self._stderr).decode(errors="replace")
 
+    def stderr_since_command(self) -> str:
+        """What the REPL wrote to stderr since the current (or last) command was sent: a crash
+        report names only what its own proof caused."""
+        new = self._stderr_written - self._stderr_mark
+        tail = b"".join(self._stderr)
+        return tail[max(0, len(tail) - new) :].decode(errors="replace") if new > 0 else ""
+
+    async def wait(self) -> int:
+        """Wait for the process to exit (for whatever reason); its exit code."""
+        return await self._proc.wait()
+
+    def stopped(self) -> bool:
+        """Whether a process of the tree is stopped (SIGSTOP) or traced: it will not answer."""
+        for pid in self._pids():
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    state = f.read().rpartition(b")")[2].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state in (b"T", b"t"):
+                return True
+        return False
+
     async def _drain_stderr(self) -> None:
         assert self._proc.stderr is not None
         with contextlib.suppress(Exception):
             while chunk := await self._proc.stderr.read(65536):
                 self._stderr.append(chunk)
                 self._stderr_size += len(chunk)
+                self._stderr_written += len(chunk)
                 while self._stderr_size - len(self._stderr[0]) >= self._tail_limit:
                     self._stderr_size -= len(self._stderr.popleft())
 
-    async def request(self, data: bytes) -> bytes:
-        """Send one encoded request and return the reply's bytes (up to its blank line).
+    async def _pump_stdout(self) -> None:
+        """Read stdout as it comes, between replies too: what arrives while no request is pending
+        was not written by the REPL's loop and must be seen, not read as the next reply."""
+        assert self._proc.stdout is not None
+        with contextlib.suppress(Exception):
+            while len(self._pending) <= _READ_LIMIT and (chunk := await self._proc.stdout.read(1 << 20)):
+                self._pending += chunk
+                self._stdout_changed.set()
+        self._stdout_eof = True
+        self._stdout_changed.set()
 
-        Raises ReplCrashed, after killing the process, on EOF or a broken pipe.
+    async def request(self, data: bytes) -> bytes:
+        """Send one encoded request and return the reply's bytes (without its blank line).
+
+        Raises ReplCrashed, after killing the process, when it cannot be written to, on EOF, and
+        when anything but exactly the REPL's own reply arrives: bytes written between replies, or
+        a reply where the barrier's answer belongs (see `protocol.BARRIER`), did not come from the
+        REPL's loop and must never be read as this or a later proof's reply.
         """
         if self._dead is not None:
             raise self._dead
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        if self._pending:
+            await self._die("the REPL wrote output between replies (not the REPL's own)")
+            raise self._dead  # type: ignore[misc]
+        self._stderr_mark = self._stderr_written
         try:
-            self._proc.stdin.write(data)
+            self._proc.stdin.write(data + BARRIER)
             await self._proc.stdin.drain()
-            while True:
-                chunk = await self._proc.stdout.readuntil(b"\n\n")
-                if chunk.strip():
-                    return chunk
-        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError):
-            reason = "the REPL exited"
-        except asyncio.LimitOverrunError:
-            reason = "the REPL wrote a reply larger than 1 GiB"
-        await self._die(reason)
-        raise self._dead  # type: ignore[misc]  # set by _die
+        except (ConnectionError, RuntimeError, OSError):
+            # A dead REPL fails the write (uvloop: RuntimeError on a closed transport).
+            await self._die("the REPL exited")
+            raise self._dead from None  # type: ignore[misc]  # set by _die
+        raw = await self._next_reply()
+        barrier = await self._next_reply()
+        try:
+            answered = json.loads(barrier) == BARRIER_REPLY
+        except ValueError:
+            answered = False
+        if not answered or self._pending or not raw.strip():
+            await self._die("the REPL's reply was followed by another (not all of it the REPL's own)")
+            raise self._dead  # type: ignore[misc]
+        return raw
 
-    async def run(self, data: bytes, *, measure: bool = True) -> tuple[Reply, Usage]:
-        """Send one encoded request; return the parsed reply and its cost (CPU and memory only when
-        `measure`; they cost a /proc read per process).
+    async def _next_reply(self) -> bytes:
+        """The next reply from what stdout brought (waiting for it), without its blank line."""
+        searched = 0
+        while (end := self._pending.find(b"\n\n", searched)) < 0:
+            if len(self._pending) > _READ_LIMIT:
+                await self._die("the REPL wrote a reply larger than 1 GiB")
+                raise self._dead  # type: ignore[misc]
+            if self._stdout_eof:
+                await self._die("the REPL exited")
+                raise self._dead  # type: ignore[misc]
+            searched = max(0, len(self._pending) - 1)
+            self._stdout_changed.clear()
+            await self._stdout_changed.wait()
+        raw = bytes(self._pending[:end])
+        del self._pending[: end + 2]
+        return raw
 
-        Raises ReplCrashed, after killing the process, on EOF or output that is not a reply.
+    async def run(
+        self, data: bytes, *, measure: bool = True, shift: int = 0, records_env: bool = True
+    ) -> tuple[Reply, Usage]:
+        """Send one encoded request; return the parsed reply (positions moved down by `shift`
+        lines) and its cost (CPU and memory only when `measure`; they cost a /proc read per process).
+
+        A request that records an environment (`records_env`: every `cmd`) must be answered with
+        exactly the next env id, or with a REPL-level error. Raises ReplCrashed, after killing the
+        process, on EOF or output that is not the REPL's reply; ReplyTooDeep (the REPL is still in
+        step) for a reply too deep to parse.
         """
         # A REPL between commands is idle, so the sample taken after the previous command stands for
         # "before" and a command costs one sample; after an unmeasured command, take one now.
@@ -212,11 +291,24 @@ class Repl:
         start = time.perf_counter()
         raw = await self.request(data)
         wall = time.perf_counter() - start
+        expected = self.next_env
         try:
-            reply = parse_reply(raw)
+            reply = await decode(raw, shift)
         except ProtocolError as exc:
             await self._die(f"the REPL broke the protocol: {exc}")
             raise self._dead from None  # type: ignore[misc]
+        except ReplyTooDeep:
+            if records_env:
+                self.next_env += 1  # the REPL recorded it all the same
+            raise
+        if records_env and reply.error is None:
+            if reply.env != expected:
+                await self._die(
+                    f"the REPL broke the protocol: a reply with env {reply.env} where the REPL gives "
+                    f"{expected} (not the REPL's own reply)"
+                )
+                raise self._dead  # type: ignore[misc]
+            self.next_env += 1
         if not measure:
             self._cpu_seen = -1.0
             return reply, Usage(wall, 0.0, 0)
@@ -263,7 +355,7 @@ class Repl:
         # The exit code and last words tell a crash from an out-of-memory death.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
-        self._dead = ReplCrashed(reason, self._proc.returncode, self.stderr_tail())
+        self._dead = ReplCrashed(reason, self._proc.returncode, self.stderr_since_command())
 
     async def kill(self) -> None:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""
@@ -277,5 +369,6 @@ class Repl:
             self._proc.stdin.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
-        if not self._drain.done():
-            self._drain.cancel()
+        for task in (self._drain, self._pump):
+            if not task.done():
+                task.cancel()

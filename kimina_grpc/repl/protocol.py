@@ -19,6 +19,11 @@ class ProtocolError(Exception):
     """The REPL wrote something that is not a reply: the process cannot be trusted any more."""
 
 
+class ReplyTooDeep(Exception):
+    """A well-formed reply nests deeper than the parser's bound (info trees of huge proofs): the
+    REPL is still in step, but this reply cannot be handed on."""
+
+
 class Severity(StrEnum):
     INFO = "info"
     WARNING = "warning"
@@ -64,13 +69,14 @@ class Tactic:
 class Reply:
     """A REPL reply. `error` is set for REPL-level failures (`{"message": "Unknown environment."}`);
     `extra` keeps fields of reply forms the service never asks for (tactic mode, pickling) so that
-    every reply the REPL can write parses and round-trips."""
+    every reply the REPL can write parses and round-trips. `infotree` is kept as JSON text: it is
+    only ever handed on, and info trees can be tens of MiB (see `decode`)."""
 
     env: int | None = None
     messages: tuple[Message, ...] = ()
     sorries: tuple[Sorry, ...] = ()
     tactics: tuple[Tactic, ...] = ()
-    infotree: Any = None
+    infotree: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -92,19 +98,32 @@ class Reply:
                 replace(t, pos=t.pos.shifted(lines), end_pos=t.end_pos and t.end_pos.shifted(lines))
                 for t in self.tactics
             ),
-            infotree=_shift_tree(self.infotree, lines),
+            infotree=None if self.infotree is None else _dump(shift_tree(json.loads(self.infotree), lines)),
         )
 
 
-def _shift_tree(node: Any, lines: int) -> Any:
-    """Shift every `{"line", "column"}` position in an info tree (stx ranges, goals positions)."""
-    if isinstance(node, list):
-        return [_shift_tree(x, lines) for x in node]
-    if isinstance(node, dict):
-        if isinstance(node.get("line"), int) and isinstance(node.get("column"), int):
-            return {**node, "line": node["line"] + lines}
-        return {k: _shift_tree(v, lines) for k, v in node.items()}
-    return node
+def shift_tree(tree: Any, lines: int) -> Any:
+    """Shift every `{"line", "column"}` position in a parsed info tree (stx ranges, goal positions),
+    in place, without recursion (trees nest thousands of levels deep); returns the tree."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            line = node.get("line")
+            if isinstance(line, int) and not isinstance(line, bool) and isinstance(node.get("column"), int):
+                node["line"] = line + lines
+            else:
+                stack.extend(node.values())
+    return tree
+
+
+def _dump(tree: Any) -> str:
+    try:
+        return json.dumps(tree, ensure_ascii=False)
+    except RecursionError:
+        raise ReplyTooDeep("the info tree nests too deeply to be serialised") from None
 
 
 def command(
@@ -127,6 +146,14 @@ def command(
     if infotree is not None:
         req["infotree"] = infotree
     return json.dumps(req, ensure_ascii=False).encode() + b"\n\n"
+
+
+BARRIER = command("", env=1 << 32)
+"""Sent right behind every command: the REPL answers it with `{"message": "Unknown environment."}`
+and records nothing. A command's reply must be followed by exactly that: a reply written by anyone
+else (a process the proof started, writing to the stdout it inherited) arrives before the REPL's
+own, which then stands where the barrier's answer should be, and the forgery is seen."""
+BARRIER_REPLY = {"message": "Unknown environment."}
 
 
 def _pos(obj: Any) -> Pos:
@@ -186,13 +213,20 @@ def _list(obj: dict[str, Any], key: str) -> list[Any]:
 _KNOWN = frozenset({"env", "messages", "sorries", "tactics", "infotree", "message"})
 
 
-def parse_reply(raw: bytes | str) -> Reply:
-    """Parse one reply (the text between blank lines). Raises ProtocolError if it is not one."""
+def parse_reply(raw: bytes | str, shift: int = 0) -> Reply:
+    """Parse one reply (the text between blank lines), every position moved down by `shift` lines.
+    Raises ProtocolError if it is not a reply, ReplyTooDeep if it nests deeper than the parser goes."""
     try:
         obj = json.loads(raw)
+    except RecursionError:
+        raise ReplyTooDeep("the reply nests deeper than the parser's recursion bound") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"reply is not JSON: {exc}") from None
-    return reply_from_json(obj)
+    tree = obj.pop("infotree", None) if isinstance(obj, dict) else None
+    reply = reply_from_json(obj).shifted(shift)
+    if tree is None:
+        return reply
+    return replace(reply, infotree=_dump(shift_tree(tree, shift) if shift else tree))
 
 
 def reply_from_json(obj: Any) -> Reply:
@@ -209,7 +243,7 @@ def reply_from_json(obj: Any) -> Reply:
         messages=tuple(_message(m) for m in _list(obj, "messages")),
         sorries=tuple(_sorry(s) for s in _list(obj, "sorries")),
         tactics=tuple(_tactic(t) for t in _list(obj, "tactics")),
-        infotree=obj.get("infotree"),
+        infotree=None if obj.get("infotree") is None else _dump(obj["infotree"]),
         error=error,
         extra={k: v for k, v in obj.items() if k not in _KNOWN},
     )
@@ -261,5 +295,5 @@ def reply_to_json(reply: Reply) -> dict[str, Any]:
             tactics.append(item)
         out["tactics"] = tactics
     if reply.infotree is not None:
-        out["infotree"] = reply.infotree
+        out["infotree"] = json.loads(reply.infotree)
     return out

@@ -49,10 +49,19 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     attempts: int = 0
     expiry: asyncio.TimerHandle | None = None
+    retry_fresh: bool = False
+    """Retried on a REPL started for it alone (its earlier REPL's history may be to blame)."""
+    size: int = 0
+    """Bytes of code it holds (the queue is bounded in bytes too)."""
 
     @property
     def key(self) -> PoolKey:
-        return PoolKey(self.split.header, fresh=not self.options.reuse)
+        return PoolKey(self.split.header, fresh=not self.options.reuse or self.retry_fresh)
+
+    @property
+    def abandoned(self) -> bool:
+        """Nobody waits for the answer any more."""
+        return self.future.cancelled()
 
     def answer(self, outcome: Outcome) -> None:
         if self.expiry is not None:

@@ -17,7 +17,7 @@ import functools
 import itertools
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -30,8 +30,10 @@ from kimina_grpc.repl import (
     ReplCrashed,
     ReplSpec,
     Reply,
+    ReplyTooDeep,
     Split,
     Verdict,
+    decode,
     protocol,
     split_header,
     verdict_of,
@@ -47,6 +49,15 @@ _OOM_MARKERS = ("out of memory", "std::bad_alloc", "memoryerror")
 # a short burst of one header does not pull REPLs away from the others (hysteresis).
 _CONVERT_FACTOR = 0.5
 _WATCHDOG_PERIOD = 0.25
+# Idle REPLs are looked at this often: one that died (the OOM killer picks the largest process,
+# often an idle Mathlib REPL) or was stopped is replaced before a proof is sent to it.
+_SWEEP_PERIOD = 1.0
+# While the pool cannot start REPLs, a start is tried again after this long (doubling to the max).
+_PROBE_PERIOD = 1.0
+_PROBE_MAX = 30.0
+# GetServerInfo's view is bounded: headers are caller-chosen text.
+_STATE_HEADERS = 100
+_STATE_HEADER_CHARS = 200
 
 
 class QueueFull(Exception):
@@ -69,6 +80,8 @@ class PoolSettings:
     max_repl_rss: int | None = None
     max_wait: float = 0.0
     max_queue: int = 100_000
+    max_queue_bytes: int = 0
+    """Bytes of code queued at most, over all callers (0 = no bound)."""
     max_concurrent_imports: int = 2
     min_free_memory: int | None = None
     import_timeout: float = 1800.0
@@ -93,6 +106,8 @@ class Worker:
     uses: int = 0
     idle_since: float = 0.0
     job: Job | None = None
+    stop: Callable[[str], None] | None = None
+    """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +167,14 @@ class Supervisor:
         # REPLs to start as soon as the pool has room and the import bound allows: pre-warm, then
         # replacements of REPLs that died or were recycled.
         self._to_start: list[PoolKey] = []
+        self._queued_bytes = 0
+        # Why the pool cannot serve (the REPL cannot start, a pre-warm header fails), and the key
+        # whose successful start clears it; retried in the background until it works.
+        self._problem: str | None = None
+        self._problem_key: PoolKey | None = None
+        self._probe_delay = _PROBE_PERIOD
+        self._probe: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
         self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
 
     # ----------------------------------------------------------------- public API
@@ -163,13 +186,27 @@ class Supervisor:
             self._to_start.extend([key] * count)
         del self._to_start[self.s.max_repls :]
         self._warmup_total = len(self._to_start)
+        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         self._kick()
 
     @property
     def ready(self) -> bool:
-        return len(self._warmup) == self._warmup_total and all(
-            w.state is not WorkerState.STARTING for w in self._warmup
+        """Pre-warming is done and nothing keeps the pool from serving."""
+        return (
+            self._problem is None
+            and len(self._warmup) == self._warmup_total
+            and all(w.state is not WorkerState.STARTING for w in self._warmup)
         )
+
+    @property
+    def not_ready_reason(self) -> str:
+        """Why `ready` is False ("" when it is True)."""
+        if self._problem is not None:
+            return self._problem
+        if not self.ready:
+            done, total = self.warmup_progress()
+            return f"pre-warming: {done} of {total} REPLs ready"
+        return ""
 
     def warmup_progress(self) -> tuple[int, int]:
         done = sum(w.state is not WorkerState.STARTING for w in self._warmup)
@@ -184,23 +221,29 @@ class Supervisor:
         if self._closing:
             raise ShuttingDown
         batch = list(items)
-        if self._queued + len(batch) > self.s.max_queue:
+        sizes = [len(split.header) + len(split.body) for split, _ in batch]
+        if self._queued + len(batch) > self.s.max_queue or (
+            self.s.max_queue_bytes and self._queued and self._queued_bytes + sum(sizes) > self.s.max_queue_bytes
+        ):
             raise QueueFull(retry_after=self._retry_after())
         loop = asyncio.get_running_loop()
         jobs = []
-        for split, options in batch:
-            job = Job(split, options, loop.create_future())
-            self._queues.setdefault(job.key, deque()).append(job)
+        for (split, options), size in zip(batch, sizes, strict=True):
+            job = Job(split, options, loop.create_future(), size=size)
+            self._enqueue(job)
             if self.s.max_wait > 0:
                 job.expiry = loop.call_later(self.s.max_wait, self._expire, job)
             jobs.append(job)
-        self._queued += len(batch)
         self._kick()
         return jobs
 
     async def submit_when_room(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof, waiting while the queue is full (a stream's backpressure)."""
-        while self._queued >= self.s.max_queue and not self._closing:
+        size = len(split.header) + len(split.body)
+        while not self._closing and (
+            self._queued >= self.s.max_queue
+            or (self.s.max_queue_bytes and self._queued and self._queued_bytes + size > self.s.max_queue_bytes)
+        ):
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._room_waiters.append(room)
             try:
@@ -212,20 +255,39 @@ class Supervisor:
         return self.submit(split, options)
 
     def cancel(self, job: Job) -> None:
-        """The caller is gone: a queued job never runs; a running one finishes, its result dropped."""
+        """The caller is gone: a queued job never runs. A running one may finish within an import's
+        worth of time (killing its REPL would cost an import anyway, and most proofs are short);
+        past that its REPL is killed and replaced, so it no longer keeps others waiting."""
         if self._dequeue(job) or not job.future.done():
             job.future.cancel()
         if job.expiry is not None:
             job.expiry.cancel()
+        for worker in self._workers:
+            if worker.job is job and worker.stop is not None:
+                ran = time.monotonic() - worker.idle_since
+                asyncio.get_running_loop().call_later(
+                    max(0.0, self._import_cost.value - ran), self._stop_abandoned, worker, job
+                )
+
+    def _stop_abandoned(self, worker: Worker, job: Job) -> None:
+        if worker.job is job and worker.stop is not None:
+            worker.stop("abandoned")
 
     def state(self) -> PoolState:
-        keys = set(self._queues) | {w.key for w in self._workers}
+        """The pool at a glance, bounded: at most 100 headers (busiest first), each cut to 200
+        characters (headers are caller-chosen text)."""
+        workers = self._worker_counts()
+        keys = sorted(
+            set(self._queues) | set(workers),
+            key=lambda k: (-(workers.get(k, 0) + len(self._queues.get(k, ()))), k.header, k.fresh),
+        )[:_STATE_HEADERS]
         stats = []
         for key in sorted(keys, key=lambda k: (k.header, k.fresh)):
             ws = [w for w in self._workers if w.key == key]
+            header = key.header if len(key.header) <= _STATE_HEADER_CHARS else key.header[:_STATE_HEADER_CHARS] + "…"
             stats.append(
                 HeaderStats(
-                    header=key.header + (" (fresh)" if key.fresh else ""),
+                    header=header + (" (fresh)" if key.fresh else ""),
                     warm=sum(w.state is WorkerState.IDLE for w in ws),
                     busy=sum(w.state is WorkerState.BUSY for w in ws),
                     starting=sum(w.state is WorkerState.STARTING for w in ws),
@@ -241,12 +303,14 @@ class Supervisor:
     async def close(self) -> None:
         """Answer every queued and running job as not checked, kill every REPL, and wait for them."""
         self._closing = True
-        if self._memory_retry is not None:
-            self._memory_retry.cancel()
+        for timer in (self._memory_retry, self._probe, self._sweeper):
+            if timer is not None:
+                timer.cancel()
         for queue in self._queues.values():
             while queue:
                 queue.popleft().answer(not_checked("the server is shutting down"))
         self._queued = 0
+        self._queued_bytes = 0
         while self._room_waiters:  # waiting submitters learn of the shutdown
             self._wake_one()
         for worker in self._workers:
@@ -256,6 +320,7 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(self._retire(w, counter=None) for w in list(self._workers)), return_exceptions=True)
+        await decode.shutdown()
 
     # ----------------------------------------------------------------- scheduling
 
@@ -405,11 +470,18 @@ class Supervisor:
         per_proof = self._proof_cost.value
         return min(60.0, max(1.0, self._queued * per_proof / busy / 10))
 
+    def _enqueue(self, job: Job, *, first: bool = False) -> None:
+        queue = self._queues.setdefault(job.key, deque())
+        if first:
+            queue.appendleft(job)
+        else:
+            queue.append(job)
+        self._queued += 1
+        self._queued_bytes += job.size
+
     def _pop(self, key: PoolKey) -> Job:
         job = self._queues[key].popleft()
-        self._queued -= 1
-        if self._room_waiters:
-            self._wake_one()
+        self._left_queue(job)
         if job.expiry is not None:
             job.expiry.cancel()
         return job
@@ -422,10 +494,22 @@ class Supervisor:
             queue.remove(job)
         except ValueError:
             return False
+        self._left_queue(job)
+        return True
+
+    def _left_queue(self, job: Job) -> None:
         self._queued -= 1
+        self._queued_bytes -= job.size
+        self._prune(job.key)
         if self._room_waiters:
             self._wake_one()
-        return True
+
+    def _prune(self, key: PoolKey) -> None:
+        """Forget a header that has no queued work and no REPL (headers are caller-chosen: kept
+        forever, their bookkeeping would only grow)."""
+        if not self._queues.get(key, True) and all(w.key != key for w in self._workers):
+            del self._queues[key]
+            self._import_failures.pop(key, None)
 
     def _wake_one(self) -> None:
         while self._room_waiters:
@@ -464,6 +548,7 @@ class Supervisor:
     async def _retire(self, worker: Worker, counter: str | None) -> None:
         worker.state = WorkerState.GONE
         self._workers.discard(worker)
+        self._prune(worker.key)
         if counter:
             self.counters[counter] += 1
         if worker.repl is not None:
@@ -474,9 +559,9 @@ class Supervisor:
         try:
             worker.repl = await Repl.start(self.s.spec, worker.id)
             reply, _ = await asyncio.wait_for(
-                worker.repl.run(protocol.command(worker.key.header)), self.s.import_timeout
+                worker.repl.run(protocol.command(worker.key.header), measure=False), self.s.import_timeout
             )
-        except (ReplCrashed, TimeoutError) as exc:
+        except (ReplCrashed, ReplyTooDeep, TimeoutError) as exc:
             self._importing -= 1
             await self._import_failed(worker, exc)
             return
@@ -484,26 +569,94 @@ class Supervisor:
             self._importing -= 1
             await self._retire(worker, counter=None)
             raise
+        except Exception as exc:  # the last resort: an unexpected failure is a failed start
+            log.exception("repl_start_error", repl_id=worker.id)
+            self._importing -= 1
+            await self._import_failed(worker, exc)
+            return
         self._importing -= 1
+        try:
+            await self._started(worker, reply, started)
+        except Exception as exc:
+            log.exception("repl_start_error", repl_id=worker.id)
+            await self._import_failed(worker, exc)
+
+    async def _started(self, worker: Worker, reply: Reply, started: float) -> None:
+        """The header command was answered: make the REPL warm, or reject the header."""
+        assert worker.repl is not None
         self.counters["imports"] += 1
-        if reply.error is not None or verdict_of(reply) is Verdict.INVALID or reply.env is None:
+        if verdict_of(reply) is not Verdict.VALID or reply.env is None:
+            # Only imports are sent as a header, so Lean should say nothing; an error or a sorry
+            # means this environment must never be a warm REPL's base (it would be unchecked).
             await self._header_rejected(worker, reply)
             return
         self._import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
+        if self._problem_key == worker.key or (self._problem is not None and self._problem_key is None):
+            log.info("pool_recovered", problem=self._problem)
+            self._problem = self._problem_key = None
+            self._probe_delay = _PROBE_PERIOD
         worker.repl.refresh_tree()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
         worker.idle_since = time.monotonic()
+        self._spawn(self._watch(worker))
         log.debug("repl_ready", repl_id=worker.id, header=worker.key.header, seconds=time.monotonic() - started)
         self._kick()
+
+    async def _watch(self, worker: Worker) -> None:
+        """Notice a REPL that dies while idle: replace it before a proof is sent to it."""
+        assert worker.repl is not None
+        await worker.repl.wait()
+        if worker.state is WorkerState.IDLE:
+            log.warning("repl_died_idle", repl_id=worker.id, header=worker.key.header)
+            self.counters["crashes"] += 1
+            await self._lost(worker)
+
+    def _sweep(self) -> None:
+        """Replace idle REPLs that were stopped (SIGSTOP): they would time out an innocent proof."""
+        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
+        for worker in [w for w in self._workers if w.state is WorkerState.IDLE]:
+            if worker.repl is not None and worker.repl.stopped():
+                log.warning("repl_stopped_idle", repl_id=worker.id, header=worker.key.header)
+                worker.state = WorkerState.GONE
+                self.counters["crashes"] += 1
+                self._spawn(self._lost(worker))
+
+    def _set_problem(self, key: PoolKey | None, problem: str) -> None:
+        """The pool cannot serve: readiness says why until a start for `key` (any key when None)
+        succeeds; a start is tried again in the background, with backoff."""
+        if self._problem != problem:
+            log.error("pool_not_ready", reason=problem)
+        self._problem, self._problem_key = problem, key
+        if self._probe is None and not self._closing:
+
+            def probe() -> None:
+                self._probe = None
+                if self._problem is None or self._closing:
+                    return
+                retry = self._problem_key or PoolKey("")
+                if retry not in self._to_start and not any(
+                    w.key == retry and w.state is WorkerState.STARTING for w in self._workers
+                ):
+                    self._to_start.append(retry)
+                    self._kick()
+                self._probe_delay = min(_PROBE_MAX, self._probe_delay * 2)
+                self._set_problem(self._problem_key, self._problem)
+
+            self._probe = asyncio.get_running_loop().call_later(self._probe_delay, probe)
 
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.counters["crashes"] += 1
         await self._retire(worker, counter=None)
         failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
         log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=str(exc)[:500])
-        if failures >= 2:
+        if worker.repl is None:
+            # The configured REPL cannot be started at all: nothing will work until that is fixed.
+            self._set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        elif worker in self._warmup:
+            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
+        if failures >= 2 or worker.repl is None:
             # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
             self._import_failures.pop(worker.key, None)
             if isinstance(exc, TimeoutError):
@@ -514,20 +667,20 @@ class Supervisor:
         self._kick()
 
     async def _header_rejected(self, worker: Worker, reply: Reply) -> None:
-        """Lean rejected the imports: every proof of this header is INVALID with Lean's messages."""
+        """Lean did not accept the imports: every proof of this header gets Lean's verdict and
+        messages on the user's import lines; the REPL is never used."""
         await self._retire(worker, counter=None)
+        verdict = verdict_of(reply)
+        if verdict is Verdict.VALID:  # no env: not a reply to a command
+            verdict = Verdict.REPL_ERROR
+        error = f"the REPL answered: {reply.error}" if reply.error is not None else "Lean did not accept the header"
+        if worker in self._warmup:
+            text = "; ".join(m.data for m in reply.messages)[:500] or error
+            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
         queue = self._queues.get(worker.key, deque())
         while queue:
             job = self._pop(worker.key)
-            mapped = _header_reply_in_file(reply, job.split)
-            job.answer(
-                Outcome(
-                    Verdict.INVALID if reply.error is None else Verdict.REPL_ERROR,
-                    mapped,
-                    error=reply.error or "",
-                    repl_id=worker.id,
-                )
-            )
+            job.answer(Outcome(verdict, _header_reply_in_file(reply, job.split), error=error, repl_id=worker.id))
             self.counters["completed"] += 1
         self._kick()
 
@@ -543,6 +696,17 @@ class Supervisor:
         self._spawn(self._check(worker, job))
 
     async def _check(self, worker: Worker, job: Job) -> None:
+        try:
+            await self._check_once(worker, job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The last resort: whatever went wrong, the proof is answered and the REPL retired.
+            log.exception("check_failed", repl_id=worker.id)
+            self._finish(job, Outcome(Verdict.REPL_ERROR, error=f"internal error while checking: {exc!r}"[:1000]))
+            await self._lost(worker)
+
+    async def _check_once(self, worker: Worker, job: Job) -> None:
         assert worker.repl is not None
         repl = worker.repl
         job.attempts += 1
@@ -551,6 +715,7 @@ class Supervisor:
             job.split.body, env=worker.base_env, all_tactics=opts.all_tactics, infotree=opts.infotree
         )
         started = time.monotonic()
+        worker.idle_since = started  # cancel() reads how long the job has run from it
         queue_seconds = started - job.submitted
         loop = asyncio.get_running_loop()
         limit = self.s.max_repl_rss
@@ -562,7 +727,8 @@ class Supervisor:
             # The REPL cannot be interrupted: killing it makes its pending read fail at once.
             nonlocal killed_for
             if killed_for is None:
-                killed_for = reason
+                # A stopped (SIGSTOP) REPL times out every proof: not this proof's fault.
+                killed_for = "stopped" if reason == "timeout" and repl.stopped() else reason
                 self._spawn(repl.kill())
 
         def sample() -> None:
@@ -574,15 +740,22 @@ class Supervisor:
             else:
                 watch = loop.call_later(_WATCHDOG_PERIOD, sample)
 
+        worker.stop = stop
         timer = loop.call_later(opts.timeout, stop, "timeout")
         if limit is not None:
             watch = loop.call_later(_WATCHDOG_PERIOD, sample)
         crash: ReplCrashed | None = None
+        too_deep: ReplyTooDeep | None = None
         try:
-            reply, usage = await repl.run(request, measure=opts.diagnostics or limit is not None)
+            reply, usage = await repl.run(
+                request, measure=opts.diagnostics or limit is not None, shift=job.split.line_offset
+            )
         except ReplCrashed as exc:
             crash = exc
+        except ReplyTooDeep as exc:
+            too_deep = exc
         finally:
+            worker.stop = None
             timer.cancel()
             if watch is not None:
                 watch.cancel()
@@ -595,8 +768,9 @@ class Supervisor:
             fresh_repl=worker.key.fresh,
             time_seconds=elapsed,
         )
-        if killed_for is not None:
-            self.counters["kills"] += 1
+        if killed_for is not None or crash is not None:
+            self.counters["kills" if killed_for is not None else "crashes"] += 1
+            history = worker.uses > 0
             await self._lost(worker)
             if killed_for == "timeout":
                 outcome = made(
@@ -604,50 +778,73 @@ class Supervisor:
                     error=f"the proof ran past its timeout of {opts.timeout:g} s",
                     peak_memory_bytes=peak,
                 )
-            else:
+            elif killed_for == "memory":
                 outcome = made(
                     Verdict.OUT_OF_MEMORY,
                     peak_memory_bytes=peak,
                     error=f"the REPL's resident memory passed {limit} bytes",
                 )
+            elif killed_for == "abandoned":
+                outcome = not_checked("the caller went away; the proof was stopped")
+            elif killed_for == "stopped":
+                outcome = made(Verdict.REPL_ERROR, error="the REPL was stopped (SIGSTOP) and did not answer")
+            else:
+                assert crash is not None
+                outcome = made(_crash_verdict(crash), error=str(crash))
+            if self._retry(job, outcome, history):
+                return
             self._finish(job, outcome)
             return
-        if crash is not None:
-            self.counters["crashes"] += 1
-            await self._lost(worker)
-            verdict = _crash_verdict(crash)
-            if verdict is Verdict.REPL_ERROR and job.attempts < 2 and not self._closing:
-                # The crash may be the machine's: try once more on a fresh REPL, ahead of the queue.
-                self._queues.setdefault(job.key, deque()).appendleft(job)
-                self._queued += 1
-                self._kick()
-                return
-            self._finish(job, made(verdict, error=str(crash)))
+        if too_deep is not None:
+            # The REPL answered and is still in step; only this reply cannot be handed on.
+            worker.uses += 1
+            self._finish(job, made(Verdict.REPL_ERROR, error=f"{too_deep}; ask for a smaller infotree mode"))
+            self._after_check(worker, recycle=False)
             return
         self._proof_cost.add(elapsed)
         worker.uses += 1
-        verdict = verdict_of(reply)
-        outcome = made(
-            verdict,
-            reply.shifted(job.split.line_offset),
-            error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
-            cpu_seconds=usage.cpu_seconds,
-            peak_memory_bytes=max(peak, usage.peak_bytes),
+        self._finish(
+            job,
+            made(
+                verdict_of(reply),
+                reply,
+                error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
+                cpu_seconds=usage.cpu_seconds,
+                peak_memory_bytes=max(peak, usage.peak_bytes),
+            ),
         )
-        self._finish(job, outcome)
+        self._after_check(
+            worker,
+            recycle=reply.error is not None  # a REPL-level failure: don't trust its state
+            or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss),
+        )
+
+    def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
-            await self._retire(worker, counter=None)
-        elif (
-            reply.error is not None  # a REPL-level failure: don't trust its state
-            or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses)
-            or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss)
-        ):
+            self._spawn(self._retire(worker, counter=None))
+        elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
         else:
             worker.state = WorkerState.IDLE
             worker.idle_since = time.monotonic()
             worker.job = None
         self._kick()
+
+    def _retry(self, job: Job, outcome: Outcome, history: bool) -> bool:
+        """Try a proof once more when its failure may not be its own: a crash or a stopped REPL
+        (on any REPL of its header), or memory exhausted on a REPL that had run other proofs first
+        (on a REPL started for it alone: only a fresh REPL's death is this proof's)."""
+        if job.attempts >= 2 or self._closing or job.future.done():
+            return False  # never retry a proof nobody waits for
+        if outcome.verdict is Verdict.OUT_OF_MEMORY:
+            if not history:
+                return False
+            job.retry_fresh = True
+        elif outcome.verdict is not Verdict.REPL_ERROR:
+            return False
+        self._enqueue(job, first=True)
+        self._kick()
+        return True
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
         if self._closing and not job.future.done():

@@ -1,13 +1,18 @@
 """A stand-in for the Lean REPL (leanprover-community/repl) for tests and benchmarks.
 
-It speaks the REPL's exact wire format, quirks included:
+It speaks the REPL's exact wire format, quirks included (REPL/Main.lean, `getLines` and `loop`):
 - a request is read line by line until a blank line; each line is right-trimmed and the lines are
   joined *without* a newline (so a raw newline inside a JSON string disappears);
 - a request starting with `#` or `--` gets no reply; one that is not JSON, or matches no request
-  form, makes the process exit with the text on stderr (exit code 1);
-- replies are pretty-printed multi-line JSON objects followed by a blank line; `env` numbers count
-  up from 0 per process; `{"message": "Unknown environment."}` for an unknown `env`; `import` only
-  in a command without `env`; EOF on stdin ends the process.
+  form, makes the process exit with the text on stderr (exit code 1) -- and so does a stray blank
+  line where a request should start (it is read as a request of its own, which is not JSON);
+- replies are pretty-printed multi-line JSON objects followed by a blank line; every command gets
+  the next `env` number, from 0 per process (errors or not); `{"message": "Unknown environment."}`
+  for an unknown `env`, recording nothing; EOF on stdin ends the process;
+- a command without `env` starts with a header read the way Lean's header parser reads it
+  (`module`, `prelude`, imports; it stops at the first other token, on the same line too); the rest
+  of that command is elaborated as commands in the new environment, as Lean does; `import` in a
+  command with `env`, or after the header, is an error.
 
 It checks no Lean. A command is valid unless it says otherwise with directives, comment lines in
 the Lean code of the form `-- fake: VERB ARGS`:
@@ -28,10 +33,16 @@ the Lean code of the form `-- fake: VERB ARGS`:
     warning [LINE] TEXT / info [LINE] TEXT   likewise
     sorry [LINE]       add a sorry at LINE and the warning "declaration uses `sorry`"
     time S             nothing; recorded by benchmarks as the proof's Lean cost (see `sleep`)
+    forge-reply [ENV]  a process the proof starts writes a forged reply {"env": ENV} to the stdout
+                       it inherited (default ENV: the id this command will get), before the REPL's
+                       own reply, as `IO.Process.spawn` from `#eval` could
+    infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
+    infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
 
-Besides directives it models two things Lean does that the server must handle: declaring a name
+Besides directives it models three things Lean does that the server must handle: declaring a name
 twice in one environment is an error ("'x' has already been declared"), which is how leaking state
-between proofs shows; and an import of a module whose first component is `Missing` fails.
+between proofs shows; the word `sorry` in code (not in a comment) is a sorry, with Lean's warning;
+and an import of a module whose first component is `Missing` fails.
 
 Cost of imports (so pools and warm-up behave as with Mathlib), from the environment:
     KIMINA_FAKE_IMPORT_SECONDS   seconds a non-empty header takes to import (default 0)
@@ -50,11 +61,14 @@ import argparse
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from kimina_grpc.repl.header import split_header
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
@@ -63,11 +77,14 @@ _DECL = re.compile(
 )
 _DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
 _IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import\s+(.+?)\s*$")
+_INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of the file"
+_SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
 
 
 def read_request(stdin: BinaryIO) -> str | None:
-    """One request as the REPL reads it: lines until a blank one, right-trimmed, joined with no
-    newline. None at EOF with nothing read."""
+    """One request as the REPL reads it (`getLines`): lines up to and including the first blank
+    one, each right-trimmed, joined with no newline. A blank line where a request should start is
+    a request of its own (`"\\n"`, which is not JSON). None at EOF with nothing read."""
     parts: list[str] = []
     while True:
         line = stdin.readline()
@@ -75,14 +92,17 @@ def read_request(stdin: BinaryIO) -> str | None:
             return "".join(parts) if parts else None
         text = line.decode("utf-8", errors="replace")
         if not text.strip():
-            if parts:
-                return "".join(parts)
-            continue
+            return "".join(parts) + text
         parts.append(text.rstrip())
 
 
 def write_reply(stdout: BinaryIO, obj: dict[str, Any]) -> None:
-    stdout.write(json.dumps(obj, indent=1, ensure_ascii=False).encode() + b"\n\n")
+    tree = obj.pop("infotree", None)
+    text = json.dumps(obj, indent=1, ensure_ascii=False)
+    if tree is not None:
+        # Written apart: a deep tree is built as text (json.dumps would recurse past Python's bound).
+        text = text[:-2] + ',\n "infotree": ' + (tree if isinstance(tree, str) else json.dumps(tree)) + "\n}"
+    stdout.write(text.encode() + b"\n\n")
     stdout.flush()
 
 
@@ -129,41 +149,20 @@ class Simulator:
         names = self.envs[env] if env is not None else frozenset()
         messages: list[dict[str, Any]] = []
         sorries: list[dict[str, Any]] = []
-        lines = cmd.split("\n")
-        imports_done = env is not None
-        imported = False
-        for lineno, line in enumerate(lines, 1):
-            m = _IMPORT.match(line)
-            if m:
-                if imports_done:
-                    messages.append(
-                        _msg(
-                            "error",
-                            lineno,
-                            0,
-                            "invalid 'import' command, it must be used in the beginning of the file",
-                        )
-                    )
-                    continue
-                for module in m.group(1).split():
-                    if module.split(".")[0] == "Missing":
-                        messages.append(
-                            _msg(
-                                "error",
-                                lineno,
-                                0,
-                                "unknown module prefix 'Missing'\n\nNo directory 'Missing' or file 'Missing.olean' "
-                                "in the search path entries",
-                            )
-                        )
-                if not imported:
-                    imported = True
-                    if self.import_mb:
-                        self._allocate(self.import_mb)
-                    time.sleep(self.import_seconds)
+        infotree: Any = None
+        offset = 0
+        if env is None:
+            split = split_header(cmd)
+            self._import(split.header, split.header_lines, messages)
+            cmd, offset = split.body, split.line_offset
+        for lineno, line in enumerate(cmd.split("\n"), 1 + offset):
+            if _IMPORT.match(line):
+                messages.append(_msg("error", lineno, 0, _INVALID_IMPORT))
                 continue
-            if line.strip() and not line.lstrip().startswith("--"):
-                imports_done = True
+            code = line.split("--", 1)[0]
+            for m in _SORRY.finditer(code):
+                sorries.append(_sorry(lineno, m.start()))
+                messages.append(_msg("warning", lineno, m.start(), "declaration uses `sorry`"))
             d = _DIRECTIVE.match(line)
             if d is None:
                 continue
@@ -199,6 +198,13 @@ class Simulator:
                 sys.stdout.buffer.write(b"this is not JSON {\n\n")
                 sys.stdout.buffer.flush()
                 return None
+            elif verb == "forge-reply":
+                forged = json.dumps({"env": int(arg) if arg else len(self.envs)}, indent=1)
+                sys.stdout.flush()
+                # A child process with the inherited stdout, as `IO.Process.spawn` would start.
+                subprocess.run(
+                    [sys.executable, "-c", f"import sys; sys.stdout.write({forged + chr(10) * 2!r})"], check=False
+                )
             elif verb == "stderr":
                 sys.stderr.write("x" * int(arg) + "\n")
                 sys.stderr.flush()
@@ -212,21 +218,16 @@ class Simulator:
                     messages.append(_msg(verb, lineno, 0, arg or f"fake {verb}"))
             elif verb == "sorry":
                 at = int(arg) if arg.isdigit() else lineno
-                sorries.append(
-                    {
-                        "proofState": len(sorries),
-                        "pos": {"line": at, "column": 2},
-                        "goal": "⊢ False",
-                        "endPos": {"line": at, "column": 7},
-                    }
-                )
+                sorries.append(_sorry(at, 2))
                 messages.append(_msg("warning", at, 0, "declaration uses `sorry`"))
+            elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
+                infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
         declared = set(names)
         for m in _DECL.finditer(cmd):
             name = m.group(1)
+            line = cmd.count("\n", 0, m.start(1)) + 1 + offset
+            col = m.start(1) - (cmd.rfind("\n", 0, m.start(1)) + 1)
             if name in declared:
-                line = cmd.count("\n", 0, m.start(1)) + 1
-                col = m.start(1) - (cmd.rfind("\n", 0, m.start(1)) + 1)
                 messages.append(_msg("error", line, col, f"'{name}' has already been declared"))
             declared.add(name)
         self.envs.append(frozenset(declared))
@@ -235,8 +236,62 @@ class Simulator:
             reply["sorries"] = sorries
         if messages:
             reply["messages"] = messages
+        if infotree is not None:
+            reply["infotree"] = infotree
         reply["env"] = len(self.envs) - 1
         return reply
+
+    def _import(self, header: str, lines: tuple[int, ...], messages: list[dict[str, Any]]) -> None:
+        """Import a header (as Lean's header parser read it): a module whose first component is
+        `Missing` does not exist; the first import costs KIMINA_FAKE_IMPORT_* time and memory."""
+        imported = False
+        for lineno, command in zip(lines, header.split("\n") if header else [], strict=True):
+            words = command.split()
+            if "import" not in words:
+                continue
+            module = words[-1]
+            if module.split(".")[0] == "Missing":
+                messages.append(
+                    _msg(
+                        "error",
+                        lineno,
+                        0,
+                        "unknown module prefix 'Missing'\n\nNo directory 'Missing' or file 'Missing.olean' "
+                        "in the search path entries",
+                    )
+                )
+            if not imported:
+                imported = True
+                if self.import_mb:
+                    self._allocate(self.import_mb)
+                time.sleep(self.import_seconds)
+
+
+def _sorry(line: int, column: int) -> dict[str, Any]:
+    return {
+        "proofState": 0,
+        "pos": {"line": line, "column": column},
+        "goal": "⊢ False",
+        "endPos": {"line": line, "column": column + 5},
+    }
+
+
+def _deep_tree(depth: int, line: int) -> str:
+    """An info tree nested `depth` levels (each level a node with one child), as JSON text."""
+    leaf = json.dumps({"node": {"stx": {"range": {"start": {"line": line, "column": 0}}}}, "children": []})
+    n = max(0, depth - 1)
+    return "[" + '{"node": {"kind": "TacticInfo"}, "children": [' * n + leaf + "]}" * n + "]"
+
+
+def _big_tree(mb: float, line: int) -> list[Any]:
+    """A flat info tree of about `mb` MiB of JSON."""
+    leaf = {
+        "node": {"stx": {"range": {"start": {"line": line, "column": 2}, "finish": {"line": line, "column": 9}}}},
+        "goalsBefore": ["⊢ a + b = b + a"],
+        "children": [],
+    }
+    size = len(json.dumps(leaf, indent=1)) + 2
+    return [leaf] * max(1, int(mb * (1 << 20) / size))
 
 
 def _msg(severity: str, line: int, column: int, data: str) -> dict[str, Any]:
@@ -297,6 +352,10 @@ def serve(replayer: Replayer | None) -> int:
             sys.stderr.write(f"Could not parse JSON:\n{exc}\n")
             return 1
         if replayer is not None:
+            if isinstance(req, dict) and isinstance(req.get("env"), int) and req["env"] >= 1 << 31:
+                # No recording knows so many environments: the REPL's own answer, recording nothing.
+                write_reply(stdout, {"message": "Unknown environment."})
+                continue
             recorded = replayer.answer(req)
             if recorded is None:
                 write_reply(stdout, {"message": "replay: no recorded reply for this request"})

@@ -1,0 +1,295 @@
+"""What real Lean does that a lenient stand-in would hide (issue 14): the header Lean's parser reads,
+header replies that must never become a base environment, replies too deep or too large, replies
+forged on the REPL's stdout, memory deaths on a REPL with history, readiness that tells the truth,
+and the REPL's strict framing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kimina_grpc.repl import Repl, ReplSpec, Verdict, split_header
+from kimina_grpc.repl.protocol import command
+from kimina_grpc.supervisor import pool as pool_module
+from kimina_grpc.testing import fake_repl_command
+
+from .conftest import ARGV, Started, check
+
+# Lean's header parser (Lean/Parser/Module.lean `header`, Lean/Parser/Basic.lean `whitespace`):
+# (file, header it reads, body's first line as the REPL gets it, line offset, verdict on the stand-in)
+CHEAT = "theorem cheat : False := sorry"
+HEADER_SHAPES = [
+    pytest.param(
+        f"import Mathlib {CHEAT}\ntheorem t : False := cheat",
+        "import Mathlib",
+        f"               {CHEAT}",
+        0,
+        Verdict.SORRY,
+        id="theorem-on-the-import-line",
+    ),
+    pytest.param(
+        f"import Mathlib\r{CHEAT}\rtheorem t : False := cheat",
+        "import Mathlib",
+        f"              \r{CHEAT}\rtheorem t : False := cheat",
+        0,
+        Verdict.SORRY,  # one line for Lean (lines end at \n only); a lone CR ends the header
+        id="cr-only-line-endings",
+    ),
+    pytest.param(
+        f"import Mathlib\r\nimport Aesop\r\n\r\n{CHEAT}\r\n",
+        "import Mathlib\nimport Aesop",
+        CHEAT,
+        3,
+        Verdict.SORRY,
+        id="crlf",
+    ),
+    pytest.param(
+        "/-! module doc -/\nimport Mathlib\ntheorem t : True := trivial",
+        "",
+        "/-! module doc -/",
+        0,
+        Verdict.INVALID,  # a doc comment is a token: the import after it is a command, an error
+        id="doc-comment-before-import",
+    ),
+    pytest.param(
+        "module\n\npublic import Mathlib\nmeta import Aesop\ntheorem t : True := trivial",
+        "module\npublic import Mathlib\nmeta import Aesop",
+        "theorem t : True := trivial",
+        4,
+        Verdict.VALID,
+        id="module-file",
+    ),
+    pytest.param(
+        f"import Mathlib\u00a0{CHEAT}",
+        "import Mathlib",
+        f"              \u00a0{CHEAT}",
+        0,
+        Verdict.SORRY,  # NBSP is not Lean whitespace: the header ends there, the rest is Lean's
+        id="nbsp",
+    ),
+    pytest.param(
+        f"import Mathlib\u2028{CHEAT}",
+        "import Mathlib",
+        f"              \u2028{CHEAT}",
+        0,
+        Verdict.SORRY,
+        id="u2028",
+    ),
+    pytest.param(
+        "import\tMathlib\ntheorem t : True := trivial",
+        "",
+        "import\tMathlib",
+        0,
+        Verdict.INVALID,  # tabs are an error in Lean's whitespace
+        id="tab",
+    ),
+    pytest.param(
+        "import Mathlib /- why -/ import Aesop -- and\n\ntheorem t : True := trivial",
+        "import Mathlib\nimport Aesop",
+        "theorem t : True := trivial",
+        2,
+        Verdict.VALID,
+        id="comments-between-imports",
+    ),
+    pytest.param(
+        "import Mathlib\n/-- doc -/\nimport Aesop\ntheorem t : True := trivial",
+        "import Mathlib",
+        "/-- doc -/",
+        1,
+        Verdict.INVALID,
+        id="doc-comment-between-imports",
+    ),
+]
+
+
+@pytest.mark.parametrize(("code", "header", "first_line", "offset", "verdict"), HEADER_SHAPES)
+async def test_header_shapes_split_as_lean_reads_them(
+    started: Started, code: str, header: str, first_line: str, offset: int, verdict: Verdict
+) -> None:
+    split = split_header(code)
+    assert split.header == header
+    assert split.body.split("\n")[0] == first_line
+    assert split.line_offset == offset
+    sup = await started(max_repls=1)
+    assert (await check(sup, code)).verdict is verdict
+
+
+async def test_a_proof_of_false_on_the_import_line_is_never_valid(started: Started) -> None:
+    sup = await started(max_repls=1)
+    code = f"import Mathlib {CHEAT}\ntheorem t : False := cheat"
+    out = await check(sup, code)
+    assert out.verdict is Verdict.SORRY
+    assert out.reply is not None and [(m.pos.line, m.pos.column) for m in out.reply.messages] == [(1, 40)]
+    # The warm REPL's base environment holds no `cheat`: the next proof using it fails.
+    later = await check(sup, "import Mathlib\ntheorem u : False := cheat\n-- fake: error 2 unknown identifier 'cheat'")
+    assert later.verdict is Verdict.INVALID
+
+
+def _table(tmp_path: Path, rows: list[tuple[dict[str, object], dict[str, object]]]) -> tuple[str, ...]:
+    table = tmp_path / "table.jsonl"
+    table.write_text("".join(json.dumps({"request": q, "reply": a}) + "\n" for q, a in rows))
+    return tuple(shlex.split(fake_repl_command("--table", str(table))))
+
+
+async def test_a_header_reply_with_a_sorry_never_becomes_a_base_environment(started: Started, tmp_path: Path) -> None:
+    sorry = {"severity": "warning", "pos": {"line": 1, "column": 0}, "endPos": None, "data": "declaration uses `sorry`"}
+    argv = _table(
+        tmp_path,
+        [
+            ({"cmd": "import Cheat"}, {"env": 0, "messages": [sorry]}),
+            ({"cmd": "theorem t : False := cheat", "env": 0}, {"env": 1}),
+        ],
+    )
+    sup = await started(max_repls=1, spec=ReplSpec(argv=argv))
+    out = await check(sup, "-- a comment\nimport Cheat\ntheorem t : False := cheat")
+    assert out.verdict is Verdict.SORRY
+    assert out.reply is not None and out.reply.messages[0].pos.line == 2  # on the user's import line
+    assert sup.counters["completed"] == 1 and sum(h.warm for h in sup.state().headers) == 0
+
+
+@pytest.mark.parametrize("depth", [300, 2000])
+async def test_deep_info_trees_are_answered_and_the_pool_goes_on(started: Started, depth: int) -> None:
+    sup = await started(max_repls=1)
+    out = await check(sup, f"theorem t : True := by\n  -- fake: infotree-depth {depth}\n  trivial", infotree="full")
+    assert out.verdict is Verdict.VALID
+    assert out.reply is not None and out.reply.infotree is not None
+    # Counted as text: the tree is deeper than this process's own json.loads goes.
+    assert out.reply.infotree.count('"children"') == depth
+    assert '"start": {"line": 2, "column": 0}' in out.reply.infotree  # shifted into the file, not lost
+    assert (await check(sup, "theorem ok := 1")).verdict is Verdict.VALID
+    assert all(h.busy == 0 for h in sup.state().headers)
+
+
+async def test_a_reply_too_deep_for_any_parser_is_repl_error_naming_the_bound(started: Started) -> None:
+    sup = await started(max_repls=1)
+    out = await check(sup, "theorem t : True := by\n  -- fake: infotree-depth 60000\n  trivial", infotree="full")
+    assert out.verdict is Verdict.REPL_ERROR and "levels" in out.error
+    assert (await check(sup, "theorem ok := 1")).verdict is Verdict.VALID
+
+
+async def test_any_exception_in_the_check_path_is_answered(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    sup = await started(max_repls=1)
+
+    def broken(*args: object, **kw: object) -> object:
+        raise ValueError("injected")
+
+    monkeypatch.setattr(pool_module, "verdict_of", broken)
+    out = await asyncio.wait_for(check(sup, "theorem t := 1"), 10)
+    assert out.verdict is Verdict.REPL_ERROR and "injected" in out.error
+    monkeypatch.undo()
+    assert (await check(sup, "theorem ok := 1")).verdict is Verdict.VALID
+    assert all(h.busy == 0 for h in sup.state().headers)
+
+
+async def test_forged_replies_are_never_passed_on(started: Started) -> None:
+    rng = random.Random(11)
+    sup = await started(max_repls=2)
+    kinds = {
+        "forge": ("-- fake: forge-reply", Verdict.REPL_ERROR),
+        "forge-guess": ("-- fake: forge-reply 5", Verdict.REPL_ERROR),
+        "valid": ("", Verdict.VALID),
+        "error": ("-- fake: error nope", Verdict.INVALID),
+        "sorry": ("-- fake: sorry", Verdict.SORRY),
+    }
+    for order in range(100):
+        names = rng.choices(list(kinds), k=6)
+        outs = await asyncio.gather(
+            *(check(sup, f"theorem t{order}_{i} : True := by\n  {kinds[n][0]}\n  trivial") for i, n in enumerate(names))
+        )
+        assert [o.verdict for o in outs] == [kinds[n][1] for n in names], names
+        for name, out in zip(names, outs, strict=True):
+            if name.startswith("forge"):
+                assert "not" in out.error and "REPL's own" in out.error and out.attempts == 2
+
+
+async def test_out_of_memory_on_a_repl_with_history_is_retried_on_a_fresh_one(started: Started) -> None:
+    sup = await started(max_repls=1, spec=ReplSpec(argv=ARGV, max_memory_bytes=350 << 20))
+    assert (await check(sup, "theorem a := by\n  -- fake: alloc 180")).verdict is Verdict.VALID
+    out = await check(sup, "theorem b := by\n  -- fake: alloc 180")  # with the 180 MiB the REPL keeps: over
+    assert out.verdict is Verdict.VALID and out.attempts == 2 and out.fresh_repl
+    out = await check(sup, "theorem c := by\n  -- fake: alloc 700")  # too much even for a fresh REPL
+    assert out.verdict is Verdict.OUT_OF_MEMORY
+
+
+async def test_readiness_tells_why_and_recovers_without_a_restart(started: Started, tmp_path: Path) -> None:
+    script = tmp_path / "repl.sh"
+    sup = await started(max_repls=1, init_repls={"import A": 1}, spec=ReplSpec(argv=(str(script),)))
+    for _ in range(100):
+        if sup.not_ready_reason and "cannot start" in sup.not_ready_reason:
+            break
+        await asyncio.sleep(0.05)
+    assert not sup.ready and str(script) in sup.not_ready_reason
+    out = await check(sup, "theorem t := 1")
+    assert out.verdict is Verdict.REPL_ERROR and "cannot start the REPL" in out.error
+    script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
+    script.chmod(0o755)
+    for _ in range(400):
+        if sup.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert sup.ready and sup.not_ready_reason == ""
+    assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
+
+
+async def test_a_prewarm_header_lean_rejects_keeps_the_pool_unready(started: Started) -> None:
+    sup = await started(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
+    for _ in range(200):
+        if "Missing" in sup.not_ready_reason:
+            break
+        await asyncio.sleep(0.02)
+    assert not sup.ready
+    assert "import Missing.X" in sup.not_ready_reason and "unknown module prefix" in sup.not_ready_reason
+    assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID  # others are served
+
+
+def test_the_stand_in_exits_on_a_stray_blank_line_as_the_repl_does() -> None:
+    argv = shlex.split(fake_repl_command())
+    good = command("theorem t := 1", env=None)
+    done = subprocess.run(argv, input=b"\n" + good, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 1 and b"Could not parse JSON" in done.stderr and done.stdout == b""
+    done = subprocess.run(argv, input=good + b"\n" + good, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 1 and done.stdout.count(b'"env"') == 1
+    done = subprocess.run(argv, input=b"not json\n\n" + good, capture_output=True, timeout=30, check=False)
+    assert done.returncode == 1 and done.stdout == b""
+
+
+async def test_the_stand_in_reads_the_header_as_lean_and_elaborates_the_rest() -> None:
+    repl = await Repl.start(ReplSpec(argv=ARGV), "t")
+    try:
+        reply, _ = await repl.run(command(f"import A {CHEAT}\n-- fake: warning 2 w\nimport B"))
+        assert reply.env == 0
+        assert [(m.pos.line, m.data) for m in reply.messages] == [
+            (1, "declaration uses `sorry`"),
+            (2, "w"),
+            (3, "invalid 'import' command, it must be used in the beginning of the file"),
+        ]
+    finally:
+        await repl.kill()
+
+
+async def test_large_replies_do_not_stall_the_event_loop(started: Started) -> None:
+    """Not a timing assertion: the loop keeps ticking while a 20 MiB reply is parsed (the ticks are
+    counted, not timed), and the reply arrives whole and shifted."""
+    sup = await started(max_repls=1)
+    ticks = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    out = await check(sup, "\n\ntheorem t := by\n  -- fake: infotree-mb 20\n  trivial", infotree="full")
+    done = True
+    await task
+    assert out.verdict is Verdict.VALID and out.reply is not None and out.reply.infotree is not None
+    assert len(out.reply.infotree) > 10 << 20 and '"line": 4' in out.reply.infotree[:2000]
+    assert ticks > 20
