@@ -120,3 +120,24 @@ def test_an_http_url_target_is_a_one_line_hint(tmp_path: Path, capsys: pytest.Ca
     assert main(["health", "--target", "https://lean.example.org"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "e.g. lean.example.org:50051" in err[0]
+
+
+def test_a_kimina_env_file_is_read_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kimina_grpc.settings import Settings
+
+    env = tmp_path / ".env"  # Kimina's README defaults
+    env.write_text(
+        "LEAN_SERVER_HOST=0.0.0.0\nLEAN_SERVER_PORT=8000\nLEAN_SERVER_LOG_LEVEL=INFO\nLEAN_SERVER_ENVIRONMENT=dev\n"
+        "LEAN_SERVER_LEAN_VERSION=v4.15.0\nLEAN_SERVER_MAX_REPLS=\nLEAN_SERVER_MAX_REPL_USES=-1\n"
+        "LEAN_SERVER_MAX_REPL_MEM=8G\nLEAN_SERVER_MAX_WAIT=60\nLEAN_SERVER_INIT_REPLS={}\n"
+    )
+    monkeypatch.delenv("LEAN_SERVER_MAX_REPLS", raising=False)
+    s = Settings(_env_file=str(env))  # type: ignore[call-arg]
+    assert (s.port, s.max_repl_uses, s.max_repl_mem, s.max_wait, s.init_repls) == (8000, 0, 8 << 30, 60, {})
+
+
+def test_the_api_key_comes_from_the_environment_as_with_kimina(monkeypatch: pytest.MonkeyPatch) -> None:
+    with threaded_app(api_key="sekret") as (app, _):
+        monkeypatch.setenv("LEAN_SERVER_API_KEY", "sekret")
+        with KiminaClient(f"127.0.0.1:{app.port}") as client:
+            assert client.check("theorem t : True := trivial").results[0].ok

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -48,7 +49,8 @@ class AsyncKiminaClient:
     `dns:///name:port` target use round_robin over healthy backends).
 
     Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
-    delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest.
+    delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest. Without `api_key`,
+    LEAN_SERVER_API_KEY is used when set.
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class AsyncKiminaClient:
         self._channel = grpc.aio.insecure_channel(target, options=opts)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        api_key = api_key or os.environ.get("LEAN_SERVER_API_KEY")  # as the CLI and Kimina's client do
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._batch_size = batch_size
         self._max_attempts = max_attempts
