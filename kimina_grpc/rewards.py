@@ -18,7 +18,8 @@ Lean code is taken from a completion as prover models write it (`extract`):
 - "auto": the last block if there is one, else the statement plus the continuation.
 When a block has no `import` line, the header (dataset column) is put in front of it. When the
 formal statement is known, the checked code must contain it unchanged (up to whitespace): a model
-that proves a different statement gets no reward.
+that rewrites the statement gets no reward. The check is textual (a statement left in a comment or
+reinterpreted by a local notation passes it): checking the theorem's type needs Lean.
 """
 
 from __future__ import annotations
