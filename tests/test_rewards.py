@@ -243,3 +243,15 @@ def test_the_trainer_examples_run_without_their_trainer(target: str, example: st
     assert len(lines) == len(expected) and all(
         line.startswith(want) for line, want in zip(lines, expected, strict=True)
     ), run.stdout
+
+
+def test_a_completion_the_server_refuses_scores_zero_and_leaves_the_group_alone(target: str) -> None:
+    reward = trl_reward(target=target)
+    try:
+        huge = block("  trivial\n" + "-- padding\n" * 120_000)  # past LEAN_SERVER_MAX_CODE_BYTES (1 MiB)
+        got = reward(completions=[block(), huge, b"bytes", [], block()], formal_statement=STATEMENT)
+        assert got == [1.0, 0.0, 0.0, 0.0, 1.0]
+        assert [i.verdict for i in reward.last_infos] == ["VALID", "NOT_CHECKED", UNPARSABLE, UNPARSABLE, "VALID"]
+        assert reward.last_infos[1].reason == "invalid: proof.code: must be at most 1048576 bytes"
+    finally:
+        reward.close()
