@@ -255,3 +255,35 @@ def test_a_completion_the_server_refuses_scores_zero_and_leaves_the_group_alone(
         assert reward.last_infos[1].reason == "invalid: proof.code: must be at most 1048576 bytes"
     finally:
         reward.close()
+
+
+def test_a_server_restarted_mid_group_still_answers_every_completion_once() -> None:
+    port = _free_port()
+    env = {"LEAN_SERVER_PORT": str(port), "LEAN_SERVER_MAX_REPLS": "2"}
+    reward = trl_reward(target=f"127.0.0.1:{port}")
+    group = [block(f"  -- fake: sleep 0.4\n  -- {i}") for i in range(8)]
+    restarted = threading.Event()
+    finished = threading.Event()
+
+    def crash_and_restart(first: subprocess.Popen[str]) -> None:
+        time.sleep(0.6)  # some answered, some in flight
+        first.kill()
+        first.wait()
+        time.sleep(0.5)
+        with serve_process(env):
+            restarted.set()
+            finished.wait(60)
+
+    try:
+        with serve_process(env) as (first, _):
+            chaos = threading.Thread(target=crash_and_restart, args=(first,))
+            chaos.start()
+            rewards = reward(completions=group, formal_statement=STATEMENT)
+        assert restarted.is_set()
+        assert rewards == [1.0] * 8 and sorted(i.result.id for i in reward.last_infos if i.result) == [
+            str(i) for i in range(8)
+        ]
+    finally:
+        reward.close()
+        finished.set()
+        chaos.join()
