@@ -76,17 +76,31 @@ def run_installer(
 
 def _settings(args: argparse.Namespace) -> Any:
     """Settings from the environment, or None after printing one line per bad variable."""
+    import re
+
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from kimina_grpc.settings import Settings
 
     overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
     try:
         return Settings(**overrides)
+    except SettingsError as exc:
+        # pydantic-settings decodes JSON-valued variables itself and names only the field.
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"LEAN_SERVER_{field.group(1).upper()}" if field else "a LEAN_SERVER_* variable"
+        got = os.environ.get(name)
+        print(f"kimina-grpc: {name}: not valid JSON" + (f" (got {got!r})" if got is not None else ""), file=sys.stderr)
+        return None
     except ValidationError as exc:
         for err in exc.errors():
-            name = "LEAN_SERVER_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
-            print(f"kimina-grpc: {name}: {err['msg']} (got {err.get('input')!r})", file=sys.stderr)
+            message = str(err["msg"]).removeprefix("Value error, ")
+            if err["loc"]:
+                name = "LEAN_SERVER_" + "_".join(str(p) for p in err["loc"]).upper()
+                print(f"kimina-grpc: {name}: {message} (got {err.get('input')!r})", file=sys.stderr)
+            else:  # a check across variables: its message names them; the input is every setting
+                print(f"kimina-grpc: {message}", file=sys.stderr)
         return None
 
 
@@ -97,7 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from kimina_grpc import log
-    from kimina_grpc.service.server import serve
+    from kimina_grpc.service.server import BindError, serve
 
     settings = _settings(args)
     if settings is None:
@@ -122,7 +136,13 @@ def _serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except BindError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:  # before the server's own signal handling is in place
+        print("kimina-grpc: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -160,7 +180,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     from kimina_grpc.client import KiminaClient, KiminaError
 
-    with KiminaClient(args.target) as client:
+    try:
+        client = KiminaClient(args.target)
+    except ValueError as exc:
+        return _fail(str(exc))
+    with client:
         try:
             status = client.health_status(args.service)
         except KiminaError as exc:

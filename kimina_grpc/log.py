@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -11,7 +12,9 @@ import structlog
 def configure(level: str = "INFO", environment: str = "prod") -> None:
     renderer: structlog.typing.Processor
     if environment == "dev":
-        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        # Colour only for a terminal: a redirected log must not fill with escape codes (NO_COLOR too).
+        colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        renderer = structlog.dev.ConsoleRenderer(colors=colors, exception_formatter=structlog.dev.plain_traceback)
         exc: list[structlog.typing.Processor] = []
     else:
         renderer = structlog.processors.JSONRenderer()

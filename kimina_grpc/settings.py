@@ -133,6 +133,18 @@ class Settings(BaseSettings):
             return None
         return parse_size(value) or None
 
+    @field_validator("max_repl_uses", mode="before")
+    @classmethod
+    def _kimina_no_limit(cls, value: Any) -> Any:
+        """Kimina's "no limit" is -1 (ours is 0): a Kimina .env keeps working."""
+        return 0 if str(value).strip() == "-1" else value
+
+    @field_validator("max_repls", mode="before")
+    @classmethod
+    def _kimina_default_repls(cls, value: Any) -> Any:
+        """Empty means the default, as in Kimina's .env (`LEAN_SERVER_MAX_REPLS=`)."""
+        return _default_max_repls() if value == "" else value
+
     @field_validator("init_repls", mode="before")
     @classmethod
     def _init_repls(cls, value: Any) -> Any:

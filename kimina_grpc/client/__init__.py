@@ -7,20 +7,25 @@ from kimina_grpc.client._async import AsyncKiminaClient
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     AstResult,
+    CheckResponse,
     Diagnostics,
     InvalidArgument,
     KiminaError,
     Message,
     Proof,
     Result,
+    Snippet,
     Sorry,
     Unauthenticated,
+    results_to_dataset,
+    results_to_rows,
 )
 from kimina_grpc.verdict import Verdict
 
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "CheckResponse",
     "Diagnostics",
     "InvalidArgument",
     "KiminaClient",
@@ -28,7 +33,10 @@ __all__ = [
     "Message",
     "Proof",
     "Result",
+    "Snippet",
     "Sorry",
     "Unauthenticated",
     "Verdict",
+    "results_to_dataset",
+    "results_to_rows",
 ]

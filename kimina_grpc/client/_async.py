@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -12,8 +13,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from kimina_grpc.client._types import (
     AstResult,
+    CheckResponse,
     KiminaError,
     Proof,
+    Proofs,
     Result,
     as_proofs,
     ast_from_proto,
@@ -46,7 +49,8 @@ class AsyncKiminaClient:
     `dns:///name:port` target use round_robin over healthy backends).
 
     Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
-    delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest.
+    delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest. Without `api_key`,
+    LEAN_SERVER_API_KEY is used when set.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class AsyncKiminaClient:
         self._channel = grpc.aio.insecure_channel(target, options=opts)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        api_key = api_key or os.environ.get("LEAN_SERVER_API_KEY")  # as the CLI and Kimina's client do
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._batch_size = batch_size
         self._max_attempts = max_attempts
@@ -93,15 +98,18 @@ class AsyncKiminaClient:
 
     async def verify(
         self,
-        proofs: str | Proof | Iterable[str | Proof],
+        proofs: Proofs,
         *,
         timeout: float | None = 60.0,
         infotree: str | None = None,
         reuse: bool = True,
         diagnostics: bool = False,
+        id_column: str | None = None,
+        code_column: str | None = None,
     ) -> list[Result]:
-        """Check proofs; results in input order. Large inputs go in batches of `batch_size`."""
-        items = as_proofs(proofs)
+        """Check proofs (strings, Proofs, dicts, or a `datasets.Dataset` whose id/code columns are
+        detected or named); results in input order. Large inputs go in batches of `batch_size`."""
+        items = as_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics)
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
@@ -114,17 +122,19 @@ class AsyncKiminaClient:
 
     async def verify_stream(
         self,
-        proofs: str | Proof | Iterable[str | Proof],
+        proofs: Proofs,
         *,
         timeout: float | None = 60.0,
         window: int = 64,
         infotree: str | None = None,
         reuse: bool = True,
         diagnostics: bool = False,
+        id_column: str | None = None,
+        code_column: str | None = None,
     ) -> AsyncIterator[Result]:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once."""
-        source = iter_proofs(proofs)
+        source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics)
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
@@ -168,6 +178,39 @@ class AsyncKiminaClient:
                 await asyncio.sleep(min(10.0, 0.2 * 2**failures))
             finally:
                 call.cancel()
+
+    async def check(
+        self,
+        snips: Proofs,
+        timeout: float = 60,
+        *,
+        debug: bool = False,
+        reuse: bool = True,
+        infotree: str | None = None,
+        batch_size: int = 8,
+        max_workers: int = 5,
+        show_progress: bool = False,
+    ) -> CheckResponse:
+        """Kimina's `check`: a string, strings, Snippets, or dicts with Kimina's field names; results
+        in input order. Kimina's `batch_size` x `max_workers` proofs were in flight at once: that is
+        the stream's window here (one stream, no HTTP batches). `debug` asks for diagnostics;
+        `show_progress` is accepted and ignored (the client has no progress bar)."""
+        del show_progress
+        items = as_proofs(snips)
+        if len({p.id for p in items}) != len(items):
+            raise ValueError("snippet ids must be unique (as Kimina requires)")
+        got = {
+            r.id: r
+            async for r in self.verify_stream(
+                items,
+                timeout=timeout,
+                window=max(1, batch_size * max_workers),
+                infotree=infotree,
+                reuse=reuse,
+                diagnostics=debug,
+            )
+        }
+        return CheckResponse([got[p.id] for p in items])
 
     async def export_ast(
         self,

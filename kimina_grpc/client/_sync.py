@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kimina_grpc.client._async import READINESS, AsyncKiminaClient
-from kimina_grpc.client._types import AstResult, Proof, Result
+from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 T = TypeVar("T")
@@ -17,11 +18,20 @@ T = TypeVar("T")
 class KiminaClient:
     """Blocking client; same methods and arguments as AsyncKiminaClient."""
 
-    def __init__(self, target: str = "localhost:50051", api_key: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self, target: str | None = None, api_key: str | None = None, *, api_url: str | None = None, **kw: Any
+    ) -> None:
+        """`target` is host:port (default localhost:50051); `api_url` is Kimina's name for it."""
+        self.target = target or api_url or "localhost:50051"
+        self.api_key = api_key
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kimina-client", daemon=True)
         self._thread.start()
-        self._client: AsyncKiminaClient = self._run(_make(target, api_key, kw))
+        try:
+            self._client: AsyncKiminaClient = self._run(_make(self.target, api_key, kw))
+        except BaseException:
+            self._stop_loop()
+            raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -36,14 +46,17 @@ class KiminaClient:
         if self._loop.is_closed():
             return
         self._run(self._client.close())
+        self._stop_loop()
+
+    def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
 
-    def verify(self, proofs: str | Proof | Iterable[str | Proof], **kw: Any) -> list[Result]:
+    def verify(self, proofs: Proofs, **kw: Any) -> list[Result]:
         return self._run(self._client.verify(proofs, **kw))
 
-    def verify_stream(self, proofs: str | Proof | Iterable[str | Proof], **kw: Any) -> Iterator[Result]:
+    def verify_stream(self, proofs: Proofs, **kw: Any) -> Iterator[Result]:
         stream = self._client.verify_stream(proofs, **kw)
         try:
             while True:
@@ -54,6 +67,40 @@ class KiminaClient:
         finally:
             if not self._loop.is_closed():
                 self._run(stream.aclose())  # type: ignore[attr-defined]
+
+    def check(self, snips: Proofs, timeout: float = 60, **kw: Any) -> CheckResponse:
+        """Kimina's `check` (see AsyncKiminaClient.check)."""
+        return self._run(self._client.check(snips, timeout, **kw))
+
+    def run_benchmark(
+        self,
+        dataset_name: str = "Goedel-LM/Lean-workbook-proofs",
+        *,
+        split: str = "train",
+        n: int = 100,
+        batch_size: int = 8,
+        max_workers: int = 5,
+        timeout: int = 60,
+        reuse: bool = True,
+        show_progress: bool = True,
+        output: str = "bench-report",
+    ) -> dict[str, Any]:
+        """Kimina's `run_benchmark`, run by `kimina-grpc bench` (needs the bench extra): prints the
+        summary, writes report.json, results.jsonl and report.png under `output`, returns the report.
+        `batch_size` x `max_workers` proofs are in flight at once, as with Kimina."""
+        from kimina_grpc.client.commands import run_bench
+
+        return run_bench(
+            self,
+            dataset=dataset_name,
+            split=split,
+            n=n,
+            timeout=timeout,
+            window=max(1, batch_size * max_workers),
+            reuse=reuse,
+            progress=show_progress,
+            output=Path(output),
+        )
 
     def export_ast(self, modules: Iterable[str] | None = None, **kw: Any) -> list[AstResult]:
         return self._run(self._client.export_ast(modules, **kw))

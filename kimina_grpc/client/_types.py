@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import grpc
@@ -65,6 +65,26 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckResponse:
+    """What `check` returns: `.results` in input order, as Kimina's `CheckResponse` has them."""
+
+    results: list[Result]
+
+    def __iter__(self) -> Iterator[Result]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> Result:
+        return self.results[i]
+
+
+Snippet = Proof
+"""Kimina's name for a proof: `Snippet(id=..., code=...)`."""
+
+
+@dataclass(frozen=True, slots=True)
 class AstResult:
     module: str
     ast: str
@@ -101,15 +121,78 @@ _INFOTREE = {
 _SEVERITY = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_ERROR: "error"}
 
 
-def iter_proofs(proofs: str | Proof | Iterable[str | Proof]) -> Iterator[Proof]:
-    """Proofs one by one, lazily; a bare string gets its position as id ("0", "1", ...)."""
-    items: Iterable[str | Proof] = [proofs] if isinstance(proofs, str | Proof) else proofs
+# Column names of the datasets the seed benchmarked (and Kimina's field names), most specific first.
+ID_COLUMNS = ("problem_id", "custom_id", "id", "name", "uuid")
+CODE_COLUMNS = ("full_proof", "formal_proof", "code", "proof", "lean4_code", "formal_statement")
+
+ProofInput = str | Proof | Mapping[str, Any]
+Proofs = ProofInput | Iterable[ProofInput]
+
+
+def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise ValueError(f"{what} column {wanted!r} is not a column; columns: {', '.join(columns)}")
+        return wanted
+    for name in candidates:
+        if name in columns:
+            return name
+    raise ValueError(f"cannot tell which column holds the {what}; name it (columns: {', '.join(columns)})")
+
+
+def _from_mapping(row: Mapping[str, Any], i: int, id_column: str | None, code_column: str | None) -> Proof:
+    """A dict with our field names (id, code) or Kimina's (custom_id, proof), or a dataset row."""
+    columns = list(row)
+    code = pick_column(columns, code_column, CODE_COLUMNS, "code")
+    if id_column is None and not any(c in row for c in ID_COLUMNS):
+        return Proof(str(i), str(row[code]))
+    return Proof(str(row[pick_column(columns, id_column, ID_COLUMNS, "id")]), str(row[code]))
+
+
+def iter_proofs(proofs: Proofs, id_column: str | None = None, code_column: str | None = None) -> Iterator[Proof]:
+    """Proofs one by one, lazily: strings (their position is the id: "0", "1", ...), Proofs, dicts
+    with `id`/`code` or Kimina's `custom_id`/`proof`, or the rows of a `datasets.Dataset` (columns
+    detected, or named by id_column/code_column)."""
+    items: Iterable[ProofInput] = [proofs] if isinstance(proofs, str | Proof | Mapping) else proofs
     for i, p in enumerate(items):
-        yield p if isinstance(p, Proof) else Proof(str(i), p)
+        if isinstance(p, Proof):
+            yield p
+        elif isinstance(p, Mapping):
+            yield _from_mapping(p, i, id_column, code_column)
+        else:
+            yield Proof(str(i), p)
 
 
-def as_proofs(proofs: str | Proof | Iterable[str | Proof]) -> list[Proof]:
-    return list(iter_proofs(proofs))
+def as_proofs(proofs: Proofs, id_column: str | None = None, code_column: str | None = None) -> list[Proof]:
+    return list(iter_proofs(proofs, id_column, code_column))
+
+
+def results_to_rows(results: Iterable[Result]) -> list[dict[str, Any]]:
+    """One flat dict per result (verdict by name; messages and sorries as lists of dicts), ready for
+    `pandas.DataFrame(rows)` or `datasets.Dataset.from_list(rows)`."""
+    rows = []
+    for r in results:
+        first_error = next((m for m in r.messages if m.severity == "error"), None)
+        rows.append(
+            {
+                "id": r.id,
+                "verdict": r.verdict.name,
+                "ok": r.ok,
+                "time": r.time,
+                "error": r.error,
+                "first_error": first_error.text if first_error else "",
+                "messages": [asdict(m) for m in r.messages],
+                "sorries": [asdict(s) for s in r.sorries],
+            }
+        )
+    return rows
+
+
+def results_to_dataset(results: Iterable[Result]) -> Any:
+    """The results as a `datasets.Dataset` (needs `datasets`: the bench extra)."""
+    import datasets
+
+    return datasets.Dataset.from_list(results_to_rows(results))
 
 
 def options(
@@ -205,9 +288,21 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
 
 
+def http_hint(target: str) -> str:
+    """The one line for a URL where a gRPC address belongs (a Kimina habit: http://host:8000)."""
+    rest = target.split("://", 1)[1].split("/", 1)[0]
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    return (
+        f"{target!r} is a URL; kimina-grpc speaks gRPC, not HTTP: give host:port of the gRPC server, "
+        f"e.g. {host or 'localhost'}:50051"
+    )
+
+
 def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     """Several comma-separated addresses become one ipv4/ipv6 target; more than one backend gets
     round_robin with health checks on the readiness service."""
+    if "://" in target and not target.startswith("dns:"):
+        raise ValueError(http_hint(target))
     addresses = [a.strip() for a in target.split(",") if a.strip()]
     if len(addresses) > 1:
         target = "ipv4:" + ",".join(a.removeprefix("ipv4:") for a in addresses)
@@ -219,6 +314,10 @@ def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     opts: list[tuple[str, Any]] = [
         ("grpc.max_receive_message_length", 64 << 20),
         ("grpc.max_send_message_length", 64 << 20),
+        # A server that was down for a moment is found again within a second or two, not after gRPC's
+        # default reconnect backoff (up to 120 s), which would outlast the client's retries.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     if len(addresses) > 1 or target.startswith("dns:"):
         opts.append(("grpc.service_config", config))

@@ -12,27 +12,35 @@ from pathlib import Path
 from typing import Any
 
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import KiminaError, Proof, Result
+from kimina_grpc.client._types import CODE_COLUMNS, ID_COLUMNS, KiminaError, Proof, Result
 from kimina_grpc.verdict import Verdict
 
-# Column names of the datasets the seed benchmarked, most specific first.
-ID_COLUMNS = ("problem_id", "custom_id", "id", "name", "uuid")
-CODE_COLUMNS = ("full_proof", "formal_proof", "code", "proof", "lean4_code", "formal_statement")
 DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
+DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class UsageError(Exception):
+    """A mistake in what the caller asked for: one line, exit 2."""
 
 
 def check(files: list[str], *, target: str, api_key: str | None, timeout: float, as_json: bool) -> int:
     """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID."""
     proofs = []
     for name in files:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+        except IsADirectoryError:
+            return _usage(f"{name} is a folder; name .lean files (e.g. {name.rstrip('/')}/*.lean)")
+        except FileNotFoundError:
+            return _usage(f"{name}: no such file")
+        except (OSError, UnicodeDecodeError) as exc:
+            return _usage(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}")
         proofs.append(Proof(name if name != "-" else "<stdin>", text))
     try:
         with KiminaClient(target, api_key) as client:
             results = client.verify(proofs, timeout=timeout)
-    except KiminaError as exc:
-        print(f"kimina-grpc: {exc}", file=sys.stderr)
-        return 2
+    except (KiminaError, ValueError) as exc:
+        return _usage(str(exc).splitlines()[0])
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
     else:
@@ -43,6 +51,11 @@ def check(files: list[str], *, target: str, api_key: str | None, timeout: float,
                 print(f"{r.id}: error: {r.error}")
             print(f"{r.id}: {r.verdict.name} ({r.time:.2f} s)")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _usage(message: str, command: str = "kimina-grpc") -> int:
+    print(f"{command}: {message}", file=sys.stderr)
+    return 2
 
 
 def _result_json(r: Result) -> dict[str, Any]:
@@ -66,12 +79,17 @@ def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, 
     """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`."""
     import datasets  # the bench extra; imported here so `check` works without it
 
-    path = Path(dataset)
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{dataset} is a folder; name a .jsonl, .json, .parquet or .csv file")
     if path.exists():
-        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        kind = DATA_SUFFIXES.get(path.suffix)
         if kind is None:
-            raise ValueError(f"{dataset}: expected a .jsonl, .json, .parquet or .csv file")
+            raise UsageError(f"{dataset}: expected a .jsonl, .json, .parquet or .csv file")
         data = datasets.load_dataset(kind, data_files=str(path), split="train")
+    elif path.suffix in DATA_SUFFIXES or dataset.startswith(("/", "./", "../", "~")):
+        # A file name, not a hub name ("owner/name"): say so now rather than after the hub's retries.
+        raise UsageError(f"{dataset}: no such file")
     else:
         data = datasets.load_dataset(dataset, split=split)
     columns = list(data.column_names)
@@ -114,14 +132,44 @@ def bench(
     window: int,
     output: Path,
 ) -> int:
-    """Stream a dataset's proofs through the server; print a summary, write a JSON report and a PNG."""
+    """`kimina-grpc bench`: exit 2 with one line for anything that stops the run."""
+    try:
+        with KiminaClient(target, api_key) as client:
+            run_bench(
+                client,
+                dataset=dataset,
+                split=split,
+                n=n,
+                id_column=id_column,
+                code_column=code_column,
+                timeout=timeout,
+                window=window,
+                output=output,
+            )
+    except (UsageError, ValueError, FileNotFoundError, KiminaError) as exc:
+        return _usage(str(exc).splitlines()[0], "kimina-grpc bench")
+    return 0
+
+
+def run_bench(
+    client: KiminaClient,
+    *,
+    dataset: str,
+    split: str = "train",
+    n: int | None = None,
+    id_column: str | None = None,
+    code_column: str | None = None,
+    timeout: float = 60,
+    window: int = 64,
+    reuse: bool = True,
+    progress: bool = True,
+    output: Path,
+) -> dict[str, Any]:
+    """Stream a dataset's proofs through the server; print a summary, write a JSON report and a PNG;
+    return the report."""
     from tqdm import tqdm
 
-    try:
-        proofs = load_proofs(dataset, split, n, id_column, code_column)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"kimina-grpc bench: {exc}", file=sys.stderr)
-        return 2
+    proofs = load_proofs(dataset, split, n, id_column, code_column)
     sent_at: dict[str, float] = {}
 
     def source() -> Any:
@@ -133,17 +181,13 @@ def bench(
     done_at: list[float] = []
     latencies: list[float] = []
     start = time.monotonic()
-    try:
-        with KiminaClient(target, api_key) as client, tqdm(total=len(proofs), unit="proof") as bar:
-            for r in client.verify_stream(source(), timeout=timeout, window=window):
-                now = time.monotonic()
-                results.append(r)
-                done_at.append(now - start)
-                latencies.append(now - sent_at[r.id])
-                bar.update()
-    except KiminaError as exc:
-        print(f"kimina-grpc bench: {exc}", file=sys.stderr)
-        return 2
+    with tqdm(total=len(proofs), unit="proof", disable=not progress) as bar:
+        for r in client.verify_stream(source(), timeout=timeout, window=window, reuse=reuse):
+            now = time.monotonic()
+            results.append(r)
+            done_at.append(now - start)
+            latencies.append(now - sent_at[r.id])
+            bar.update()
     wall = time.monotonic() - start
     counts = Counter(r.verdict.name for r in results)
     lean = [r.time for r in results]
@@ -169,7 +213,7 @@ def bench(
     print(f"  latency p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  p99 {lat['p99']:.3f} s")
     print(f"  Lean seconds: total {lean_stats['total']:.1f}, mean {lean_stats['mean']:.3f}")
     print(f"  report: {output / 'report.json'}, plot: {output / 'report.png'}")
-    return 0
+    return report
 
 
 def _plot(latencies: list[float], done_at: list[float], path: Path) -> None:

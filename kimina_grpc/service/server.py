@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import hmac
 import signal
+import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -25,6 +26,11 @@ from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
 from kimina_grpc.v1 import verifier_pb2, verifier_pb2_grpc
 
 log = structlog.get_logger("kimina_grpc.server")
+
+
+class BindError(RuntimeError):
+    """The listen address cannot be bound (in use, or not this machine's); the message is one line."""
+
 
 SERVICE_NAME = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 LIVENESS = "liveness"
@@ -117,6 +123,11 @@ class App:
     port: int
     metrics_port: int | None = None
     _readiness: asyncio.Task[None] | None = None
+    _hurry: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hurry(self) -> None:
+        """Cut the drain period short (a second Ctrl-C); the grace for in-flight RPCs still applies."""
+        self._hurry.set()
 
     async def start(self) -> None:
         await self.supervisor.start()
@@ -154,11 +165,31 @@ class App:
         for name in READINESS:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("draining", seconds=self.settings.drain_seconds)
-        await asyncio.sleep(self.settings.drain_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), self.settings.drain_seconds)
         await self.server.stop(self.settings.grace_seconds)
         await self.supervisor.close()
         self.metrics.close()
         log.info("stopped")
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether something already listens on host:port."""
+    if port == 0:
+        return False
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError:
+        return False  # gRPC will say what is wrong with the address
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
 
 
 def create_app(settings: Settings) -> App:
@@ -182,9 +213,15 @@ def create_app(settings: Settings) -> App:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             server,
         )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if _in_use(settings.host, settings.port):  # asked first: gRPC core logs its own multi-line failure
+        raise BindError(f"cannot listen on {address}: the port is in use")
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises where it used to return 0
+        port = 0
     if port == 0:
-        raise RuntimeError(f"cannot bind {settings.host}:{settings.port} (in use?)")
+        raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
     return App(settings, server, supervisor, health, metrics, port)
 
 
@@ -198,7 +235,17 @@ async def serve(settings: Settings) -> None:
     await app.start()
     await stop.wait()
     log.info("signal_received")
+
+    def again() -> None:
+        log.warning("signal_received_again", action="skipping the rest of the drain")
+        app.hurry()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(Exception):
-            loop.remove_signal_handler(sig)
-    await app.stop()
+        # Keep handling signals: a second Ctrl-C must not raise KeyboardInterrupt into the shutdown.
+        loop.add_signal_handler(sig, again)
+    try:
+        await app.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

@@ -28,6 +28,8 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 # Leave the caller this much of its deadline to receive the answers.
 _DEADLINE_MARGIN = 0.25
+NO_IMPORTS = "(no imports)"
+"""GetServerInfo's label for the empty header."""
 
 
 def _server_version() -> str:
@@ -127,7 +129,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             max_repls=self.settings.max_repls,
             queued=state.queued,
             headers=[
-                pb.HeaderState(header=h.header, warm=h.warm, busy=h.busy, starting=h.starting, queued=h.queued)
+                pb.HeaderState(
+                    header=h.header,
+                    label=h.header or NO_IMPORTS,
+                    warm=h.warm,
+                    busy=h.busy,
+                    starting=h.starting,
+                    queued=h.queued,
+                )
                 for h in state.headers
             ],
             counters=pb.PoolCounters(

@@ -799,6 +799,7 @@ class HeaderState(_message.Message):
     BUSY_FIELD_NUMBER: _builtins.int
     STARTING_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     header: _builtins.str
     """The normalised import header (one import per line; empty for no imports)."""
     warm: _builtins.int
@@ -809,6 +810,11 @@ class HeaderState(_message.Message):
     """REPLs importing the header."""
     queued: _builtins.int
     """Proofs of this header waiting."""
+    label: _builtins.str
+    """The header as a person reads it: the header itself, or "(no imports)" for the empty header.
+    Never empty, so a JSON printer that leaves default values out (grpcurl without -emit-defaults)
+    still shows which header a row is about.
+    """
     def __init__(
         self,
         *,
@@ -817,10 +823,11 @@ class HeaderState(_message.Message):
         busy: _builtins.int = ...,
         starting: _builtins.int = ...,
         queued: _builtins.int = ...,
+        label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "header", b"header", "queued", b"queued", "starting", b"starting", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "header", b"header", "label", b"label", "queued", b"queued", "starting", b"starting", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
