@@ -37,6 +37,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
+from kimina_grpc.supervisor.trust import Reviewer
 
 log = structlog.get_logger("kimina_grpc.supervisor")
 
@@ -153,6 +154,9 @@ class Supervisor:
         # replacements of REPLs that died or were recycled.
         self._to_start: list[PoolKey] = []
         self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
+        self._reviewer = Reviewer(
+            settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
+        )
 
     # ----------------------------------------------------------------- public API
 
@@ -634,11 +638,16 @@ class Supervisor:
             cpu_seconds=usage.cpu_seconds,
             peak_memory_bytes=max(peak, usage.peak_bytes),
         )
+        if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
+            outcome = await self._reviewer.review(
+                repl, outcome, env=reply.env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
+            )
         self._finish(job, outcome)
         if worker.key.fresh:
             await self._retire(worker, counter=None)
         elif (
             reply.error is not None  # a REPL-level failure: don't trust its state
+            or not repl.alive  # killed or crashed during the trust review
             or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses)
             or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss)
         ):
