@@ -4,6 +4,7 @@ level and the verdict; the judge's temporary files and processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shlex
@@ -272,10 +273,8 @@ async def test_judge_runs_under_the_pools_memory_cap(tmp_path: Path, tmp: Path) 
         limits: set[int] = set()
         while not job.future.done():
             for p in children():
-                try:
+                with contextlib.suppress(psutil.Error):
                     limits.add(p.rlimit(psutil.RLIMIT_AS)[0])
-                except psutil.Error:
-                    pass
             await asyncio.sleep(0.05)
         assert (await job.future).verdict is Verdict.VALID
         assert limits == {cap}
