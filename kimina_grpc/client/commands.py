@@ -21,15 +21,28 @@ CODE_COLUMNS = ("full_proof", "formal_proof", "code", "proof", "lean4_code", "fo
 DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
 
 
-def check(files: list[str], *, target: str, api_key: str | None, timeout: float, as_json: bool) -> int:
-    """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID."""
+def check(
+    files: list[str],
+    *,
+    target: str,
+    api_key: str | None,
+    timeout: float,
+    as_json: bool,
+    trust: str | None = None,
+    statement: str | None = None,
+    theorem: str | None = None,
+    allowed_axioms: tuple[str, ...] = (),
+) -> int:
+    """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID.
+    `statement` is a file holding the reference statement every file must prove."""
     proofs = []
+    reference = Path(statement).read_text(encoding="utf-8") if statement else None
     for name in files:
         text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-        proofs.append(Proof(name if name != "-" else "<stdin>", text))
+        proofs.append(Proof(name if name != "-" else "<stdin>", text, reference, theorem))
     try:
         with KiminaClient(target, api_key) as client:
-            results = client.verify(proofs, timeout=timeout)
+            results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
     except KiminaError as exc:
         print(f"kimina-grpc: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +54,10 @@ def check(files: list[str], *, target: str, api_key: str | None, timeout: float,
                 print(f"{r.id}:{m.line}:{m.column}: {m.severity}: {m.text}")
             if r.error:
                 print(f"{r.id}: error: {r.error}")
+            if r.reason:
+                print(f"{r.id}: untrusted: {r.reason}")
+            for name, axioms in (r.axioms or {}).items():
+                print(f"{r.id}: {name} depends on axioms: [{', '.join(axioms)}]")
             print(f"{r.id}: {r.verdict.name} ({r.time:.2f} s)")
     return 0 if all(r.ok for r in results) else 1
 
@@ -62,8 +79,16 @@ def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, .
     raise ValueError(f"cannot tell which column holds the {what}; pass --{what}-column (columns: {', '.join(columns)})")
 
 
-def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, code_column: str | None) -> list[Proof]:
-    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`."""
+def load_proofs(  # noqa: PLR0917
+    dataset: str,
+    split: str,
+    n: int | None,
+    id_column: str | None,
+    code_column: str | None,
+    statement_column: str | None = None,
+) -> list[Proof]:
+    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`
+    (with `statement_column`, each proof's reference statement)."""
     import datasets  # the bench extra; imported here so `check` works without it
 
     path = Path(dataset)
@@ -81,6 +106,8 @@ def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, 
         if id_column or any(c in columns for c in ID_COLUMNS)
         else None
     )
+    if statement_column is not None and statement_column not in columns:
+        raise ValueError(f"--statement-column {statement_column!r} is not a column; columns: {', '.join(columns)}")
     if n is not None:
         data = data.select(range(min(n, len(data))))
     proofs = []
@@ -90,7 +117,8 @@ def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, 
         if pid in seen:
             pid = f"{pid}#{i}"
         seen.add(pid)
-        proofs.append(Proof(pid, str(row[code_col])))
+        statement = str(row[statement_column]) if statement_column else None
+        proofs.append(Proof(pid, str(row[code_col]), statement))
     return proofs
 
 
@@ -113,12 +141,15 @@ def bench(
     timeout: float,
     window: int,
     output: Path,
+    trust: str | None = None,
+    statement_column: str | None = None,
 ) -> int:
-    """Stream a dataset's proofs through the server; print a summary, write a JSON report and a PNG."""
+    """Stream a dataset's proofs through the server; print a summary (the share of each verdict,
+    UNTRUSTED included), write a JSON report and a PNG."""
     from tqdm import tqdm
 
     try:
-        proofs = load_proofs(dataset, split, n, id_column, code_column)
+        proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)
     except (ValueError, FileNotFoundError) as exc:
         print(f"kimina-grpc bench: {exc}", file=sys.stderr)
         return 2
@@ -135,7 +166,7 @@ def bench(
     start = time.monotonic()
     try:
         with KiminaClient(target, api_key) as client, tqdm(total=len(proofs), unit="proof") as bar:
-            for r in client.verify_stream(source(), timeout=timeout, window=window):
+            for r in client.verify_stream(source(), timeout=timeout, window=window, trust=trust):
                 now = time.monotonic()
                 results.append(r)
                 done_at.append(now - start)
@@ -152,6 +183,7 @@ def bench(
     lean_stats = {"total": sum(lean), "mean": statistics.mean(lean) if lean else 0.0}
     report: dict[str, Any] = {
         "dataset": dataset,
+        "trust": trust or "server default",
         "proofs": len(results),
         "wall_seconds": wall,
         "proofs_per_second": len(results) / wall if wall else 0.0,
