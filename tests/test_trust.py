@@ -209,6 +209,14 @@ async def test_statement_mismatch_names_both_statements(sup: Supervisor) -> None
         )
 
 
+async def test_statement_with_its_own_header_lines_and_an_open_proof_end(sup: Supervisor) -> None:
+    # As datasets ship them: imports and `open` before, `:= by` and no proof after.
+    statement = "import Mathlib\nimport Aesop\n\nopen Real\n\ntheorem t (x : ℕ) (h : 2 * x = 6) :\n  x = 3 := by\n"
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, PROOF, level, statement=statement)
+        assert (out.verdict, out.reason) == (Verdict.VALID, "")
+
+
 async def test_reinterpreted_statement_passes_audit_and_is_rejected_by_judge(sup: Supervisor) -> None:
     # A local instance makes the same text mean something else; the audit elaborates the reference
     # where that instance is in force, the judge where it is not.

@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Reply, Severity, protocol
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Reply, Severity, protocol, split_header
 from kimina_grpc.supervisor.jobs import Outcome, TrustLevel, TrustPolicy
 from kimina_grpc.verdict import Verdict
 
@@ -63,8 +63,9 @@ def statement_name(statement: str) -> str | None:
 
 
 def _reference(statement: str) -> str:
-    """The statement as a command that declares it: a trailing `:=` or `:= by` gets a `sorry`."""
-    text = statement.rstrip()
+    """The statement as a command that declares it: its import lines dropped (it is elaborated under
+    the proof's imports), a trailing `:=` or `:= by` completed with `sorry`."""
+    text = split_header(statement).body.rstrip()
     if re.search(r":=\s*(by)?$", text):
         text += " sorry"
     return text
