@@ -16,13 +16,14 @@ from typing import Any
 import psutil
 import pytest
 
-from kimina_grpc.repl import ReplSpec, Verdict, split_header
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, protocol, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
 from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, Outcome, TrustLevel, TrustPolicy
 from kimina_grpc.supervisor.trust import statement_name
 from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.testing.fake_repl import chunks, normalise_request
 
-from .conftest import children
+from .conftest import TRANSCRIPTS, children
 
 ARGV = tuple(shlex.split(fake_repl_command()))
 CHECK, AUDIT, JUDGE = TrustLevel.CHECK, TrustLevel.AUDIT, TrustLevel.JUDGE
@@ -296,3 +297,44 @@ def test_statement_name_reads_the_callers_text_only() -> None:
     )
     assert statement_name("lemma Foo.bar : True := trivial") == "Foo.bar"
     assert statement_name("def f := 1") is None
+
+
+@pytest.mark.parametrize(
+    ("names", "pickle"),
+    [
+        (("pickle_environment",), "a.olean"),
+        (("pickle_environment_with_imports",), "b.olean"),
+        (("pickle_open", "pickle_open_2"), "e.olean"),  # the second session unpickles the first's file
+    ],
+    ids=["environment", "with_imports", "open"],
+)
+async def test_stand_in_answers_the_recorded_pickle_sessions_alike(
+    tmp_path: Path, names: tuple[str, ...], pickle: str
+) -> None:
+    """The real REPL's own pickle tests, sent to the stand-in (not replayed): the same replies, so
+    unpickleEnvFrom records the next env id and pickleTo none; the files are really written."""
+    (tmp_path / "test").mkdir()
+    for name in names:
+        requests = [normalise_request(b) for b in chunks((TRANSCRIPTS / f"{name}.in").read_text())]
+        replies = [json.loads(b) for b in chunks((TRANSCRIPTS / f"{name}.expected.out").read_text())]
+        repl = await Repl.start(ReplSpec(argv=ARGV, cwd=str(tmp_path)), name)
+        try:
+            for request, expected in zip(requests, replies, strict=True):
+                raw = await repl.request(json.dumps(request, ensure_ascii=False).encode() + b"\n\n")
+                assert json.loads(raw) == expected, request
+        finally:
+            await repl.kill()
+    assert [p.name for p in (tmp_path / "test").iterdir()] == [pickle]
+
+
+async def test_stand_in_exits_on_an_unreadable_pickle_as_the_repl_does(tmp_path: Path) -> None:
+    repl = await Repl.start(ReplSpec(argv=ARGV), "missing")
+    with pytest.raises(ReplCrashed) as err:
+        await repl.run(protocol.unpickle_env_from(str(tmp_path / "nothing.olean")))
+    assert "uncaught exception" in err.value.stderr
+    repl = await Repl.start(ReplSpec(argv=ARGV), "unknown-env")
+    try:
+        reply, _ = await repl.run(protocol.pickle_to(str(tmp_path / "x.olean"), 0))
+        assert reply.error == "Unknown environment." and not (tmp_path / "x.olean").exists()
+    finally:
+        await repl.kill()
