@@ -157,7 +157,7 @@ async def test_hijacked_print_axioms_passes_audit_and_is_rejected_by_judge(sup: 
     assert audit.axioms == (("t", ("Classical.choice", "Quot.sound", "propext")),)
     judge = await check(sup, body, JUDGE)
     assert judge.verdict is Verdict.UNTRUSTED
-    assert judge.reason.startswith("axioms: t depends on cheat")
+    assert judge.reason.startswith("axioms: t depends on cheat in the judge's clean environment")
     assert judge.axioms == (("t", ("cheat",)),)  # what the clean environment says
     assert sent(tmp_path)[1] == [UNPICKLE, JUDGE_PRINT]
 

@@ -42,7 +42,9 @@ async def test_levels_inherit_and_untrusted_carries_reason_and_axioms() -> None:
             "honest": "VERDICT_VALID",
             "weaker": "VERDICT_UNTRUSTED",
         }
-        assert got["cheat"].reason.startswith("axioms: t depends on cheat, outside the allowed axioms")
+        assert got["cheat"].reason.startswith(
+            "axioms: t depends on cheat in the proof's environment, outside the allowed"
+        )
         assert [(a.theorem, list(a.axioms)) for a in got["cheat"].axioms] == [("t", ["cheat"])]
         assert not got["cheat-check"].axioms and not got["cheat-check"].reason
         assert [(a.theorem, list(a.axioms)) for a in got["honest"].axioms] == [("t", [])]

@@ -149,14 +149,15 @@ def _type(reply: Reply, line: int, what: str) -> str:
     return " ".join(infos[0].split(" : ", 1)[1].split())
 
 
-def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str]) -> None:
+def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str], where: str) -> None:
     axioms = set(axioms)
     if SORRY_AXIOM in axioms:
-        raise _Rejected(f"sorry: {theorem} depends on sorryAx (a sorry or admit, however it was written)")
+        raise _Rejected(f"sorry: {theorem} depends on sorryAx in {where} (a sorry or admit, however it was written)")
     bad = sorted(axioms - allowed)
     if bad:
         raise _Rejected(
-            f"axioms: {theorem} depends on {', '.join(bad)}, outside the allowed axioms ({', '.join(sorted(allowed))})"
+            f"axioms: {theorem} depends on {', '.join(bad)} in {where}, outside the allowed axioms"
+            f" ({', '.join(sorted(allowed))})"
         )
 
 
@@ -222,7 +223,7 @@ class _Review:
     def check_theorem(self, reply: Reply, where: str, reference: str | None) -> None:
         theorem = self.policy.theorem
         self.found[theorem] = _axioms(reply, 1, theorem, where)
-        _check_axioms(theorem, self.found[theorem], self.policy.allowed_axioms)
+        _check_axioms(theorem, self.found[theorem], self.policy.allowed_axioms, where)
         if reference is not None:
             _check_statement(theorem, _type(reply, 2, theorem), reference)
 

@@ -67,7 +67,8 @@ class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
       code with the server's rights during the check.
 
     The audit's and the judge's commands are each bounded by the proof's timeout (TIMEOUT past
-    it), the judge's import by the server's import timeout.
+    it), the judge's import by the server's import timeout: a Verify deadline shorter than an import
+    ends the RPC before a judged proof is answered.
     """
 
 TRUST_LEVEL_UNSPECIFIED: TrustLevel.ValueType  # 0
@@ -490,8 +491,9 @@ class ProofResult(_message.Message):
     """
     reason: _builtins.str
     """Why the trust policy rejected the proof (VERDICT_UNTRUSTED): "<rule>: <detail>", the rule one
-    of axioms, sorry, missing-theorem, statement, kernel (see TrustLevel), the detail naming the
-    culprit (the axiom, both statements...). Empty otherwise.
+    of axioms, sorry, missing-theorem, statement, kernel (see TrustLevel) or audit (`#print axioms`
+    gave no answer it could read), the detail naming the culprit (the axiom, both statements...)
+    and where it was found (the proof's environment, the judge's clean one). Empty otherwise.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
