@@ -235,6 +235,16 @@ async def test_reference_that_does_not_elaborate_is_reported(sup: Supervisor) ->
     assert out.reason.startswith("missing-theorem") or out.reason.startswith("statement:")
 
 
+async def test_an_audit_past_the_timeout_kills_the_repl_and_the_pool_goes_on(sup: Supervisor) -> None:
+    body = "-- fake: hang-print-axioms\n" + HONEST  # a redefined `#print axioms` that never returns
+    job = sup.submit(split_header(HEADER + body), CheckOptions(timeout=0.5, trust=TrustPolicy(AUDIT, "t")))
+    out = await job.future
+    assert (out.verdict, out.error) == (Verdict.TIMEOUT, "the audit ran past the proof's timeout of 0.5 s")
+    after = await check(sup, HONEST, AUDIT)
+    assert after.verdict is Verdict.VALID and after.repl_id != out.repl_id  # a fresh REPL took over
+    assert len(children()) == 1
+
+
 async def test_judge_leaves_nothing_behind_when_cancelled(tmp_path: Path, tmp: Path) -> None:
     log = tmp_path / "requests.jsonl"
     spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "3"})

@@ -40,6 +40,7 @@ Directives for the trust levels (each modelling what a real proof does to Lean's
     hijack-print-axioms  the proof redefines `#print axioms` (an elaborator: an environment
                        extension): from here on, in this environment and those built on it, it
                        answers "[propext, Classical.choice, Quot.sound]" for any name
+    hang-print-axioms  likewise, but the redefined `#print axioms` never returns
     reinterpret TEXT   a local notation/instance changes what statements mean (an extension):
                        every statement elaborated from here on, in this environment and those built
                        on it, reads with " [TEXT]" appended
@@ -118,6 +119,7 @@ class Env:
     constants: dict[str, Const] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     hijacked: bool = False
+    hangs: bool = False
     reinterpret: str = ""
 
     def pickled(self) -> dict[str, Any]:
@@ -225,7 +227,7 @@ class Simulator:
         if env is not None and not (isinstance(env, int) and 0 <= env < len(self.envs)):
             return {"message": "Unknown environment."}
         base = self.envs[env] if env is not None else Env()
-        new = Env(base.header, dict(base.constants), dict(base.options), base.hijacked, base.reinterpret)
+        new = Env(base.header, dict(base.constants), dict(base.options), base.hijacked, base.hangs, base.reinterpret)
         messages: list[dict[str, Any]] = []
         sorries: list[dict[str, Any]] = []
         lines = cmd.split("\n")
@@ -346,6 +348,8 @@ class Simulator:
                 kernel_reject = True
             elif verb == "hijack-print-axioms":
                 new.hijacked = True
+            elif verb == "hang-print-axioms":
+                new.hangs = True
             elif verb == "reinterpret":
                 new.reinterpret = arg
         if not imports_done or env is None:
@@ -407,6 +411,8 @@ class Simulator:
 
     @staticmethod
     def _print_axioms(env: Env, name: str, line: int) -> dict[str, Any]:
+        while env.hangs:
+            time.sleep(3600)
         if env.hijacked:
             return _msg("info", line, 0, f"'{name}' depends on axioms: {_CLEAN}")
         const = env.constants.get(name)
