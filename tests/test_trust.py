@@ -229,10 +229,14 @@ async def test_reinterpreted_statement_passes_audit_and_is_rejected_by_judge(sup
     assert "[local Mul instance]" in judge.reason and "`(x : ℕ) (h : 2 * x = 6) : x = 3`" in judge.reason
 
 
-async def test_reference_that_does_not_elaborate_is_reported(sup: Supervisor) -> None:
-    out = await check(sup, PROOF, JUDGE, statement="theorem t : x = 3 := by sorry", theorem="u")
-    assert out.verdict is Verdict.UNTRUSTED
-    assert out.reason.startswith("missing-theorem") or out.reason.startswith("statement:")
+async def test_a_reference_that_does_not_elaborate_is_reported_with_leans_message(sup: Supervisor) -> None:
+    broken = "theorem t : x = 3 := by sorry\n-- fake: error unknown identifier 'x'"
+    out = await check(sup, PROOF, AUDIT, statement=broken)
+    assert (out.verdict, out.reason) == (
+        Verdict.UNTRUSTED,
+        "statement: the reference statement (in the proof's environment) does not elaborate"
+        " (Lean: unknown identifier 'x')",
+    )
 
 
 async def test_an_audit_past_the_timeout_kills_the_repl_and_the_pool_goes_on(sup: Supervisor) -> None:

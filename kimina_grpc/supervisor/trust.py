@@ -114,7 +114,7 @@ class _Failed(Exception):
 
 
 def _at(reply: Reply, line: int) -> list[tuple[Severity, str]]:
-    """Messages of one command line (the last line of a multi-line reference included)."""
+    """Messages of one line of the command (each query has a line of its own)."""
     return [(m.severity, m.data) for m in reply.messages if m.pos.line == line]
 
 
@@ -138,11 +138,13 @@ def _axioms(reply: Reply, line: int, theorem: str, where: str) -> tuple[str, ...
     return tuple(sorted(axioms))
 
 
-def _type(reply: Reply, line: int, what: str) -> str:
+def _type(reply: Reply, line: int, what: str, first: int | None = None) -> str:
+    """The type `#check` printed on `line`, whitespace-normalised; an error on lines `first`..`line`
+    (the reference's own lines) means the statement does not elaborate."""
     found = _at(reply, line)
-    for sev, text in found:
-        if sev is Severity.ERROR:
-            raise _Rejected(f"statement: {what} does not elaborate (Lean: {text[:300]})")
+    errors = [m.data for m in reply.messages if (first or line) <= m.pos.line <= line and m.severity is Severity.ERROR]
+    if errors:
+        raise _Rejected(f"statement: {what} does not elaborate (Lean: {errors[0][:300]})")
     infos = [text for sev, text in found if sev is Severity.INFO and " : " in text]
     if len(infos) != 1:
         raise _Rejected(f"statement: no single type printed for {what}")
@@ -235,8 +237,8 @@ class _Review:
         reply = await self.run(self.repl, protocol.command(cmd, env=self.env), "the audit")
         reference = None
         if self.policy.statement is not None:
-            last = cmd.count("\n") + 1
-            reference = _type(reply, last, "the reference statement (in the proof's environment)")
+            first, last = len(self.plan.theorem_lines(self.policy)) + 1, cmd.count("\n") + 1
+            reference = _type(reply, last, "the reference statement (in the proof's environment)", first)
         self.check_theorem(reply, "the proof's environment", reference)
 
     async def judge(self) -> None:
@@ -250,7 +252,8 @@ class _Review:
                 reply = await self.run(
                     self.repl, protocol.command(cmd, env=self.base_env), "elaborating the reference statement"
                 )
-                reference = _type(reply, cmd.count("\n") + 1, "the reference statement (in the header's environment)")
+                where = "the reference statement (in the header's environment)"
+                reference = _type(reply, cmd.count("\n") + 1, where, 1)
             async with self.r.judges:
                 self.r.started += 1
                 judge = await self.start(f"judge-{self.r.started}")

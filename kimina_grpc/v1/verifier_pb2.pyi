@@ -404,7 +404,8 @@ class ProofOptions(_message.Message):
     """
     theorem_name: _builtins.str
     """The fully qualified name of the theorem to audit (no spaces). Default: the name the first
-    `theorem`/`lemma` of `statement` declares. Unset inherits from the request.
+    `theorem`/`lemma` of `statement` declares; when both are given, `statement` must declare this
+    name. Unset inherits from the request.
     """
     @_builtins.property
     def allowed_axioms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
