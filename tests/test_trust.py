@@ -120,6 +120,7 @@ EXPLOITS = [
         "axioms: t depends on Lean.ofReduceBool",
     ),
     ("renamed", "theorem t' : 1 = 1 := rfl", "missing-theorem: the proof's environment has no theorem t"),
+    ("theorem-as-axiom", "axiom t : 1 = 2", "axioms: t depends on t in the proof's environment"),
 ]
 
 
