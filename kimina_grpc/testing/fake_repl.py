@@ -352,7 +352,7 @@ class Simulator:
                 new.hangs = True
             elif verb == "reinterpret":
                 new.reinterpret = arg
-        if not imports_done or env is None:
+        if env is None:  # a pickle records the imports of the command that started the chain
             new.header = "\n".join(header)
         skip_kernel = options.get("debug.skipKernelTC") == "true"
         # Declarations and queries, in order (only up to an #exit).
