@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check lint test serve demo bench wheel-check ci
+.PHONY: setup proto proto-check lint test test-real-lean serve demo bench wheel-check ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint:
 
 test:
 	$(BIN)/pytest -q
+
+# The acceptance suite against real Lean (tests/real_lean: exploit proofs and the verdict expected at
+# each trust level). Needs a workspace made by tools/install_lean.sh; skipped by `make test` without one.
+test-real-lean:
+	@test -n "$$LEAN_SERVER_WORKSPACE" || { echo "set LEAN_SERVER_WORKSPACE to a workspace made by tools/install_lean.sh"; exit 2; }
+	$(BIN)/pytest -q -rs tests/real_lean
 
 # Serves with the real Lean REPL (LEAN_SERVER_WORKSPACE, see tools/install_lean.sh), or with the
 # stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).

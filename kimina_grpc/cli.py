@@ -156,7 +156,17 @@ def _setup(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from kimina_grpc.client.commands import check
 
-    return check(args.files, target=args.target, api_key=args.api_key, timeout=args.timeout, as_json=args.json)
+    return check(
+        args.files,
+        target=args.target,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        as_json=args.json,
+        trust=args.trust,
+        statement=args.statement,
+        theorem=args.theorem,
+        allowed_axioms=tuple(args.allow_axiom),
+    )
 
 
 @needs("bench")
@@ -174,6 +184,8 @@ def _bench(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         window=args.window,
         output=Path(args.output),
+        trust=args.trust,
+        statement_column=args.statement_column,
     )
 
 
@@ -213,6 +225,16 @@ def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
 
 
+def _trust_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust",
+        choices=("check", "audit", "judge"),
+        help="what VALID must vouch for: Lean's messages (check), also axioms and statement in the "
+        "proof's environment (audit), also in a clean REPL the proof cannot reach (judge); "
+        "default: the server's",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="kimina-grpc", description="Check Lean 4 proofs over gRPC.")
     top.add_argument("--version", action="store_true", help="print the version (with -v: also the contract)")
@@ -225,6 +247,16 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check Lean files; exit 0 only if all are valid")
     p.add_argument("files", nargs="+", help="Lean files, or - for standard input")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    _trust_arg(p)
+    p.add_argument("--statement", metavar="FILE", help="the reference statement every file must prove (audit, judge)")
+    p.add_argument("--theorem", help="the theorem to audit (default: the one the statement declares)")
+    p.add_argument(
+        "--allow-axiom",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also allow this axiom (repeatable), e.g. Lean.ofReduceBool for native_decide",
+    )
     _client_args(p)
     p.set_defaults(run=_check)
     p = sub.add_parser("bench", help="stream a dataset's proofs through a server and report [bench extra]")
@@ -235,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--code-column")
     p.add_argument("--window", type=int, default=64, help="proofs in flight")
     p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
+    _trust_arg(p)
+    p.add_argument("--statement-column", help="the column of each row's reference statement (audit, judge)")
     _client_args(p)
     p.set_defaults(run=_bench)
     p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")

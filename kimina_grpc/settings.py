@@ -99,6 +99,9 @@ class Settings(BaseSettings):
 
     # Requests.
     default_timeout: float = Field(60.0, gt=0)
+    default_trust: Literal["check", "audit", "judge"] = "check"
+    """The trust level of proofs that set none (see the contract's TrustLevel); audit and judge
+    need every proof to name its theorem (theorem_name or statement)."""
     max_timeout: float = Field(3600.0, gt=0)
     max_code_bytes: int = Field(1 << 20, gt=0)
     max_batch: int = Field(10_000, gt=0)

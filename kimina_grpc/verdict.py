@@ -16,3 +16,5 @@ class Verdict(Enum):
     OUT_OF_MEMORY = 5
     REPL_ERROR = 6
     NOT_CHECKED = 7
+    UNTRUSTED = 8
+    """Lean accepted the proof but the trust policy (audit or judge) rejected it; `reason` says why."""

@@ -106,11 +106,16 @@ class AsyncKiminaClient:
         diagnostics: bool = False,
         id_column: str | None = None,
         code_column: str | None = None,
+        trust: str | None = None,
+        allowed_axioms: Iterable[str] = (),
     ) -> list[Result]:
         """Check proofs (strings, Proofs, dicts, or a `datasets.Dataset` whose id/code columns are
-        detected or named); results in input order. Large inputs go in batches of `batch_size`."""
+        detected or named); results in input order. Large inputs go in batches of `batch_size`.
+        `trust` is "check", "audit" or "judge" (default: the server's); audit and judge need each
+        Proof's `statement` or `theorem_name`; `allowed_axioms` adds to propext, Classical.choice and
+        Quot.sound (e.g. "Lean.ofReduceBool" for native_decide)."""
         items = as_proofs(proofs, id_column, code_column)
-        opts = options(timeout, infotree, reuse, diagnostics)
+        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms)
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
             request = pb.VerifyRequest(
@@ -131,11 +136,14 @@ class AsyncKiminaClient:
         diagnostics: bool = False,
         id_column: str | None = None,
         code_column: str | None = None,
+        trust: str | None = None,
+        allowed_axioms: Iterable[str] = (),
     ) -> AsyncIterator[Result]:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
-        UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once."""
+        UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
+        `trust` and `allowed_axioms` as for `verify`."""
         source = iter_proofs(proofs, id_column, code_column)
-        opts = options(timeout, infotree, reuse, diagnostics)
+        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms)
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
         failures = 0
@@ -249,5 +257,5 @@ class AsyncKiminaClient:
 
 def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:
     item = pb.StreamVerifyRequest(proof=to_proto(proof))
-    item.proof.options.CopyFrom(opts)
+    item.proof.options.MergeFrom(opts)  # keeps the proof's own statement and theorem name
     return item

@@ -18,6 +18,10 @@ from kimina_grpc.verdict import Verdict
 class Proof:
     id: str
     code: str
+    statement: str | None = None
+    """The reference statement the proof must prove (trust levels audit and judge)."""
+    theorem_name: str | None = None
+    """The theorem to audit; default: the one `statement` declares."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,10 @@ class Result:
     error: str
     infotree: str | None
     diagnostics: Diagnostics | None
+    reason: str = ""
+    """Why the trust policy rejected the proof (verdict UNTRUSTED)."""
+    axioms: dict[str, tuple[str, ...]] | None = None
+    """Each audited theorem's axioms (trust levels audit and judge)."""
 
     @property
     def ok(self) -> bool:
@@ -119,6 +127,12 @@ _INFOTREE = {
     "substantive": pb.INFOTREE_MODE_SUBSTANTIVE,
 }
 _SEVERITY = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_ERROR: "error"}
+TRUST_LEVELS = {
+    None: pb.TRUST_LEVEL_UNSPECIFIED,
+    "check": pb.TRUST_LEVEL_CHECK,
+    "audit": pb.TRUST_LEVEL_AUDIT,
+    "judge": pb.TRUST_LEVEL_JUDGE,
+}
 
 
 # Column names of the datasets the seed benchmarked (and Kimina's field names), most specific first.
@@ -195,12 +209,19 @@ def results_to_dataset(results: Iterable[Result]) -> Any:
     return datasets.Dataset.from_list(results_to_rows(results))
 
 
-def options(
-    timeout: float | None, infotree: str | None, reuse: bool | None, diagnostics: bool | None
+def options(  # noqa: PLR0917
+    timeout: float | None,
+    infotree: str | None,
+    reuse: bool | None,
+    diagnostics: bool | None,
+    trust: str | None = None,
+    allowed_axioms: Iterable[str] = (),
 ) -> pb.ProofOptions:
     if infotree not in _INFOTREE:
         raise ValueError(f"infotree must be one of {sorted(k for k in _INFOTREE if k)}, not {infotree!r}")
-    opts = pb.ProofOptions(infotree=_INFOTREE[infotree])
+    if trust not in TRUST_LEVELS:
+        raise ValueError(f"trust must be one of {sorted(k for k in TRUST_LEVELS if k)}, not {trust!r}")
+    opts = pb.ProofOptions(infotree=_INFOTREE[infotree], trust=TRUST_LEVELS[trust], allowed_axioms=allowed_axioms)
     if timeout is not None:
         opts.timeout_seconds = timeout
     if reuse is not None:
@@ -211,7 +232,12 @@ def options(
 
 
 def to_proto(proof: Proof) -> pb.Proof:
-    return pb.Proof(id=proof.id, code=proof.code)
+    msg = pb.Proof(id=proof.id, code=proof.code)
+    if proof.statement is not None:
+        msg.options.statement = proof.statement
+    if proof.theorem_name is not None:
+        msg.options.theorem_name = proof.theorem_name
+    return msg
 
 
 def from_proto(r: pb.ProofResult) -> Result:
@@ -238,6 +264,8 @@ def from_proto(r: pb.ProofResult) -> Result:
         time=r.time_seconds,
         error=r.error,
         infotree=r.infotree if r.HasField("infotree") else None,
+        reason=r.reason,
+        axioms={a.theorem: tuple(a.axioms) for a in r.axioms} if r.axioms else None,
         diagnostics=None
         if d is None
         else Diagnostics(

@@ -23,9 +23,22 @@ class UsageError(Exception):
     """A mistake in what the caller asked for: one line, exit 2."""
 
 
-def check(files: list[str], *, target: str, api_key: str | None, timeout: float, as_json: bool) -> int:
-    """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID."""
+def check(
+    files: list[str],
+    *,
+    target: str,
+    api_key: str | None,
+    timeout: float,
+    as_json: bool,
+    trust: str | None = None,
+    statement: str | None = None,
+    theorem: str | None = None,
+    allowed_axioms: tuple[str, ...] = (),
+) -> int:
+    """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID.
+    `statement` is a file holding the reference statement every file must prove."""
     proofs = []
+    reference = Path(statement).read_text(encoding="utf-8") if statement else None
     for name in files:
         try:
             text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
@@ -35,10 +48,10 @@ def check(files: list[str], *, target: str, api_key: str | None, timeout: float,
             return _usage(f"{name}: no such file")
         except (OSError, UnicodeDecodeError) as exc:
             return _usage(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}")
-        proofs.append(Proof(name if name != "-" else "<stdin>", text))
+        proofs.append(Proof(name if name != "-" else "<stdin>", text, reference, theorem))
     try:
         with KiminaClient(target, api_key) as client:
-            results = client.verify(proofs, timeout=timeout)
+            results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
     except (KiminaError, ValueError) as exc:
         return _usage(str(exc).splitlines()[0])
     if as_json:
@@ -49,6 +62,10 @@ def check(files: list[str], *, target: str, api_key: str | None, timeout: float,
                 print(f"{r.id}:{m.line}:{m.column}: {m.severity}: {m.text}")
             if r.error:
                 print(f"{r.id}: error: {r.error}")
+            if r.reason:
+                print(f"{r.id}: untrusted: {r.reason}")
+            for name, axioms in (r.axioms or {}).items():
+                print(f"{r.id}: {name} depends on axioms: [{', '.join(axioms)}]")
             print(f"{r.id}: {r.verdict.name} ({r.time:.2f} s)")
     return 0 if all(r.ok for r in results) else 1
 
@@ -75,8 +92,16 @@ def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, .
     raise ValueError(f"cannot tell which column holds the {what}; pass --{what}-column (columns: {', '.join(columns)})")
 
 
-def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, code_column: str | None) -> list[Proof]:
-    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`."""
+def load_proofs(  # noqa: PLR0917
+    dataset: str,
+    split: str,
+    n: int | None,
+    id_column: str | None,
+    code_column: str | None,
+    statement_column: str | None = None,
+) -> list[Proof]:
+    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`
+    (with `statement_column`, each proof's reference statement)."""
     import datasets  # the bench extra; imported here so `check` works without it
 
     path = Path(dataset).expanduser()
@@ -99,6 +124,8 @@ def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, 
         if id_column or any(c in columns for c in ID_COLUMNS)
         else None
     )
+    if statement_column is not None and statement_column not in columns:
+        raise ValueError(f"--statement-column {statement_column!r} is not a column; columns: {', '.join(columns)}")
     if n is not None:
         data = data.select(range(min(n, len(data))))
     proofs = []
@@ -108,7 +135,8 @@ def load_proofs(dataset: str, split: str, n: int | None, id_column: str | None, 
         if pid in seen:
             pid = f"{pid}#{i}"
         seen.add(pid)
-        proofs.append(Proof(pid, str(row[code_col])))
+        statement = str(row[statement_column]) if statement_column else None
+        proofs.append(Proof(pid, str(row[code_col]), statement))
     return proofs
 
 
@@ -131,6 +159,8 @@ def bench(
     timeout: float,
     window: int,
     output: Path,
+    trust: str | None = None,
+    statement_column: str | None = None,
 ) -> int:
     """`kimina-grpc bench`: exit 2 with one line for anything that stops the run."""
     try:
@@ -145,6 +175,8 @@ def bench(
                 timeout=timeout,
                 window=window,
                 output=output,
+                trust=trust,
+                statement_column=statement_column,
             )
     except (UsageError, ValueError, FileNotFoundError, KiminaError) as exc:
         return _usage(str(exc).splitlines()[0], "kimina-grpc bench")
@@ -164,12 +196,14 @@ def run_bench(
     reuse: bool = True,
     progress: bool = True,
     output: Path,
+    trust: str | None = None,
+    statement_column: str | None = None,
 ) -> dict[str, Any]:
-    """Stream a dataset's proofs through the server; print a summary, write a JSON report and a PNG;
-    return the report."""
+    """Stream a dataset's proofs through the server; print a summary (the share of each verdict,
+    UNTRUSTED included), write a JSON report and a PNG; return the report."""
     from tqdm import tqdm
 
-    proofs = load_proofs(dataset, split, n, id_column, code_column)
+    proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)
     sent_at: dict[str, float] = {}
 
     def source() -> Any:
@@ -182,7 +216,7 @@ def run_bench(
     latencies: list[float] = []
     start = time.monotonic()
     with tqdm(total=len(proofs), unit="proof", disable=not progress) as bar:
-        for r in client.verify_stream(source(), timeout=timeout, window=window, reuse=reuse):
+        for r in client.verify_stream(source(), timeout=timeout, window=window, reuse=reuse, trust=trust):
             now = time.monotonic()
             results.append(r)
             done_at.append(now - start)
@@ -196,6 +230,7 @@ def run_bench(
     lean_stats = {"total": sum(lean), "mean": statistics.mean(lean) if lean else 0.0}
     report: dict[str, Any] = {
         "dataset": dataset,
+        "trust": trust or "server default",
         "proofs": len(results),
         "wall_seconds": wall,
         "proofs_per_second": len(results) / wall if wall else 0.0,

@@ -156,6 +156,21 @@ own, which then stands where the barrier's answer should be, and the forgery is 
 BARRIER_REPLY = {"message": "Unknown environment."}
 
 
+def pickle_to(path: str, env: int) -> bytes:
+    """Encode `{"pickleTo": path, "env": env}`: the REPL writes environment `env` (its imports, the
+    constants added since them, and the command scopes) to `path` and answers `{"env": env}`,
+    recording no new environment."""
+    return json.dumps({"pickleTo": path, "env": env}, ensure_ascii=False).encode() + b"\n\n"
+
+
+def unpickle_env_from(path: str) -> bytes:
+    """Encode `{"unpickleEnvFrom": path}`: the REPL imports the pickle's imports, adds its constants
+    back (re-checked by the kernel up to REPL v4.29, not from v4.30), and records the result as its
+    next environment. An unreadable pickle or a constant the kernel rejects is an uncaught exception:
+    the process exits."""
+    return json.dumps({"unpickleEnvFrom": path}, ensure_ascii=False).encode() + b"\n\n"
+
+
 def _pos(obj: Any) -> Pos:
     if not isinstance(obj, dict) or not isinstance(obj.get("line"), int) or not isinstance(obj.get("column"), int):
         raise ProtocolError(f"not a position: {obj!r:.200}")

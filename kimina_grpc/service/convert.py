@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from google.rpc import error_details_pb2
@@ -10,7 +11,8 @@ from google.rpc import error_details_pb2
 from kimina_grpc.repl import InfotreeMode, Pos, Split, split_header
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import MODULE_NAME
-from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
+from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, CheckOptions, Outcome, TrustLevel, TrustPolicy
+from kimina_grpc.supervisor.trust import SORRY_AXIOM, statement_name
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 MAX_ID_BYTES = 256
@@ -23,6 +25,13 @@ _INFOTREE: dict[int, InfotreeMode | None] = {
     pb.INFOTREE_MODE_SUBSTANTIVE: "substantive",
 }
 _SEVERITY = {"info": pb.SEVERITY_INFO, "warning": pb.SEVERITY_WARNING, "error": pb.SEVERITY_ERROR}
+_TRUST = {
+    pb.TRUST_LEVEL_CHECK: TrustLevel.CHECK,
+    pb.TRUST_LEVEL_AUDIT: TrustLevel.AUDIT,
+    pb.TRUST_LEVEL_JUDGE: TrustLevel.JUDGE,
+}
+# A name goes on its own line of a Lean command: nothing that could end it or start another.
+_LEAN_NAME = re.compile(r"[^\s()\[\]{}:,;@#\"`]+")
 
 
 class InvalidInput(Exception):
@@ -49,6 +58,7 @@ class Effective:
     reuse: bool
     diagnostics: bool
     all_tactics: bool
+    trust: TrustPolicy | None = None
 
 
 def check_options(opts: pb.ProofOptions, where: str, settings: Settings) -> list[tuple[str, str]]:
@@ -57,10 +67,50 @@ def check_options(opts: pb.ProofOptions, where: str, settings: Settings) -> list
         problems.append((f"{where}.timeout_seconds", f"must be in (0, {settings.max_timeout:g}]"))
     if opts.infotree != pb.INFOTREE_MODE_UNSPECIFIED and opts.infotree not in _INFOTREE:
         problems.append((f"{where}.infotree", f"unknown infotree mode {opts.infotree}"))
+    if opts.trust != pb.TRUST_LEVEL_UNSPECIFIED and opts.trust not in _TRUST:
+        problems.append((f"{where}.trust", f"unknown trust level {opts.trust}"))
+    for i, axiom in enumerate(opts.allowed_axioms):
+        if axiom == SORRY_AXIOM:
+            problems.append((f"{where}.allowed_axioms[{i}]", "sorryAx is never allowed"))
+        elif not _LEAN_NAME.fullmatch(axiom):
+            problems.append((f"{where}.allowed_axioms[{i}]", f"{axiom!r:.80} is not a Lean name"))
+    if opts.HasField("theorem_name") and not _LEAN_NAME.fullmatch(opts.theorem_name):
+        problems.append((f"{where}.theorem_name", f"{opts.theorem_name!r:.80} is not a Lean name"))
+    if opts.HasField("statement") and len(opts.statement.encode()) > settings.max_code_bytes:
+        problems.append((f"{where}.statement", f"must be at most {settings.max_code_bytes} bytes"))
     return problems
 
 
-def check_proof(proof: pb.Proof, where: str, settings: Settings) -> list[tuple[str, str]]:
+def _trust(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: Settings) -> TrustPolicy | None:
+    """The effective trust policy; None at CHECK. Its theorem is "" when none was named."""
+    chain = [o for o in (own, request) if o is not None]
+    code = next((o.trust for o in chain if o.trust != pb.TRUST_LEVEL_UNSPECIFIED), None)
+    level = _TRUST.get(code, TrustLevel.CHECK) if code is not None else TrustLevel[settings.default_trust.upper()]
+    if level is TrustLevel.CHECK:
+        return None
+    statement = next((o.statement for o in chain if o.HasField("statement")), None)
+    theorem = next((o.theorem_name for o in chain if o.HasField("theorem_name")), None)
+    if theorem is None and statement is not None:
+        theorem = statement_name(statement)
+    allowed = next((o.allowed_axioms for o in chain if o.allowed_axioms), ())
+    return TrustPolicy(level, theorem or "", statement, STANDARD_AXIOMS | frozenset(allowed))
+
+
+def _check_trust(
+    own: pb.ProofOptions, request: pb.ProofOptions | None, where: str, settings: Settings
+) -> list[tuple[str, str]]:
+    policy = _trust(own, request, settings)
+    if policy is not None and not policy.theorem:
+        level = policy.level.name.lower()
+        return [
+            (f"{where}.theorem_name", f"trust level {level} needs theorem_name or a statement declaring the theorem")
+        ]
+    return []
+
+
+def check_proof(
+    proof: pb.Proof, where: str, settings: Settings, request: pb.ProofOptions | None = None
+) -> list[tuple[str, str]]:
     problems = []
     id_bytes = len(proof.id.encode())
     if id_bytes == 0:
@@ -70,6 +120,8 @@ def check_proof(proof: pb.Proof, where: str, settings: Settings) -> list[tuple[s
     if len(proof.code.encode()) > settings.max_code_bytes:
         problems.append((f"{where}.code", f"must be at most {settings.max_code_bytes} bytes"))
     problems += check_options(proof.options, f"{where}.options", settings)
+    if not problems:
+        problems += _check_trust(proof.options, request, f"{where}.options", settings)
     return problems
 
 
@@ -82,7 +134,7 @@ def check_batch(request: pb.VerifyRequest, settings: Settings) -> None:
     problems += check_options(request.options, "options", settings)
     seen: set[str] = set()
     for i, proof in enumerate(request.proofs):
-        problems += check_proof(proof, f"proofs[{i}]", settings)
+        problems += check_proof(proof, f"proofs[{i}]", settings, request.options)
         if proof.id and proof.id in seen:
             problems.append((f"proofs[{i}].id", f"duplicate id {proof.id!r}"))
         seen.add(proof.id)
@@ -125,6 +177,7 @@ def effective(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: S
         reuse=r.reuse if r else True,
         diagnostics=d.diagnostics if d else False,
         all_tactics=a.all_tactics if a else False,
+        trust=_trust(own, request, settings),
     )
 
 
@@ -136,6 +189,7 @@ def to_job(proof: pb.Proof, eff: Effective, deadline_left: float | None) -> tupl
         all_tactics=eff.all_tactics,
         reuse=eff.reuse,
         diagnostics=eff.diagnostics,
+        trust=eff.trust,
     )
 
 
@@ -149,6 +203,8 @@ def to_result(proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofRes
         verdict=pb.Verdict.ValueType(outcome.verdict.value),
         time_seconds=outcome.time_seconds,
         error=outcome.error,
+        reason=outcome.reason,
+        axioms=[pb.TheoremAxioms(theorem=name, axioms=axioms) for name, axioms in outcome.axioms],
     )
     reply = outcome.reply
     if reply is not None:

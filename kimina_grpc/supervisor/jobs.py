@@ -5,8 +5,32 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 
 from kimina_grpc.repl import InfotreeMode, Reply, Split, Verdict
+
+
+class TrustLevel(Enum):
+    """How much a VALID verdict vouches for (see supervisor/trust.py and the contract's TrustLevel)."""
+
+    CHECK = 1
+    AUDIT = 2
+    JUDGE = 3
+
+
+STANDARD_AXIOMS = frozenset({"propext", "Classical.choice", "Quot.sound"})
+
+
+@dataclass(frozen=True, slots=True)
+class TrustPolicy:
+    """What a proof must also satisfy, beyond Lean's messages, to be VALID (audit and judge)."""
+
+    level: TrustLevel
+    theorem: str
+    """The theorem that must be proved (fully qualified)."""
+    statement: str | None = None
+    """The reference statement (caller's Lean text, declaring `theorem`), or None for no statement check."""
+    allowed_axioms: frozenset[str] = STANDARD_AXIOMS
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +41,8 @@ class CheckOptions:
     reuse: bool = True
     diagnostics: bool = False
     """Measure CPU and memory of the check (a /proc read per process after it)."""
+    trust: TrustPolicy | None = None
+    """None: Lean's messages decide (trust level CHECK)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +59,10 @@ class Outcome:
     peak_memory_bytes: int = 0
     attempts: int = 0
     fresh_repl: bool = False
+    reason: str = ""
+    """Why the trust policy rejected the proof (UNTRUSTED), naming the rule and the culprit."""
+    axioms: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(theorem, its axioms) for each audited theorem."""
 
 
 def not_checked(reason: str) -> Outcome:

@@ -39,6 +39,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
+from kimina_grpc.supervisor.trust import Reviewer
 
 log = structlog.get_logger("kimina_grpc.supervisor")
 
@@ -176,6 +177,9 @@ class Supervisor:
         self._probe: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
+        self._reviewer = Reviewer(
+            settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
+        )
 
     # ----------------------------------------------------------------- public API
 
@@ -803,19 +807,23 @@ class Supervisor:
             return
         self._proof_cost.add(elapsed)
         worker.uses += 1
-        self._finish(
-            job,
-            made(
-                verdict_of(reply),
-                reply,
-                error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
-                cpu_seconds=usage.cpu_seconds,
-                peak_memory_bytes=max(peak, usage.peak_bytes),
-            ),
+        verdict = verdict_of(reply)
+        outcome = made(
+            verdict,
+            reply,
+            error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
+            cpu_seconds=usage.cpu_seconds,
+            peak_memory_bytes=max(peak, usage.peak_bytes),
         )
+        if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
+            outcome = await self._reviewer.review(
+                repl, outcome, env=reply.env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
+            )
+        self._finish(job, outcome)
         self._after_check(
             worker,
             recycle=reply.error is not None  # a REPL-level failure: don't trust its state
+            or not repl.alive  # killed or crashed during the trust review
             or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss),
         )
 

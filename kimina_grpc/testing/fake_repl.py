@@ -39,14 +39,46 @@ the Lean code of the form `-- fake: VERB ARGS`:
     infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
     infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
 
+Directives for the trust levels (each modelling what a real proof does to Lean's state):
+    axioms NAME A B..  NAME (declared in this command) depends on axioms A B.. (default: none), as
+                       `#print axioms NAME` will say; e.g. `axioms t Lean.ofReduceBool` for native_decide
+    sorry-ax           this command's declarations use sorryAx without the `sorry` syntax (`admit`,
+                       `sorryAx _ false`): no `sorries` entry; the warning "declaration uses `sorry`"
+                       unless `set_option warn.sorry false` is in force
+    kernel-reject      this command's declarations are ill-typed for the kernel: an error
+                       "(kernel) ..." and nothing declared, unless `debug.skipKernelTC` is true
+    hijack-print-axioms  the proof redefines `#print axioms` (an elaborator: an environment
+                       extension): from here on, in this environment and those built on it, it
+                       answers "[propext, Classical.choice, Quot.sound]" for any name
+    hang-print-axioms  likewise, but the redefined `#print axioms` never returns
+    reinterpret TEXT   a local notation/instance changes what statements mean (an extension):
+                       every statement elaborated from here on, in this environment and those built
+                       on it, reads with " [TEXT]" appended
+
+Lean commands it understands: declarations (`theorem|lemma|def|abbrev|instance|structure|inductive|
+class|axiom NAME SIG :=`; the elaborated type of NAME is SIG, whitespace-normalised), `namespace N` /
+`end N` within a command, `set_option NAME VALUE` (kept in the environment's scope, `... in` for one
+command), `#exit` (warning "using 'exit' to interrupt Lean", nothing after it is elaborated),
+`#print axioms NAME` (info "'NAME' depends on axioms: [..]" / "'NAME' does not depend on any
+axioms"), `#check @NAME` (info "@NAME : TYPE"). An unknown name is an error.
+
+Pickles, as the REPL (v4.19) does them: `{"pickleTo": PATH, "env": N}` writes environment N's
+imports, constants (with their axioms) and scope options to PATH (a real file) and answers
+`{"env": N}`, recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every
+constant with the "kernel" (a `kernel-reject`ed constant, or an unreadable file, is an uncaught
+exception: the process exits), and records the next environment: the constants and options come
+back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
+
 Besides directives it models three things Lean does that the server must handle: declaring a name
 twice in one environment is an error ("'x' has already been declared"), which is how leaking state
-between proofs shows; the word `sorry` in code (not in a comment) is a sorry, with Lean's warning;
-and an import of a module whose first component is `Missing` fails.
+between proofs shows; the word `sorry` in code (not in a comment) is a sorry, with Lean's warning
+(unless `warn.sorry` is false); and an import of a module whose first component is `Missing` fails.
 
 Cost of imports (so pools and warm-up behave as with Mathlib), from the environment:
     KIMINA_FAKE_IMPORT_SECONDS   seconds a non-empty header takes to import (default 0)
     KIMINA_FAKE_IMPORT_MB        MiB of resident memory a non-empty header adds (default 0)
+    KIMINA_FAKE_LOG              a file each process appends {"pid": .., "request": ..} lines to
+                                 (tests assert the exact commands sent)
 
 Replay (`--replay DIR`): answers requests recorded in DIR/*.in with the matching replies of
 DIR/*.expected.out, byte for byte. A session follows the recordings whose requests so far equal
@@ -65,20 +97,61 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NoReturn
 
 from kimina_grpc.repl.header import split_header
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
-    r"(?:theorem|lemma|def|abbrev|instance|structure|inductive|class)\s+([^\s:({\[]+)",
+    r"(?:theorem|lemma|def|abbrev|instance|structure|inductive|class|axiom)\s+([^\s:({\[]+)",
     re.M,
 )
 _DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
 _IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import\s+(.+?)\s*$")
 _INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of the file"
 _SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
+_SET_OPTION = re.compile(r"^\s*set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
+_PRINT_AXIOMS = re.compile(r"#print\s+axioms\s+(\S+)")
+_CHECK = re.compile(r"#check\s+@(\S+)")
+_NAMESPACE = re.compile(r"^\s*(namespace|end)\s+(\S+)\s*$")
+_CLEAN = "[propext, Classical.choice, Quot.sound]"
+
+
+@dataclass
+class Const:
+    type: str
+    axioms: frozenset[str] = frozenset()
+    kernel_ok: bool = True
+
+
+@dataclass
+class Env:
+    """A recorded environment: what a pickle keeps (header, constants, scope options) and the
+    extensions it loses (hijack, reinterpret)."""
+
+    header: str = ""
+    constants: dict[str, Const] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    hijacked: bool = False
+    hangs: bool = False
+    reinterpret: str = ""
+
+    def pickled(self) -> dict[str, Any]:
+        return {
+            "header": self.header,
+            "constants": {n: [c.type, sorted(c.axioms), c.kernel_ok] for n, c in self.constants.items()},
+            "options": self.options,
+        }
+
+    @staticmethod
+    def unpickled(data: dict[str, Any]) -> Env:
+        return Env(
+            header=data["header"],
+            constants={n: Const(t, frozenset(a), ok) for n, (t, a, ok) in data["constants"].items()},
+            options=dict(data["options"]),
+        )
 
 
 def read_request(stdin: BinaryIO) -> str | None:
@@ -128,7 +201,7 @@ class Simulator:
     """Lean-like answers to commands, driven by directives."""
 
     def __init__(self) -> None:
-        self.envs: list[frozenset[str]] = []  # declared names per env
+        self.envs: list[Env] = []
         self.import_seconds = float(os.environ.get("KIMINA_FAKE_IMPORT_SECONDS", "0"))
         self.import_mb = int(float(os.environ.get("KIMINA_FAKE_IMPORT_MB", "0")))
         self.ballast: list[bytearray] = []
@@ -141,28 +214,73 @@ class Simulator:
             sys.stderr.flush()
             os._exit(1)
 
+    def _import(self) -> None:
+        if self.import_mb:
+            self._allocate(self.import_mb)
+        time.sleep(self.import_seconds)
+
+    def pickle_to(self, path: str, env: Any) -> dict[str, Any]:
+        if not (isinstance(env, int) and 0 <= env < len(self.envs)):
+            return {"message": "Unknown environment."}
+        try:
+            Path(path).write_text(json.dumps(self.envs[env].pickled()))
+        except OSError as exc:
+            _uncaught(str(exc))
+        return {"env": env}
+
+    def unpickle_env_from(self, path: str) -> dict[str, Any]:
+        try:
+            restored = Env.unpickled(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            _uncaught(f"failed to read file '{path}': {exc}")
+        if restored.header:
+            self._import()
+        for name, const in restored.constants.items():
+            if not const.kernel_ok:  # Environment.replay re-checks each constant
+                _uncaught(f"(kernel) declaration type mismatch, '{name}'")
+        self.envs.append(restored)
+        return {"env": len(self.envs) - 1}
+
     def answer(self, req: dict[str, Any]) -> dict[str, Any] | None:
         cmd = req["cmd"]
         env = req.get("env")
         if env is not None and not (isinstance(env, int) and 0 <= env < len(self.envs)):
             return {"message": "Unknown environment."}
-        names = self.envs[env] if env is not None else frozenset()
+        base = self.envs[env] if env is not None else Env()
+        new = Env(base.header, dict(base.constants), dict(base.options), base.hijacked, base.hangs, base.reinterpret)
         messages: list[dict[str, Any]] = []
         sorries: list[dict[str, Any]] = []
         infotree: Any = None
-        offset = 0
+        first = 1  # the file line of the command's first line (after a header: its body's)
         if env is None:
             split = split_header(cmd)
-            self._import(split.header, split.header_lines, messages)
-            cmd, offset = split.body, split.line_offset
-        for lineno, line in enumerate(cmd.split("\n"), 1 + offset):
+            self._import_header(split.header, split.header_lines, messages)
+            new.header, cmd, first = split.header, split.body, split.line_offset + 1
+        lines = cmd.split("\n")
+        # What directives say about this command's declarations.
+        axioms_of: dict[str, frozenset[str]] = {}
+        uses_sorry = kernel_reject = False
+        options = dict(base.options)
+        active = len(lines)
+        for index, line in enumerate(lines):
+            lineno = index + first
             if _IMPORT.match(line):
                 messages.append(_msg("error", lineno, 0, _INVALID_IMPORT))
                 continue
-            code = line.split("--", 1)[0]
-            for m in _SORRY.finditer(code):
+            if line.strip().startswith("#exit"):
+                messages.append(_msg("warning", lineno, 0, "using 'exit' to interrupt Lean"))
+                active = index
+                break
+            o = _SET_OPTION.match(line)
+            if o:
+                options[o.group(1)] = o.group(2)
+                if not o.group(3):
+                    new.options[o.group(1)] = o.group(2)
+            for m in _SORRY.finditer(line.split("--", 1)[0]):
+                uses_sorry = True
                 sorries.append(_sorry(lineno, m.start()))
-                messages.append(_msg("warning", lineno, m.start(), "declaration uses `sorry`"))
+                if options.get("warn.sorry") != "false":
+                    messages.append(_msg("warning", lineno, m.start(), "declaration uses `sorry`"))
             d = _DIRECTIVE.match(line)
             if d is None:
                 continue
@@ -205,6 +323,8 @@ class Simulator:
                 subprocess.run(
                     [sys.executable, "-c", f"import sys; sys.stdout.write({forged + chr(10) * 2!r})"], check=False
                 )
+            elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
+                infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
             elif verb == "stderr":
                 sys.stderr.write("x" * int(arg) + "\n")
                 sys.stderr.flush()
@@ -220,17 +340,70 @@ class Simulator:
                 at = int(arg) if arg.isdigit() else lineno
                 sorries.append(_sorry(at, 2))
                 messages.append(_msg("warning", at, 0, "declaration uses `sorry`"))
-            elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
-                infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
-        declared = set(names)
-        for m in _DECL.finditer(cmd):
-            name = m.group(1)
-            line = cmd.count("\n", 0, m.start(1)) + 1 + offset
-            col = m.start(1) - (cmd.rfind("\n", 0, m.start(1)) + 1)
-            if name in declared:
-                messages.append(_msg("error", line, col, f"'{name}' has already been declared"))
-            declared.add(name)
-        self.envs.append(frozenset(declared))
+                uses_sorry = True
+            elif verb == "sorry-ax":
+                uses_sorry = True
+                if options.get("warn.sorry") != "false":
+                    messages.append(_msg("warning", lineno, 0, "declaration uses `sorry`"))
+            elif verb == "axioms":
+                name, *names = arg.replace(",", " ").split()
+                axioms_of[name] = frozenset(names)
+            elif verb == "kernel-reject":
+                kernel_reject = True
+            elif verb == "hijack-print-axioms":
+                new.hijacked = True
+            elif verb == "hang-print-axioms":
+                new.hangs = True
+            elif verb == "reinterpret":
+                new.reinterpret = arg
+        skip_kernel = options.get("debug.skipKernelTC") == "true"
+        # Declarations and queries, in order (only up to an #exit).
+        body = "\n".join(lines[:active])
+        namespaces: list[str] = []
+        offset = 0
+        for index, line in enumerate(lines[:active]):
+            lineno = index + first
+            start = offset
+            offset += len(line) + 1
+            if line.lstrip().startswith("--"):
+                continue
+            ns = _NAMESPACE.match(line)
+            if ns:
+                if ns.group(1) == "namespace":
+                    namespaces.append(ns.group(2))
+                elif namespaces and namespaces[-1] == ns.group(2):
+                    namespaces.pop()
+                continue
+            q = _PRINT_AXIOMS.search(line)
+            if q:
+                messages.append(self._print_axioms(new, q.group(1), lineno))
+                continue
+            q = _CHECK.search(line)
+            if q:
+                messages.append(self._check(new, q.group(1), lineno))
+                continue
+            for m in _DECL.finditer(line):
+                short = m.group(1)
+                name = ".".join([*namespaces, short])
+                col = m.start(1)
+                if name in new.constants:
+                    messages.append(_msg("error", lineno, col, f"'{name}' has already been declared"))
+                    continue
+                if kernel_reject and not skip_kernel:
+                    messages.append(_msg("error", lineno, col, f"(kernel) declaration type mismatch, '{name}'"))
+                    continue
+                sig_start = start + m.end(1)
+                sig_end = body.find(":=", sig_start)
+                sig = " ".join(body[sig_start : sig_end if sig_end >= 0 else len(body)].split())
+                if new.reinterpret:
+                    sig += f" [{new.reinterpret}]"
+                axioms = axioms_of.get(short, axioms_of.get(name, frozenset()))
+                if line.lstrip().startswith("axiom"):
+                    axioms |= {name}
+                if uses_sorry:
+                    axioms |= {"sorryAx"}
+                new.constants[name] = Const(sig, axioms, kernel_ok=not kernel_reject)
+        self.envs.append(new)
         reply: dict[str, Any] = {}
         if sorries:
             reply["sorries"] = sorries
@@ -241,16 +414,12 @@ class Simulator:
         reply["env"] = len(self.envs) - 1
         return reply
 
-    def _import(self, header: str, lines: tuple[int, ...], messages: list[dict[str, Any]]) -> None:
+    def _import_header(self, header: str, lines: tuple[int, ...], messages: list[dict[str, Any]]) -> None:
         """Import a header (as Lean's header parser read it): a module whose first component is
-        `Missing` does not exist; the first import costs KIMINA_FAKE_IMPORT_* time and memory."""
-        imported = False
+        `Missing` does not exist; the import costs KIMINA_FAKE_IMPORT_* time and memory."""
         for lineno, command in zip(lines, header.split("\n") if header else [], strict=True):
             words = command.split()
-            if "import" not in words:
-                continue
-            module = words[-1]
-            if module.split(".")[0] == "Missing":
+            if "import" in words and words[-1].split(".")[0] == "Missing":
                 messages.append(
                     _msg(
                         "error",
@@ -260,11 +429,44 @@ class Simulator:
                         "in the search path entries",
                     )
                 )
-            if not imported:
-                imported = True
-                if self.import_mb:
-                    self._allocate(self.import_mb)
-                time.sleep(self.import_seconds)
+        if any("import" in c.split() for c in header.split("\n")):
+            self._import()
+
+    @staticmethod
+    def _print_axioms(env: Env, name: str, line: int) -> dict[str, Any]:
+        while env.hangs:
+            time.sleep(3600)
+        if env.hijacked:
+            return _msg("info", line, 0, f"'{name}' depends on axioms: {_CLEAN}")
+        const = env.constants.get(name)
+        if const is None:
+            return _msg("error", line, 14, f"unknown constant '{name}'")
+        if not const.axioms:
+            return _msg("info", line, 0, f"'{name}' does not depend on any axioms")
+        return _msg("info", line, 0, f"'{name}' depends on axioms: [{', '.join(sorted(const.axioms))}]")
+
+    @staticmethod
+    def _check(env: Env, name: str, line: int) -> dict[str, Any]:
+        const = env.constants.get(name)
+        if const is None:
+            return _msg("error", line, 0, f"unknown identifier '{name}'")
+        return _msg("info", line, 0, f"@{name} : {const.type}")
+
+
+def _uncaught(text: str) -> NoReturn:
+    """An exception the REPL's loop does not catch: Lean prints it and the process exits."""
+    sys.stderr.write(f"uncaught exception: {text}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def _msg(severity: str, line: int, column: int, data: str) -> dict[str, Any]:
+    return {
+        "severity": severity,
+        "pos": {"line": line, "column": column},
+        "endPos": {"line": line, "column": column + 1},
+        "data": data,
+    }
 
 
 def _sorry(line: int, column: int) -> dict[str, Any]:
@@ -292,15 +494,6 @@ def _big_tree(mb: float, line: int) -> list[Any]:
     }
     size = len(json.dumps(leaf, indent=1)) + 2
     return [leaf] * max(1, int(mb * (1 << 20) / size))
-
-
-def _msg(severity: str, line: int, column: int, data: str) -> dict[str, Any]:
-    return {
-        "severity": severity,
-        "pos": {"line": line, "column": column},
-        "endPos": {"line": line, "column": column + 1},
-        "data": data,
-    }
 
 
 class Replayer:
@@ -340,6 +533,7 @@ class Replayer:
 def serve(replayer: Replayer | None) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sim = Simulator()
+    log = os.environ.get("KIMINA_FAKE_LOG")
     while True:
         text = read_request(stdin)
         if text is None:
@@ -351,11 +545,12 @@ def serve(replayer: Replayer | None) -> int:
         except ValueError as exc:
             sys.stderr.write(f"Could not parse JSON:\n{exc}\n")
             return 1
+        if isinstance(req, dict) and req.get("cmd") == "" and isinstance(req.get("env"), int) and req["env"] >= 1 << 31:
+            # No session records so many environments: the REPL's own answer, recording nothing
+            # (the server's barrier request; kept out of the log and the replay history).
+            write_reply(stdout, {"message": "Unknown environment."})
+            continue
         if replayer is not None:
-            if isinstance(req, dict) and isinstance(req.get("env"), int) and req["env"] >= 1 << 31:
-                # No recording knows so many environments: the REPL's own answer, recording nothing.
-                write_reply(stdout, {"message": "Unknown environment."})
-                continue
             recorded = replayer.answer(req)
             if recorded is None:
                 write_reply(stdout, {"message": "replay: no recorded reply for this request"})
@@ -363,10 +558,18 @@ def serve(replayer: Replayer | None) -> int:
                 stdout.write(recorded.encode() + b"\n")
                 stdout.flush()
             continue
-        if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        if log is not None:
+            with open(log, "a") as f:
+                f.write(json.dumps({"pid": os.getpid(), "request": req}) + "\n")
+        if isinstance(req, dict) and isinstance(req.get("pickleTo"), str) and isinstance(req.get("env"), int):
+            reply: dict[str, Any] | None = sim.pickle_to(req["pickleTo"], req["env"])
+        elif isinstance(req, dict) and isinstance(req.get("unpickleEnvFrom"), str):
+            reply = sim.unpickle_env_from(req["unpickleEnvFrom"])
+        elif not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             sys.stderr.write(f"Could not parse as a valid JSON command:\n{text}\n")
             return 1
-        reply = sim.answer(req)
+        else:
+            reply = sim.answer(req)
         if reply is not None:
             write_reply(stdout, reply)
 

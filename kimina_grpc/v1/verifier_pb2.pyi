@@ -24,6 +24,63 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _TrustLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TrustLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrustLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRUST_LEVEL_UNSPECIFIED: _TrustLevel.ValueType  # 0
+    """Inherit from the request, then the server (default CHECK)."""
+    TRUST_LEVEL_CHECK: _TrustLevel.ValueType  # 1
+    """Lean's messages decide."""
+    TRUST_LEVEL_AUDIT: _TrustLevel.ValueType  # 2
+    """Also audit axioms, the theorem's existence and its statement in the proof's environment."""
+    TRUST_LEVEL_JUDGE: _TrustLevel.ValueType  # 3
+    """Also re-check them in a clean environment the proof's syntax cannot reach."""
+
+class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
+    """How much a VALID verdict vouches for. Each level adds to the one before; a proof Lean accepts
+    but a level rejects gets VERDICT_UNTRUSTED with ProofResult.reason, never VALID. The rules, and
+    what each level cannot catch:
+
+    - CHECK: Lean's messages decide (no error, no sorry): Kimina's behaviour. An injected `axiom`,
+      `#exit` before the theorem, `set_option warn.sorry false` with `sorryAx`/`admit`,
+      `native_decide`, `debug.skipKernelTC`, or a different statement are all VALID here.
+    - AUDIT: one more REPL command, in the proof's own environment right after it:
+      `#print axioms <theorem>` must list only allowed axioms (see allowed_axioms), never sorryAx
+      however it was written (rule "axioms" / "sorry"); the theorem must exist (rule
+      "missing-theorem": catches `#exit` before it and renamed theorems); with a statement, the
+      reference is elaborated in the same environment and both types, printed with pp.all, must be
+      equal (rule "statement"). Limit: the proof's own syntax is in force, so a proof that
+      redefines `#print axioms` or `#check`, or reinterprets the statement with a local notation or
+      instance, passes the audit; nor does the audit see `debug.skipKernelTC`.
+    - JUDGE: the audit, then the proof's environment is pickled and unpickled into a separate REPL
+      started for this proof (the same command and limits as the pool's; an import per proof,
+      10-20 s for Mathlib) where its macros, elaborators, notations and instances do not exist;
+      there `#print axioms` and the theorem's type are checked again, against the reference
+      statement elaborated in the header's environment (no proof in it). Up to REPL v4.29
+      unpickling re-checks every constant with the kernel, so a proof that skipped the kernel
+      (`debug.skipKernelTC`) is rejected (rule "kernel"); from v4.30 the REPL re-adds constants
+      unchecked and the judge cannot see it. Limits: types are compared as pp.all prints them, so
+      bound-variable and universe names must match the reference's; `#eval` in a proof still runs
+      code with the server's rights during the check.
+
+    The audit's and the judge's commands are each bounded by the proof's timeout (TIMEOUT past
+    it), the judge's import by the server's import timeout: a Verify deadline shorter than an import
+    ends the RPC before a judged proof is answered.
+    """
+
+TRUST_LEVEL_UNSPECIFIED: TrustLevel.ValueType  # 0
+"""Inherit from the request, then the server (default CHECK)."""
+TRUST_LEVEL_CHECK: TrustLevel.ValueType  # 1
+"""Lean's messages decide."""
+TRUST_LEVEL_AUDIT: TrustLevel.ValueType  # 2
+"""Also audit axioms, the theorem's existence and its statement in the proof's environment."""
+TRUST_LEVEL_JUDGE: TrustLevel.ValueType  # 3
+"""Also re-check them in a clean environment the proof's syntax cannot reach."""
+Global___TrustLevel: _TypeAlias = TrustLevel  # noqa: Y015
+
 class _InfotreeMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -90,6 +147,11 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
     server shutdown. `error` says which. Not a statement about the proof.
     """
+    VERDICT_UNTRUSTED: _Verdict.ValueType  # 8
+    """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
+    rejected it: a forbidden axiom or sorryAx, a missing theorem, another statement, a constant the
+    kernel rejects. `reason` names the rule and the culprit. Tells a cheat from a Lean error.
+    """
 
 class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
     """What became of a proof."""
@@ -117,6 +179,11 @@ VERDICT_REPL_ERROR: Verdict.ValueType  # 6
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
 server shutdown. `error` says which. Not a statement about the proof.
+"""
+VERDICT_UNTRUSTED: Verdict.ValueType  # 8
+"""Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
+rejected it: a forbidden axiom or sorryAx, a missing theorem, another statement, a constant the
+kernel rejects. `reason` names the rule and the culprit. Tells a cheat from a Lean error.
 """
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 
@@ -300,6 +367,10 @@ class ProofOptions(_message.Message):
     REUSE_FIELD_NUMBER: _builtins.int
     DIAGNOSTICS_FIELD_NUMBER: _builtins.int
     ALL_TACTICS_FIELD_NUMBER: _builtins.int
+    TRUST_FIELD_NUMBER: _builtins.int
+    ALLOWED_AXIOMS_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    THEOREM_NAME_FIELD_NUMBER: _builtins.int
     timeout_seconds: _builtins.float
     """Seconds the proof may take once it runs on a REPL, in (0, 3600] (LEAN_SERVER_MAX_TIMEOUT).
     Default: LEAN_SERVER_DEFAULT_TIMEOUT (60). Past it the REPL is killed and the verdict is TIMEOUT.
@@ -318,6 +389,32 @@ class ProofOptions(_message.Message):
     """Return every tactic step with its goals in ProofResult.tactics (the REPL's allTactics; default
     false).
     """
+    trust: Global___TrustLevel.ValueType
+    """How much a VALID verdict must vouch for; see TrustLevel. UNSPECIFIED inherits from the request,
+    then from the server (LEAN_SERVER_DEFAULT_TRUST, default CHECK). AUDIT and JUDGE need the
+    theorem's name: `theorem_name`, or the name `statement` declares; else INVALID_ARGUMENT.
+    """
+    statement: _builtins.str
+    """The reference statement at AUDIT and JUDGE: the formal statement as Lean code declaring the
+    theorem, e.g. "theorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by sorry" (miniF2F, Lean Workbook,
+    Goedel style; a trailing ":=" or ":= by" gets a `sorry`; `open` lines before it are allowed).
+    The proof's theorem must have exactly its type (see TrustLevel). It must declare only the
+    theorem: a statement with its own definitions is not supported. At most
+    LEAN_SERVER_MAX_CODE_BYTES. Unset inherits from the request; default none (no statement check).
+    """
+    theorem_name: _builtins.str
+    """The fully qualified name of the theorem to audit (no spaces). Default: the name the first
+    `theorem`/`lemma` of `statement` declares; when both are given, `statement` must declare this
+    name. Unset inherits from the request.
+    """
+    @_builtins.property
+    def allowed_axioms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Axioms a theorem may depend on at AUDIT and JUDGE besides the standard propext,
+        Classical.choice and Quot.sound, as fully qualified names: e.g. "Lean.ofReduceBool" (and, on
+        newer Lean, "Lean.trustCompiler") to accept `native_decide`. sorryAx is never allowed (it is
+        INVALID_ARGUMENT to list it). A non-empty list replaces the request's; empty inherits it.
+        """
+
     def __init__(
         self,
         *,
@@ -326,10 +423,14 @@ class ProofOptions(_message.Message):
         reuse: _builtins.bool | None = ...,
         diagnostics: _builtins.bool | None = ...,
         all_tactics: _builtins.bool | None = ...,
+        trust: Global___TrustLevel.ValueType = ...,
+        allowed_axioms: _abc.Iterable[_builtins.str] | None = ...,
+        statement: _builtins.str | None = ...,
+        theorem_name: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "diagnostics", b"diagnostics", "reuse", b"reuse", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "diagnostics", b"diagnostics", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "diagnostics", b"diagnostics", "infotree", b"infotree", "reuse", b"reuse", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "allowed_axioms", b"allowed_axioms", "diagnostics", b"diagnostics", "infotree", b"infotree", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__all_tactics: _TypeAlias = _typing.Literal["all_tactics"]  # noqa: Y015
     _WhichOneofArgType__all_tactics: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics"]  # noqa: Y015
@@ -337,6 +438,10 @@ class ProofOptions(_message.Message):
     _WhichOneofArgType__diagnostics: _TypeAlias = _typing.Literal["_diagnostics", b"_diagnostics"]  # noqa: Y015
     _WhichOneofReturnType__reuse: _TypeAlias = _typing.Literal["reuse"]  # noqa: Y015
     _WhichOneofArgType__reuse: _TypeAlias = _typing.Literal["_reuse", b"_reuse"]  # noqa: Y015
+    _WhichOneofReturnType__statement: _TypeAlias = _typing.Literal["statement"]  # noqa: Y015
+    _WhichOneofArgType__statement: _TypeAlias = _typing.Literal["_statement", b"_statement"]  # noqa: Y015
+    _WhichOneofReturnType__theorem_name: _TypeAlias = _typing.Literal["theorem_name"]  # noqa: Y015
+    _WhichOneofArgType__theorem_name: _TypeAlias = _typing.Literal["_theorem_name", b"_theorem_name"]  # noqa: Y015
     _WhichOneofReturnType__timeout_seconds: _TypeAlias = _typing.Literal["timeout_seconds"]  # noqa: Y015
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
     @_typing.overload
@@ -345,6 +450,10 @@ class ProofOptions(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__diagnostics) -> _WhichOneofReturnType__diagnostics | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__reuse) -> _WhichOneofReturnType__reuse | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__statement) -> _WhichOneofReturnType__statement | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__theorem_name) -> _WhichOneofReturnType__theorem_name | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timeout_seconds) -> _WhichOneofReturnType__timeout_seconds | None: ...
 
@@ -365,6 +474,8 @@ class ProofResult(_message.Message):
     DIAGNOSTICS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     TACTICS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    AXIOMS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The proof's id."""
     verdict: Global___Verdict.ValueType
@@ -378,6 +489,12 @@ class ProofResult(_message.Message):
     error: _builtins.str
     """Why the check failed for reasons other than Lean's judgement (timeout, crash, not checked);
     empty otherwise.
+    """
+    reason: _builtins.str
+    """Why the trust policy rejected the proof (VERDICT_UNTRUSTED): "<rule>: <detail>", the rule one
+    of axioms, sorry, missing-theorem, statement, kernel (see TrustLevel) or audit (`#print axioms`
+    gave no answer it could read), the detail naming the culprit (the axiom, both statements...)
+    and where it was found (the proof's environment, the judge's clean one). Empty otherwise.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -397,6 +514,12 @@ class ProofResult(_message.Message):
     def tactics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tactic]:
         """Tactic steps, when ProofOptions.all_tactics was set."""
 
+    @_builtins.property
+    def axioms(self) -> _containers.RepeatedCompositeFieldContainer[Global___TheoremAxioms]:
+        """The axioms of each audited theorem (TRUST_LEVEL_AUDIT and JUDGE; at JUDGE as the clean
+        environment lists them), also when the proof was rejected.
+        """
+
     def __init__(
         self,
         *,
@@ -409,16 +532,46 @@ class ProofResult(_message.Message):
         diagnostics: Global___Diagnostics | None = ...,
         error: _builtins.str = ...,
         tactics: _abc.Iterable[Global___Tactic] | None = ...,
+        reason: _builtins.str = ...,
+        axioms: _abc.Iterable[Global___TheoremAxioms] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "infotree", b"infotree"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "axioms", b"axioms", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "reason", b"reason", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__infotree: _TypeAlias = _typing.Literal["infotree"]  # noqa: Y015
     _WhichOneofArgType__infotree: _TypeAlias = _typing.Literal["_infotree", b"_infotree"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__infotree) -> _WhichOneofReturnType__infotree | None: ...
 
 Global___ProofResult: _TypeAlias = ProofResult  # noqa: Y015
+
+@_typing.final
+class TheoremAxioms(_message.Message):
+    """The axioms one theorem depends on, as `#print axioms` lists them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THEOREM_FIELD_NUMBER: _builtins.int
+    AXIOMS_FIELD_NUMBER: _builtins.int
+    theorem: _builtins.str
+    """The theorem's fully qualified name."""
+    @_builtins.property
+    def axioms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its axioms, sorted (e.g. propext, Classical.choice, Quot.sound)."""
+
+    def __init__(
+        self,
+        *,
+        theorem: _builtins.str = ...,
+        axioms: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["axioms", b"axioms", "theorem", b"theorem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TheoremAxioms: _TypeAlias = TheoremAxioms  # noqa: Y015
 
 @_typing.final
 class Position(_message.Message):

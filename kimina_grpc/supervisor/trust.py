@@ -1,0 +1,300 @@
+"""Trust levels: what a VALID verdict vouches for beyond "Lean printed no error and no sorry".
+
+Uses the REPL driver, not the pool: the pool calls `Reviewer.review` with its warm REPL right after a
+proof's body came back VALID, and gets the final Outcome back.
+
+- audit (one more command on the same REPL, in the proof's own environment): `#print axioms` of the
+  named theorem must list only allowed axioms (never `sorryAx`), the theorem must exist (so `#exit`
+  before it, or another name, fails), and with a reference statement its elaborated type, printed with
+  `pp.all`, must equal the reference's, elaborated in the same environment. Everything here runs where
+  the proof's own syntax is in force: a proof that redefines `#print axioms`, `#check` or the notation
+  of the statement fools the audit. That is the audit's documented limit.
+- judge: the audit first (a naive cheat is rejected without paying an import); then the proof's
+  environment is pickled (`pickleTo`) into a private temporary directory and unpickled
+  (`unpickleEnvFrom`) into a separate REPL started for this proof, with the pool's ReplSpec (same
+  command, memory cap). A pickle holds the imports, the proof's constants and its command scopes
+  (namespace, `open`, options), but no environment extensions: the proof's macros, elaborators,
+  notations, instances and attributes do not come back, so its syntax cannot reach the judge's
+  `#print axioms` and `#check`. Up to REPL v4.29 unpickling replays every constant through the kernel
+  (`Environment.replay`): a proof that got past the kernel (`debug.skipKernelTC`) makes the REPL exit
+  with a "(kernel)" exception, which the judge reports. From v4.30 the REPL re-adds constants without
+  the kernel (`replayToElabEnv`), so the judge no longer re-checks the kernel there. The reference
+  statement is elaborated on the pool REPL in the header's environment (clean: no proof in it), and
+  the two `pp.all` types are compared as text (whitespace-normalised).
+
+Limits of the statement check (both levels): types are compared as `pp.all` prints them, so bound
+variable and universe names must match the reference's; a reference that declares its own
+definitions is not supported (the proof's same-named definitions would print alike).
+
+Time: each command of the audit and the judge is bounded by the proof's own timeout (so a trusted
+check can take up to a few times it), the judge's import (unpickle) by the pool's import timeout.
+The judge REPL is a process beyond LEAN_SERVER_MAX_REPLS; at most `max_judges` run at once (the
+pool's bound on concurrent imports), and the pool REPL that ran the proof stays busy meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Reply, Severity, protocol, split_header
+from kimina_grpc.supervisor.jobs import Outcome, TrustLevel, TrustPolicy
+from kimina_grpc.verdict import Verdict
+
+SORRY_AXIOM = "sorryAx"
+_AXIOMS = re.compile(r"depends on axioms: \[(?P<list>[^\]]*)\]\s*$", re.S)
+_NO_AXIOMS = re.compile(r"does not depend on any axioms\s*$")
+_DECLARES = re.compile(r"(?:^|\s)(?:theorem|lemma)\s+(?P<name>[^\s:({\[⦃]+)")
+
+
+def statement_name(statement: str) -> str | None:
+    """The name the first `theorem`/`lemma` of a caller's reference statement declares, comments
+    skipped. Reads the caller's text, never the proof's."""
+    text = re.sub(r"/-.*?-/", " ", statement, flags=re.S)
+    text = re.sub(r"--[^\n]*", " ", text)
+    m = _DECLARES.search(text)
+    return m.group("name") if m else None
+
+
+def _reference(statement: str) -> str:
+    """The statement as a command that declares it: its import lines dropped (it is elaborated under
+    the proof's imports), a trailing `:=` or `:= by` completed with `sorry`."""
+    text = split_header(statement).body.rstrip()
+    if re.search(r":=\s*(by)?$", text):
+        text += " sorry"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The commands of one review and the line each answer is expected on."""
+
+    ns: str
+    """A fresh namespace for the reference, unknown to the proof."""
+
+    @staticmethod
+    def new() -> _Plan:
+        return _Plan(f"KiminaRef{secrets.token_hex(6)}")
+
+    def theorem_lines(self, policy: TrustPolicy) -> list[str]:
+        lines = [f"#print axioms {policy.theorem}"]
+        if policy.statement is not None:
+            lines.append(f"set_option pp.all true in #check @{policy.theorem}")
+        return lines
+
+    def reference_lines(self, policy: TrustPolicy) -> list[str]:
+        assert policy.statement is not None
+        return [
+            f"namespace {self.ns}",
+            _reference(policy.statement),
+            f"end {self.ns}",
+            f"set_option pp.all true in #check @{self.ns}.{policy.theorem}",
+        ]
+
+
+class _Rejected(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Failed(Exception):
+    """Not the proof's fault (REPL crash, timeout): the outcome says so instead of a trust verdict."""
+
+    def __init__(self, verdict: Verdict, error: str) -> None:
+        super().__init__(error)
+        self.verdict = verdict
+        self.error = error
+
+
+def _at(reply: Reply, line: int) -> list[tuple[Severity, str]]:
+    """Messages of one line of the command (each query has a line of its own)."""
+    return [(m.severity, m.data) for m in reply.messages if m.pos.line == line]
+
+
+def _axioms(reply: Reply, line: int, theorem: str, where: str) -> tuple[str, ...]:
+    found = _at(reply, line)
+    errors = [text for sev, text in found if sev is Severity.ERROR]
+    if errors:
+        raise _Rejected(f"missing-theorem: {where} has no theorem {theorem} (Lean: {errors[0][:300]})")
+    axioms: set[str] = set()
+    parsed = False
+    for _, text in found:
+        if m := _AXIOMS.search(text):
+            axioms.update(a.strip() for a in m.group("list").split(",") if a.strip())
+            parsed = True
+        elif _NO_AXIOMS.search(text):
+            parsed = True
+        else:
+            raise _Rejected(f"audit: unexpected answer to #print axioms {theorem}: {text[:300]}")
+    if not parsed:
+        raise _Rejected(f"audit: no answer to #print axioms {theorem} in {where}")
+    return tuple(sorted(axioms))
+
+
+def _type(reply: Reply, line: int, what: str, first: int | None = None) -> str:
+    """The type `#check` printed on `line`, whitespace-normalised; an error on lines `first`..`line`
+    (the reference's own lines) means the statement does not elaborate."""
+    found = _at(reply, line)
+    errors = [m.data for m in reply.messages if (first or line) <= m.pos.line <= line and m.severity is Severity.ERROR]
+    if errors:
+        raise _Rejected(f"statement: {what} does not elaborate (Lean: {errors[0][:300]})")
+    infos = [text for sev, text in found if sev is Severity.INFO and " : " in text]
+    if len(infos) != 1:
+        raise _Rejected(f"statement: no single type printed for {what}")
+    return " ".join(infos[0].split(" : ", 1)[1].split())
+
+
+def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str], where: str) -> None:
+    axioms = set(axioms)
+    if SORRY_AXIOM in axioms:
+        raise _Rejected(f"sorry: {theorem} depends on sorryAx in {where} (a sorry or admit, however it was written)")
+    bad = sorted(axioms - allowed)
+    if bad:
+        raise _Rejected(
+            f"axioms: {theorem} depends on {', '.join(bad)} in {where}, outside the allowed axioms"
+            f" ({', '.join(sorted(allowed))})"
+        )
+
+
+def _check_statement(theorem: str, proved: str, reference: str) -> None:
+    if proved != reference:
+        raise _Rejected(f"statement: {theorem} proves `{proved}` but the reference statement is `{reference}`")
+
+
+class Reviewer:
+    """Runs the audit and the judge for the pool. One per supervisor."""
+
+    def __init__(self, spec: ReplSpec, *, import_timeout: float, max_judges: int) -> None:
+        self.spec = spec
+        self.import_timeout = import_timeout
+        self.judges = asyncio.Semaphore(max_judges)
+        self.started = 0
+
+    async def review(
+        self, repl: Repl, outcome: Outcome, *, env: int, base_env: int, policy: TrustPolicy, timeout: float
+    ) -> Outcome:
+        """The final outcome of a proof whose body came back VALID in environment `env` of `repl`
+        (whose header-only environment is `base_env`). May kill `repl` (timeout); never raises
+        but for cancellation."""
+        review = _Review(self, repl, env, base_env, policy, timeout)
+        try:
+            await review.audit()
+            if policy.level is TrustLevel.JUDGE:
+                await review.judge()
+        except _Rejected as exc:
+            outcome = replace(outcome, verdict=Verdict.UNTRUSTED, reason=exc.reason)
+        except _Failed as exc:
+            outcome = replace(outcome, verdict=exc.verdict, error=exc.error)
+        return replace(outcome, axioms=tuple(review.found.items()))
+
+
+class _Review:
+    """One proof's review: its commands, their bounds, and the axioms found so far."""
+
+    def __init__(  # noqa: PLR0917
+        self, reviewer: Reviewer, repl: Repl, env: int, base_env: int, policy: TrustPolicy, timeout: float
+    ) -> None:
+        self.r = reviewer
+        self.repl = repl
+        self.env = env
+        self.base_env = base_env
+        self.policy = policy
+        self.timeout = timeout
+        self.plan = _Plan.new()
+        self.found: dict[str, tuple[str, ...]] = {}  # the judge's answer replaces the audit's
+
+    async def run(self, repl: Repl, request: bytes, what: str, *, records_env: bool = True) -> Reply:
+        try:
+            reply, _ = await asyncio.wait_for(repl.run(request, measure=False, records_env=records_env), self.timeout)
+        except TimeoutError:
+            await repl.kill()  # a command cannot be interrupted: the REPL goes
+            raise _Failed(Verdict.TIMEOUT, f"{what} ran past the proof's timeout of {self.timeout:g} s") from None
+        except ReplCrashed as exc:
+            raise _Failed(Verdict.REPL_ERROR, f"the REPL failed during {what}: {exc}") from None
+        if reply.error is not None:
+            raise _Failed(Verdict.REPL_ERROR, f"the REPL answered {what} with: {reply.error}")
+        return reply
+
+    def check_theorem(self, reply: Reply, where: str, reference: str | None) -> None:
+        theorem = self.policy.theorem
+        self.found[theorem] = _axioms(reply, 1, theorem, where)
+        _check_axioms(theorem, self.found[theorem], self.policy.allowed_axioms, where)
+        if reference is not None:
+            _check_statement(theorem, _type(reply, 2, theorem), reference)
+
+    async def audit(self) -> None:
+        lines = self.plan.theorem_lines(self.policy)
+        if self.policy.statement is not None:
+            lines += self.plan.reference_lines(self.policy)
+        cmd = "\n".join(lines)
+        reply = await self.run(self.repl, protocol.command(cmd, env=self.env), "the audit")
+        reference = None
+        if self.policy.statement is not None:
+            first, last = len(self.plan.theorem_lines(self.policy)) + 1, cmd.count("\n") + 1
+            reference = _type(reply, last, "the reference statement (in the proof's environment)", first)
+        self.check_theorem(reply, "the proof's environment", reference)
+
+    async def judge(self) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix="kimina-judge-"))
+        try:
+            pickle = tmp / "proof.olean"
+            # pickleTo answers with the env it was given and records none.
+            pickled = await self.run(
+                self.repl, protocol.pickle_to(str(pickle), self.env), "pickling the proof", records_env=False
+            )
+            if pickled.env != self.env:
+                raise _Failed(Verdict.REPL_ERROR, f"the REPL answered pickling env {self.env} with env {pickled.env}")
+            reference = None
+            if self.policy.statement is not None:
+                cmd = "\n".join(self.plan.reference_lines(self.policy))
+                reply = await self.run(
+                    self.repl, protocol.command(cmd, env=self.base_env), "elaborating the reference statement"
+                )
+                where = "the reference statement (in the header's environment)"
+                reference = _type(reply, cmd.count("\n") + 1, where, 1)
+            async with self.r.judges:
+                self.r.started += 1
+                judge = await self.start(f"judge-{self.r.started}")
+                try:
+                    reply = await self.unpickle_and_check(judge, str(pickle))
+                finally:
+                    await judge.kill()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.check_theorem(reply, "the judge's clean environment", reference)
+
+    async def start(self, repl_id: str) -> Repl:
+        try:
+            return await Repl.start(self.r.spec, repl_id)
+        except ReplCrashed as exc:
+            raise _Failed(Verdict.REPL_ERROR, f"cannot start the judge's REPL: {exc}") from None
+
+    async def unpickle_and_check(self, judge: Repl, pickle: str) -> Reply:
+        try:
+            reply, _ = await asyncio.wait_for(
+                judge.run(protocol.unpickle_env_from(pickle), measure=False), self.r.import_timeout
+            )
+        except TimeoutError:
+            raise _Failed(
+                Verdict.TIMEOUT, f"the judge's import ran past the import timeout of {self.r.import_timeout:g} s"
+            ) from None
+        except ReplCrashed as exc:
+            # Up to REPL v4.29 unpickling replays each constant through the kernel and an uncaught
+            # kernel exception ends the process: the proof's constants do not type-check.
+            if "(kernel)" in exc.stderr:
+                tail = exc.stderr.strip()[-500:]
+                raise _Rejected(
+                    f"kernel: the kernel rejected the proof's constants on the judge's re-check: {tail}"
+                ) from None
+            raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL failed while unpickling: {exc}") from None
+        if reply.error is not None or reply.env is None:
+            raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL answered the unpickle with: {reply.error}")
+        cmd = "\n".join(self.plan.theorem_lines(self.policy))
+        return await self.run(judge, protocol.command(cmd, env=reply.env), "the judge's check")

@@ -1,0 +1,355 @@
+"""Trust levels with the stand-in REPL: for each exploit class, the exact REPL commands sent at each
+level and the verdict; the judge's temporary files and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shlex
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, protocol, split_header
+from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
+from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, Outcome, TrustLevel, TrustPolicy
+from kimina_grpc.supervisor.trust import statement_name
+from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.testing.fake_repl import chunks, normalise_request
+
+from .conftest import TRANSCRIPTS, children
+
+ARGV = tuple(shlex.split(fake_repl_command()))
+CHECK, AUDIT, JUDGE = TrustLevel.CHECK, TrustLevel.AUDIT, TrustLevel.JUDGE
+HEADER = "import Mathlib\n\n"
+
+
+@pytest.fixture
+def tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The judge's private temporary directories are made here, so a test sees every one."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    yield scratch
+
+
+@pytest.fixture
+async def sup(tmp_path: Path, tmp: Path) -> AsyncIterator[Supervisor]:
+    log = tmp_path / "requests.jsonl"
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "0.05"})
+    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
+    await s.start()
+    yield s
+    await s.close()
+    assert children() == []
+    assert list(tmp.iterdir()) == [], "the judge left temporary files"
+
+
+def sent(tmp_path: Path) -> list[list[dict[str, Any]]]:
+    """Requests per REPL process, in order (the pool's REPL first, then each judge), with the
+    reference namespace's random part and the pickle's temporary directory made fixed."""
+    by_pid: dict[int, list[dict[str, Any]]] = {}
+    for line in (tmp_path / "requests.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        text = re.sub(r"KiminaRef[0-9a-f]{12}", "KiminaRefN", json.dumps(row["request"]))
+        text = re.sub(r'"[^"]*/kimina-judge-[^"/]*/proof\.olean"', '"TMP/proof.olean"', text)
+        by_pid.setdefault(row["pid"], []).append(json.loads(text))
+    return list(by_pid.values())
+
+
+async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) -> Outcome:
+    trust = None
+    if level is not CHECK:
+        policy.setdefault("theorem", "t")
+        trust = TrustPolicy(level, **policy)
+    job = sup.submit(split_header(HEADER + body), CheckOptions(timeout=10.0, trust=trust))
+    return await job.future
+
+
+HONEST = "theorem t : 1 + 1 = 2 := by norm_num"
+PRINT = {"cmd": "#print axioms t", "env": 1}
+PICKLE = {"pickleTo": "TMP/proof.olean", "env": 1}
+UNPICKLE = {"unpickleEnvFrom": "TMP/proof.olean"}
+JUDGE_PRINT = {"cmd": "#print axioms t", "env": 0}
+
+
+def base(body: str) -> list[dict[str, Any]]:
+    return [{"cmd": "import Mathlib"}, {"cmd": body, "env": 0}]
+
+
+async def test_honest_proof_is_valid_at_every_level(sup: Supervisor, tmp_path: Path) -> None:
+    outs = [await check(sup, HONEST, level) for level in (CHECK, AUDIT, JUDGE)]
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 3
+    assert [o.axioms for o in outs] == [(), (("t", ()),), (("t", ()),)]
+    pool_repl, judge = sent(tmp_path)
+    body = {"cmd": HONEST, "env": 0}
+    assert pool_repl == [
+        {"cmd": "import Mathlib"},
+        body,  # check: the body alone
+        body,
+        {"cmd": "#print axioms t", "env": 2},  # audit: one more command, in the proof's environment
+        body,
+        {"cmd": "#print axioms t", "env": 4},  # judge: the audit, then the pickle
+        {"pickleTo": "TMP/proof.olean", "env": 4},
+    ]
+    assert judge == [UNPICKLE, JUDGE_PRINT]  # a REPL of its own: the proof's syntax is not there
+
+
+# (exploit class, proof body, the start of the reason at audit and judge)
+EXPLOITS = [
+    (
+        "axiom",
+        "axiom cheat : False\ntheorem t : 1 = 2 := cheat.elim\n-- fake: axioms t cheat",
+        "axioms: t depends on cheat",
+    ),
+    ("exit", "#exit\ntheorem t : 1 = 2 := by simp", "missing-theorem: the proof's environment has no theorem t"),
+    (
+        "sorry",
+        "set_option warn.sorry false\ntheorem t : 1 = 2 := sorryAx _ false\n-- fake: sorry-ax",
+        "sorry: t depends on sorryAx",
+    ),
+    (
+        "native_decide",
+        "theorem t : 2 ^ 10 = 1024 := by native_decide\n-- fake: axioms t Lean.ofReduceBool",
+        "axioms: t depends on Lean.ofReduceBool",
+    ),
+    ("renamed", "theorem t' : 1 = 1 := rfl", "missing-theorem: the proof's environment has no theorem t"),
+    ("theorem-as-axiom", "axiom t : 1 = 2", "axioms: t depends on t in the proof's environment"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "reason"), EXPLOITS, ids=[e[0] for e in EXPLOITS])
+async def test_naive_exploits_are_valid_at_check_and_untrusted_from_audit(
+    sup: Supervisor, tmp_path: Path, name: str, body: str, reason: str
+) -> None:
+    outs = [await check(sup, body, level) for level in (CHECK, AUDIT, JUDGE)]
+    assert [o.verdict for o in outs] == [Verdict.VALID, Verdict.UNTRUSTED, Verdict.UNTRUSTED], outs
+    assert outs[1].reason.startswith(reason) and outs[2].reason.startswith(reason)
+    b = {"cmd": body, "env": 0}
+    # The audit rejects it: the judge never pays an import (no pickle, no judge REPL).
+    assert sent(tmp_path) == [
+        [{"cmd": "import Mathlib"}, b, b, {"cmd": "#print axioms t", "env": 2}, b, {"cmd": "#print axioms t", "env": 4}]
+    ]
+
+
+async def test_native_decide_is_valid_when_the_caller_allows_its_axiom(sup: Supervisor) -> None:
+    body = "theorem t : 2 ^ 10 = 1024 := by native_decide\n-- fake: axioms t Lean.ofReduceBool"
+    allowed = STANDARD_AXIOMS | {"Lean.ofReduceBool"}
+    outs = [await check(sup, body, level, allowed_axioms=allowed) for level in (AUDIT, JUDGE)]
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 2
+    assert outs[1].axioms == (("t", ("Lean.ofReduceBool",)),)
+
+
+async def test_hijacked_print_axioms_passes_audit_and_is_rejected_by_judge(sup: Supervisor, tmp_path: Path) -> None:
+    body = (
+        'elab "#print " "axioms " id:ident : command => logInfo m!"\'{id}\' depends on axioms: [propext]"\n'
+        "-- fake: hijack-print-axioms\n"
+        "axiom cheat : False\ntheorem t : 1 = 2 := cheat.elim\n-- fake: axioms t cheat"
+    )
+    audit = await check(sup, body, AUDIT)
+    # The documented limit of the audit: in the proof's own environment the proof's syntax answers.
+    assert audit.verdict is Verdict.VALID
+    assert audit.axioms == (("t", ("Classical.choice", "Quot.sound", "propext")),)
+    judge = await check(sup, body, JUDGE)
+    assert judge.verdict is Verdict.UNTRUSTED
+    assert judge.reason.startswith("axioms: t depends on cheat in the judge's clean environment")
+    assert judge.axioms == (("t", ("cheat",)),)  # what the clean environment says
+    assert sent(tmp_path)[1] == [UNPICKLE, JUDGE_PRINT]
+
+
+async def test_kernel_skipped_proof_passes_audit_and_is_rejected_by_judge_on_replay(
+    sup: Supervisor, tmp_path: Path
+) -> None:
+    body = "set_option debug.skipKernelTC true\ntheorem t : 1 = 2 := bad\n-- fake: kernel-reject"
+    outs = [await check(sup, body, level) for level in (CHECK, AUDIT, JUDGE)]
+    assert [o.verdict for o in outs] == [Verdict.VALID, Verdict.VALID, Verdict.UNTRUSTED]
+    assert outs[2].reason.startswith("kernel: the kernel rejected the proof's constants")
+    assert "'t'" in outs[2].reason
+    assert sent(tmp_path)[1] == [UNPICKLE]  # the judge's REPL died unpickling it
+    # Without the option Lean itself rejects it.
+    honest_kernel = await check(sup, "theorem t : 1 = 2 := bad\n-- fake: kernel-reject", CHECK)
+    assert honest_kernel.verdict is Verdict.INVALID
+
+
+STATEMENT = "theorem t (x : ℕ) (h : 2 * x = 6) :\n  x = 3 := by sorry"
+PROOF = "theorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by omega"
+
+
+async def test_statement_check_commands_and_match(sup: Supervisor, tmp_path: Path) -> None:
+    outs = [await check(sup, PROOF, level, statement=STATEMENT) for level in (AUDIT, JUDGE)]
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 2
+    ref = ["namespace KiminaRefN", STATEMENT, "end KiminaRefN", "set_option pp.all true in #check @KiminaRefN.t"]
+    mine = ["#print axioms t", "set_option pp.all true in #check @t"]
+    body = {"cmd": PROOF, "env": 0}
+    pool_repl, judge = sent(tmp_path)
+    assert pool_repl == [
+        {"cmd": "import Mathlib"},
+        body,
+        {"cmd": "\n".join(mine + ref), "env": 1},  # audit: the reference elaborated in the proof's env
+        body,
+        {"cmd": "\n".join(mine + ref), "env": 3},
+        {"pickleTo": "TMP/proof.olean", "env": 3},
+        {"cmd": "\n".join(ref), "env": 0},  # judge: the reference in the header's environment
+    ]
+    assert judge == [UNPICKLE, {"cmd": "\n".join(mine), "env": 0}]
+
+
+async def test_statement_mismatch_names_both_statements(sup: Supervisor) -> None:
+    weaker = "theorem t (x : ℕ) (h : 2 * x = 6) : x ≤ 3 := by omega"
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, weaker, level, statement=STATEMENT)
+        assert out.verdict is Verdict.UNTRUSTED
+        assert out.reason == (
+            "statement: t proves `(x : ℕ) (h : 2 * x = 6) : x ≤ 3` but the reference statement is "
+            "`(x : ℕ) (h : 2 * x = 6) : x = 3`"
+        )
+
+
+async def test_statement_with_its_own_header_lines_and_an_open_proof_end(sup: Supervisor) -> None:
+    # As datasets ship them: imports and `open` before, `:= by` and no proof after.
+    statement = "import Mathlib\nimport Aesop\n\nopen Real\n\ntheorem t (x : ℕ) (h : 2 * x = 6) :\n  x = 3 := by\n"
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, PROOF, level, statement=statement)
+        assert (out.verdict, out.reason) == (Verdict.VALID, "")
+
+
+async def test_reinterpreted_statement_passes_audit_and_is_rejected_by_judge(sup: Supervisor) -> None:
+    # A local instance makes the same text mean something else; the audit elaborates the reference
+    # where that instance is in force, the judge where it is not.
+    body = "instance : Mul ℕ := ⟨fun _ _ => 6⟩\n-- fake: reinterpret local Mul instance\n" + PROOF
+    audit = await check(sup, body, AUDIT, statement=STATEMENT)
+    assert audit.verdict is Verdict.VALID
+    judge = await check(sup, body, JUDGE, statement=STATEMENT)
+    assert judge.verdict is Verdict.UNTRUSTED
+    assert "[local Mul instance]" in judge.reason and "`(x : ℕ) (h : 2 * x = 6) : x = 3`" in judge.reason
+
+
+async def test_a_reference_that_does_not_elaborate_is_reported_with_leans_message(sup: Supervisor) -> None:
+    broken = "theorem t : x = 3 := by sorry\n-- fake: error unknown identifier 'x'"
+    out = await check(sup, PROOF, AUDIT, statement=broken)
+    assert (out.verdict, out.reason) == (
+        Verdict.UNTRUSTED,
+        "statement: the reference statement (in the proof's environment) does not elaborate"
+        " (Lean: unknown identifier 'x')",
+    )
+
+
+async def test_an_audit_past_the_timeout_kills_the_repl_and_the_pool_goes_on(sup: Supervisor) -> None:
+    body = "-- fake: hang-print-axioms\n" + HONEST  # a redefined `#print axioms` that never returns
+    job = sup.submit(split_header(HEADER + body), CheckOptions(timeout=0.5, trust=TrustPolicy(AUDIT, "t")))
+    out = await job.future
+    assert (out.verdict, out.error) == (Verdict.TIMEOUT, "the audit ran past the proof's timeout of 0.5 s")
+    after = await check(sup, HONEST, AUDIT)
+    assert after.verdict is Verdict.VALID and after.repl_id != out.repl_id  # a fresh REPL took over
+    assert len(children()) == 1
+
+
+async def test_judge_leaves_nothing_behind_when_cancelled(tmp_path: Path, tmp: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "3"})
+    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
+    await s.start()
+    job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
+    for _ in range(200):  # until the judge's REPL is importing
+        await asyncio.sleep(0.05)
+        if log.exists() and "unpickleEnvFrom" in log.read_text():
+            break
+    assert len(children()) >= 2 and list(tmp.iterdir())
+    await s.close()
+    assert (await job.future).verdict is Verdict.NOT_CHECKED
+    assert children() == []
+    assert list(tmp.iterdir()) == []
+
+
+async def test_judge_import_timeout_kills_it_and_cleans_up(tmp_path: Path, tmp: Path) -> None:
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "1"})
+    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1, import_timeout=5))
+    await s.start()
+    s._reviewer.import_timeout = 0.3  # the judge's unpickle pays the 1 s import
+    try:
+        job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
+        out = await job.future
+        assert out.verdict is Verdict.TIMEOUT, out
+        assert out.error == "the judge's import ran past the import timeout of 0.3 s"
+        assert len(children()) == 1  # the judge's REPL is gone, the pool's stays
+    finally:
+        await s.close()
+    assert children() == []
+    assert list(tmp.iterdir()) == []
+
+
+async def test_judge_runs_under_the_pools_memory_cap(tmp_path: Path, tmp: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    cap = 3 << 30
+    spec = ReplSpec(
+        argv=ARGV, env={"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "1"}, max_memory_bytes=cap
+    )
+    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
+    await s.start()
+    try:
+        job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
+        limits: set[int] = set()
+        while not job.future.done():
+            for p in children():
+                with contextlib.suppress(psutil.Error):
+                    limits.add(p.rlimit(psutil.RLIMIT_AS)[0])
+            await asyncio.sleep(0.05)
+        assert (await job.future).verdict is Verdict.VALID
+        assert limits == {cap}
+    finally:
+        await s.close()
+
+
+def test_statement_name_reads_the_callers_text_only() -> None:
+    assert statement_name("open Real\n/- theorem no -/ -- lemma nope\ntheorem mathd_1 (x : ℝ) : x = x := by sorry") == (
+        "mathd_1"
+    )
+    assert statement_name("lemma Foo.bar : True := trivial") == "Foo.bar"
+    assert statement_name("def f := 1") is None
+
+
+@pytest.mark.parametrize(
+    ("names", "pickle"),
+    [
+        (("pickle_environment",), "a.olean"),
+        (("pickle_environment_with_imports",), "b.olean"),
+        (("pickle_open", "pickle_open_2"), "e.olean"),  # the second session unpickles the first's file
+    ],
+    ids=["environment", "with_imports", "open"],
+)
+async def test_stand_in_answers_the_recorded_pickle_sessions_alike(
+    tmp_path: Path, names: tuple[str, ...], pickle: str
+) -> None:
+    """The real REPL's own pickle tests, sent to the stand-in (not replayed): the same replies, so
+    unpickleEnvFrom records the next env id and pickleTo none; the files are really written."""
+    (tmp_path / "test").mkdir()
+    for name in names:
+        requests = [normalise_request(b) for b in chunks((TRANSCRIPTS / f"{name}.in").read_text())]
+        replies = [json.loads(b) for b in chunks((TRANSCRIPTS / f"{name}.expected.out").read_text())]
+        repl = await Repl.start(ReplSpec(argv=ARGV, cwd=str(tmp_path)), name)
+        try:
+            for request, expected in zip(requests, replies, strict=True):
+                raw = await repl.request(json.dumps(request, ensure_ascii=False).encode() + b"\n\n")
+                assert json.loads(raw) == expected, request
+        finally:
+            await repl.kill()
+    assert [p.name for p in (tmp_path / "test").iterdir()] == [pickle]
+
+
+async def test_stand_in_exits_on_an_unreadable_pickle_as_the_repl_does(tmp_path: Path) -> None:
+    repl = await Repl.start(ReplSpec(argv=ARGV), "missing")
+    with pytest.raises(ReplCrashed) as err:
+        await repl.run(protocol.unpickle_env_from(str(tmp_path / "nothing.olean")))
+    assert "uncaught exception" in err.value.stderr
+    repl = await Repl.start(ReplSpec(argv=ARGV), "unknown-env")
+    try:
+        reply, _ = await repl.run(protocol.pickle_to(str(tmp_path / "x.olean"), 0))
+        assert reply.error == "Unknown environment." and not (tmp_path / "x.olean").exists()
+    finally:
+        await repl.kill()
