@@ -29,6 +29,12 @@ def parse_size(value: Any) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
+def _default_max_queue_bytes() -> int:
+    import psutil
+
+    return max(256 << 20, psutil.virtual_memory().total // 8)
+
+
 def _default_max_repls() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
@@ -80,8 +86,10 @@ class Settings(BaseSettings):
 
     # The pool.
     max_repls: int = Field(default_factory=_default_max_repls, ge=1)
-    max_repl_uses: int = Field(0, ge=0)
-    """Recycle a REPL after this many proofs (0 = never)."""
+    max_repl_uses: int = Field(500, ge=0)
+    """Recycle a REPL after this many proofs (0 = never). The REPL keeps every command's environment
+    and info trees for good: a REPL that is never recycled eventually dies of memory on some
+    unrelated proof."""
     max_repl_mem: int | None = 12 << 30
     """Address-space cap per REPL (RLIMIT_AS), e.g. 12G; 0 = none."""
     max_repl_rss: int | None = None
@@ -106,6 +114,9 @@ class Settings(BaseSettings):
     max_code_bytes: int = Field(1 << 20, gt=0)
     max_batch: int = Field(10_000, gt=0)
     max_queue: int = Field(100_000, gt=0)
+    max_queue_bytes: int = Field(default_factory=_default_max_queue_bytes, gt=0)
+    """Bytes of code queued at most, over all callers (a count bound alone lets 1 MiB proofs fill
+    the machine). Default: an eighth of the machine's memory, at least 256 MiB."""
     stream_window: int = Field(64, gt=0)
     api_key: str | None = None
 
@@ -126,6 +137,7 @@ class Settings(BaseSettings):
         "max_repl_rss",
         "min_free_memory",
         "max_code_bytes",
+        "max_queue_bytes",
         "max_message_bytes",
         mode="before",
     )

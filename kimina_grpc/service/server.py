@@ -89,6 +89,7 @@ def pool_settings(settings: Settings) -> PoolSettings:
         max_repl_rss=settings.max_repl_rss,
         max_wait=settings.max_wait,
         max_queue=settings.max_queue,
+        max_queue_bytes=settings.max_queue_bytes,
         max_concurrent_imports=settings.max_concurrent_imports,
         min_free_memory=settings.min_free_memory,
         import_cost_hint=settings.import_cost_hint,
@@ -147,16 +148,28 @@ class App:
         )
 
     async def _become_ready(self) -> None:
+        """Readiness follows the pool both ways: ready once pre-warm is done, unready (with the
+        reason logged) while the REPL cannot start or a pre-warm header fails, ready again when the
+        cause is fixed. Liveness stays SERVING: a restart would not help."""
+        serving: bool | None = None
         last = (-1, -1)
-        while not self.supervisor.ready:
-            progress = self.supervisor.warmup_progress()
-            if progress != last:
-                log.info("warming_up", done=progress[0], total=progress[1])
-                last = progress
-            await asyncio.sleep(0.05)
-        for name in READINESS:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("ready")
+        while True:
+            ready = self.supervisor.ready
+            if not ready and serving is None:
+                progress = self.supervisor.warmup_progress()
+                if progress != last:
+                    log.info("warming_up", done=progress[0], total=progress[1])
+                    last = progress
+            if ready != serving:
+                status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+                for name in READINESS:
+                    await self.health.set(name, status)
+                if ready:
+                    log.info("ready")
+                elif serving is not None:
+                    log.warning("not_ready", reason=self.supervisor.not_ready_reason)
+                serving = ready
+            await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
         """Readiness off, keep serving for the drain period, stop with grace, kill every REPL."""

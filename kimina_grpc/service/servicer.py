@@ -126,6 +126,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             lean_version=self.settings.lean_version,
             repl_command=command,
             ready=state.ready,
+            not_ready_reason=self.supervisor.not_ready_reason,
             max_repls=self.settings.max_repls,
             queued=state.queued,
             headers=[

@@ -304,6 +304,10 @@ class Supervisor:
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     async def close(self) -> None:
         """Answer every queued and running job as not checked, kill every REPL, and wait for them."""
         self._closing = True

@@ -901,6 +901,7 @@ class GetServerInfoResponse(_message.Message):
     QUEUED_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
+    NOT_READY_REASON_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -908,11 +909,19 @@ class GetServerInfoResponse(_message.Message):
     repl_command: _builtins.str
     """The REPL command the server starts."""
     ready: _builtins.bool
-    """Whether pre-warm is done and the server takes work."""
+    """Whether pre-warm is done and the server takes work (the readiness health service says the
+    same). False while the configured REPL cannot be started or a pre-warm header fails; the
+    server keeps trying and turns ready when the cause is fixed, without a restart.
+    """
     max_repls: _builtins.int
     """The pool's bound on REPL processes (LEAN_SERVER_MAX_REPLS)."""
     queued: _builtins.int
     """Proofs waiting for a REPL, all headers together."""
+    not_ready_reason: _builtins.str
+    """Why the server is not ready (empty when it is): pre-warming progress, or the failure that keeps
+    the pool from serving (the REPL command and its error, or the pre-warm header and Lean's
+    message). Headers in `headers` are at most 100 (the busiest) and each cut to 200 characters.
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeaderState]:
         """Per import header."""
@@ -932,10 +941,11 @@ class GetServerInfoResponse(_message.Message):
         queued: _builtins.int = ...,
         headers: _abc.Iterable[Global___HeaderState] | None = ...,
         counters: Global___PoolCounters | None = ...,
+        not_ready_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "server_version", b"server_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

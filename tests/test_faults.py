@@ -1,0 +1,180 @@
+"""Exactly once under every fault (issue 17, the supervisor's part): REPLs that die or stop while
+idle, callers that go away, stderr that belongs to another proof, memory bounded in bytes, headers
+that come and go."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, split_header
+from kimina_grpc.repl.protocol import command
+from kimina_grpc.supervisor import CheckOptions, QueueFull
+from kimina_grpc.testing import fake_repl_command, serve_process
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+from .conftest import ARGV, Started, check
+
+
+def repl_pids(sup: object) -> list[int]:
+    return [w.repl.pid for w in sup._workers if w.repl is not None]  # type: ignore[attr-defined]
+
+
+async def warm(sup: object, n: int) -> None:
+    for _ in range(400):
+        if sum(h.warm for h in sup.state().headers) == n:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the pool did not get warm")
+
+
+def test_writing_to_a_dead_repl_under_uvloop_is_a_crash() -> None:
+    async def scenario() -> None:
+        repl = await Repl.start(ReplSpec(argv=ARGV), "t")
+        await repl.run(command(""))
+        os.kill(repl.pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        with pytest.raises(ReplCrashed, match="exited"):
+            await repl.run(command("theorem t := 1", env=0))
+        await repl.kill()
+
+    uvloop.run(scenario())
+
+
+async def test_a_repl_killed_while_idle_is_replaced_and_no_proof_hangs(started: Started) -> None:
+    sup = await started(max_repls=2, init_repls={"": 2})
+    await warm(sup, 2)
+    os.kill(repl_pids(sup)[0], signal.SIGKILL)
+    outs = await asyncio.wait_for(asyncio.gather(*(check(sup, f"theorem t{i} := 1") for i in range(6))), 30)
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 6
+    for pid in repl_pids(sup):
+        os.kill(pid, signal.SIGKILL)
+    outs = await asyncio.wait_for(asyncio.gather(*(check(sup, f"theorem u{i} := 1") for i in range(6))), 30)
+    assert [o.verdict for o in outs] == [Verdict.VALID] * 6
+    await warm(sup, 2)
+    assert all(h.busy == 0 for h in sup.state().headers) and sup.ready
+
+
+async def test_a_stopped_idle_repl_never_times_out_an_innocent_proof(started: Started) -> None:
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    pid = repl_pids(sup)[0]
+    os.kill(pid, signal.SIGSTOP)
+    out = await check(sup, "theorem t := 1", timeout=2)
+    assert out.verdict is Verdict.VALID
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+async def test_a_repl_stopped_mid_proof_is_retried_not_blamed(started: Started) -> None:
+    sup = await started(max_repls=1)
+    job = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.3"), CheckOptions(timeout=1.5))
+    await asyncio.sleep(0.25)
+    os.kill(repl_pids(sup)[0], signal.SIGSTOP)
+    out = await job.future
+    assert out.verdict is Verdict.VALID and out.attempts == 2
+
+
+async def test_a_crash_reports_only_its_own_proofs_stderr(started: Started) -> None:
+    sup = await started(max_repls=1)
+    assert (await check(sup, "theorem a := by\n  -- fake: stderr 5000")).verdict is Verdict.VALID
+    out = await check(sup, "theorem b := by\n  -- fake: crash 3")
+    assert out.verdict is Verdict.REPL_ERROR and "fake REPL crash" in out.error
+    assert "xxxxx" not in out.error
+
+
+async def test_a_gone_caller_stops_its_long_proof_and_frees_the_repl(started: Started) -> None:
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    sup._import_cost.value = 0.3  # a cheap import: waiting is not worth it
+    job = sup.submit(split_header("theorem t := by\n  -- fake: hang"), CheckOptions(timeout=60))
+    while sum(h.busy for h in sup.state().headers) == 0:
+        await asyncio.sleep(0.01)
+    sup.cancel(job)
+    out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
+    assert out.verdict is Verdict.VALID
+    assert sup.counters["kills"] == 1
+
+
+async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path) -> None:
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    sup._import_cost.value = 60  # let it finish rather than kill (set once an import was measured)
+    flag = tmp_path / "f"
+    job = sup.submit(
+        split_header(f"theorem t := by\n  -- fake: sleep 0.3\n  -- fake: crash-once {flag}"), CheckOptions(timeout=5)
+    )
+    while sum(h.busy for h in sup.state().headers) == 0:
+        await asyncio.sleep(0.01)
+    sup.cancel(job)
+    await asyncio.sleep(1.0)
+    assert flag.exists() and job.future.cancelled()
+    assert sup.counters["completed"] == 1 and sup.queued == 0  # answered once (dropped), not re-queued
+
+
+async def test_the_queue_is_bounded_in_bytes_and_gives_them_back(started: Started) -> None:
+    sup = await started(max_repls=1, max_queue_bytes=3 << 20)
+    big = "theorem t := by\n  -- fake: sleep 5\n" + "-- pad\n" * (150_000)  # about 1 MiB
+    running = sup.submit(split_header(big), CheckOptions(timeout=10))
+    await asyncio.sleep(0.3)
+    queued = sup.submit_many([(split_header(big), CheckOptions(timeout=10))] * 2)
+    assert sup.queued_bytes > 2 << 20
+    with pytest.raises(QueueFull):
+        sup.submit_many([(split_header(big), CheckOptions(timeout=10))] * 2)
+    for job in [*queued, running]:
+        sup.cancel(job)
+    assert sup.queued_bytes == 0 and sup.queued == 0
+
+
+async def test_header_bookkeeping_is_dropped_and_the_view_is_bounded(started: Started) -> None:
+    sup = await started(max_repls=1)
+    long = "Mod" + "x" * 1000
+    jobs = [sup.submit(split_header(f"import {long}{i}\ntheorem t := 1"), CheckOptions(timeout=10)) for i in range(150)]
+    view = sup.state().headers
+    assert len(view) == 100 and all(len(h.header) <= 201 for h in view)
+    for job in jobs:
+        sup.cancel(job)
+    await asyncio.sleep(0.3)
+    assert len(sup._queues) <= 1  # only the header the REPL holds
+    assert len(sup.state().headers) <= 1
+
+
+def _health(port: int) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="kimina_grpc.v1.VerifierService"), timeout=5
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def test_serve_with_a_repl_that_cannot_start_is_not_ready_until_fixed(tmp_path: Path) -> None:
+    import time
+
+    script = tmp_path / "repl.sh"
+    env = {"LEAN_SERVER_REPL_COMMAND": str(script), "LEAN_SERVER_INIT_REPLS": '{"import A": 1}'}
+    with serve_process(env) as (_, port):
+        time.sleep(1.0)
+        assert _health(port) == "NOT_SERVING"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            info = pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
+        assert not info.ready and str(script) in info.not_ready_reason
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            live = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="liveness"), timeout=5
+            )
+        assert live.status == health_pb2.HealthCheckResponse.SERVING
+        script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
+        script.chmod(0o755)
+        for _ in range(300):
+            if _health(port) == "SERVING":
+                break
+            time.sleep(0.1)
+        assert _health(port) == "SERVING"
