@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.repl import ReplSpec
+from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
@@ -47,11 +48,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._key = api_key.encode()
 
     def _authorised(self, metadata: tuple[tuple[str, str | bytes], ...]) -> bool:
+        # Only the two names that can carry the key are read: other entries, `-bin` ones (arbitrary
+        # bytes) above all, are none of auth's business.
         for key, value in metadata:
-            text = value.decode() if isinstance(value, bytes) else value
-            if key == "authorization" and text.startswith("Bearer "):
-                text = text[len("Bearer ") :]
-            elif key != "x-api-key":
+            if not isinstance(value, str):
+                continue
+            if key == "authorization" and value.startswith("Bearer "):
+                text = value[len("Bearer ") :]
+            elif key == "x-api-key":
+                text = value
+            else:
                 continue
             if hmac.compare_digest(text.encode(), self._key):
                 return True
@@ -194,7 +200,9 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_app(settings: Settings) -> App:
     supervisor = Supervisor(pool_settings(settings))
-    interceptors = [AuthInterceptor(settings.api_key)] if settings.api_key else []
+    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
+    if settings.api_key:
+        interceptors.insert(0, AuthInterceptor(settings.api_key))
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     exporter = None
     with contextlib.suppress(ValueError):  # no AST project: ExportAst answers FAILED_PRECONDITION
