@@ -364,7 +364,7 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
-        # The endpoint runs in its own thread and reads the pool through the event loop.
+        # A blocking client in another thread; the endpoint answers from the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3
         assert m['kimina_proofs_total{verdict="invalid"}'] == 1

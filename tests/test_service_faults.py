@@ -3,16 +3,19 @@ clients that stop reading, idle metrics connections, SIGTERM in the middle of wo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
+import psutil
 import pytest
 from grpc_health.v1 import health_pb2
 
+from kimina_grpc.service import metrics
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .test_server import proof, running
+from .test_server import proof, running, scrape
 
 GARBAGE = b"\xff\xff\xff\xff"  # a field tag whose varint never ends: protobuf's DecodeError
 VERIFIER = "/kimina_grpc.v1.VerifierService/"
@@ -69,3 +72,22 @@ async def test_binary_metadata_is_not_read_as_text_by_auth() -> None:
             response_deserializer=health_pb2.HealthCheckResponse.FromString,
         )
         assert (await health(health_pb2.HealthCheckRequest(service="liveness"), metadata=(binary,))).status == 1
+
+
+async def test_idle_metrics_connections_take_no_thread_and_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "READ_TIMEOUT", 1.5, raising=False)
+    async with running(metrics_port=0) as (app, _):
+        assert app.metrics_port
+        me = psutil.Process()
+        threads = me.num_threads()
+        idle = [await asyncio.open_connection("127.0.0.1", app.metrics_port) for _ in range(300)]
+        await asyncio.sleep(0.3)
+        print(f"\nmetrics: threads {threads} -> {me.num_threads()} with 300 idle connections")
+        assert me.num_threads() <= threads + 2  # asyncio.to_thread below may add one
+        assert "kimina_ready" in await asyncio.to_thread(scrape, app.metrics_port)
+        # A half-sent request is no better than none: each is closed after READ_TIMEOUT.
+        idle[0][1].write(b"GET /metrics HTTP/1.1\r\n")
+        closed = await asyncio.gather(*(asyncio.wait_for(r.read(), 5) for r, _ in idle))
+        assert closed == [b""] * 300
+        for _, w in idle:
+            w.close()

@@ -142,7 +142,8 @@ class App:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.settings.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            host = self.settings.metrics_host or self.settings.host
+            self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
         self._readiness = asyncio.create_task(self._become_ready())
         log.info(
             "serving",
