@@ -271,9 +271,15 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
         assert await status("") == SERVING and await status(SERVICE_NAME) == SERVING
         info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
         assert info.ready and info.headers[0].warm == 2 and info.counters.imports == 2
+        # The drain lasts while a proof runs (up to LEAN_SERVER_DRAIN_SECONDS): health still answers.
+        running_proof = pb_grpc.VerifierServiceStub(ch).Verify(
+            pb.VerifyRequest(proofs=[proof("p", "  -- fake: sleep 0.8", header="import A")])
+        )
+        await asyncio.sleep(0.2)
         stopping = asyncio.create_task(app.stop())
         await asyncio.sleep(0.3)
         assert await status(SERVICE_NAME) == NOT_SERVING and await status(LIVENESS) == SERVING
+        assert (await running_proof).results[0].verdict == pb.VERDICT_VALID
         await stopping
     finally:
         await ch.close()

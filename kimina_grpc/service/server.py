@@ -126,6 +126,7 @@ class App:
     supervisor: Supervisor
     health: HealthServicer
     metrics: Metrics
+    servicer: VerifierServicer
     port: int
     metrics_port: int | None = None
     _readiness: asyncio.Task[None] | None = None
@@ -166,16 +167,23 @@ class App:
         log.info("ready")
 
     async def stop(self) -> None:
-        """Readiness off, keep serving for the drain period, stop with grace, kill every REPL."""
+        """Readiness off and no new work (new calls UNAVAILABLE, new stream items NOT_CHECKED); running
+        proofs get the drain period to finish, every other accepted proof is answered NOT_CHECKED on its
+        open call; then the REPLs are killed and the server stops, its grace for sending those answers."""
         if self._readiness is not None:
             self._readiness.cancel()
         for name in READINESS:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("draining", seconds=self.settings.drain_seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), self.settings.drain_seconds)
-        await self.server.stop(self.settings.grace_seconds)
+        self.servicer.drain()
+        draining = asyncio.ensure_future(self.supervisor.drain(self.settings.drain_seconds))
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({draining, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        draining.cancel()  # hurried: running proofs are answered NOT_CHECKED by close() now
+        hurried.cancel()
         await self.supervisor.close()
+        self.servicer.end_streams()
+        await self.server.stop(self.settings.grace_seconds)
         self.metrics.close()
         log.info("stopped")
 
@@ -212,9 +220,8 @@ def create_app(settings: Settings) -> App:
             argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
         )
     metrics = Metrics(supervisor)
-    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(
-        VerifierServicer(supervisor, settings, metrics, exporter), server
-    )
+    servicer = VerifierServicer(supervisor, settings, metrics, exporter)
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
@@ -231,7 +238,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    return App(settings, server, supervisor, health, metrics, port)
+    return App(settings, server, supervisor, health, metrics, servicer, port)
 
 
 async def serve(settings: Settings) -> None:

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkimina_grpc/v1/verifier.proto\x12\x0ekimina_grpc.v1\"e\n\rVerifyRequest\x12%\n\x06proofs\x18\x01 \x03(\x0b\x32\x15.kimina_grpc.v1.Proof\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\">\n\x0eVerifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\";\n\x13StreamVerifyRequest\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.kimina_grpc.v1.Proof\"C\n\x14StreamVerifyResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\"P\n\x05Proof\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\"\xe2\x01\n\x0cProofOptions\x12\x1c\n\x0ftimeout_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08infotree\x18\x02 \x01(\x0e\x32\x1c.kimina_grpc.v1.InfotreeMode\x12\x12\n\x05reuse\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0b\x64iagnostics\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x61ll_tactics\x18\x05 \x01(\x08H\x03\x88\x01\x01\x42\x12\n\x10_timeout_secondsB\x08\n\x06_reuseB\x0e\n\x0c_diagnosticsB\x0e\n\x0c_all_tactics\"\xba\x02\n\x0bProofResult\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0e\x32\x17.kimina_grpc.v1.Verdict\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.kimina_grpc.v1.Message\x12&\n\x07sorries\x18\x04 \x03(\x0b\x32\x15.kimina_grpc.v1.Sorry\x12\x14\n\x0ctime_seconds\x18\x05 \x01(\x01\x12\x15\n\x08infotree\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.kimina_grpc.v1.Diagnostics\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x07tactics\x18\t \x03(\x0b\x32\x16.kimina_grpc.v1.TacticB\x0b\n\t_infotree\"(\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\"\xa0\x01\n\x07Message\x12*\n\x08severity\x18\x01 \x01(\x0e\x32\x18.kimina_grpc.v1.Severity\x12\'\n\x05start\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x04 \x01(\tB\x06\n\x04_end\"r\n\x05Sorry\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04goal\x18\x03 \x01(\tB\x06\n\x04_end\"\x84\x01\n\x06Tactic\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0e\n\x06tactic\x18\x03 \x01(\t\x12\r\n\x05goals\x18\x04 \x01(\tB\x06\n\x04_end\"\xa2\x01\n\x0b\x44iagnostics\x12\x0f\n\x07repl_id\x18\x01 \x01(\t\x12\x15\n\rqueue_seconds\x18\x02 \x01(\x01\x12\x15\n\rcheck_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nfresh_repl\x18\x07 \x01(\x08\"\x8d\x01\n\x10\x45xportAstRequest\x12\x0f\n\x07modules\x18\x01 \x03(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x03one\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_oneB\x12\n\x10_timeout_seconds\"?\n\x11\x45xportAstResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kimina_grpc.v1.AstResult\"M\n\tAstResult\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0b\n\x03\x61st\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x14\n\x0ctime_seconds\x18\x04 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\xeb\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0clean_version\x18\x02 \x01(\t\x12\x14\n\x0crepl_command\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tmax_repls\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.kimina_grpc.v1.HeaderState\x12.\n\x08\x63ounters\x18\x08 \x01(\x0b\x32\x1c.kimina_grpc.v1.PoolCounters\"j\n\x0bHeaderState\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\r\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\x10\n\x08starting\x18\x04 \x01(\r\x12\x0e\n\x06queued\x18\x05 \x01(\r\x12\r\n\x05label\x18( \x01(\t\"d\n\x0cPoolCounters\x12\x0f\n\x07imports\x18\x01 \x01(\x04\x12\x10\n\x08recycles\x18\x02 \x01(\x04\x12\r\n\x05kills\x18\x03 \x01(\x04\x12\x0f\n\x07\x63rashes\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04*\xb3\x01\n\x0cInfotreeMode\x12\x1d\n\x19INFOTREE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INFOTREE_MODE_NONE\x10\x01\x12\x16\n\x12INFOTREE_MODE_FULL\x10\x02\x12\x19\n\x15INFOTREE_MODE_TACTICS\x10\x03\x12\x1a\n\x16INFOTREE_MODE_ORIGINAL\x10\x04\x12\x1d\n\x19INFOTREE_MODE_SUBSTANTIVE\x10\x05*\xbe\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x13\n\x0fVERDICT_INVALID\x10\x02\x12\x11\n\rVERDICT_SORRY\x10\x03\x12\x13\n\x0fVERDICT_TIMEOUT\x10\x04\x12\x19\n\x15VERDICT_OUT_OF_MEMORY\x10\x05\x12\x16\n\x12VERDICT_REPL_ERROR\x10\x06\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x07*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\xe9\x02\n\x0fVerifierService\x12G\n\x06Verify\x12\x1d.kimina_grpc.v1.VerifyRequest\x1a\x1e.kimina_grpc.v1.VerifyResponse\x12]\n\x0cStreamVerify\x12#.kimina_grpc.v1.StreamVerifyRequest\x1a$.kimina_grpc.v1.StreamVerifyResponse(\x01\x30\x01\x12P\n\tExportAst\x12 .kimina_grpc.v1.ExportAstRequest\x1a!.kimina_grpc.v1.ExportAstResponse\x12\\\n\rGetServerInfo\x12$.kimina_grpc.v1.GetServerInfoRequest\x1a%.kimina_grpc.v1.GetServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkimina_grpc/v1/verifier.proto\x12\x0ekimina_grpc.v1\"e\n\rVerifyRequest\x12%\n\x06proofs\x18\x01 \x03(\x0b\x32\x15.kimina_grpc.v1.Proof\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\">\n\x0eVerifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\";\n\x13StreamVerifyRequest\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.kimina_grpc.v1.Proof\"C\n\x14StreamVerifyResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\"P\n\x05Proof\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\"\xe2\x01\n\x0cProofOptions\x12\x1c\n\x0ftimeout_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08infotree\x18\x02 \x01(\x0e\x32\x1c.kimina_grpc.v1.InfotreeMode\x12\x12\n\x05reuse\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0b\x64iagnostics\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x61ll_tactics\x18\x05 \x01(\x08H\x03\x88\x01\x01\x42\x12\n\x10_timeout_secondsB\x08\n\x06_reuseB\x0e\n\x0c_diagnosticsB\x0e\n\x0c_all_tactics\"\xcd\x02\n\x0bProofResult\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0e\x32\x17.kimina_grpc.v1.Verdict\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.kimina_grpc.v1.Message\x12&\n\x07sorries\x18\x04 \x03(\x0b\x32\x15.kimina_grpc.v1.Sorry\x12\x14\n\x0ctime_seconds\x18\x05 \x01(\x01\x12\x15\n\x08infotree\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.kimina_grpc.v1.Diagnostics\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x07tactics\x18\t \x03(\x0b\x32\x16.kimina_grpc.v1.Tactic\x12\x11\n\tretryable\x18< \x01(\x08\x42\x0b\n\t_infotree\"(\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\"\xa0\x01\n\x07Message\x12*\n\x08severity\x18\x01 \x01(\x0e\x32\x18.kimina_grpc.v1.Severity\x12\'\n\x05start\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x04 \x01(\tB\x06\n\x04_end\"r\n\x05Sorry\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04goal\x18\x03 \x01(\tB\x06\n\x04_end\"\x84\x01\n\x06Tactic\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0e\n\x06tactic\x18\x03 \x01(\t\x12\r\n\x05goals\x18\x04 \x01(\tB\x06\n\x04_end\"\xa2\x01\n\x0b\x44iagnostics\x12\x0f\n\x07repl_id\x18\x01 \x01(\t\x12\x15\n\rqueue_seconds\x18\x02 \x01(\x01\x12\x15\n\rcheck_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nfresh_repl\x18\x07 \x01(\x08\"\x8d\x01\n\x10\x45xportAstRequest\x12\x0f\n\x07modules\x18\x01 \x03(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x03one\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_oneB\x12\n\x10_timeout_seconds\"?\n\x11\x45xportAstResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kimina_grpc.v1.AstResult\"M\n\tAstResult\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0b\n\x03\x61st\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x14\n\x0ctime_seconds\x18\x04 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\xeb\x01\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0clean_version\x18\x02 \x01(\t\x12\x14\n\x0crepl_command\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tmax_repls\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.kimina_grpc.v1.HeaderState\x12.\n\x08\x63ounters\x18\x08 \x01(\x0b\x32\x1c.kimina_grpc.v1.PoolCounters\"j\n\x0bHeaderState\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\r\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\x10\n\x08starting\x18\x04 \x01(\r\x12\x0e\n\x06queued\x18\x05 \x01(\r\x12\r\n\x05label\x18( \x01(\t\"d\n\x0cPoolCounters\x12\x0f\n\x07imports\x18\x01 \x01(\x04\x12\x10\n\x08recycles\x18\x02 \x01(\x04\x12\r\n\x05kills\x18\x03 \x01(\x04\x12\x0f\n\x07\x63rashes\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04*\xb3\x01\n\x0cInfotreeMode\x12\x1d\n\x19INFOTREE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INFOTREE_MODE_NONE\x10\x01\x12\x16\n\x12INFOTREE_MODE_FULL\x10\x02\x12\x19\n\x15INFOTREE_MODE_TACTICS\x10\x03\x12\x1a\n\x16INFOTREE_MODE_ORIGINAL\x10\x04\x12\x1d\n\x19INFOTREE_MODE_SUBSTANTIVE\x10\x05*\xbe\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x13\n\x0fVERDICT_INVALID\x10\x02\x12\x11\n\rVERDICT_SORRY\x10\x03\x12\x13\n\x0fVERDICT_TIMEOUT\x10\x04\x12\x19\n\x15VERDICT_OUT_OF_MEMORY\x10\x05\x12\x16\n\x12VERDICT_REPL_ERROR\x10\x06\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x07*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\xe9\x02\n\x0fVerifierService\x12G\n\x06Verify\x12\x1d.kimina_grpc.v1.VerifyRequest\x1a\x1e.kimina_grpc.v1.VerifyResponse\x12]\n\x0cStreamVerify\x12#.kimina_grpc.v1.StreamVerifyRequest\x1a$.kimina_grpc.v1.StreamVerifyResponse(\x01\x30\x01\x12P\n\tExportAst\x12 .kimina_grpc.v1.ExportAstRequest\x1a!.kimina_grpc.v1.ExportAstResponse\x12\\\n\rGetServerInfo\x12$.kimina_grpc.v1.GetServerInfoRequest\x1a%.kimina_grpc.v1.GetServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kimina_grpc.v1.verifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INFOTREEMODE']._serialized_start=2356
-  _globals['_INFOTREEMODE']._serialized_end=2535
-  _globals['_VERDICT']._serialized_start=2538
-  _globals['_VERDICT']._serialized_end=2728
-  _globals['_SEVERITY']._serialized_start=2730
-  _globals['_SEVERITY']._serialized_end=2827
+  _globals['_INFOTREEMODE']._serialized_start=2375
+  _globals['_INFOTREEMODE']._serialized_end=2554
+  _globals['_VERDICT']._serialized_start=2557
+  _globals['_VERDICT']._serialized_end=2747
+  _globals['_SEVERITY']._serialized_start=2749
+  _globals['_SEVERITY']._serialized_end=2846
   _globals['_VERIFYREQUEST']._serialized_start=49
   _globals['_VERIFYREQUEST']._serialized_end=150
   _globals['_VERIFYRESPONSE']._serialized_start=152
@@ -50,31 +50,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROOFOPTIONS']._serialized_start=429
   _globals['_PROOFOPTIONS']._serialized_end=655
   _globals['_PROOFRESULT']._serialized_start=658
-  _globals['_PROOFRESULT']._serialized_end=972
-  _globals['_POSITION']._serialized_start=974
-  _globals['_POSITION']._serialized_end=1014
-  _globals['_MESSAGE']._serialized_start=1017
-  _globals['_MESSAGE']._serialized_end=1177
-  _globals['_SORRY']._serialized_start=1179
-  _globals['_SORRY']._serialized_end=1293
-  _globals['_TACTIC']._serialized_start=1296
-  _globals['_TACTIC']._serialized_end=1428
-  _globals['_DIAGNOSTICS']._serialized_start=1431
-  _globals['_DIAGNOSTICS']._serialized_end=1593
-  _globals['_EXPORTASTREQUEST']._serialized_start=1596
-  _globals['_EXPORTASTREQUEST']._serialized_end=1737
-  _globals['_EXPORTASTRESPONSE']._serialized_start=1739
-  _globals['_EXPORTASTRESPONSE']._serialized_end=1802
-  _globals['_ASTRESULT']._serialized_start=1804
-  _globals['_ASTRESULT']._serialized_end=1881
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=1883
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=1905
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=1908
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=2143
-  _globals['_HEADERSTATE']._serialized_start=2145
-  _globals['_HEADERSTATE']._serialized_end=2251
-  _globals['_POOLCOUNTERS']._serialized_start=2253
-  _globals['_POOLCOUNTERS']._serialized_end=2353
-  _globals['_VERIFIERSERVICE']._serialized_start=2830
-  _globals['_VERIFIERSERVICE']._serialized_end=3191
+  _globals['_PROOFRESULT']._serialized_end=991
+  _globals['_POSITION']._serialized_start=993
+  _globals['_POSITION']._serialized_end=1033
+  _globals['_MESSAGE']._serialized_start=1036
+  _globals['_MESSAGE']._serialized_end=1196
+  _globals['_SORRY']._serialized_start=1198
+  _globals['_SORRY']._serialized_end=1312
+  _globals['_TACTIC']._serialized_start=1315
+  _globals['_TACTIC']._serialized_end=1447
+  _globals['_DIAGNOSTICS']._serialized_start=1450
+  _globals['_DIAGNOSTICS']._serialized_end=1612
+  _globals['_EXPORTASTREQUEST']._serialized_start=1615
+  _globals['_EXPORTASTREQUEST']._serialized_end=1756
+  _globals['_EXPORTASTRESPONSE']._serialized_start=1758
+  _globals['_EXPORTASTRESPONSE']._serialized_end=1821
+  _globals['_ASTRESULT']._serialized_start=1823
+  _globals['_ASTRESULT']._serialized_end=1900
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=1902
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=1924
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=1927
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=2162
+  _globals['_HEADERSTATE']._serialized_start=2164
+  _globals['_HEADERSTATE']._serialized_end=2270
+  _globals['_POOLCOUNTERS']._serialized_start=2272
+  _globals['_POOLCOUNTERS']._serialized_end=2372
+  _globals['_VERIFIERSERVICE']._serialized_start=2849
+  _globals['_VERIFIERSERVICE']._serialized_end=3210
 # @@protoc_insertion_point(module_scope)

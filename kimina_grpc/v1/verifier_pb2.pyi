@@ -88,7 +88,8 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
-    server shutdown. `error` says which. Not a statement about the proof.
+    server shutdown (queued when it began, still running after the drain, or read during it; see
+    ProofResult.retryable). `error` says which. Not a statement about the proof.
     """
 
 class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
@@ -116,7 +117,8 @@ VERDICT_REPL_ERROR: Verdict.ValueType  # 6
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
-server shutdown. `error` says which. Not a statement about the proof.
+server shutdown (queued when it began, still running after the drain, or read during it; see
+ProofResult.retryable). `error` says which. Not a statement about the proof.
 """
 Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
 
@@ -365,6 +367,7 @@ class ProofResult(_message.Message):
     DIAGNOSTICS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     TACTICS_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The proof's id."""
     verdict: Global___Verdict.ValueType
@@ -378,6 +381,10 @@ class ProofResult(_message.Message):
     error: _builtins.str
     """Why the check failed for reasons other than Lean's judgement (timeout, crash, not checked);
     empty otherwise.
+    """
+    retryable: _builtins.bool
+    """Set on a NOT_CHECKED result when the reason was this server's, not the proof's (it is shutting
+    down): the same proof sent again, to another server, gets checked. The Python client does so.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -409,10 +416,11 @@ class ProofResult(_message.Message):
         diagnostics: Global___Diagnostics | None = ...,
         error: _builtins.str = ...,
         tactics: _abc.Iterable[Global___Tactic] | None = ...,
+        retryable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "infotree", b"infotree"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "retryable", b"retryable", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__infotree: _TypeAlias = _typing.Literal["infotree"]  # noqa: Y015
     _WhichOneofArgType__infotree: _TypeAlias = _typing.Literal["_infotree", b"_infotree"]  # noqa: Y015
