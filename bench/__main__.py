@@ -8,12 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, scheduling, startup
+from bench import overhead, scheduling, startup, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "overhead": overhead.main,
     "scheduling": scheduling.main,
     "startup": startup.main,
+    "unread": unread.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
