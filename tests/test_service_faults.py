@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2
 
 from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
 from kimina_grpc.service import metrics
-from kimina_grpc.service.server import create_app
+from kimina_grpc.service.server import SERVICE_NAME, create_app
 from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -28,7 +28,7 @@ VERIFIER = "/kimina_grpc.v1.VerifierService/"
 
 
 async def test_undecodable_requests_are_invalid_argument_and_disturb_nothing() -> None:
-    async with running(api_key="k") as (_, ch):
+    async with running(api_key="k") as (app, ch):
         auth = (("x-api-key", "k"),)
         for path in (VERIFIER + "Verify", VERIFIER + "GetServerInfo", "/grpc.health.v1.Health/Check"):
             raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = ch.unary_unary(
@@ -59,6 +59,12 @@ async def test_undecodable_requests_are_invalid_argument_and_disturb_nothing() -
         stub = pb_grpc.VerifierServiceStub(ch)
         reply = await stub.Verify(pb.VerifyRequest(proofs=[proof("after", "")]), metadata=auth)
         assert reply.results[0].verdict == pb.VERDICT_VALID
+        for method, kind in (("Verify", "unary"), ("GetServerInfo", "unary"), ("StreamVerify", "bidi_stream")):
+            labels = {"grpc_service": SERVICE_NAME, "grpc_method": method, "grpc_type": kind}
+            handled = app.metrics.registry.get_sample_value(
+                "grpc_server_handled_total", {**labels, "grpc_code": "INVALID_ARGUMENT"}
+            )
+            assert handled == 1, method  # counted like any other bad request
 
 
 async def test_binary_metadata_is_not_read_as_text_by_auth() -> None:

@@ -89,12 +89,13 @@ def unary(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         call = _Call(self, fn.__name__, "unary")
         try:
-            return await fn(self, request, context)
+            return await fn(self, _decoded_one(request), context)
         except (Exception, asyncio.CancelledError) as exc:
             await call.fail(context, exc)
         finally:
             call.done()
 
+    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -135,6 +136,12 @@ def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return tolerant
 
 
+def _decoded_one(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
+
+
 async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, _Undecodable):
@@ -156,6 +163,8 @@ class DecodeErrors(grpc.aio.ServerInterceptor):
         decode, encode = _tolerant(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
             uu: Callable[..., Any] = handler.unary_unary
+            if getattr(uu, "maps_undecodable", False):  # `unary` above answers (and counts) it itself
+                return grpc.unary_unary_rpc_method_handler(uu, decode, encode)
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 if isinstance(request, _Undecodable):
