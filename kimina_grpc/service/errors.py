@@ -106,13 +106,14 @@ def streaming(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[T]:
         call = _Call(self, fn.__name__, "bidi_stream")
         try:
-            async for item in fn(self, request, context):
+            async for item in fn(self, _decoded(request), context):
                 yield item
         except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
             await call.fail(context, exc)
         finally:
             call.done()
 
+    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -194,6 +195,8 @@ class DecodeErrors(grpc.aio.ServerInterceptor):
             return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
         if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
             ss: Callable[..., Any] = handler.stream_stream
+            if getattr(ss, "maps_undecodable", False):  # `streaming` above: no second layer per message
+                return grpc.stream_stream_rpc_method_handler(ss, decode, encode)
 
             async def stream_stream(
                 requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
