@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, scheduling, startup, trust
+from bench import overhead, scheduling, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "overhead": overhead.main,
     "scheduling": scheduling.main,
     "startup": startup.main,
     "trust": trust.main,
+    "unread": unread.main,
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 

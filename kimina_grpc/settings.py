@@ -130,7 +130,10 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(10.0, ge=0)
     reflection: bool = True
     metrics_port: int | None = Field(None, ge=0, le=65535)
-    """Serve Prometheus metrics at http://HOST:PORT/metrics (unset = off; 0 = any free port)."""
+    """Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (unset = off; 0 = any free port)."""
+    metrics_host: str | None = None
+    """Interface of the metrics endpoint (unset = LEAN_SERVER_HOST). It has no auth: keep it on the pod
+    network (or 127.0.0.1 behind a sidecar), never on a public address."""
 
     @field_validator(
         "max_repl_mem",

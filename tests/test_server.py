@@ -271,9 +271,15 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
         assert await status("") == SERVING and await status(SERVICE_NAME) == SERVING
         info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
         assert info.ready and info.headers[0].warm == 2 and info.counters.imports == 2
+        # The drain lasts while a proof runs (up to LEAN_SERVER_DRAIN_SECONDS): health still answers.
+        running_proof = pb_grpc.VerifierServiceStub(ch).Verify(
+            pb.VerifyRequest(proofs=[proof("p", "  -- fake: sleep 0.8", header="import A")])
+        )
+        await asyncio.sleep(0.2)
         stopping = asyncio.create_task(app.stop())
         await asyncio.sleep(0.3)
         assert await status(SERVICE_NAME) == NOT_SERVING and await status(LIVENESS) == SERVING
+        assert (await running_proof).results[0].verdict == pb.VERDICT_VALID
         await stopping
     finally:
         await ch.close()
@@ -364,7 +370,7 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
-        # The endpoint runs in its own thread and reads the pool through the event loop.
+        # A blocking client in another thread; the endpoint answers from the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3
         assert m['kimina_proofs_total{verdict="invalid"}'] == 1

@@ -118,12 +118,21 @@ class AsyncKiminaClient:
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms)
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
-            request = pb.VerifyRequest(
-                proofs=[to_proto(p) for p in items[start : start + self._batch_size]], options=opts
-            )
-            reply = await self._call(lambda r=request: self._stub.Verify(r, metadata=self._metadata))  # type: ignore[misc]
-            results += [from_proto(r) for r in reply.results]
+            results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
         return results
+
+    async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
+        """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
+        answers: dict[str, pb.ProofResult] = {}
+        todo = proofs
+        for _ in range(self._max_attempts):
+            request = pb.VerifyRequest(proofs=todo, options=opts)
+            reply = await self._call(lambda r=request: self._stub.Verify(r, metadata=self._metadata))  # type: ignore[misc]
+            answers.update((r.id, r) for r in reply.results)
+            todo = [p for p in todo if answers[p.id].retryable]
+            if not todo:
+                break
+        return [from_proto(answers[p.id]) for p in proofs]
 
     async def verify_stream(
         self,
@@ -170,6 +179,8 @@ class AsyncKiminaClient:
             call = self._stub.StreamVerify(requests(), metadata=self._metadata)
             try:
                 async for response in call:
+                    if response.result.retryable:
+                        continue  # a shutting-down server's: stays pending, sent again on the next stream
                     if pending.pop(response.result.id, None) is None:
                         continue  # not ours to answer (already answered)
                     failures = 0

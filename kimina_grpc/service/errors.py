@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
@@ -88,12 +89,13 @@ def unary(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         call = _Call(self, fn.__name__, "unary")
         try:
-            return await fn(self, request, context)
+            return await fn(self, _decoded_one(request), context)
         except (Exception, asyncio.CancelledError) as exc:
             await call.fail(context, exc)
         finally:
             call.done()
 
+    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -104,11 +106,106 @@ def streaming(
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[T]:
         call = _Call(self, fn.__name__, "bidi_stream")
         try:
-            async for item in fn(self, request, context):
+            async for item in fn(self, _decoded(request), context):
                 yield item
         except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
             await call.fail(context, exc)
         finally:
             call.done()
 
+    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
     return wrapper
+
+
+class _Undecodable:
+    """What request bytes that are not the method's message decode to, so that the handler, not gRPC
+    (UNKNOWN for a unary request, the handler's own failure mid-stream), answers INVALID_ARGUMENT."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidInput) -> None:
+        self.error = error
+
+
+def _tolerant(decode: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def tolerant(data: bytes) -> Any:
+        try:
+            return decode(data)
+        except Exception as exc:  # protobuf's DecodeError (or any decoder's): the caller's bytes
+            return _Undecodable(InvalidInput([("request", f"the bytes are not a request message: {exc}"[:500])]))
+
+    return tolerant
+
+
+def _decoded_one(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise request.error
+    return request
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error  # a stream handler maps it after answering what it accepted
+        yield request
+
+
+class DecodeErrors(grpc.aio.ServerInterceptor):
+    """Request bytes that do not decode answer INVALID_ARGUMENT, for every service of the server."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode, encode = _tolerant(handler.request_deserializer), handler.response_serializer
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            uu: Callable[..., Any] = handler.unary_unary
+            if getattr(uu, "maps_undecodable", False):  # `unary` above answers (and counts) it itself
+                return grpc.unary_unary_rpc_method_handler(uu, decode, encode)
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if isinstance(request, _Undecodable):
+                    await context.abort_with_status(status_of(request.error))
+                return await uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, decode, encode)
+        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+            us: Callable[..., Any] = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                if isinstance(request, _Undecodable):
+                    await context.abort_with_status(status_of(request.error))
+                async for response in us(request, context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, decode, encode)
+        if handler.stream_unary is not None and inspect.iscoroutinefunction(handler.stream_unary):
+            su: Callable[..., Any] = handler.stream_unary
+
+            async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    return await su(_decoded(requests), context)
+                except InvalidInput as exc:  # a handler that does not map errors itself
+                    await context.abort_with_status(status_of(exc))
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            ss: Callable[..., Any] = handler.stream_stream
+            if getattr(ss, "maps_undecodable", False):  # `streaming` above: no second layer per message
+                return grpc.stream_stream_rpc_method_handler(ss, decode, encode)
+
+            async def stream_stream(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                try:
+                    async for response in ss(_decoded(requests), context):
+                        yield response
+                except InvalidInput as exc:
+                    await context.abort_with_status(status_of(exc))
+
+            return grpc.stream_stream_rpc_method_handler(stream_stream, decode, encode)
+        return handler  # a synchronous handler: left as gRPC runs it

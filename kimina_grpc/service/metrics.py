@@ -1,7 +1,8 @@
 """Prometheus metrics: what callers got (verdicts, times, invalid stream items) and the pool's state.
 
-Results are counted where the service hands them out; the pool is read at scrape time through the
-event loop (the HTTP endpoint runs in prometheus-client's thread; the supervisor is not thread-safe).
+Results are counted where the service hands them out; the pool is read at scrape time. The HTTP
+endpoint is a small asyncio server on the event loop (the supervisor is not thread-safe): an idle
+connection costs a socket, not a thread, and is closed after READ_TIMEOUT seconds.
 Header strings come from callers, so no metric is labelled by header (GetServerInfo has the detail).
 """
 
@@ -12,18 +13,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kimina_grpc.supervisor.jobs import Outcome
-from kimina_grpc.supervisor.pool import PoolState, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2
 from kimina_grpc.verdict import Verdict
 
 SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 # Lean checks take 0.01 s to many minutes.
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+READ_TIMEOUT = 10.0
+"""Seconds a metrics connection may take to send its request (and to read the answer)."""
+_MAX_HEAD = 16 << 10
 
 
 class Metrics:
@@ -78,26 +82,48 @@ class Metrics:
         self._by_verdict[Verdict.NOT_CHECKED].inc()
         self._invalid.inc()
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP (prometheus-client's thread); returns the bound port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        self._http = server
-        return int(server.server_port)
+    async def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP from the event loop; returns the bound port."""
+        self._http = await asyncio.start_server(self._answer, host, port, limit=_MAX_HEAD)
+        return int(self._http.sockets[0].getsockname()[1])
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request per connection (HTTP/1.1 with `Connection: close`), all within READ_TIMEOUT."""
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, _, rest = head.partition(b" ")
+                path = rest.partition(b" ")[0].partition(b"?")[0]
+                if method not in (b"GET", b"HEAD"):
+                    status, body = "405 Method Not Allowed", b""
+                elif path not in (b"/metrics", b"/"):
+                    status, body = "404 Not Found", b""
+                else:
+                    status, body = "200 OK", generate_latest(self.registry)
+                writer.write(
+                    f"HTTP/1.1 {status}\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                )
+                if method != b"HEAD":
+                    writer.write(body)
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.transport.abort()  # silent, slow or oversized: drop it without waiting on the peer
+        finally:
+            writer.close()
 
     def close(self) -> None:
         if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.close()
             self._http = None
 
 
 class _PoolCollector(Collector):
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
-        self.loop = asyncio.get_running_loop()
 
     def collect(self) -> Iterator[Any]:
-        state = self._state()
+        state = self.supervisor.state()
         repls = GaugeMetricFamily("kimina_repls", "REPL processes by state.", labels=["state"])
         for name, count in (
             ("warm", sum(h.warm for h in state.headers)),
@@ -117,18 +143,3 @@ class _PoolCollector(Collector):
             ("crashes", state.crashes, "REPLs that died by themselves."),
         ):
             yield CounterMetricFamily(f"kimina_repl_{name}", text, value=value)
-
-    def _state(self) -> PoolState:
-        async def read() -> PoolState:
-            return self.supervisor.state()
-
-        if _on_loop(self.loop):
-            return self.supervisor.state()
-        return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=5)
-
-
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

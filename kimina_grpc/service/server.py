@@ -18,6 +18,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.repl import ReplSpec
+from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
@@ -47,11 +48,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._key = api_key.encode()
 
     def _authorised(self, metadata: tuple[tuple[str, str | bytes], ...]) -> bool:
+        # Only the two names that can carry the key are read: other entries, `-bin` ones (arbitrary
+        # bytes) above all, are none of auth's business.
         for key, value in metadata:
-            text = value.decode() if isinstance(value, bytes) else value
-            if key == "authorization" and text.startswith("Bearer "):
-                text = text[len("Bearer ") :]
-            elif key != "x-api-key":
+            if not isinstance(value, str):
+                continue
+            if key == "authorization" and value.startswith("Bearer "):
+                text = value[len("Bearer ") :]
+            elif key == "x-api-key":
+                text = value
+            else:
                 continue
             if hmac.compare_digest(text.encode(), self._key):
                 return True
@@ -121,6 +127,7 @@ class App:
     supervisor: Supervisor
     health: HealthServicer
     metrics: Metrics
+    servicer: VerifierServicer
     port: int
     metrics_port: int | None = None
     _readiness: asyncio.Task[None] | None = None
@@ -137,7 +144,8 @@ class App:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
         if self.settings.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            host = self.settings.metrics_host or self.settings.host
+            self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
         self._readiness = asyncio.create_task(self._become_ready())
         log.info(
             "serving",
@@ -172,16 +180,23 @@ class App:
             await asyncio.sleep(0.1)
 
     async def stop(self) -> None:
-        """Readiness off, keep serving for the drain period, stop with grace, kill every REPL."""
+        """Readiness off and no new work (new calls UNAVAILABLE, new stream items NOT_CHECKED); running
+        proofs get the drain period to finish, every other accepted proof is answered NOT_CHECKED on its
+        open call; then the REPLs are killed and the server stops, its grace for sending those answers."""
         if self._readiness is not None:
             self._readiness.cancel()
         for name in READINESS:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("draining", seconds=self.settings.drain_seconds)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), self.settings.drain_seconds)
-        await self.server.stop(self.settings.grace_seconds)
+        self.servicer.drain()
+        draining = asyncio.ensure_future(self.supervisor.drain(self.settings.drain_seconds))
+        hurried = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait({draining, hurried}, return_when=asyncio.FIRST_COMPLETED)
+        draining.cancel()  # hurried: running proofs are answered NOT_CHECKED by close() now
+        hurried.cancel()
         await self.supervisor.close()
+        self.servicer.end_streams()
+        await self.server.stop(self.settings.grace_seconds)
         self.metrics.close()
         log.info("stopped")
 
@@ -207,7 +222,9 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_app(settings: Settings) -> App:
     supervisor = Supervisor(pool_settings(settings))
-    interceptors = [AuthInterceptor(settings.api_key)] if settings.api_key else []
+    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
+    if settings.api_key:
+        interceptors.insert(0, AuthInterceptor(settings.api_key))
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     exporter = None
     with contextlib.suppress(ValueError):  # no AST project: ExportAst answers FAILED_PRECONDITION
@@ -216,9 +233,8 @@ def create_app(settings: Settings) -> App:
             argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
         )
     metrics = Metrics(supervisor)
-    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(
-        VerifierServicer(supervisor, settings, metrics, exporter), server
-    )
+    servicer = VerifierServicer(supervisor, settings, metrics, exporter)
+    verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if settings.reflection:
@@ -235,7 +251,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    return App(settings, server, supervisor, health, metrics, port)
+    return App(settings, server, supervisor, health, metrics, servicer, port)
 
 
 async def serve(settings: Settings) -> None:

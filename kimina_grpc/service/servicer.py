@@ -18,10 +18,11 @@ from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
-from kimina_grpc.supervisor.jobs import Job, Outcome
-from kimina_grpc.supervisor.pool import Supervisor
+from kimina_grpc.supervisor.jobs import Job, Outcome, not_checked
+from kimina_grpc.supervisor.pool import ShuttingDown, Supervisor
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+from kimina_grpc.verdict import Verdict
 
 log = structlog.get_logger("kimina_grpc.service")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -30,6 +31,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _DEADLINE_MARGIN = 0.25
 NO_IMPORTS = "(no imports)"
 """GetServerInfo's label for the empty header."""
+_SHUTDOWN = "the server is shutting down"
 
 
 def _server_version() -> str:
@@ -51,10 +53,27 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.settings = settings
         self.metrics = metrics
         self.exporter = exporter
+        self.draining = False
+        self._streams: set[_Stream] = set()
+
+    def drain(self) -> None:
+        """Shutdown begins: new calls get UNAVAILABLE, new items of open streams NOT_CHECKED."""
+        self.draining = True
+
+    def end_streams(self) -> None:
+        """Shutdown, once the supervisor has answered every proof: open streams stop reading, send what
+        they owe and end with UNAVAILABLE."""
+        for stream in list(self._streams):
+            stream.stop()
+
+    def _refuse_when_draining(self) -> None:
+        if self.draining:
+            raise ShuttingDown
 
     @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
         structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="Verify")
+        self._refuse_when_draining()
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
         effs = [convert.effective(p.options, request.options, self.settings) for p in request.proofs]
@@ -71,33 +90,37 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             self.metrics.result(o)
             log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
         log.info("verify_done", proofs=len(outcomes))
-        return pb.VerifyResponse(
-            results=[
-                convert.to_result(p.id, o, eff.diagnostics)
-                for p, o, eff in zip(request.proofs, outcomes, effs, strict=True)
-            ]
-        )
+        answers = zip(request.proofs, outcomes, effs, strict=True)
+        return pb.VerifyResponse(results=[self._result(p.id, o, eff.diagnostics) for p, o, eff in answers])
+
+    def _result(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofResult:
+        result = convert.to_result(proof_id, outcome, diagnostics)
+        # Not checked while shutting down: the reason is this server's, another one checks the proof.
+        result.retryable = self.draining and outcome.verdict is Verdict.NOT_CHECKED
+        return result
 
     @streaming
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
         structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
-        stream = _Stream(self.supervisor, self.settings, self.metrics)
-        reader = asyncio.create_task(stream.read(request_iterator))
+        self._refuse_when_draining()
+        stream = _Stream(self)
+        reader = stream.reader = asyncio.create_task(stream.read(request_iterator))
+        self._streams.add(stream)
         try:
-            while True:
-                result = await stream.results.get()
-                if result is None:
-                    break
+            while (result := await stream.results.get()) is not None:
                 yield pb.StreamVerifyResponse(result=result)
-            await reader  # re-raises a reader failure
+                stream.window.release()  # the result is with the transport: only now its slot frees
+            await reader  # every proof it read is answered: now its failure or ShuttingDown, if any
         finally:
+            self._streams.discard(stream)
             reader.cancel()
             stream.cancel_all()
 
     @unary
     async def ExportAst(self, request: pb.ExportAstRequest, context: Context) -> pb.ExportAstResponse:
+        self._refuse_when_draining()
         convert.check_ast_request(request, self.settings)
         if self.exporter is None:
             raise NotConfigured("ExportAst needs an ast_export project (LEAN_SERVER_AST_EXPORT_PROJECT_DIR)")
@@ -151,58 +174,86 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
 
 class _Stream:
-    """One StreamVerify call: at most `stream_window` proofs in flight; the reader stops reading the
-    request stream while the window is full, so HTTP/2 flow control slows the client down."""
+    """One StreamVerify call. A window slot (LEAN_SERVER_STREAM_WINDOW) is taken before each item is read
+    and freed when that item's result has been handed to the transport: a full window (proofs in flight,
+    or results the client has not read yet) reads nothing more, so HTTP/2 flow control slows the client
+    down, and at most `window` results ever wait here."""
 
-    def __init__(self, supervisor: Supervisor, settings: Settings, metrics: Metrics) -> None:
-        self.supervisor = supervisor
-        self.settings = settings
-        self.metrics = metrics
-        self.window = asyncio.Semaphore(settings.stream_window)
+    def __init__(self, servicer: VerifierServicer) -> None:
+        self.servicer = servicer
+        self.window = asyncio.Semaphore(servicer.settings.stream_window)
         self.in_flight: dict[str, Job] = {}
-        self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue()
+        self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue(servicer.settings.stream_window + 1)
         self.reading = True
+        self.reader: asyncio.Task[None] | None = None
+        self.stopped = False
+        self._holds_nothing = False  # the reader waits for a slot or an item: cancelling it loses nothing
 
     async def read(self, requests: AsyncIterator[pb.StreamVerifyRequest]) -> None:
+        """Ends at the client's end of input, or with ShuttingDown once `stop` was called (the call then
+        ends UNAVAILABLE: the client sends what was not answered elsewhere), or with the stream's error."""
         try:
-            while True:
-                await self.window.acquire()  # before reading: a full window reads nothing more
+            while not self.stopped:
+                self._holds_nothing = True
                 try:
+                    await self.window.acquire()  # before reading: a full window reads nothing more
                     item = await anext(requests)
                 except StopAsyncIteration:
                     self.window.release()
-                    break
+                    return
+                except asyncio.CancelledError:
+                    if self.stopped:  # by `stop`, holding no item
+                        break
+                    raise
+                finally:
+                    self._holds_nothing = False
                 await self._admit(item.proof)
+            raise ShuttingDown
         finally:
             self.reading = False
             self._maybe_end()
 
+    def stop(self) -> None:
+        """Read no more items. One the reader holds (waiting for room in the queue) is still answered."""
+        self.stopped = True
+        if self._holds_nothing and self.reader is not None:
+            self.reader.cancel()
+
     async def _admit(self, proof: pb.Proof) -> None:
-        problems = convert.check_proof(proof, "proof", self.settings)
+        settings, supervisor = self.servicer.settings, self.servicer.supervisor
+        problems = convert.check_proof(proof, "proof", settings)
         if not problems and proof.id in self.in_flight:
             problems = [("proof.id", f"duplicate id {proof.id!r}: a proof with this id is still in flight")]
         if problems:
-            self.window.release()
-            self.metrics.invalid()
+            self.servicer.metrics.invalid()
             self.results.put_nowait(convert.not_checked(proof.id, "invalid: " + convert.InvalidInput(problems).args[0]))
             return
-        eff = convert.effective(proof.options, None, self.settings)
-        # A full queue holds this item (and, through the window, the stream) until there is room.
-        job = await self.supervisor.submit_when_room(*convert.to_job(proof, eff, None))
+        eff = convert.effective(proof.options, None, settings)
+        job = None
+        if not self.servicer.draining:
+            with contextlib.suppress(ShuttingDown):  # the queue's room went to shutdown
+                # A full queue holds this item (and, through the window, the stream) until there is room.
+                job = await supervisor.submit_when_room(*convert.to_job(proof, eff, None))
+        if job is None:
+            self._answer(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
+            return
         self.in_flight[proof.id] = job
         proof_id, diagnostics = proof.id, eff.diagnostics
 
         def done(future: asyncio.Future[Outcome]) -> None:
             self.in_flight.pop(proof_id, None)
-            self.window.release()
-            if not future.cancelled():
-                outcome = future.result()
-                self.metrics.result(outcome)
-                log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
-                self.results.put_nowait(convert.to_result(proof_id, outcome, diagnostics))
+            if future.cancelled():  # the call is over: no result to write
+                self.window.release()
+            else:
+                self._answer(proof_id, future.result(), diagnostics)
             self._maybe_end()
 
         job.future.add_done_callback(done)
+
+    def _answer(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
+        self.servicer.metrics.result(outcome)
+        log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
+        self.results.put_nowait(self.servicer._result(proof_id, outcome, diagnostics))
 
     def _maybe_end(self) -> None:
         if not self.reading and not self.in_flight:
@@ -210,4 +261,4 @@ class _Stream:
 
     def cancel_all(self) -> None:
         for job in list(self.in_flight.values()):
-            self.supervisor.cancel(job)
+            self.servicer.supervisor.cancel(job)

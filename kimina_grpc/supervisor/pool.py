@@ -330,6 +330,17 @@ class Supervisor:
         await asyncio.gather(*(self._retire(w, counter=None) for w in list(self._workers)), return_exceptions=True)
         await decode.shutdown()
 
+    async def drain(self, timeout: float) -> None:
+        """Shutdown's first step: take no more work (submitters get QueueFull; those waiting for room
+        wait for `close`), answer queued jobs as not checked, and give the running ones up to `timeout`
+        seconds to finish with their verdicts. `close` answers what is left."""
+        self.s = replace(self.s, max_queue=0)
+        for key in list(self._queues):
+            self._fail_queue(key, not_checked("the server is shutting down"))
+        running = {w.job.future for w in self._workers if w.job is not None and not w.job.future.done()}
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+
     # ----------------------------------------------------------------- scheduling
 
     def _kick(self) -> None:

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkimina_grpc/v1/verifier.proto\x12\x0ekimina_grpc.v1\"e\n\rVerifyRequest\x12%\n\x06proofs\x18\x01 \x03(\x0b\x32\x15.kimina_grpc.v1.Proof\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\">\n\x0eVerifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\";\n\x13StreamVerifyRequest\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.kimina_grpc.v1.Proof\"C\n\x14StreamVerifyResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\"P\n\x05Proof\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\"\xf7\x02\n\x0cProofOptions\x12\x1c\n\x0ftimeout_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08infotree\x18\x02 \x01(\x0e\x32\x1c.kimina_grpc.v1.InfotreeMode\x12\x12\n\x05reuse\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0b\x64iagnostics\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x61ll_tactics\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12)\n\x05trust\x18\x1e \x01(\x0e\x32\x1a.kimina_grpc.v1.TrustLevel\x12\x16\n\x0e\x61llowed_axioms\x18\x1f \x03(\t\x12\x16\n\tstatement\x18  \x01(\tH\x04\x88\x01\x01\x12\x19\n\x0ctheorem_name\x18! \x01(\tH\x05\x88\x01\x01\x42\x12\n\x10_timeout_secondsB\x08\n\x06_reuseB\x0e\n\x0c_diagnosticsB\x0e\n\x0c_all_tacticsB\x0c\n\n_statementB\x0f\n\r_theorem_name\"\xf9\x02\n\x0bProofResult\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0e\x32\x17.kimina_grpc.v1.Verdict\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.kimina_grpc.v1.Message\x12&\n\x07sorries\x18\x04 \x03(\x0b\x32\x15.kimina_grpc.v1.Sorry\x12\x14\n\x0ctime_seconds\x18\x05 \x01(\x01\x12\x15\n\x08infotree\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.kimina_grpc.v1.Diagnostics\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x07tactics\x18\t \x03(\x0b\x32\x16.kimina_grpc.v1.Tactic\x12\x0e\n\x06reason\x18\x1e \x01(\t\x12-\n\x06\x61xioms\x18\x1f \x03(\x0b\x32\x1d.kimina_grpc.v1.TheoremAxiomsB\x0b\n\t_infotree\"0\n\rTheoremAxioms\x12\x0f\n\x07theorem\x18\x1e \x01(\t\x12\x0e\n\x06\x61xioms\x18\x1f \x03(\t\"(\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\"\xa0\x01\n\x07Message\x12*\n\x08severity\x18\x01 \x01(\x0e\x32\x18.kimina_grpc.v1.Severity\x12\'\n\x05start\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x04 \x01(\tB\x06\n\x04_end\"r\n\x05Sorry\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04goal\x18\x03 \x01(\tB\x06\n\x04_end\"\x84\x01\n\x06Tactic\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0e\n\x06tactic\x18\x03 \x01(\t\x12\r\n\x05goals\x18\x04 \x01(\tB\x06\n\x04_end\"\xa2\x01\n\x0b\x44iagnostics\x12\x0f\n\x07repl_id\x18\x01 \x01(\t\x12\x15\n\rqueue_seconds\x18\x02 \x01(\x01\x12\x15\n\rcheck_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nfresh_repl\x18\x07 \x01(\x08\"\x8d\x01\n\x10\x45xportAstRequest\x12\x0f\n\x07modules\x18\x01 \x03(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x03one\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_oneB\x12\n\x10_timeout_seconds\"?\n\x11\x45xportAstResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kimina_grpc.v1.AstResult\"M\n\tAstResult\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0b\n\x03\x61st\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x14\n\x0ctime_seconds\x18\x04 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\x85\x02\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0clean_version\x18\x02 \x01(\t\x12\x14\n\x0crepl_command\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tmax_repls\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.kimina_grpc.v1.HeaderState\x12.\n\x08\x63ounters\x18\x08 \x01(\x0b\x32\x1c.kimina_grpc.v1.PoolCounters\x12\x18\n\x10not_ready_reason\x18\x41 \x01(\t\"j\n\x0bHeaderState\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\r\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\x10\n\x08starting\x18\x04 \x01(\r\x12\x0e\n\x06queued\x18\x05 \x01(\r\x12\r\n\x05label\x18( \x01(\t\"d\n\x0cPoolCounters\x12\x0f\n\x07imports\x18\x01 \x01(\x04\x12\x10\n\x08recycles\x18\x02 \x01(\x04\x12\r\n\x05kills\x18\x03 \x01(\x04\x12\x0f\n\x07\x63rashes\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04*n\n\nTrustLevel\x12\x1b\n\x17TRUST_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11TRUST_LEVEL_CHECK\x10\x01\x12\x15\n\x11TRUST_LEVEL_AUDIT\x10\x02\x12\x15\n\x11TRUST_LEVEL_JUDGE\x10\x03*\xb3\x01\n\x0cInfotreeMode\x12\x1d\n\x19INFOTREE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INFOTREE_MODE_NONE\x10\x01\x12\x16\n\x12INFOTREE_MODE_FULL\x10\x02\x12\x19\n\x15INFOTREE_MODE_TACTICS\x10\x03\x12\x1a\n\x16INFOTREE_MODE_ORIGINAL\x10\x04\x12\x1d\n\x19INFOTREE_MODE_SUBSTANTIVE\x10\x05*\xd5\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x13\n\x0fVERDICT_INVALID\x10\x02\x12\x11\n\rVERDICT_SORRY\x10\x03\x12\x13\n\x0fVERDICT_TIMEOUT\x10\x04\x12\x19\n\x15VERDICT_OUT_OF_MEMORY\x10\x05\x12\x16\n\x12VERDICT_REPL_ERROR\x10\x06\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x07\x12\x15\n\x11VERDICT_UNTRUSTED\x10\x08*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\xe9\x02\n\x0fVerifierService\x12G\n\x06Verify\x12\x1d.kimina_grpc.v1.VerifyRequest\x1a\x1e.kimina_grpc.v1.VerifyResponse\x12]\n\x0cStreamVerify\x12#.kimina_grpc.v1.StreamVerifyRequest\x1a$.kimina_grpc.v1.StreamVerifyResponse(\x01\x30\x01\x12P\n\tExportAst\x12 .kimina_grpc.v1.ExportAstRequest\x1a!.kimina_grpc.v1.ExportAstResponse\x12\\\n\rGetServerInfo\x12$.kimina_grpc.v1.GetServerInfoRequest\x1a%.kimina_grpc.v1.GetServerInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dkimina_grpc/v1/verifier.proto\x12\x0ekimina_grpc.v1\"e\n\rVerifyRequest\x12%\n\x06proofs\x18\x01 \x03(\x0b\x32\x15.kimina_grpc.v1.Proof\x12-\n\x07options\x18\x02 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\">\n\x0eVerifyResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\";\n\x13StreamVerifyRequest\x12$\n\x05proof\x18\x01 \x01(\x0b\x32\x15.kimina_grpc.v1.Proof\"C\n\x14StreamVerifyResponse\x12+\n\x06result\x18\x01 \x01(\x0b\x32\x1b.kimina_grpc.v1.ProofResult\"P\n\x05Proof\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.kimina_grpc.v1.ProofOptions\"\xf7\x02\n\x0cProofOptions\x12\x1c\n\x0ftimeout_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12.\n\x08infotree\x18\x02 \x01(\x0e\x32\x1c.kimina_grpc.v1.InfotreeMode\x12\x12\n\x05reuse\x18\x03 \x01(\x08H\x01\x88\x01\x01\x12\x18\n\x0b\x64iagnostics\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x18\n\x0b\x61ll_tactics\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12)\n\x05trust\x18\x1e \x01(\x0e\x32\x1a.kimina_grpc.v1.TrustLevel\x12\x16\n\x0e\x61llowed_axioms\x18\x1f \x03(\t\x12\x16\n\tstatement\x18  \x01(\tH\x04\x88\x01\x01\x12\x19\n\x0ctheorem_name\x18! \x01(\tH\x05\x88\x01\x01\x42\x12\n\x10_timeout_secondsB\x08\n\x06_reuseB\x0e\n\x0c_diagnosticsB\x0e\n\x0c_all_tacticsB\x0c\n\n_statementB\x0f\n\r_theorem_name\"\x8c\x03\n\x0bProofResult\x12\n\n\x02id\x18\x01 \x01(\t\x12(\n\x07verdict\x18\x02 \x01(\x0e\x32\x17.kimina_grpc.v1.Verdict\x12)\n\x08messages\x18\x03 \x03(\x0b\x32\x17.kimina_grpc.v1.Message\x12&\n\x07sorries\x18\x04 \x03(\x0b\x32\x15.kimina_grpc.v1.Sorry\x12\x14\n\x0ctime_seconds\x18\x05 \x01(\x01\x12\x15\n\x08infotree\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x30\n\x0b\x64iagnostics\x18\x07 \x01(\x0b\x32\x1b.kimina_grpc.v1.Diagnostics\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\'\n\x07tactics\x18\t \x03(\x0b\x32\x16.kimina_grpc.v1.Tactic\x12\x0e\n\x06reason\x18\x1e \x01(\t\x12-\n\x06\x61xioms\x18\x1f \x03(\x0b\x32\x1d.kimina_grpc.v1.TheoremAxioms\x12\x11\n\tretryable\x18< \x01(\x08\x42\x0b\n\t_infotree\"0\n\rTheoremAxioms\x12\x0f\n\x07theorem\x18\x1e \x01(\t\x12\x0e\n\x06\x61xioms\x18\x1f \x03(\t\"(\n\x08Position\x12\x0c\n\x04line\x18\x01 \x01(\r\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\r\"\xa0\x01\n\x07Message\x12*\n\x08severity\x18\x01 \x01(\x0e\x32\x18.kimina_grpc.v1.Severity\x12\'\n\x05start\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\x04 \x01(\tB\x06\n\x04_end\"r\n\x05Sorry\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0c\n\x04goal\x18\x03 \x01(\tB\x06\n\x04_end\"\x84\x01\n\x06Tactic\x12\'\n\x05start\x18\x01 \x01(\x0b\x32\x18.kimina_grpc.v1.Position\x12*\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x18.kimina_grpc.v1.PositionH\x00\x88\x01\x01\x12\x0e\n\x06tactic\x18\x03 \x01(\t\x12\r\n\x05goals\x18\x04 \x01(\tB\x06\n\x04_end\"\xa2\x01\n\x0b\x44iagnostics\x12\x0f\n\x07repl_id\x18\x01 \x01(\t\x12\x15\n\rqueue_seconds\x18\x02 \x01(\x01\x12\x15\n\rcheck_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x05 \x01(\x04\x12\x10\n\x08\x61ttempts\x18\x06 \x01(\r\x12\x12\n\nfresh_repl\x18\x07 \x01(\x08\"\x8d\x01\n\x10\x45xportAstRequest\x12\x0f\n\x07modules\x18\x01 \x03(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0e\n\x06module\x18\x03 \x01(\t\x12\x10\n\x03one\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x0ftimeout_seconds\x18\x05 \x01(\x01H\x01\x88\x01\x01\x42\x06\n\x04_oneB\x12\n\x10_timeout_seconds\"?\n\x11\x45xportAstResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.kimina_grpc.v1.AstResult\"M\n\tAstResult\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0b\n\x03\x61st\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x14\n\x0ctime_seconds\x18\x04 \x01(\x01\"\x16\n\x14GetServerInfoRequest\"\x85\x02\n\x15GetServerInfoResponse\x12\x16\n\x0eserver_version\x18\x01 \x01(\t\x12\x14\n\x0clean_version\x18\x02 \x01(\t\x12\x14\n\x0crepl_command\x18\x03 \x01(\t\x12\r\n\x05ready\x18\x04 \x01(\x08\x12\x11\n\tmax_repls\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12,\n\x07headers\x18\x07 \x03(\x0b\x32\x1b.kimina_grpc.v1.HeaderState\x12.\n\x08\x63ounters\x18\x08 \x01(\x0b\x32\x1c.kimina_grpc.v1.PoolCounters\x12\x18\n\x10not_ready_reason\x18\x41 \x01(\t\"j\n\x0bHeaderState\x12\x0e\n\x06header\x18\x01 \x01(\t\x12\x0c\n\x04warm\x18\x02 \x01(\r\x12\x0c\n\x04\x62usy\x18\x03 \x01(\r\x12\x10\n\x08starting\x18\x04 \x01(\r\x12\x0e\n\x06queued\x18\x05 \x01(\r\x12\r\n\x05label\x18( \x01(\t\"d\n\x0cPoolCounters\x12\x0f\n\x07imports\x18\x01 \x01(\x04\x12\x10\n\x08recycles\x18\x02 \x01(\x04\x12\r\n\x05kills\x18\x03 \x01(\x04\x12\x0f\n\x07\x63rashes\x18\x04 \x01(\x04\x12\x11\n\tcompleted\x18\x05 \x01(\x04*n\n\nTrustLevel\x12\x1b\n\x17TRUST_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11TRUST_LEVEL_CHECK\x10\x01\x12\x15\n\x11TRUST_LEVEL_AUDIT\x10\x02\x12\x15\n\x11TRUST_LEVEL_JUDGE\x10\x03*\xb3\x01\n\x0cInfotreeMode\x12\x1d\n\x19INFOTREE_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12INFOTREE_MODE_NONE\x10\x01\x12\x16\n\x12INFOTREE_MODE_FULL\x10\x02\x12\x19\n\x15INFOTREE_MODE_TACTICS\x10\x03\x12\x1a\n\x16INFOTREE_MODE_ORIGINAL\x10\x04\x12\x1d\n\x19INFOTREE_MODE_SUBSTANTIVE\x10\x05*\xd5\x01\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x13\n\x0fVERDICT_INVALID\x10\x02\x12\x11\n\rVERDICT_SORRY\x10\x03\x12\x13\n\x0fVERDICT_TIMEOUT\x10\x04\x12\x19\n\x15VERDICT_OUT_OF_MEMORY\x10\x05\x12\x16\n\x12VERDICT_REPL_ERROR\x10\x06\x12\x17\n\x13VERDICT_NOT_CHECKED\x10\x07\x12\x15\n\x11VERDICT_UNTRUSTED\x10\x08*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x11\n\rSEVERITY_INFO\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x12\n\x0eSEVERITY_ERROR\x10\x03\x32\xe9\x02\n\x0fVerifierService\x12G\n\x06Verify\x12\x1d.kimina_grpc.v1.VerifyRequest\x1a\x1e.kimina_grpc.v1.VerifyResponse\x12]\n\x0cStreamVerify\x12#.kimina_grpc.v1.StreamVerifyRequest\x1a$.kimina_grpc.v1.StreamVerifyResponse(\x01\x30\x01\x12P\n\tExportAst\x12 .kimina_grpc.v1.ExportAstRequest\x1a!.kimina_grpc.v1.ExportAstResponse\x12\\\n\rGetServerInfo\x12$.kimina_grpc.v1.GetServerInfoRequest\x1a%.kimina_grpc.v1.GetServerInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kimina_grpc.v1.verifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRUSTLEVEL']._serialized_start=2643
-  _globals['_TRUSTLEVEL']._serialized_end=2753
-  _globals['_INFOTREEMODE']._serialized_start=2756
-  _globals['_INFOTREEMODE']._serialized_end=2935
-  _globals['_VERDICT']._serialized_start=2938
-  _globals['_VERDICT']._serialized_end=3151
-  _globals['_SEVERITY']._serialized_start=3153
-  _globals['_SEVERITY']._serialized_end=3250
+  _globals['_TRUSTLEVEL']._serialized_start=2662
+  _globals['_TRUSTLEVEL']._serialized_end=2772
+  _globals['_INFOTREEMODE']._serialized_start=2775
+  _globals['_INFOTREEMODE']._serialized_end=2954
+  _globals['_VERDICT']._serialized_start=2957
+  _globals['_VERDICT']._serialized_end=3170
+  _globals['_SEVERITY']._serialized_start=3172
+  _globals['_SEVERITY']._serialized_end=3269
   _globals['_VERIFYREQUEST']._serialized_start=49
   _globals['_VERIFYREQUEST']._serialized_end=150
   _globals['_VERIFYRESPONSE']._serialized_start=152
@@ -52,33 +52,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROOFOPTIONS']._serialized_start=429
   _globals['_PROOFOPTIONS']._serialized_end=804
   _globals['_PROOFRESULT']._serialized_start=807
-  _globals['_PROOFRESULT']._serialized_end=1184
-  _globals['_THEOREMAXIOMS']._serialized_start=1186
-  _globals['_THEOREMAXIOMS']._serialized_end=1234
-  _globals['_POSITION']._serialized_start=1236
-  _globals['_POSITION']._serialized_end=1276
-  _globals['_MESSAGE']._serialized_start=1279
-  _globals['_MESSAGE']._serialized_end=1439
-  _globals['_SORRY']._serialized_start=1441
-  _globals['_SORRY']._serialized_end=1555
-  _globals['_TACTIC']._serialized_start=1558
-  _globals['_TACTIC']._serialized_end=1690
-  _globals['_DIAGNOSTICS']._serialized_start=1693
-  _globals['_DIAGNOSTICS']._serialized_end=1855
-  _globals['_EXPORTASTREQUEST']._serialized_start=1858
-  _globals['_EXPORTASTREQUEST']._serialized_end=1999
-  _globals['_EXPORTASTRESPONSE']._serialized_start=2001
-  _globals['_EXPORTASTRESPONSE']._serialized_end=2064
-  _globals['_ASTRESULT']._serialized_start=2066
-  _globals['_ASTRESULT']._serialized_end=2143
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=2145
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=2167
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=2170
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=2431
-  _globals['_HEADERSTATE']._serialized_start=2433
-  _globals['_HEADERSTATE']._serialized_end=2539
-  _globals['_POOLCOUNTERS']._serialized_start=2541
-  _globals['_POOLCOUNTERS']._serialized_end=2641
-  _globals['_VERIFIERSERVICE']._serialized_start=3253
-  _globals['_VERIFIERSERVICE']._serialized_end=3614
+  _globals['_PROOFRESULT']._serialized_end=1203
+  _globals['_THEOREMAXIOMS']._serialized_start=1205
+  _globals['_THEOREMAXIOMS']._serialized_end=1253
+  _globals['_POSITION']._serialized_start=1255
+  _globals['_POSITION']._serialized_end=1295
+  _globals['_MESSAGE']._serialized_start=1298
+  _globals['_MESSAGE']._serialized_end=1458
+  _globals['_SORRY']._serialized_start=1460
+  _globals['_SORRY']._serialized_end=1574
+  _globals['_TACTIC']._serialized_start=1577
+  _globals['_TACTIC']._serialized_end=1709
+  _globals['_DIAGNOSTICS']._serialized_start=1712
+  _globals['_DIAGNOSTICS']._serialized_end=1874
+  _globals['_EXPORTASTREQUEST']._serialized_start=1877
+  _globals['_EXPORTASTREQUEST']._serialized_end=2018
+  _globals['_EXPORTASTRESPONSE']._serialized_start=2020
+  _globals['_EXPORTASTRESPONSE']._serialized_end=2083
+  _globals['_ASTRESULT']._serialized_start=2085
+  _globals['_ASTRESULT']._serialized_end=2162
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=2164
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=2186
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=2189
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=2450
+  _globals['_HEADERSTATE']._serialized_start=2452
+  _globals['_HEADERSTATE']._serialized_end=2558
+  _globals['_POOLCOUNTERS']._serialized_start=2560
+  _globals['_POOLCOUNTERS']._serialized_end=2660
+  _globals['_VERIFIERSERVICE']._serialized_start=3272
+  _globals['_VERIFIERSERVICE']._serialized_end=3633
 # @@protoc_insertion_point(module_scope)

@@ -145,7 +145,8 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
-    server shutdown. `error` says which. Not a statement about the proof.
+    server shutdown (queued when it began, still running after the drain, or read during it; see
+    ProofResult.retryable). `error` says which. Not a statement about the proof.
     """
     VERDICT_UNTRUSTED: _Verdict.ValueType  # 8
     """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
@@ -178,7 +179,8 @@ VERDICT_REPL_ERROR: Verdict.ValueType  # 6
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
-server shutdown. `error` says which. Not a statement about the proof.
+server shutdown (queued when it began, still running after the drain, or read during it; see
+ProofResult.retryable). `error` says which. Not a statement about the proof.
 """
 VERDICT_UNTRUSTED: Verdict.ValueType  # 8
 """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
@@ -476,6 +478,7 @@ class ProofResult(_message.Message):
     TACTICS_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     AXIOMS_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The proof's id."""
     verdict: Global___Verdict.ValueType
@@ -495,6 +498,10 @@ class ProofResult(_message.Message):
     of axioms, sorry, missing-theorem, statement, kernel (see TrustLevel) or audit (`#print axioms`
     gave no answer it could read), the detail naming the culprit (the axiom, both statements...)
     and where it was found (the proof's environment, the judge's clean one). Empty otherwise.
+    """
+    retryable: _builtins.bool
+    """Set on a NOT_CHECKED result when the reason was this server's, not the proof's (it is shutting
+    down): the same proof sent again, to another server, gets checked. The Python client does so.
     """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
@@ -534,10 +541,11 @@ class ProofResult(_message.Message):
         tactics: _abc.Iterable[Global___Tactic] | None = ...,
         reason: _builtins.str = ...,
         axioms: _abc.Iterable[Global___TheoremAxioms] | None = ...,
+        retryable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "diagnostics", b"diagnostics", "infotree", b"infotree"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "axioms", b"axioms", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "reason", b"reason", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_infotree", b"_infotree", "axioms", b"axioms", "diagnostics", b"diagnostics", "error", b"error", "id", b"id", "infotree", b"infotree", "messages", b"messages", "reason", b"reason", "retryable", b"retryable", "sorries", b"sorries", "tactics", b"tactics", "time_seconds", b"time_seconds", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__infotree: _TypeAlias = _typing.Literal["infotree"]  # noqa: Y015
     _WhichOneofArgType__infotree: _TypeAlias = _typing.Literal["_infotree", b"_infotree"]  # noqa: Y015

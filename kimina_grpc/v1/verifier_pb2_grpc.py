@@ -27,7 +27,12 @@ if _version_not_supported:
 
 class VerifierServiceStub:
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     def __init__(self, channel):
@@ -60,7 +65,12 @@ class VerifierServiceStub:
 
 class VerifierServiceServicer:
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     def Verify(self, request, context):
@@ -72,7 +82,7 @@ class VerifierServiceServicer:
         carries a google.rpc.BadRequest with one field violation per broken rule (grpcio-status).
         - RESOURCE_EXHAUSTED: the server's queue cannot take the whole batch now; nothing was checked.
         The status carries a google.rpc.RetryInfo with the suggested delay.
-        - UNAVAILABLE: the server is shutting down.
+        - UNAVAILABLE: the server is shutting down (a batch it accepted before is still answered).
         - UNAUTHENTICATED: the API key is missing or wrong.
         - DEADLINE_EXCEEDED / CANCELLED: the caller's deadline or cancel. A caller's deadline also caps
         each proof's timeout, so that proofs still finish with a TIMEOUT verdict inside the deadline.
@@ -97,10 +107,16 @@ class VerifierServiceServicer:
         once by a result with verdict NOT_CHECKED and the reason in `error`, and the stream goes on. An
         item that finds the server's queue full (LEAN_SERVER_MAX_QUEUE) waits for room.
         The server keeps a bounded number of the stream's proofs in flight (LEAN_SERVER_STREAM_WINDOW)
-        and stops reading the stream while that window is full: a client that writes faster than Lean
-        checks is slowed by flow control, not buffered without bound. No deadline is needed on a long
-        stream: per-proof timeouts apply. When the client cancels or disconnects, its queued proofs are
-        never checked.
+        and stops reading the stream while that window is full; a proof leaves the window when its result
+        has been handed to the transport. A client that writes faster than Lean checks, or that stops
+        reading results, is slowed by flow control, not buffered without bound. No deadline is needed on
+        a long stream: per-proof timeouts apply. When the client cancels or disconnects, its queued
+        proofs are never checked. Bytes that are not a StreamVerifyRequest end the stream with
+        INVALID_ARGUMENT once the proofs read before them are answered.
+
+        On shutdown, items read after it began are answered NOT_CHECKED (`retryable`); once every proof
+        the server read is answered (see the service comment), the stream ends with UNAVAILABLE. A proof
+        without a result was not read: send it again, to another server.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,7 +171,12 @@ def add_VerifierServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class VerifierService:
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     @staticmethod

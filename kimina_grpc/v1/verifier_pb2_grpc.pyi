@@ -33,7 +33,12 @@ GRPC_VERSION: str
 
 class VerifierServiceStub:
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     @_typing.overload
@@ -49,7 +54,7 @@ class VerifierServiceStub:
       carries a google.rpc.BadRequest with one field violation per broken rule (grpcio-status).
     - RESOURCE_EXHAUSTED: the server's queue cannot take the whole batch now; nothing was checked.
       The status carries a google.rpc.RetryInfo with the suggested delay.
-    - UNAVAILABLE: the server is shutting down.
+    - UNAVAILABLE: the server is shutting down (a batch it accepted before is still answered).
     - UNAUTHENTICATED: the API key is missing or wrong.
     - DEADLINE_EXCEEDED / CANCELLED: the caller's deadline or cancel. A caller's deadline also caps
       each proof's timeout, so that proofs still finish with a TIMEOUT verdict inside the deadline.
@@ -70,10 +75,16 @@ class VerifierServiceStub:
     once by a result with verdict NOT_CHECKED and the reason in `error`, and the stream goes on. An
     item that finds the server's queue full (LEAN_SERVER_MAX_QUEUE) waits for room.
     The server keeps a bounded number of the stream's proofs in flight (LEAN_SERVER_STREAM_WINDOW)
-    and stops reading the stream while that window is full: a client that writes faster than Lean
-    checks is slowed by flow control, not buffered without bound. No deadline is needed on a long
-    stream: per-proof timeouts apply. When the client cancels or disconnects, its queued proofs are
-    never checked.
+    and stops reading the stream while that window is full; a proof leaves the window when its result
+    has been handed to the transport. A client that writes faster than Lean checks, or that stops
+    reading results, is slowed by flow control, not buffered without bound. No deadline is needed on
+    a long stream: per-proof timeouts apply. When the client cancels or disconnects, its queued
+    proofs are never checked. Bytes that are not a StreamVerifyRequest end the stream with
+    INVALID_ARGUMENT once the proofs read before them are answered.
+
+    On shutdown, items read after it began are answered NOT_CHECKED (`retryable`); once every proof
+    the server read is answered (see the service comment), the stream ends with UNAVAILABLE. A proof
+    without a result was not read: send it again, to another server.
     """
     ExportAst: _grpc.UnaryUnaryMultiCallable[_verifier_pb2.ExportAstRequest, _verifier_pb2.ExportAstResponse]
     """Exports Lean syntax trees (ast_export JSON) of workspace modules or of raw code.
@@ -86,7 +97,12 @@ class VerifierServiceStub:
 @_typing.type_check_only
 class VerifierServiceAsyncStub(VerifierServiceStub):
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -99,7 +115,7 @@ class VerifierServiceAsyncStub(VerifierServiceStub):
       carries a google.rpc.BadRequest with one field violation per broken rule (grpcio-status).
     - RESOURCE_EXHAUSTED: the server's queue cannot take the whole batch now; nothing was checked.
       The status carries a google.rpc.RetryInfo with the suggested delay.
-    - UNAVAILABLE: the server is shutting down.
+    - UNAVAILABLE: the server is shutting down (a batch it accepted before is still answered).
     - UNAUTHENTICATED: the API key is missing or wrong.
     - DEADLINE_EXCEEDED / CANCELLED: the caller's deadline or cancel. A caller's deadline also caps
       each proof's timeout, so that proofs still finish with a TIMEOUT verdict inside the deadline.
@@ -120,10 +136,16 @@ class VerifierServiceAsyncStub(VerifierServiceStub):
     once by a result with verdict NOT_CHECKED and the reason in `error`, and the stream goes on. An
     item that finds the server's queue full (LEAN_SERVER_MAX_QUEUE) waits for room.
     The server keeps a bounded number of the stream's proofs in flight (LEAN_SERVER_STREAM_WINDOW)
-    and stops reading the stream while that window is full: a client that writes faster than Lean
-    checks is slowed by flow control, not buffered without bound. No deadline is needed on a long
-    stream: per-proof timeouts apply. When the client cancels or disconnects, its queued proofs are
-    never checked.
+    and stops reading the stream while that window is full; a proof leaves the window when its result
+    has been handed to the transport. A client that writes faster than Lean checks, or that stops
+    reading results, is slowed by flow control, not buffered without bound. No deadline is needed on
+    a long stream: per-proof timeouts apply. When the client cancels or disconnects, its queued
+    proofs are never checked. Bytes that are not a StreamVerifyRequest end the stream with
+    INVALID_ARGUMENT once the proofs read before them are answered.
+
+    On shutdown, items read after it began are answered NOT_CHECKED (`retryable`); once every proof
+    the server read is answered (see the service comment), the stream ends with UNAVAILABLE. A proof
+    without a result was not read: send it again, to another server.
     """
     ExportAst: _aio.UnaryUnaryMultiCallable[_verifier_pb2.ExportAstRequest, _verifier_pb2.ExportAstResponse]  # type: ignore[assignment]
     """Exports Lean syntax trees (ast_export JSON) of workspace modules or of raw code.
@@ -135,7 +157,12 @@ class VerifierServiceAsyncStub(VerifierServiceStub):
 
 class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
-    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED.
+    (metadata `authorization: Bearer <key>` or `x-api-key: <key>`), else UNAUTHENTICATED. Request bytes
+    that do not decode as the method's message answer INVALID_ARGUMENT.
+
+    Shutdown (SIGTERM): readiness turns NOT_SERVING and new calls answer UNAVAILABLE (send them to
+    another server). Proofs already running get LEAN_SERVER_DRAIN_SECONDS to finish with their verdicts;
+    every other proof the server accepted is answered NOT_CHECKED, `retryable`, on its open call.
     """
 
     @_abc_1.abstractmethod
@@ -152,7 +179,7 @@ class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
           carries a google.rpc.BadRequest with one field violation per broken rule (grpcio-status).
         - RESOURCE_EXHAUSTED: the server's queue cannot take the whole batch now; nothing was checked.
           The status carries a google.rpc.RetryInfo with the suggested delay.
-        - UNAVAILABLE: the server is shutting down.
+        - UNAVAILABLE: the server is shutting down (a batch it accepted before is still answered).
         - UNAUTHENTICATED: the API key is missing or wrong.
         - DEADLINE_EXCEEDED / CANCELLED: the caller's deadline or cancel. A caller's deadline also caps
           each proof's timeout, so that proofs still finish with a TIMEOUT verdict inside the deadline.
@@ -179,10 +206,16 @@ class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
         once by a result with verdict NOT_CHECKED and the reason in `error`, and the stream goes on. An
         item that finds the server's queue full (LEAN_SERVER_MAX_QUEUE) waits for room.
         The server keeps a bounded number of the stream's proofs in flight (LEAN_SERVER_STREAM_WINDOW)
-        and stops reading the stream while that window is full: a client that writes faster than Lean
-        checks is slowed by flow control, not buffered without bound. No deadline is needed on a long
-        stream: per-proof timeouts apply. When the client cancels or disconnects, its queued proofs are
-        never checked.
+        and stops reading the stream while that window is full; a proof leaves the window when its result
+        has been handed to the transport. A client that writes faster than Lean checks, or that stops
+        reading results, is slowed by flow control, not buffered without bound. No deadline is needed on
+        a long stream: per-proof timeouts apply. When the client cancels or disconnects, its queued
+        proofs are never checked. Bytes that are not a StreamVerifyRequest end the stream with
+        INVALID_ARGUMENT once the proofs read before them are answered.
+
+        On shutdown, items read after it began are answered NOT_CHECKED (`retryable`); once every proof
+        the server read is answered (see the service comment), the stream ends with UNAVAILABLE. A proof
+        without a result was not read: send it again, to another server.
         """
 
     @_abc_1.abstractmethod
