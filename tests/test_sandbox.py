@@ -25,7 +25,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
-from kimina_grpc.repl import Repl, ReplSpec
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec
 from kimina_grpc.repl.sandbox import (
     OFF,
     Box,
@@ -260,6 +260,25 @@ async def test_killing_a_boxed_repl_kills_the_whole_box() -> None:
     assert len(tree) >= 4  # bwrap, the box's init, the REPL, its child
     await repl.kill()
     assert [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+@needs_bwrap
+async def test_cpu_peak_memory_and_the_memory_cap_work_inside_the_box() -> None:
+    spec = ReplSpec(argv=(sys.executable, "-m", FAKE), box=BOX, max_memory_bytes=400 << 20)
+    repl = await Repl.start(spec, "boxed")
+    try:
+        await repl.run(_cmd(""))
+        repl.refresh_tree()
+        _, usage = await repl.run(_cmd("-- fake: cpu 0.3\n-- fake: spike 200", 0))
+        assert usage.cpu_seconds >= 0.25 and usage.peak_bytes >= 200 << 20
+        with pytest.raises(ReplCrashed, match="out of memory"):
+            await repl.run(_cmd("-- fake: alloc 600", 0))
+    finally:
+        await repl.kill()
+
+
+def _cmd(cmd: str, env: int | None = None) -> bytes:
+    return json.dumps({"cmd": cmd} if env is None else {"cmd": cmd, "env": env}).encode() + b"\n\n"
 
 
 # ---- ExportAst in the box ------------------------------------------------------------------------------
