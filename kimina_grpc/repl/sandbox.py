@@ -10,10 +10,12 @@ Kubernetes service account, ~/.ssh...) are masked. Without it only the limits, t
 allow-list and the parent-death signal apply.
 
 Nothing runs in Python between fork and exec (gRPC's threads make that unsafe), so every limit is set
-by an exec wrapper: util-linux's `prlimit` (address space, file size, core dumps, process count) and,
-without the box, `setpriv --pdeathsig KILL` (the process dies with the server). With the box,
-`bwrap --die-with-parent --unshare-pid` does that: when the server dies the box's init dies, and with it
-every process of its PID namespace, whatever `lake env` or the proof started.
+by an exec wrapper: util-linux's `setpriv --pdeathsig KILL` (the process dies with the server) and
+`prlimit` (address space, file size, core dumps, process count). With the box, `bwrap --die-with-parent
+--unshare-pid` carries it inward: when bwrap dies the box's init dies, and with it every process of its
+PID namespace, whatever `lake env` or the proof started. Without the box, the REPL under `lake env`
+gets its own parent-death signal (lake's child does not inherit lake's), but a process a proof starts
+in a new session outlives the server.
 """
 
 from __future__ import annotations
@@ -146,10 +148,9 @@ class Box:
         command = list(argv)
         if not LINUX:
             return command
-        wrapped = _rlimits(limits or NO_LIMITS)
+        wrapped = [*_die_with(os.getpid()), *_rlimits(limits or NO_LIMITS)]
         if self.bwrap is None:
-            death = _setpriv()
-            return [*death, *wrapped, *_through_lake(command, death)]
+            return [*wrapped, *_through_lake(command, _setpriv())]
         return [*wrapped, *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files), *command]
 
     def bwrap_args(
@@ -240,6 +241,17 @@ def _rlimits(limits: Limits) -> list[str]:
 
 def _setpriv() -> list[str]:
     return [_tool("setpriv", "a REPL that dies with the server"), "--pdeathsig", "KILL", "--"]
+
+
+# Runs after the parent-death signal is set: a parent that died before that (between fork and prctl)
+# would never signal, so the child checks that its parent is still the server and gives up otherwise.
+_STILL_MY_PARENT = 'if [ "$PPID" != "$0" ]; then exit 137; fi; exec "$@"'
+
+
+def _die_with(server_pid: int) -> list[str]:
+    """Dies with the server (SIGKILL when it dies), even if it dies while this process starts. The
+    box's own --die-with-parent covers the processes inside; this covers bwrap itself too."""
+    return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(server_pid)]
 
 
 def _through_lake(argv: list[str], death: list[str]) -> list[str]:
