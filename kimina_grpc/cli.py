@@ -117,6 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings is None:
         return USAGE_ERROR
+    try:
+        settings.resolved_api_key()  # before a long install: a server that would refuse to start says so now
+    except ValueError as exc:
+        return _fail(str(exc))
     if settings.repl_command is None and settings.resolved_workspace() is None:
         # No Lean anywhere: do the whole set-up first (resumable), then serve what it installed.
         print("kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)", file=sys.stderr)

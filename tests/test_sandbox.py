@@ -90,7 +90,7 @@ def proof(*directives: str, header: str = "") -> str:
 
 def said(result: Result, verb: str) -> str:
     """The stand-in's report of one attack (an info message, as `#eval` output is)."""
-    lines = [m.text for m in result.messages if m.text.startswith(verb + " ")]
+    lines = [m.text for m in result.messages if m.text.startswith((verb + " ", verb + ":"))]
     assert len(lines) == 1, (verb, [m.text for m in result.messages], result.error)
     return lines[0]
 
@@ -154,6 +154,9 @@ def test_secrets_are_masked_in_the_box(outside: Path) -> None:
     argv = Box(bwrap="/usr/bin/bwrap", hide=default_hide([key, outside / "dir"])).argv(["true"])
     assert ["--ro-bind", "/dev/null", str(key)] == argv[argv.index(str(key)) - 2 : argv.index(str(key)) + 1]
     assert argv[argv.index(str(outside / "dir")) - 1] == "--tmpfs"
+    for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session", "--die-with-parent"):
+        assert flag in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
 
 
 async def test_with_the_box_off_secrets_are_not_in_the_repls_environment(
@@ -214,7 +217,9 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             [attacked] = await client.verify(
                 proof(
                     f"write {olean} pwned",
+                    "read /proc/self/status",
                     "write /tmp/a-private a-data",
+                    "write /tmp/b-private pwned",
                     f"read {key_file}",
                     "environ self",
                     f"connect 127.0.0.1 {port}",
@@ -227,11 +232,13 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             b_repls = [p for p in stand_ins() if p.pid in before]
             assert b_repls and [p for p in stand_ins() if p.pid not in before]
             [signalled] = await client.verify(proof(f"signal {b_repls[0].pid}", "environ parent", header="import A"))
-            [snoop] = await client.verify(proof("read /tmp/a-private", header="import B"))
+            [snoop] = await client.verify(proof("read /tmp/a-private", "read /tmp/b-private", header="import B"))
 
             assert "failed: OSError: [Errno 30] Read-only file system" in said(attacked, "write " + str(olean))
             assert olean.read_text() == "the real thing"
-            assert KEY not in said(attacked, "read")  # masked: the box sees an empty file
+            status = said(attacked, "read /proc/self/status")
+            assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
+            assert KEY not in said(attacked, f"read {key_file}")  # masked: the box sees an empty file
             for text in (said(attacked, "environ"), said(signalled, "environ")):
                 assert "PATH=" in text and "LEAN_SERVER" not in text and KEY not in text and "hunter2" not in text
             assert "failed" in said(attacked, "connect")
@@ -241,7 +248,9 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             assert "failed: ProcessLookupError" in said(signalled, "signal")
             assert all(p.is_running() for p in b_repls)
             assert "No space left on device" in said(attacked, "fill-tmp")
-            assert "failed: FileNotFoundError" in said(snoop, "read")  # each box has its own /tmp
+            # Each box has its own /tmp: A's file is not in B's, and B's file is as B wrote it.
+            assert "failed: FileNotFoundError" in said(snoop, "read /tmp/a-private")
+            assert said(snoop, "read /tmp/b-private").endswith(": ok b-data")
             assert ": ok pid" in said(attacked, "spawn") and marked(marker)
             # The REPL that started it is killed (a timeout): nothing it started survives.
             [hung] = await client.verify(proof("hang", header="import A"), timeout=0.5)
