@@ -1,6 +1,11 @@
 # kimina-grpc with a real Lean workspace (toolchain, REPL, Mathlib with its cache, ast_export) built in.
 #   docker build --build-arg LEAN_VERSION=v4.19.0 -t kimina-grpc .
-#   docker run -p 50051:50051 kimina-grpc
+#   docker run -p 50051:50051 -v "$PWD/api-key:/run/kimina/api-key:ro" \
+#     -e LEAN_SERVER_API_KEY_FILE=/run/kimina/api-key kimina-grpc
+# Bubblewrap inside Docker needs user namespaces and an unmasked /proc (README, "Untrusted code"):
+#   --security-opt systempaths=unconfined --security-opt seccomp=unconfined (or a profile allowing
+#   unshare), and on AppArmor hosts --security-opt apparmor=unconfined. Without them the server starts
+#   unboxed and says so (LEAN_SERVER_SANDBOX=auto); LEAN_SERVER_SANDBOX=bwrap makes that an error.
 ARG LEAN_VERSION=v4.19.0
 
 FROM debian:bookworm-slim AS lean
@@ -16,9 +21,10 @@ RUN KIMINA_MIN_DISK_GB=0 bash /tmp/install_lean.sh --workspace /home/kimina/work
 
 FROM python:3.11-slim-bookworm AS app
 ARG LEAN_VERSION
-# util-linux: prlimit (the REPL's address-space cap); git: lake needs it at run time.
+# util-linux: prlimit and setpriv (limits, death with the server); bubblewrap: the REPLs' box;
+# tini: PID 1 that reaps orphans (the server is a subreaper too); git: lake needs it at run time.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git util-linux \
+    && apt-get install -y --no-install-recommends git util-linux bubblewrap tini \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 kimina
 COPY pyproject.toml README.md /src/
@@ -27,6 +33,9 @@ COPY tools/install_lean.sh /src/tools/install_lean.sh
 RUN pip install --no-cache-dir "/src[server]" && rm -rf /src
 COPY --from=lean --chown=kimina /home/kimina/.elan /home/kimina/.elan
 COPY --from=lean --chown=kimina /home/kimina/workspace /home/kimina/workspace
+# Mount points of the box for ExportAst of raw code (the root filesystem may be read-only at run time).
+RUN mkdir -p /home/kimina/workspace/ast_export/KiminaTmp /home/kimina/workspace/ast_export/.lake/build/lib/KiminaTmp \
+    && chown -R kimina /home/kimina/workspace/ast_export/KiminaTmp /home/kimina/workspace/ast_export/.lake/build/lib/KiminaTmp
 USER kimina
 WORKDIR /home/kimina
 ENV PATH=/home/kimina/.elan/bin:$PATH \
@@ -34,8 +43,11 @@ ENV PATH=/home/kimina/.elan/bin:$PATH \
     LEAN_SERVER_LEAN_VERSION=$LEAN_VERSION \
     LEAN_SERVER_HOST=0.0.0.0 \
     LEAN_SERVER_PORT=50051 \
-    LEAN_SERVER_METRICS_PORT=9090
-EXPOSE 50051 9090
+    LEAN_SERVER_METRICS_PORT=9090 \
+    LEAN_SERVER_HEALTH_PORT=8081 \
+    LEAN_SERVER_SANDBOX=auto
+EXPOSE 50051 9090 8081
+# The health-only port speaks plaintext, so this works whether or not the gRPC port has TLS.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
-    CMD ["kimina-grpc", "health", "--service", "liveness"]
-ENTRYPOINT ["kimina-grpc", "serve"]
+    CMD ["kimina-grpc", "health", "--service", "liveness", "--target", "localhost:8081"]
+ENTRYPOINT ["tini", "--", "kimina-grpc", "serve"]

@@ -36,8 +36,11 @@ test-real-lean:
 
 # Serves with the real Lean REPL (LEAN_SERVER_WORKSPACE, see tools/install_lean.sh), or with the
 # stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).
+# Without a key (LEAN_SERVER_API_KEY_FILE / LEAN_SERVER_API_KEY), a local server: 127.0.0.1, auth off.
 serve:
-	$(BIN)/kimina-grpc serve
+	@if [ -z "$$LEAN_SERVER_API_KEY_FILE$$LEAN_SERVER_API_KEY$$LEAN_SERVER_AUTH" ]; then \
+	  LEAN_SERVER_AUTH=off LEAN_SERVER_HOST="$${LEAN_SERVER_HOST:-127.0.0.1}" $(BIN)/kimina-grpc serve; \
+	else $(BIN)/kimina-grpc serve; fi
 
 # The server with the stand-in REPL and the stand-in ast_export instead of Lean: try the API on a
 # machine without Lean. The exporter's project (.demo/ast) holds one module, Mathlib.Logic.Demo.
@@ -49,7 +52,7 @@ demo:
 	LEAN_SERVER_REPL_COMMAND="$(abspath $(BIN))/python -m kimina_grpc.testing.fake_repl" \
 	LEAN_SERVER_AST_EXPORT_COMMAND="$(abspath $(BIN))/python -m kimina_grpc.testing.fake_ast_export" \
 	LEAN_SERVER_AST_EXPORT_PROJECT_DIR=$(DEMO_AST) \
-	LEAN_SERVER_ENVIRONMENT=dev LEAN_SERVER_MAX_REPL_MEM=0 $(BIN)/kimina-grpc serve
+	LEAN_SERVER_ENVIRONMENT=dev LEAN_SERVER_MAX_REPL_MEM=0 LEAN_SERVER_AUTH=off $(BIN)/kimina-grpc serve
 
 bench:
 	$(BIN)/python -m bench

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, scheduling, startup, trust, unread
+from bench import overhead, sandbox, scheduling, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "overhead": overhead.main,
+    "sandbox": sandbox.main,
     "scheduling": scheduling.main,
     "startup": startup.main,
     "trust": trust.main,

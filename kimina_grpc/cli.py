@@ -111,11 +111,16 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from kimina_grpc import log
+    from kimina_grpc.repl.sandbox import SandboxUnavailable
     from kimina_grpc.service.server import BindError, serve
 
     settings = _settings(args)
     if settings is None:
         return USAGE_ERROR
+    try:
+        settings.resolved_api_key()  # before a long install: a server that would refuse to start says so now
+    except ValueError as exc:
+        return _fail(str(exc))
     if settings.repl_command is None and settings.resolved_workspace() is None:
         # No Lean anywhere: do the whole set-up first (resumable), then serve what it installed.
         print("kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)", file=sys.stderr)
@@ -127,6 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
             return USAGE_ERROR
     try:
         settings.repl_argv()
+        settings.resolved_api_key()
     except ValueError as exc:
         return _fail(str(exc))
     log.configure(settings.log_level, settings.environment)
@@ -138,7 +144,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(serve(settings))
-    except BindError as exc:
+    except (BindError, SandboxUnavailable) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # before the server's own signal handling is in place
         print("kimina-grpc: interrupted", file=sys.stderr)
@@ -151,6 +157,11 @@ def _setup(args: argparse.Namespace) -> int:
     return run_installer(
         workspace=args.workspace, lean_version=args.lean_version, dry_run=args.dry_run, save_config=args.save_config
     )
+
+
+def _tls(args: argparse.Namespace) -> dict[str, Any]:
+    """The client's TLS arguments from --tls, --ca, --cert, --key."""
+    return {"tls": args.tls, "ca": args.ca, "cert": args.cert, "key": args.key}
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -166,6 +177,7 @@ def _check(args: argparse.Namespace) -> int:
         statement=args.statement,
         theorem=args.theorem,
         allowed_axioms=tuple(args.allow_axiom),
+        **_tls(args),
     )
 
 
@@ -186,6 +198,7 @@ def _bench(args: argparse.Namespace) -> int:
         output=Path(args.output),
         trust=args.trust,
         statement_column=args.statement_column,
+        **_tls(args),
     )
 
 
@@ -193,8 +206,8 @@ def _health(args: argparse.Namespace) -> int:
     from kimina_grpc.client import KiminaClient, KiminaError
 
     try:
-        client = KiminaClient(args.target)
-    except ValueError as exc:
+        client = KiminaClient(args.target, **_tls(args))
+    except (ValueError, OSError) as exc:
         return _fail(str(exc))
     with client:
         try:
@@ -219,7 +232,15 @@ def _version(verbose: bool) -> str:
     return text
 
 
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls", action="store_true", help="speak TLS (trusting the system's roots, or --ca)")
+    p.add_argument("--ca", help="PEM file of the CA to trust (implies --tls)")
+    p.add_argument("--cert", help="PEM client certificate, for mutual TLS (with --key)")
+    p.add_argument("--key", help="PEM key of --cert")
+
+
 def _client_args(p: argparse.ArgumentParser) -> None:
+    _tls_args(p)
     p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
     p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
@@ -274,6 +295,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")
     p.add_argument("--target", default="localhost:50051")
     p.add_argument("--service", default="kimina_grpc.v1.VerifierService", help="or liveness")
+    _tls_args(p)
     p.set_defaults(run=_health)
     p = sub.add_parser("setup", help="install Lean, the REPL, Mathlib and ast_export (tools/install_lean.sh)")
     p.add_argument("--workspace", help="default: $LEAN_SERVER_WORKSPACE or ~/kimina-workspace")

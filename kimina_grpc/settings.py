@@ -118,7 +118,35 @@ class Settings(BaseSettings):
     """Bytes of code queued at most, over all callers (a count bound alone lets 1 MiB proofs fill
     the machine). Default: an eighth of the machine's memory, at least 256 MiB."""
     stream_window: int = Field(64, gt=0)
+
+    # Who may call, and how.
     api_key: str | None = None
+    """The key callers send (`authorization: Bearer KEY` or `x-api-key`); prefer API_KEY_FILE."""
+    api_key_file: Path | None = None
+    """A file holding the key (a mounted Kubernetes Secret): it stays out of the environment."""
+    auth: Literal["on", "off"] = "on"
+    """`off` serves without a key (said at start and in GetServerInfo); `on` refuses to start without one."""
+    tls_cert: Path | None = None
+    """PEM certificate chain: serve TLS (with TLS_KEY)."""
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
+    health_port: int | None = Field(None, ge=0, le=65535)
+    """A second, plaintext port serving the health service only (Kubernetes' gRPC probes speak no TLS)."""
+
+    # The box around REPLs and exporters (kimina_grpc/repl/sandbox.py).
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    """bwrap: bubblewrap or refuse to start; auto: bubblewrap when it works, else a loud warning."""
+    sandbox_tmp_size: int = 512 << 20
+    """Size of each box's private /tmp (e.g. 512M)."""
+    sandbox_hide: str = ""
+    """More paths to mask in the box, colon-separated (secrets the server knows of are masked already)."""
+    repl_env_allow: str = ""
+    """More environment variable names (or NAME_* patterns) passed to REPLs, comma-separated."""
+    max_repl_file_size: int | None = 1 << 30
+    """RLIMIT_FSIZE per REPL/exporter (0 = none)."""
+    max_repl_procs: int | None = 4096
+    """RLIMIT_NPROC per REPL/exporter; the kernel counts it per user id (0 = none; root is exempt)."""
 
     # gRPC.
     max_message_bytes: int = Field(64 << 20, gt=0)
@@ -142,6 +170,8 @@ class Settings(BaseSettings):
         "max_code_bytes",
         "max_queue_bytes",
         "max_message_bytes",
+        "sandbox_tmp_size",
+        "max_repl_file_size",
         mode="before",
     )
     @classmethod
@@ -178,7 +208,39 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_DEFAULT_TIMEOUT must not exceed LEAN_SERVER_MAX_TIMEOUT")
         if self.repl_command is not None and not shlex.split(self.repl_command):
             raise ValueError("LEAN_SERVER_REPL_COMMAND is empty")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("LEAN_SERVER_TLS_CLIENT_CA needs LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY")
         return self
+
+    def resolved_api_key(self) -> str | None:
+        """The key callers must send, or None with auth off. Raises ValueError when auth is on without
+        a key, when both a key and a key file are set, or when auth is off but a key is set."""
+        key = self.api_key
+        if self.api_key_file is not None:
+            if key:
+                raise ValueError("set LEAN_SERVER_API_KEY or LEAN_SERVER_API_KEY_FILE, not both")
+            try:
+                key = self.api_key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"LEAN_SERVER_API_KEY_FILE: cannot read {self.api_key_file}: {exc}") from None
+            if not key:
+                raise ValueError(f"LEAN_SERVER_API_KEY_FILE: {self.api_key_file} is empty")
+        if self.auth == "off":
+            if key:
+                raise ValueError("LEAN_SERVER_AUTH=off but an API key is set: remove one of them")
+            return None
+        if not key:
+            raise ValueError(
+                "no API key: set LEAN_SERVER_API_KEY_FILE (or LEAN_SERVER_API_KEY), "
+                "or LEAN_SERVER_AUTH=off to serve without authentication"
+            )
+        return key
+
+    def secret_paths(self) -> list[Path]:
+        """Files a REPL must not read: the key file, the TLS key, the config file."""
+        return [p for p in (self.api_key_file, self.tls_key, CONFIG_FILE) if p is not None]
 
     def resolved_workspace(self) -> Path | None:
         return self.workspace or discover_workspace()

@@ -33,15 +33,18 @@ def test_manifests_parse_and_probes_are_native_grpc() -> None:
     container = pod["containers"][0]
     port = container["ports"][0]["containerPort"]
     assert port == 50051
+    env = env_of(container)
+    # The kubelet's gRPC probes speak no TLS: they use the plaintext health-only port.
+    health = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+    assert int(env["LEAN_SERVER_HEALTH_PORT"]) == health != port
     for probe, service in (
         ("startupProbe", SERVICE_NAME),
         ("readinessProbe", SERVICE_NAME),
         ("livenessProbe", LIVENESS),
     ):
         grpc = container[probe]["grpc"]
-        assert isinstance(grpc["port"], int) and grpc["port"] == port
+        assert isinstance(grpc["port"], int) and grpc["port"] == health
         assert grpc["service"] == service
-    env = env_of(container)
     assert pod["terminationGracePeriodSeconds"] >= float(env["LEAN_SERVER_DRAIN_SECONDS"]) + float(
         env["LEAN_SERVER_GRACE_SECONDS"]
     )
@@ -62,13 +65,46 @@ def test_service_is_headless_and_selects_the_pods() -> None:
     assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
 
 
+def test_pod_security_is_restricted_and_the_secret_is_required() -> None:
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    env = env_of(container)
+    assert "LEAN_SERVER_API_KEY" not in env and "LEAN_SERVER_AUTH" not in env
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    key_volume = next(name for name, path in mounts.items() if env["LEAN_SERVER_API_KEY_FILE"].startswith(path + "/"))
+    assert volumes[key_volume]["secret"].get("optional", False) is False
+    # A read-only root filesystem: what must be writable is an emptyDir.
+    assert "emptyDir" in volumes[next(n for n, p in mounts.items() if p == "/tmp")]
+    assert env["LEAN_SERVER_SANDBOX"] in ("auto", "bwrap")
+
+
+def test_network_policy_allows_grpc_and_metrics_in_and_nothing_out() -> None:
+    kinds = manifests()
+    policy = kinds["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert set(policy["policyTypes"]) == {"Ingress", "Egress"} and policy["egress"] == []
+    [rule] = policy["ingress"]
+    assert {p["port"] for p in rule["ports"]} == {"grpc", "metrics"}
+    names = {p["name"] for p in kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {"grpc", "metrics"} <= names
+
+
 def test_dockerfile_shape() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2  # multi-stage
     assert re.search(r"^ARG LEAN_VERSION=v\d+\.\d+\.\d+$", text, re.M)
     assert re.findall(r"^USER (\S+)$", text, re.M)[-1] != "root"
-    assert re.search(r"^EXPOSE 50051 9090$", text, re.M)  # gRPC, metrics
-    assert "HEALTHCHECK" in text and 'kimina-grpc", "health"' in text
+    assert re.search(r"^EXPOSE 50051 9090 8081$", text, re.M)  # gRPC, metrics, health only
+    assert "HEALTHCHECK" in text and 'kimina-grpc", "health"' in text and "localhost:8081" in text
+    assert re.search(r"apt-get install .*\bbubblewrap\b.*\btini\b", text)
+    assert 'ENTRYPOINT ["tini", "--", "kimina-grpc", "serve"]' in text  # an init that reaps
     assert "tools/install_lean.sh" in text
 
 

@@ -238,7 +238,12 @@ def test_serve_without_a_workspace_installs_first_and_fails_in_one_line_offline(
 
     done = subprocess.run(
         [sys.executable, "-m", "kimina_grpc.cli", "serve"],
-        env={**env, "FAKE_OFFLINE": "1", "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env")},
+        env={
+            **env,
+            "FAKE_OFFLINE": "1",
+            "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env"),
+            "LEAN_SERVER_AUTH": "off",  # a server without a key or this stops before installing
+        },
         cwd=tmp_path,
         capture_output=True,
         text=True,

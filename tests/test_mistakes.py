@@ -38,6 +38,7 @@ def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "LEAN_SERVER_PORT": "0",
         "LEAN_SERVER_REPL_COMMAND": fake_repl_command(),
         "LEAN_SERVER_MAX_REPL_MEM": "0",
+        "LEAN_SERVER_AUTH": "off",
         **extra,
     }
 

@@ -42,6 +42,9 @@ def settings(**kw: Any) -> Settings:
         "drain_seconds": 0,
         "grace_seconds": 1,
         "import_cost_hint": 0.1,
+        # Test fixtures live in /tmp, which the box replaces with its own: the box has its own tests.
+        "sandbox": "off",
+        "auth": "on" if kw.get("api_key") or kw.get("api_key_file") else "off",
     }
     return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
 

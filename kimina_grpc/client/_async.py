@@ -15,12 +15,14 @@ from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
     KiminaError,
+    Pem,
     Proof,
     Proofs,
     Result,
     as_proofs,
     ast_from_proto,
     channel_args,
+    channel_credentials,
     from_proto,
     is_retryable,
     iter_proofs,
@@ -51,6 +53,9 @@ class AsyncKiminaClient:
     Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
     delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest. Without `api_key`,
     LEAN_SERVER_API_KEY is used when set.
+
+    `tls=True` speaks TLS, trusting the system's roots or `ca`; `cert` and `key` present a client
+    certificate (mutual TLS). Each is a PEM file's path or its bytes.
     """
 
     def __init__(
@@ -60,9 +65,17 @@ class AsyncKiminaClient:
         *,
         batch_size: int = 1000,
         max_attempts: int = 6,
+        tls: bool = False,
+        ca: Pem | None = None,
+        cert: Pem | None = None,
+        key: Pem | None = None,
     ) -> None:
         target, opts = channel_args(target)
-        self._channel = grpc.aio.insecure_channel(target, options=opts)
+        if tls or ca is not None or cert is not None:
+            credentials = channel_credentials(ca, cert, key)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=opts)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         api_key = api_key or os.environ.get("LEAN_SERVER_API_KEY")  # as the CLI and Kimina's client do

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -350,3 +351,22 @@ def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     if len(addresses) > 1 or target.startswith("dns:"):
         opts.append(("grpc.service_config", config))
     return target, opts
+
+
+Pem = str | Path | bytes
+"""A PEM file's path, or its bytes."""
+
+
+def _pem(value: Pem | None) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return Path(value).read_bytes()
+
+
+def channel_credentials(
+    ca: Pem | None = None, cert: Pem | None = None, key: Pem | None = None
+) -> grpc.ChannelCredentials:
+    """TLS credentials: `ca` to trust (default: the system's roots), `cert`/`key` for mutual TLS."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key, and the other way round")
+    return grpc.ssl_channel_credentials(root_certificates=_pem(ca), private_key=_pem(key), certificate_chain=_pem(cert))

@@ -34,9 +34,11 @@ def check(
     statement: str | None = None,
     theorem: str | None = None,
     allowed_axioms: tuple[str, ...] = (),
+    **tls: Any,
 ) -> int:
     """Check Lean files; print diagnostics like a compiler. Exit 0 only if every file is VALID.
-    `statement` is a file holding the reference statement every file must prove."""
+    `statement` is a file holding the reference statement every file must prove.
+    `tls`: the client's tls/ca/cert/key arguments."""
     proofs = []
     reference = Path(statement).read_text(encoding="utf-8") if statement else None
     for name in files:
@@ -50,9 +52,9 @@ def check(
             return _usage(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}")
         proofs.append(Proof(name if name != "-" else "<stdin>", text, reference, theorem))
     try:
-        with KiminaClient(target, api_key) as client:
+        with KiminaClient(target, api_key, **tls) as client:
             results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
-    except (KiminaError, ValueError) as exc:
+    except (KiminaError, ValueError, OSError) as exc:
         return _usage(str(exc).splitlines()[0])
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
@@ -161,10 +163,11 @@ def bench(
     output: Path,
     trust: str | None = None,
     statement_column: str | None = None,
+    **tls: Any,
 ) -> int:
     """`kimina-grpc bench`: exit 2 with one line for anything that stops the run."""
     try:
-        with KiminaClient(target, api_key) as client:
+        with KiminaClient(target, api_key, **tls) as client:
             run_bench(
                 client,
                 dataset=dataset,
@@ -178,7 +181,7 @@ def bench(
                 trust=trust,
                 statement_column=statement_column,
             )
-    except (UsageError, ValueError, FileNotFoundError, KiminaError) as exc:
+    except (UsageError, ValueError, OSError, KiminaError) as exc:
         return _usage(str(exc).splitlines()[0], "kimina-grpc bench")
     return 0
 

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -22,8 +21,10 @@ from dataclasses import dataclass
 
 import psutil
 
+from kimina_grpc.repl import reaper
 from kimina_grpc.repl.decode import decode
 from kimina_grpc.repl.protocol import BARRIER, BARRIER_REPLY, ProtocolError, Reply, ReplyTooDeep
+from kimina_grpc.repl.sandbox import OFF, Box, Limits
 
 # Replies carrying info trees can be tens of MiB on one line.
 _READ_LIMIT = 1 << 30
@@ -57,6 +58,12 @@ class ReplSpec:
     max_memory_bytes: int | None = None
     """Address-space cap (RLIMIT_AS) of the process and its children; Linux only."""
     stderr_tail_bytes: int = 16_384
+    box: Box = OFF
+    """The sandbox (bubblewrap) or none; the environment is its allow-list either way."""
+    max_file_bytes: int | None = None
+    """RLIMIT_FSIZE of the process and its children."""
+    max_processes: int | None = None
+    """RLIMIT_NPROC (per user id, see sandbox.Limits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +80,19 @@ class Usage:
 
 
 def _limited_argv(spec: ReplSpec) -> list[str]:
-    """The command line, wrapped to cap its address space.
+    """The command line: limits, parent-death signal and sandbox as exec wrappers (sandbox.py)."""
+    limits = Limits(spec.max_memory_bytes, spec.max_file_bytes, spec.max_processes)
+    return spec.box.argv(spec.argv, cwd=spec.cwd, limits=limits)
 
-    The cap must be set between fork and exec, and running Python there is unsafe once gRPC's
-    threads exist, so a small exec wrapper (util-linux `prlimit`) sets it instead.
-    """
-    argv = list(spec.argv)
-    if spec.max_memory_bytes is None or not sys.platform.startswith("linux"):
-        return argv
-    prlimit = shutil.which("prlimit")
-    if prlimit is None:
-        raise RuntimeError("LEAN_SERVER_MAX_REPL_MEM needs util-linux's `prlimit` on PATH")
-    limit = spec.max_memory_bytes
-    return [prlimit, f"--as={limit}:{limit}", "--", *argv]
+
+def _missing(argv0: str, cwd: str | None, env: Mapping[str, str]) -> str | None:
+    """Why the program cannot be found, checked before the wrappers would hide it behind their exit."""
+    if os.sep in argv0:
+        path = argv0 if os.path.isabs(argv0) or cwd is None else os.path.join(cwd, argv0)
+        return None if os.access(path, os.X_OK) else f"{path}: no such executable file"
+    if shutil.which(argv0, path=env.get("PATH", os.defpath)) is None:
+        return f"{argv0}: not found on PATH ({env.get('PATH', os.defpath)})"
+    return None
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -150,7 +157,10 @@ class Repl:
 
     @classmethod
     async def start(cls, spec: ReplSpec, repl_id: str) -> Repl:
-        env = None if spec.env is None else {**os.environ, **spec.env}
+        env = spec.box.environ(spec.env)
+        missing = _missing(spec.argv[0], spec.cwd, env) if spec.argv else "empty command line"
+        if missing:
+            raise ReplCrashed(f"cannot start the REPL: {missing}", None, "")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *_limited_argv(spec),
@@ -162,8 +172,9 @@ class Repl:
                 start_new_session=True,  # its own process group: killed as one
                 limit=_READ_LIMIT,
             )
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+        reaper.track(proc.pid)
         return cls(proc, spec, repl_id)
 
     @property
@@ -361,10 +372,18 @@ class Repl:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""
         if self._dead is None:
             self._dead = ReplCrashed("the REPL was killed", None, "")
-        # Even when the leader has exited, its children may live on in its group.
+        # Even when the leader has exited, its children may live on in its group; the box's init
+        # runs in a session of its own, so every member of the tree is killed by pid too.
+        self._tree = None
+        tree = _processes(self._pids()[1:])
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
         await self._proc.wait()
+        reaper.untrack(self._proc.pid)
+        await _gone(tree, 2.0)
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         with contextlib.suppress(TimeoutError):
@@ -372,3 +391,26 @@ class Repl:
         for task in (self._drain, self._pump):
             if not task.done():
                 task.cancel()
+
+
+def _processes(pids: list[int]) -> list[psutil.Process]:
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            out.append(psutil.Process(pid))
+    return out
+
+
+async def _gone(procs: list[psutil.Process], timeout: float) -> None:
+    """Wait until the killed processes are gone (reparented ones are reaped elsewhere): `kill`
+    returns when nothing of the tree runs any more."""
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+        alive = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+        procs = alive
+        if procs:
+            await asyncio.sleep(0.01)

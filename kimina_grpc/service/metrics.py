@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -21,6 +21,9 @@ from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2
 from kimina_grpc.verdict import Verdict
+
+if TYPE_CHECKING:
+    from kimina_grpc.service.servicer import Posture
 
 SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 # Lean checks take 0.01 s to many minutes.
@@ -65,8 +68,20 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self._sandboxed = Gauge(
+            "kimina_sandbox_enabled",
+            "1 when REPLs and exporters run in bubblewrap's box; 0 means proofs run with the server's rights.",
+            registry=self.registry,
+        )
+        self._auth = Gauge("kimina_auth_enabled", "1 when callers must send the API key.", registry=self.registry)
+        self._tls = Gauge("kimina_tls_enabled", "1 when the gRPC port speaks TLS.", registry=self.registry)
         self.registry.register(_PoolCollector(supervisor))
         self._http: Any = None
+
+    def posture(self, posture: Posture) -> None:
+        self._sandboxed.set(int(posture.sandbox != "off"))
+        self._auth.set(int(posture.auth_required))
+        self._tls.set(int(posture.tls))
 
     def result(self, outcome: Outcome) -> None:
         self._by_verdict[outcome.verdict].inc()

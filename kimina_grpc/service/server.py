@@ -17,10 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from kimina_grpc.repl import ReplSpec
+from kimina_grpc.repl import ReplSpec, reaper, sandbox
+from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
-from kimina_grpc.service.servicer import VerifierServicer
+from kimina_grpc.service.servicer import Posture, VerifierServicer
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
@@ -86,10 +87,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_unary_rpc_method_handler(deny)
 
 
-def pool_settings(settings: Settings) -> PoolSettings:
+def limits(settings: Settings) -> Limits:
+    return Limits(settings.max_repl_mem, settings.max_repl_file_size, settings.max_repl_procs)
+
+
+def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
     argv, cwd = settings.repl_argv()
     return PoolSettings(
-        spec=ReplSpec(argv=argv, cwd=cwd, max_memory_bytes=settings.max_repl_mem),
+        spec=ReplSpec(
+            argv=argv,
+            cwd=cwd,
+            max_memory_bytes=settings.max_repl_mem,
+            max_file_bytes=settings.max_repl_file_size,
+            max_processes=settings.max_repl_procs,
+            box=box,
+        ),
         max_repls=settings.max_repls,
         max_repl_uses=settings.max_repl_uses,
         max_repl_rss=settings.max_repl_rss,
@@ -120,6 +132,42 @@ def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
     return options
 
 
+def resolve_box(settings: Settings) -> Resolved:
+    """The sandbox for LEAN_SERVER_SANDBOX (bubblewrap is probed once, here)."""
+    extra = [p for p in settings.sandbox_hide.split(":") if p]
+    allow = tuple(n.strip() for n in settings.repl_env_allow.replace(",", " ").split())
+    return sandbox.resolve(
+        settings.sandbox,
+        tmp_bytes=settings.sandbox_tmp_size,
+        hide=sandbox.default_hide([*settings.secret_paths(), *extra]),
+        env_allow=(*sandbox.DEFAULT_ENV_ALLOW, *allow),
+    )
+
+
+def posture(settings: Settings, resolved: Resolved, api_key: str | None) -> Posture:
+    warnings = [resolved.warning] if resolved.warning else []
+    if api_key is None:
+        warnings.append("authentication off (LEAN_SERVER_AUTH=off): anyone who reaches the port may call")
+    return Posture(
+        sandbox=resolved.box.name,
+        auth_required=api_key is not None,
+        tls=settings.tls_cert is not None,
+        tls_client_auth=settings.tls_client_ca is not None,
+        warnings=tuple(warnings),
+    )
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
 @dataclass
 class App:
     settings: Settings
@@ -129,6 +177,9 @@ class App:
     metrics: Metrics
     servicer: VerifierServicer
     port: int
+    posture: Posture = field(default_factory=Posture)
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
     metrics_port: int | None = None
     _readiness: asyncio.Task[None] | None = None
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,11 +189,15 @@ class App:
         self._hurry.set()
 
     async def start(self) -> None:
+        for warning in self.posture.warnings:
+            log.warning("insecure", warning=warning)
         await self.supervisor.start()
         for name in READINESS:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self.server.start()
+        if self.health_server is not None:
+            await self.health_server.start()
         if self.settings.metrics_port is not None:
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
@@ -152,7 +207,11 @@ class App:
             port=self.port,
             host=self.settings.host,
             metrics_port=self.metrics_port,
+            health_port=self.health_port,
             max_repls=self.settings.max_repls,
+            sandbox=self.posture.sandbox,
+            auth=self.posture.auth_required,
+            tls=self.posture.tls,
         )
 
     async def _become_ready(self) -> None:
@@ -197,6 +256,8 @@ class App:
         await self.supervisor.close()
         self.servicer.end_streams()
         await self.server.stop(self.settings.grace_seconds)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         self.metrics.close()
         log.info("stopped")
 
@@ -221,19 +282,31 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def create_app(settings: Settings) -> App:
-    supervisor = Supervisor(pool_settings(settings))
+    """The server, not started. Raises ValueError for an auth set-up that is refused and RuntimeError
+    when LEAN_SERVER_SANDBOX=bwrap cannot box."""
+    api_key = settings.resolved_api_key()
+    resolved = resolve_box(settings)
+    box = resolved.box
+    supervisor = Supervisor(pool_settings(settings, box))
     interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
-    if settings.api_key:
-        interceptors.insert(0, AuthInterceptor(settings.api_key))
+    if api_key:
+        interceptors.insert(0, AuthInterceptor(api_key))
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     exporter = None
     with contextlib.suppress(ValueError):  # no AST project: ExportAst answers FAILED_PRECONDITION
         argv, project = settings.ast_argv()
         exporter = AstExporter(
-            argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
+            argv,
+            project,
+            max_jobs=settings.max_ast_jobs,
+            max_bytes=settings.max_message_bytes - (1 << 20),
+            box=box,
+            limits=limits(settings),
         )
+    info = posture(settings, resolved, api_key)
     metrics = Metrics(supervisor)
-    servicer = VerifierServicer(supervisor, settings, metrics, exporter)
+    metrics.posture(info)
+    servicer = VerifierServicer(supervisor, settings, metrics, exporter, info)
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -245,18 +318,39 @@ def create_app(settings: Settings) -> App:
     address = f"{settings.host}:{settings.port}"
     if _in_use(settings.host, settings.port):  # asked first: gRPC core logs its own multi-line failure
         raise BindError(f"cannot listen on {address}: the port is in use")
+    credentials = _credentials(settings)
     try:
-        port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError:  # grpcio raises where it used to return 0
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    return App(settings, server, supervisor, health, metrics, servicer, port)
+    app = App(settings, server, supervisor, health, metrics, servicer, port, info)
+    if settings.health_port is not None:
+        # Health only, no auth, no TLS: what a kubelet's gRPC probe can speak. It tells nothing but
+        # SERVING or NOT_SERVING.
+        health_address = f"{settings.host}:{settings.health_port}"
+        if _in_use(settings.host, settings.health_port):
+            raise BindError(f"cannot listen on {health_address} (LEAN_SERVER_HEALTH_PORT): the port is in use")
+        app.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(health, app.health_server)
+        try:
+            app.health_port = app.health_server.add_insecure_port(health_address)
+        except RuntimeError:
+            app.health_port = 0
+        if app.health_port == 0:
+            raise BindError(f"cannot listen on {health_address} (LEAN_SERVER_HEALTH_PORT)")
+    return app
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order."""
     app = create_app(settings)
+    # Orphans of `lake env`, of proofs and of killed boxes are reparented to us and reaped here;
+    # and a process of the same uid (an unboxed REPL) cannot read our memory or environment.
+    reaper.become_subreaper()
+    sandbox.undumpable()
+    reaping = asyncio.create_task(reaper.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,6 +369,7 @@ async def serve(settings: Settings) -> None:
     try:
         await app.stop()
     finally:
+        reaping.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

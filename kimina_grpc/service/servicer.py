@@ -7,6 +7,7 @@ import contextlib
 import shlex
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
 
@@ -45,14 +46,31 @@ def _deadline_left(context: Context) -> float | None:
     return None if left is None else max(0.001, left - _DEADLINE_MARGIN)
 
 
+@dataclass(frozen=True, slots=True)
+class Posture:
+    """How exposed the server is, as GetServerInfo and the metrics report it."""
+
+    sandbox: str = "off"
+    auth_required: bool = False
+    tls: bool = False
+    tls_client_auth: bool = False
+    warnings: tuple[str, ...] = ()
+
+
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
     def __init__(
-        self, supervisor: Supervisor, settings: Settings, metrics: Metrics, exporter: AstExporter | None = None
+        self,
+        supervisor: Supervisor,
+        settings: Settings,
+        metrics: Metrics,
+        exporter: AstExporter | None = None,
+        posture: Posture | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.settings = settings
         self.metrics = metrics
         self.exporter = exporter
+        self.posture = posture or Posture()
         self.draining = False
         self._streams: set[_Stream] = set()
 
@@ -170,6 +188,11 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 crashes=state.crashes,
                 completed=state.completed,
             ),
+            sandbox=self.posture.sandbox,
+            auth_required=self.posture.auth_required,
+            tls=self.posture.tls,
+            tls_client_auth=self.posture.tls_client_auth,
+            security_warnings=self.posture.warnings,
         )
 
 

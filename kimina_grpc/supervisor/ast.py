@@ -1,21 +1,32 @@
 """ExportAst behind a bound: at most `max_jobs` exports at once (held for the whole export), one at a
-time per module (the tool writes one output file per module), raw code in private temporary modules."""
+time per module (the tool writes one output file per module), raw code in private temporary modules.
+
+In the box, the project is read-only but for where the tool writes its output: for named modules (the
+project's own, trusted code) the project's `.lake/build/lib`; for raw code (untrusted) nothing of the
+project at all: the code exists only inside the box (a private tmpfs over `KiminaTmp/`, the file
+created from a memfd) and the tool's output directory for it is a private host directory bound over
+`.lake/build/lib/KiminaTmp`, read back and removed by the server.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimina_grpc.repl.exporter import export_module
+from kimina_grpc.repl.exporter import ExportRun, Mounts, export_module
+from kimina_grpc.repl.sandbox import NO_LIMITS, OFF, Box, Limits
 
-# Dotted Lean identifiers: letters (any script), digits, _, ', !, ? and subscripts; «guillemets» too.
-_PART = r"(?:[^\W\d][\w'!?\u2080-\u209c]*|«[^»\n]+»)"
+# Dotted Lean identifiers: letters (any script), digits, _, ', !, ? and subscripts. No «guillemets»:
+# the module name becomes a path, and «../x» would leave the project.
+_PART = r"[^\W\d][\w'!?\u2080-\u209c]*"
 MODULE_NAME = re.compile(rf"{_PART}(?:\.{_PART})*")
 TMP_ROOT = "KiminaTmp"
 
@@ -29,18 +40,58 @@ class AstItem:
 
 
 class AstExporter:
-    def __init__(self, argv: tuple[str, ...], project: Path, *, max_jobs: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        argv: tuple[str, ...],
+        project: Path,
+        *,
+        max_jobs: int,
+        max_bytes: int,
+        box: Box = OFF,
+        limits: Limits = NO_LIMITS,
+    ) -> None:
         self.argv = argv
         self.project = project
         self.max_bytes = max_bytes
+        self.box = box
+        self.limits = limits
         self._slots = asyncio.Semaphore(max_jobs)
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def _one(self, module: str, name: str, *, one: bool, timeout: float) -> AstItem:
+    @property
+    def _lib(self) -> Path:
+        return self.project / ".lake" / "build" / "lib"
+
+    async def _run(self, module: str, *, one: bool, timeout: float, mounts: Mounts, out: Path | None) -> ExportRun:
+        return await export_module(
+            self.argv,
+            self.project,
+            module,
+            one=one,
+            timeout=timeout,
+            box=self.box,
+            limits=self.limits,
+            mounts=mounts,
+            out=out,
+        )
+
+    async def _one(
+        self,
+        module: str,
+        name: str,
+        *,
+        one: bool,
+        timeout: float,
+        mounts: Mounts | None = None,
+        out: Path | None = None,
+    ) -> AstItem:
         start = time.monotonic()
+        if mounts is None and self.box.enabled:
+            self._lib.mkdir(parents=True, exist_ok=True)
+            mounts = Mounts(binds=[(str(self._lib), str(self._lib))])
         lock = self._locks.setdefault(module, asyncio.Lock())
         async with self._slots, lock:
-            run = await export_module(self.argv, self.project, module, one=one, timeout=timeout)
+            run = await self._run(module, one=one, timeout=timeout, mounts=mounts or Mounts(), out=out)
         ast, error = run.ast or "", run.error
         if len(ast) > self.max_bytes // 4 and len(ast.encode()) > self.max_bytes:
             ast, error = (
@@ -53,20 +104,53 @@ class AstExporter:
         return list(await asyncio.gather(*(self._one(m, m, one=one, timeout=timeout) for m in names)))
 
     async def code(self, code: str, name: str, *, timeout: float) -> AstItem:
-        """Export raw code as a temporary module in a private directory of the project; the result
-        carries `name`, never the temporary module's."""
+        """Export raw code as a temporary module; the result carries `name`, never the temporary
+        module's."""
         token = f"U{uuid.uuid4().hex}"
+        module = f"{TMP_ROOT}.{token}.Code"
+        if self.box.enabled:
+            return await self._boxed_code(code, name, token, module, timeout)
         folder = self.project / TMP_ROOT / token
         folder.mkdir(parents=True, mode=0o700)
         (folder / "Code.lean").write_text(code, encoding="utf-8")
         try:
-            item = await self._one(f"{TMP_ROOT}.{token}.Code", name, one=True, timeout=timeout)
+            item = await self._one(module, name, one=True, timeout=timeout)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
             with contextlib.suppress(OSError):
                 (self.project / TMP_ROOT).rmdir()  # only when no other export uses it
-            out_dir = self.project / ".lake" / "build" / "lib" / TMP_ROOT / token
+            out_dir = self._lib / TMP_ROOT / token
             shutil.rmtree(out_dir, ignore_errors=True)
             with contextlib.suppress(OSError):
-                (self.project / ".lake" / "build" / "lib" / TMP_ROOT).rmdir()
+                (self._lib / TMP_ROOT).rmdir()
         return item
+
+    async def _boxed_code(self, code: str, name: str, token: str, module: str, timeout: float) -> AstItem:
+        src_mount, out_mount = self.project / TMP_ROOT, self._lib / TMP_ROOT
+        try:
+            # Empty mount points; on a read-only image they are made at build time (see Dockerfile).
+            src_mount.mkdir(parents=True, exist_ok=True)
+            out_mount.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return AstItem(name, "", f"cannot prepare the exporter's mount points: {exc}", 0.0)
+        private = Path(tempfile.mkdtemp(prefix="kimina-ast-"))
+        fd = os.memfd_create("code")
+        try:
+            _write_all(fd, code.encode())
+            os.lseek(fd, 0, os.SEEK_SET)
+            mounts = Mounts(
+                binds=[(str(private), str(out_mount))],
+                tmpfs=[str(src_mount)],
+                files=[(fd, str(src_mount / token / "Code.lean"))],
+            )
+            out = private / token / "Code.out.json"
+            return await self._one(module, name, one=True, timeout=timeout, mounts=mounts, out=out)
+        finally:
+            os.close(fd)
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -10,7 +10,7 @@ import shlex
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 FAKE_REPL_MODULE = "kimina_grpc.testing.fake_repl"
 FAKE_AST_EXPORT_MODULE = "kimina_grpc.testing.fake_ast_export"
@@ -27,9 +27,13 @@ def fake_ast_export_command() -> str:
 
 
 @contextlib.contextmanager
-def serve_process(env: Mapping[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serve_process(
+    env: Mapping[str, str] | None = None, wrapper: Sequence[str] = ()
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Run `kimina-grpc serve` in a child process on a free loopback port with the stand-in REPL
     (override anything with `env`, e.g. LEAN_SERVER_MAX_REPLS); yield the process and its port.
+    Unless `env` says otherwise: no sandbox, and no auth when no API key is given. `wrapper` is a
+    command line the server runs under (e.g. `unshare --pid --fork`).
     The server is killed on exit if it is still running."""
     full = {
         **os.environ,
@@ -39,10 +43,13 @@ def serve_process(env: Mapping[str, str] | None = None) -> Iterator[tuple[subpro
         "LEAN_SERVER_MAX_REPL_MEM": "0",
         "LEAN_SERVER_LOG_LEVEL": "INFO",  # its "serving" line carries the port
         "LEAN_SERVER_ENVIRONMENT": "prod",
+        "LEAN_SERVER_SANDBOX": "off",
         **(env or {}),
     }
+    if "LEAN_SERVER_AUTH" not in full and not (full.get("LEAN_SERVER_API_KEY") or full.get("LEAN_SERVER_API_KEY_FILE")):
+        full["LEAN_SERVER_AUTH"] = "off"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kimina_grpc.cli", "serve"], env=full, stderr=subprocess.PIPE, text=True
+        [*wrapper, sys.executable, "-m", "kimina_grpc.cli", "serve"], env=full, stderr=subprocess.PIPE, text=True
     )
     assert proc.stderr is not None
     port = 0

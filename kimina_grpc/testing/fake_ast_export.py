@@ -11,6 +11,7 @@ tool, whose callers must). Directives in the module's source, as comment lines:
     -- fake: fail [TEXT]    exit 1 with TEXT on stderr
     -- fake: error TEXT     print "<file>:1:0: error: TEXT" (a Lean error) and write no output
     -- fake: big N          add N bytes of padding to the JSON
+    -- fake: write PATH     try to write PATH (an attack, as `#eval` in the code would), whatever comes
 
 A module whose first component is `Missing` does not exist: exit 1, "unknown module".
 Set KIMINA_FAKE_AST_LOG to a file to append "start <module> <time>" / "end <module> <time>" lines.
@@ -18,6 +19,7 @@ Set KIMINA_FAKE_AST_LOG to a file to append "start <module> <time>" / "end <modu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,6 +85,9 @@ def main(argv: list[str]) -> int:
                 return 0
             elif verb == "big":
                 padding = int(arg)
+            elif verb == "write":
+                with contextlib.suppress(OSError):
+                    Path(arg).write_text("pwned")
         commands, offset = [], 0
         for line in source.splitlines(keepends=True):
             if line.strip() and not line.lstrip().startswith(("--", "import")):

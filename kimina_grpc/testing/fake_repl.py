@@ -69,6 +69,20 @@ constant with the "kernel" (a `kernel-reject`ed constant, or an unreadable file,
 exception: the process exits), and records the next environment: the constants and options come
 back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
 
+Attacks, as `#eval` in a proof could make them (IO.FS.writeFile, IO.Process.spawn, ...); each reports
+its outcome as an info message on its line, the way `#eval` output comes back ("VERB ...: ok ..." or
+"VERB ...: failed: ERROR"):
+    write PATH TEXT    write TEXT to the file PATH
+    read PATH          read the file PATH (its first 4 KiB are in the message)
+    environ WHO        the environment of WHO (self, parent or a pid) from /proc/WHO/environ
+    connect HOST PORT  open a TCP connection
+    signal PID [SIG]   send a signal (default SIGKILL) to PID (or `parent`)
+    spawn S MARKER     start a process in a new session that sleeps S seconds and outlives the
+                       proof; MARKER is in its command line, so a test can look for it
+    fill-tmp MB        write MB MiB to a file in /tmp
+    grandchild         start a child process (same process group) that sleeps until killed: what
+                       `lake env repl` is to lake
+
 Besides directives it models three things Lean does that the server must handle: declaring a name
 twice in one environment is an error ("'x' has already been declared"), which is how leaking state
 between proofs shows; the word `sorry` in code (not in a comment) is a sorry, with Lean's warning
@@ -93,6 +107,8 @@ import argparse
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -330,6 +346,8 @@ class Simulator:
                 sys.stderr.flush()
             elif verb == "repl-error":
                 return {"message": arg or "Unknown environment."}
+            elif verb in _ATTACKS:
+                messages.append(_msg("info", lineno, 0, _attack(verb, arg)))
             elif verb in ("error", "warning", "info"):
                 at, _, text = arg.partition(" ")
                 if at.isdigit():
@@ -494,6 +512,93 @@ def _big_tree(mb: float, line: int) -> list[Any]:
     }
     size = len(json.dumps(leaf, indent=1)) + 2
     return [leaf] * max(1, int(mb * (1 << 20) / size))
+
+
+def _attack(verb: str, arg: str) -> str:
+    """Try one attack; say what happened."""
+    try:
+        return f"{verb} {arg}: ok {_ATTACKS[verb](arg)}".rstrip()
+    except Exception as exc:
+        return f"{verb} {arg}: failed: {type(exc).__name__}: {exc}"
+
+
+def _write(arg: str) -> str:
+    path, _, text = arg.partition(" ")
+    Path(path).write_text(text)
+    return ""
+
+
+def _read(arg: str) -> str:
+    return Path(arg).read_bytes()[:4096].decode(errors="replace")
+
+
+def _environ(arg: str) -> str:
+    pid = {"self": os.getpid(), "parent": os.getppid()}.get(arg) or int(arg)
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return " ".join(item.decode(errors="replace") for item in raw.split(b"\0") if item)
+
+
+def _connect(arg: str) -> str:
+    host, port = arg.split()
+    with socket.create_connection((host, int(port)), timeout=2) as conn:
+        conn.sendall(b"stolen\n")
+    return ""
+
+
+def _signal(arg: str) -> str:
+    who, _, sig = arg.partition(" ")
+    pid = os.getppid() if who == "parent" else int(who)
+    os.kill(pid, getattr(signal, sig or "SIGKILL"))
+    return ""
+
+
+def _spawn(arg: str) -> str:
+    seconds, marker = arg.split()
+    code = f"import time; time.sleep({float(seconds)})"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, marker],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return f"pid {child.pid}"
+
+
+def _fill_tmp(arg: str) -> str:
+    block = b"\0" * (1 << 20)
+    written = 0
+    with open(f"/tmp/kimina-fill-{os.getpid()}-{time.monotonic_ns()}", "wb") as f:
+        try:
+            for _ in range(int(arg)):
+                f.write(block)
+                f.flush()
+                written += 1
+        except OSError as exc:
+            raise OSError(f"{exc} after {written} MiB") from None
+    return f"{written} MiB"
+
+
+def _grandchild(arg: str) -> str:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(3600)"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return f"pid {child.pid}"
+
+
+_ATTACKS = {
+    "write": _write,
+    "read": _read,
+    "environ": _environ,
+    "connect": _connect,
+    "signal": _signal,
+    "spawn": _spawn,
+    "fill-tmp": _fill_tmp,
+    "grandchild": _grandchild,
+}
 
 
 class Replayer:

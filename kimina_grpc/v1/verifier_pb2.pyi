@@ -910,6 +910,11 @@ class GetServerInfoResponse(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
     NOT_READY_REASON_FIELD_NUMBER: _builtins.int
+    SANDBOX_FIELD_NUMBER: _builtins.int
+    AUTH_REQUIRED_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    TLS_CLIENT_AUTH_FIELD_NUMBER: _builtins.int
+    SECURITY_WARNINGS_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -930,6 +935,16 @@ class GetServerInfoResponse(_message.Message):
     the pool from serving (the REPL command and its error, or the pre-warm header and Lean's
     message). Headers in `headers` are at most 100 (the busiest) and each cut to 200 characters.
     """
+    sandbox: _builtins.str
+    """How REPL and exporter processes are boxed: "bwrap" (bubblewrap: read-only filesystem, private
+    /tmp, no network, own PID namespace) or "off" (LEAN_SERVER_SANDBOX).
+    """
+    auth_required: _builtins.bool
+    """Whether callers must send the API key (false only with LEAN_SERVER_AUTH=off)."""
+    tls: _builtins.bool
+    """Whether the gRPC port speaks TLS."""
+    tls_client_auth: _builtins.bool
+    """Whether callers must present a client certificate (mutual TLS, LEAN_SERVER_TLS_CLIENT_CA)."""
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeaderState]:
         """Per import header."""
@@ -937,6 +952,12 @@ class GetServerInfoResponse(_message.Message):
     @_builtins.property
     def counters(self) -> Global___PoolCounters:
         """Counters since start."""
+
+    @_builtins.property
+    def security_warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What the operator must know about this server's exposure, e.g. that proofs run unsandboxed or
+        that anyone may call; empty when none applies.
+        """
 
     def __init__(
         self,
@@ -950,10 +971,15 @@ class GetServerInfoResponse(_message.Message):
         headers: _abc.Iterable[Global___HeaderState] | None = ...,
         counters: Global___PoolCounters | None = ...,
         not_ready_reason: _builtins.str = ...,
+        sandbox: _builtins.str = ...,
+        auth_required: _builtins.bool = ...,
+        tls: _builtins.bool = ...,
+        tls_client_auth: _builtins.bool = ...,
+        security_warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "server_version", b"server_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,420 @@
+"""The box: the stand-in REPL attacks the way `#eval` would, with bubblewrap on (every attack fails)
+and off (secrets still out of its environment); processes die with the server; adopted children
+are reaped; the posture shows in GetServerInfo and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+from prometheus_client import generate_latest
+
+from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec
+from kimina_grpc.repl.sandbox import (
+    OFF,
+    Box,
+    Limits,
+    SandboxUnavailable,
+    allowed_env,
+    default_hide,
+    probe,
+)
+from kimina_grpc.service.server import App, create_app
+from kimina_grpc.testing import fake_ast_export_command, fake_repl_command, serve_process
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+from .conftest import children
+from .test_server import settings
+
+BWRAP = shutil.which("bwrap")
+BOX = Box(bwrap=BWRAP)
+
+
+def _bwrap_reason() -> str | None:
+    if BWRAP is None:
+        return "bubblewrap is not installed (.ci/run installs it)"
+    return probe(BOX)
+
+
+_NO_BWRAP = _bwrap_reason()
+needs_bwrap = pytest.mark.skipif(_NO_BWRAP is not None, reason=f"bwrap cannot run here: {_NO_BWRAP}")
+KEY = "k-" + uuid.uuid4().hex
+FAKE = "kimina_grpc.testing.fake_repl"
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A directory outside /tmp (the box replaces /tmp with its own, so a file there proves nothing)."""
+    path = Path(tempfile.mkdtemp(prefix="kimina-test-", dir="/var/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
+    app = create_app(settings(**kw))
+    await app.start()
+    client = AsyncKiminaClient(f"127.0.0.1:{app.port}", kw.get("api_key") or KEY, max_attempts=1)
+    try:
+        yield app, client
+    finally:
+        await client.close()
+        await app.stop()
+        assert children() == []
+
+
+def proof(*directives: str, header: str = "") -> str:
+    body = "".join(f"  -- fake: {d}\n" for d in directives)
+    return f"{header}\ntheorem t : True := by\n{body}  trivial\n"
+
+
+def said(result: Result, verb: str) -> str:
+    """The stand-in's report of one attack (an info message, as `#eval` output is)."""
+    lines = [m.text for m in result.messages if m.text.startswith((verb + " ", verb + ":"))]
+    assert len(lines) == 1, (verb, [m.text for m in result.messages], result.error)
+    return lines[0]
+
+
+def stand_ins() -> list[psutil.Process]:
+    """The stand-in REPL processes (not their wrappers) under this test process."""
+    return [p for p in children() if p.name().startswith("python") and FAKE in p.cmdline()]
+
+
+def marked(marker: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE:
+            out.append(p)
+    return out
+
+
+# ---- the pieces --------------------------------------------------------------------------------------
+
+
+def test_the_environment_is_an_allow_list_and_never_the_servers_settings() -> None:
+    source = {
+        "PATH": "/usr/bin",
+        "LC_ALL": "C",
+        "ELAN_HOME": "/e",
+        "LEAN_PATH": "/l",
+        "LEAN_SERVER_API_KEY": KEY,
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "DATABASE_URL": "postgres://u:p@h/db",
+    }
+    env = allowed_env(source, ("PATH", "LC_*", "ELAN_HOME", "LEAN_PATH", "LEAN_SERVER_API_KEY", "LEAN_SERVER_*"))
+    assert env == {"PATH": "/usr/bin", "LC_ALL": "C", "ELAN_HOME": "/e", "LEAN_PATH": "/l"}
+    assert Box().environ({"LEAN_SERVER_API_KEY": KEY, "X": "1"}, source={"PATH": "/b"}) == {"PATH": "/b", "X": "1"}
+
+
+def test_unboxed_command_lines_die_with_the_server_also_through_lake() -> None:
+    argv = OFF.argv(["lake", "env", "/ws/repl"], limits=Limits(1 << 30, 1 << 20, 100))
+    setpriv = [shutil.which("setpriv"), "--pdeathsig", "KILL", "--"]
+    assert argv[:4] == setpriv
+    # The parent must still be the server once the signal is set (it may die between fork and prctl).
+    assert argv[4:6] == ["/bin/sh", "-c"] and argv[7] == str(os.getpid())
+    rest = argv[8:]
+    assert rest[0] == shutil.which("prlimit")
+    assert {"--core=0", f"--as={1 << 30}:{1 << 30}", f"--fsize={1 << 20}:{1 << 20}", "--nproc=100:100"} <= set(rest)
+    # lake runs the REPL as its child; a parent-death signal is not inherited, so the REPL gets its own.
+    assert rest[rest.index("--") + 1 :] == ["lake", "env", *setpriv, "/ws/repl"]
+
+
+def test_a_process_whose_server_died_while_it_started_gives_up() -> None:
+    check = OFF.argv(["true"])[4:8]
+    alive = subprocess.run([*check[:3], str(os.getpid()), "echo", "ran"], capture_output=True, text=True, check=False)
+    assert alive.returncode == 0 and alive.stdout == "ran\n"
+    dead = subprocess.run([*check[:3], "999999999", "echo", "ran"], capture_output=True, text=True, check=False)
+    assert dead.returncode == 137 and dead.stdout == ""
+
+
+def test_secrets_are_masked_in_the_box(outside: Path) -> None:
+    key = outside / "api-key"
+    key.write_text(KEY)
+    (outside / "dir").mkdir()
+    argv = Box(bwrap="/usr/bin/bwrap", hide=default_hide([key, outside / "dir"])).argv(["true"])
+    assert ["--ro-bind", "/dev/null", str(key)] == argv[argv.index(str(key)) - 2 : argv.index(str(key)) + 1]
+    assert argv[argv.index(str(outside / "dir")) - 1] == "--tmpfs"
+    for flag in ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--new-session", "--die-with-parent"):
+        assert flag in argv
+    assert argv[argv.index("--cap-drop") + 1] == "ALL"
+
+
+async def test_with_the_box_off_secrets_are_not_in_the_repls_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LEAN_SERVER_API_KEY_OF_ANOTHER_SERVER", "s3")
+    monkeypatch.setenv("DATABASE_PASSWORD", "hunter2")
+    async with app_with(sandbox="off", api_key=KEY) as (_, client):
+        info = await client.server_info()
+        assert info.sandbox == "off" and any("sandbox off" in w for w in info.security_warnings)
+        [result] = await client.verify(proof("environ self"))
+    text = said(result, "environ")
+    assert ": ok " in text and "PATH=" in text
+    assert "LEAN_SERVER" not in text and KEY not in text and "hunter2" not in text
+
+
+async def test_auto_without_bubblewrap_serves_with_a_loud_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap on it
+    app = create_app(settings(sandbox="auto", auth="off"))
+    assert app.posture.sandbox == "off"
+    assert any(w.startswith("NO SANDBOX: bubblewrap (bwrap) is not installed") for w in app.posture.warnings)
+    assert any("authentication off" in w for w in app.posture.warnings)
+    metrics = generate_latest(app.metrics.registry).decode()
+    assert "kimina_sandbox_enabled 0.0" in metrics and "kimina_auth_enabled 0.0" in metrics
+    with pytest.raises(SandboxUnavailable, match=r"bubblewrap \(bwrap\) is not installed"):
+        create_app(settings(sandbox="bwrap", auth="off"))
+
+
+# ---- attacks with the box on -----------------------------------------------------------------------
+
+
+@needs_bwrap
+async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_PASSWORD", "hunter2")
+    workspace = outside / "workspace"
+    workspace.mkdir()
+    olean = workspace / "Mathlib.olean"
+    olean.write_text("the real thing")
+    key_file = outside / "api-key"
+    key_file.write_text(KEY + "\n")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    marker = f"kimina-marker-{uuid.uuid4().hex}"
+    try:
+        async with app_with(
+            sandbox="bwrap", api_key_file=key_file, sandbox_tmp_size="64M", max_repls=2, project_dir=workspace
+        ) as (app, client):
+            info = await client.server_info()
+            assert info.sandbox == "bwrap" and info.auth_required and list(info.security_warnings) == []
+            assert "kimina_sandbox_enabled 1.0" in generate_latest(app.metrics.registry).decode()
+            # Another REPL (another header), and its host pid.
+            [other] = await client.verify(proof("write /tmp/b-private b-data", header="import B"))
+            assert ": ok" in said(other, "write")
+            before = {p.pid for p in children()}
+            [attacked] = await client.verify(
+                proof(
+                    f"write {olean} pwned",
+                    "read /proc/self/status",
+                    "write /tmp/a-private a-data",
+                    "write /tmp/b-private pwned",
+                    f"read {key_file}",
+                    "environ self",
+                    f"connect 127.0.0.1 {port}",
+                    f"signal {os.getpid()}",
+                    f"spawn 120 {marker}",
+                    "fill-tmp 100",
+                    header="import A",
+                )
+            )
+            b_repls = [p for p in stand_ins() if p.pid in before]
+            assert b_repls and [p for p in stand_ins() if p.pid not in before]
+            [signalled] = await client.verify(proof(f"signal {b_repls[0].pid}", "environ parent", header="import A"))
+            [snoop] = await client.verify(proof("read /tmp/a-private", "read /tmp/b-private", header="import B"))
+
+            assert "failed: OSError: [Errno 30] Read-only file system" in said(attacked, "write " + str(olean))
+            assert olean.read_text() == "the real thing"
+            status = said(attacked, "read /proc/self/status")
+            assert "CapEff:\t0000000000000000" in status and "NoNewPrivs:\t1" in status
+            assert KEY not in said(attacked, f"read {key_file}")  # masked: the box sees an empty file
+            for text in (said(attacked, "environ"), said(signalled, "environ")):
+                assert "PATH=" in text and "LEAN_SERVER" not in text and KEY not in text and "hunter2" not in text
+            assert "failed" in said(attacked, "connect")
+            with pytest.raises(BlockingIOError):
+                listener.accept()
+            assert "failed: ProcessLookupError" in said(attacked, "signal")
+            assert "failed: ProcessLookupError" in said(signalled, "signal")
+            assert all(p.is_running() for p in b_repls)
+            assert "No space left on device" in said(attacked, "fill-tmp")
+            # Each box has its own /tmp: A's file is not in B's, and B's file is as B wrote it.
+            assert "failed: FileNotFoundError" in said(snoop, "read /tmp/a-private")
+            assert said(snoop, "read /tmp/b-private").endswith(": ok b-data")
+            assert ": ok pid" in said(attacked, "spawn") and marked(marker)
+            # The REPL that started it is killed (a timeout): nothing it started survives.
+            [hung] = await client.verify(proof("hang", header="import A"), timeout=0.5)
+            assert hung.verdict is Verdict.TIMEOUT
+            deadline = time.monotonic() + 1.0
+            while marked(marker) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            assert marked(marker) == []
+            [after] = await client.verify(proof(header="import B"))
+            assert after.verdict is Verdict.VALID
+    finally:
+        listener.close()
+        for p in marked(marker):
+            p.kill()
+
+
+@needs_bwrap
+async def test_killing_a_boxed_repl_kills_the_whole_box() -> None:
+    spec = ReplSpec(argv=(sys.executable, "-m", "kimina_grpc.testing.fake_repl"), box=BOX)
+    repl = await Repl.start(spec, "boxed")
+    raw = await repl.request(
+        json.dumps({"cmd": "theorem t : True := by\n  -- fake: grandchild\n  trivial"}).encode() + b"\n\n"
+    )
+    assert b"grandchild : ok pid" in raw
+    repl.refresh_tree()
+    tree = [psutil.Process(pid) for pid in repl._pids()]
+    assert len(tree) >= 4  # bwrap, the box's init, the REPL, its child
+    await repl.kill()
+    assert [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+@needs_bwrap
+async def test_cpu_peak_memory_and_the_memory_cap_work_inside_the_box() -> None:
+    spec = ReplSpec(argv=(sys.executable, "-m", FAKE), box=BOX, max_memory_bytes=400 << 20)
+    repl = await Repl.start(spec, "boxed")
+    try:
+        await repl.run(_cmd(""))
+        repl.refresh_tree()
+        _, usage = await repl.run(_cmd("-- fake: cpu 0.3\n-- fake: spike 200", 0))
+        assert usage.cpu_seconds >= 0.25 and usage.peak_bytes >= 200 << 20
+        with pytest.raises(ReplCrashed, match="out of memory"):
+            await repl.run(_cmd("-- fake: alloc 600", 0))
+    finally:
+        await repl.kill()
+
+
+def _cmd(cmd: str, env: int | None = None) -> bytes:
+    return json.dumps({"cmd": cmd} if env is None else {"cmd": cmd, "env": env}).encode() + b"\n\n"
+
+
+# ---- ExportAst in the box ------------------------------------------------------------------------------
+
+
+@needs_bwrap
+async def test_exports_run_in_the_box_and_raw_code_never_touches_the_project(outside: Path) -> None:
+    project = outside / "ast"
+    (project / "Foo").mkdir(parents=True)
+    (project / "Foo" / "Bar.lean").write_text(f"-- fake: write {project}/Foo/Bar.lean\ntheorem a : True := trivial\n")
+    victim = project / "victim.txt"
+    code = f"-- fake: write {victim}\n-- fake: sleep 0.5\ntheorem t : 1 = 1 := rfl\n"
+    async with app_with(
+        sandbox="bwrap", api_key=KEY, ast_export_command=fake_ast_export_command(), ast_export_project_dir=project
+    ) as (_, client):
+        export = asyncio.ensure_future(client.export_ast(code=code, module="My.Proof"))
+        await asyncio.sleep(0.3)
+        written = [p for p in project.rglob("*") if p.is_file() and p.suffix in (".lean", ".json")]
+        assert written == [project / "Foo" / "Bar.lean"]  # the code is only inside the box
+        [item] = await export
+        [named] = await client.export_ast(["Foo.Bar"])
+    assert item.error == "" and json.loads(item.ast)["commands"] and item.module == "My.Proof"
+    assert named.error == "" and json.loads(named.ast)["commands"]
+    assert not victim.exists()
+    assert (project / "Foo" / "Bar.lean").read_text().startswith("-- fake: write")  # not "pwned"
+    assert [p for p in project.rglob("*") if p.is_file() and p.suffix == ".json"] == []
+
+
+async def test_module_names_are_lean_identifiers_without_guillemets(tmp_path: Path) -> None:
+    async with app_with(
+        sandbox="off", api_key=KEY, ast_export_command=fake_ast_export_command(), ast_export_project_dir=tmp_path
+    ) as (_, client):
+        for modules, module in ((["«..».«..».etc.passwd"], ""), (["A.«b/../../c»"], ""), ([], "«../x»")):
+            with pytest.raises(InvalidArgument):
+                await client.export_ast(modules, code="x" if module else None, module=module)
+
+
+# ---- processes die with the server -------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_lake(outside: Path) -> Path:
+    """A `lake` that does what `lake env CMD` does: runs CMD as its child and waits for it."""
+    bin_dir = outside / "bin"
+    bin_dir.mkdir()
+    lake = bin_dir / "lake"
+    lake.write_text('#!/bin/sh\n[ "$1" = env ] || exit 2\nshift\n"$@"\nexit $?\n')
+    lake.chmod(lake.stat().st_mode | stat.S_IEXEC)
+    return bin_dir
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["off", pytest.param("bwrap", marks=needs_bwrap)])
+def test_kill_9_of_the_server_leaves_no_repl_and_a_restart_binds_again(mode: str, fake_lake: Path) -> None:
+    env = {
+        "LEAN_SERVER_SANDBOX": mode,
+        "LEAN_SERVER_MAX_REPLS": "2",
+        "LEAN_SERVER_INIT_REPLS": '{"": 1}',
+        "LEAN_SERVER_REPL_COMMAND": f"lake env {fake_repl_command()}",
+        "PATH": f"{fake_lake}:{os.environ['PATH']}",
+    }
+    with serve_process(env) as (server, port), grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # A proof runs (hangs) in the server while it dies.
+        hung = pb_grpc.VerifierServiceStub(channel).Verify.future(
+            pb.VerifyRequest(proofs=[pb.Proof(id="h", code=proof("hang", header="import A"))])
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            tree = _alive(_descendants(server.pid))
+            if len([p for p in tree if p.name().startswith("python")]) >= 2:  # the warm REPL and the hung one
+                break
+            time.sleep(0.05)
+        assert len([p for p in tree if p.name().startswith("python")]) >= 2, tree
+        server.kill()
+        server.wait()
+        killed_at = time.monotonic()
+        while _alive(tree) and time.monotonic() - killed_at < 1.0:
+            time.sleep(0.02)
+        assert _alive(tree) == [], [p.cmdline() for p in _alive(tree)]
+        with pytest.raises(grpc.RpcError):
+            hung.result(timeout=5)
+    # Nothing left holds the port (so_reuseport is off: a leftover would make the bind fail).
+    with serve_process({**env, "LEAN_SERVER_PORT": str(port)}) as (_, again):
+        with KiminaClient(f"127.0.0.1:{again}") as client:
+            assert client.verify(proof())[0].verdict is Verdict.VALID
+
+
+def test_adopted_children_are_reaped_when_the_server_is_pid_1() -> None:
+    """A container whose PID 1 is the server: what `lake env` started is reparented to it on a kill."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs util-linux's unshare and root for a PID namespace")
+    env = {"LEAN_SERVER_MAX_REPLS": "1"}
+    wrapper = [unshare, "--pid", "--fork", "--kill-child", "--mount-proc"]
+    with serve_process(env, wrapper) as (outer, port), KiminaClient(f"127.0.0.1:{port}") as client:
+        [server] = psutil.Process(outer.pid).children()
+        for _ in range(3):
+            [r] = client.verify(proof("grandchild", "hang"), timeout=0.3)
+            assert r.verdict is Verdict.TIMEOUT
+        assert client.verify(proof())[0].verdict is Verdict.VALID
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            zombies = [p for p in server.children() if p.status() == psutil.STATUS_ZOMBIE]
+            if not zombies:
+                break
+            time.sleep(0.1)
+        assert zombies == []
