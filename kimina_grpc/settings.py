@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     stream_window: int = Field(64, gt=0)
     api_key: str | None = None
 
+    # The result cache and in-flight dedupe (kimina_grpc/cache/).
+    cache_enabled: bool = True
+    """Identical proofs share one check, and VALID/INVALID/SORRY results are kept (false: off)."""
+    cache_max_bytes: int | None = 256 << 20
+    """Bytes of results kept in this server's memory (least recently used go first); 0 = none."""
+    cache_max_entry_bytes: int | None = 1 << 20
+    """Results larger than this (info trees, tactics) are not stored; 0 = no limit."""
+    cache_url: str | None = None
+    """redis://host:port/db (or rediss://): a cache shared by every replica, besides the memory one."""
+    cache_ttl: float = Field(7 * 86400, gt=0)
+    """Seconds a result stays in Redis."""
+    cache_timeout: float = Field(0.1, gt=0)
+    """Seconds a Redis request may take before the proof goes to Lean without it."""
+    cache_retry_seconds: float = Field(2.0, gt=0)
+    """After a Redis failure, seconds during which Redis is skipped before it is tried again."""
+
     # gRPC.
     max_message_bytes: int = Field(64 << 20, gt=0)
     keepalive_seconds: float = Field(60.0, gt=0)
@@ -139,6 +155,8 @@ class Settings(BaseSettings):
         "max_code_bytes",
         "max_queue_bytes",
         "max_message_bytes",
+        "cache_max_bytes",
+        "cache_max_entry_bytes",
         mode="before",
     )
     @classmethod
@@ -160,6 +178,11 @@ class Settings(BaseSettings):
         """Empty means the default, as in Kimina's .env (`LEAN_SERVER_MAX_REPLS=`)."""
         return _default_max_repls() if value == "" else value
 
+    @field_validator("cache_url", mode="before")
+    @classmethod
+    def _cache_url(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("init_repls", mode="before")
     @classmethod
     def _init_repls(cls, value: Any) -> Any:
@@ -175,6 +198,8 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_DEFAULT_TIMEOUT must not exceed LEAN_SERVER_MAX_TIMEOUT")
         if self.repl_command is not None and not shlex.split(self.repl_command):
             raise ValueError("LEAN_SERVER_REPL_COMMAND is empty")
+        if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("LEAN_SERVER_CACHE_URL must be a redis://, rediss:// or unix:// URL")
         return self
 
     def resolved_workspace(self) -> Path | None:

@@ -1,4 +1,5 @@
-"""Prometheus metrics: what callers got (verdicts, times, invalid stream items) and the pool's state.
+"""Prometheus metrics: what callers got (verdicts, times, invalid stream items), the pool's state and
+the cache's counters.
 
 Results are counted where the service hands them out; the pool is read at scrape time through the
 event loop (the HTTP endpoint runs in prometheus-client's thread; the supervisor is not thread-safe).
@@ -16,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kimina_grpc.cache import CheckCache
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import PoolState, Supervisor
 from kimina_grpc.v1 import verifier_pb2
@@ -27,7 +29,7 @@ _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 18
 
 
 class Metrics:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, cache: CheckCache | None = None) -> None:
         self.registry = CollectorRegistry()
         proofs = Counter(
             "kimina_proofs", "Proof results handed to callers, by verdict.", ["verdict"], registry=self.registry
@@ -62,11 +64,13 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_PoolCollector(supervisor))
+        if cache is not None:
+            self.registry.register(_CacheCollector(cache))
         self._http: Any = None
 
     def result(self, outcome: Outcome) -> None:
         self._by_verdict[outcome.verdict].inc()
-        if outcome.repl_id:  # it reached a REPL
+        if outcome.repl_id and not (outcome.from_cache or outcome.shared):  # its own check reached a REPL
             self._check.observe(outcome.time_seconds)
             self._queue.observe(outcome.queue_seconds)
 
@@ -92,7 +96,7 @@ class Metrics:
 
 
 class _PoolCollector(Collector):
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, cache: CheckCache | None = None) -> None:
         self.supervisor = supervisor
         self.loop = asyncio.get_running_loop()
 
@@ -125,6 +129,28 @@ class _PoolCollector(Collector):
         if _on_loop(self.loop):
             return self.supervisor.state()
         return asyncio.run_coroutine_threadsafe(read(), self.loop).result(timeout=5)
+
+
+class _CacheCollector(Collector):
+    """Reads plain integers the event loop writes: no need to go through the loop."""
+
+    def __init__(self, cache: CheckCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Any]:
+        s = self.cache.stats()
+        for name, value, text in (
+            ("hits", s.hits, "Proofs answered from the result cache (memory or Redis)."),
+            ("misses", s.misses, "Proofs looked up in the cache and not found: each started a Lean check."),
+            ("dedupe_joins", s.joins, "Proofs that joined an identical check already queued or running."),
+            ("backend_errors", s.backend_errors, "Failed or timed-out requests to the shared cache (Redis)."),
+        ):
+            yield CounterMetricFamily(f"kimina_cache_{name}", text, value=value)
+        yield GaugeMetricFamily("kimina_cache_bytes", "Bytes held by the in-memory result cache.", value=s.bytes)
+        yield GaugeMetricFamily("kimina_cache_entries", "Results held by the in-memory cache.", value=s.entries)
+        yield GaugeMetricFamily(
+            "kimina_cache_backend_up", "1 while Redis answers (also 1 without Redis).", value=int(s.remote_up)
+        )
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
 from kimina_grpc.repl import ReplSpec
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.servicer import VerifierServicer
@@ -97,6 +98,26 @@ def pool_settings(settings: Settings) -> PoolSettings:
     )
 
 
+def check_cache(settings: Settings, supervisor: Supervisor) -> CheckCache:
+    """The cache layer in front of the pool; with LEAN_SERVER_CACHE_ENABLED=false it passes through."""
+    argv, cwd = settings.repl_argv()
+    return CheckCache(
+        supervisor,
+        environment_id(settings.lean_version, argv, cwd),
+        enabled=settings.cache_enabled,
+        memory=MemoryStore(settings.cache_max_bytes) if settings.cache_max_bytes else None,
+        remote=RedisStore(
+            settings.cache_url,
+            ttl=settings.cache_ttl,
+            timeout=settings.cache_timeout,
+            retry_seconds=settings.cache_retry_seconds,
+        )
+        if settings.cache_url and settings.cache_enabled
+        else None,
+        max_entry_bytes=settings.cache_max_entry_bytes or (1 << 62),
+    )
+
+
 def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.so_reuseport", 0),  # a second server must fail to bind, not share the port silently
@@ -119,6 +140,7 @@ class App:
     settings: Settings
     server: grpc.aio.Server
     supervisor: Supervisor
+    cache: CheckCache
     health: HealthServicer
     metrics: Metrics
     port: int
@@ -182,6 +204,7 @@ class App:
             await asyncio.wait_for(self._hurry.wait(), self.settings.drain_seconds)
         await self.server.stop(self.settings.grace_seconds)
         await self.supervisor.close()
+        await self.cache.close()
         self.metrics.close()
         log.info("stopped")
 
@@ -207,6 +230,7 @@ def _in_use(host: str, port: int) -> bool:
 
 def create_app(settings: Settings) -> App:
     supervisor = Supervisor(pool_settings(settings))
+    cache = check_cache(settings, supervisor)
     interceptors = [AuthInterceptor(settings.api_key)] if settings.api_key else []
     server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     exporter = None
@@ -215,9 +239,9 @@ def create_app(settings: Settings) -> App:
         exporter = AstExporter(
             argv, project, max_jobs=settings.max_ast_jobs, max_bytes=settings.max_message_bytes - (1 << 20)
         )
-    metrics = Metrics(supervisor)
+    metrics = Metrics(supervisor, cache)
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(
-        VerifierServicer(supervisor, settings, metrics, exporter), server
+        VerifierServicer(supervisor, cache, settings, metrics, exporter), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -235,7 +259,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    return App(settings, server, supervisor, health, metrics, port)
+    return App(settings, server, supervisor, cache, health, metrics, port)
 
 
 async def serve(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""VerifierService: validate, translate, hand to the supervisor, translate back."""
+"""VerifierService: validate, translate, hand to the cache layer (in front of the supervisor), translate back."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any, TypeAlias
 import grpc
 import structlog
 
+from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
-from kimina_grpc.supervisor.jobs import Job, Outcome
+from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -45,9 +46,15 @@ def _deadline_left(context: Context) -> float | None:
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
     def __init__(
-        self, supervisor: Supervisor, settings: Settings, metrics: Metrics, exporter: AstExporter | None = None
+        self,
+        supervisor: Supervisor,
+        checks: CheckCache,
+        settings: Settings,
+        metrics: Metrics,
+        exporter: AstExporter | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.checks = checks
         self.settings = settings
         self.metrics = metrics
         self.exporter = exporter
@@ -58,14 +65,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
         effs = [convert.effective(p.options, request.options, self.settings) for p in request.proofs]
-        jobs = self.supervisor.submit_many(
+        jobs = await self.checks.submit_many(
             convert.to_job(p, eff, left) for p, eff in zip(request.proofs, effs, strict=True)
         )
         try:
             outcomes: list[Outcome] = await asyncio.gather(*(j.future for j in jobs))
         except asyncio.CancelledError:
             for job in jobs:
-                self.supervisor.cancel(job)
+                self.checks.cancel(job)
             raise
         for p, o in zip(request.proofs, outcomes, strict=True):
             self.metrics.result(o)
@@ -83,7 +90,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
         structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
-        stream = _Stream(self.supervisor, self.settings, self.metrics)
+        stream = _Stream(self.checks, self.settings, self.metrics)
         reader = asyncio.create_task(stream.read(request_iterator))
         try:
             while True:
@@ -116,6 +123,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
         state = self.supervisor.state()
+        cache = self.checks.stats()
         try:
             argv, _ = self.settings.repl_argv()
             command = shlex.join(argv)
@@ -147,6 +155,18 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 crashes=state.crashes,
                 completed=state.completed,
             ),
+            cache=pb.CacheState(
+                enabled=cache.enabled,
+                backend=cache.backend,
+                remote_up=cache.remote_up,
+                entries=cache.entries,
+                bytes=cache.bytes,
+                hits=cache.hits,
+                misses=cache.misses,
+                joins=cache.joins,
+                backend_errors=cache.backend_errors,
+                environment=cache.environment,
+            ),
         )
 
 
@@ -154,12 +174,12 @@ class _Stream:
     """One StreamVerify call: at most `stream_window` proofs in flight; the reader stops reading the
     request stream while the window is full, so HTTP/2 flow control slows the client down."""
 
-    def __init__(self, supervisor: Supervisor, settings: Settings, metrics: Metrics) -> None:
-        self.supervisor = supervisor
+    def __init__(self, checks: CheckCache, settings: Settings, metrics: Metrics) -> None:
+        self.checks = checks
         self.settings = settings
         self.metrics = metrics
         self.window = asyncio.Semaphore(settings.stream_window)
-        self.in_flight: dict[str, Job] = {}
+        self.in_flight: dict[str, Ticket] = {}
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue()
         self.reading = True
 
@@ -188,7 +208,7 @@ class _Stream:
             return
         eff = convert.effective(proof.options, None, self.settings)
         # A full queue holds this item (and, through the window, the stream) until there is room.
-        job = await self.supervisor.submit_when_room(*convert.to_job(proof, eff, None))
+        job = await self.checks.submit_when_room(*convert.to_job(proof, eff, None))
         self.in_flight[proof.id] = job
         proof_id, diagnostics = proof.id, eff.diagnostics
 
@@ -210,4 +230,4 @@ class _Stream:
 
     def cancel_all(self) -> None:
         for job in list(self.in_flight.values()):
-            self.supervisor.cancel(job)
+            self.checks.cancel(job)
