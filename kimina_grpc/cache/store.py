@@ -108,12 +108,13 @@ class RedisStore:
         self.errors = 0
         self.up = True
         self._skip_until = 0.0
-        # No retries inside the client: one bounded attempt, then Lean checks the proof.
+        # One retry inside the client, for a pooled connection that died with a restarted Redis; the
+        # whole request stays bounded by `timeout`, then Lean checks the proof.
         self._client = Redis.from_url(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1),
         )
         self._writes: set[asyncio.Task[None]] = set()
 
