@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, scheduling, startup, trust
+from bench import cache, overhead, scheduling, startup, trust
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
+    "cache": cache.main,
     "overhead": overhead.main,
     "scheduling": scheduling.main,
     "startup": startup.main,

@@ -266,3 +266,18 @@ async def test_a_server_reads_its_project_fingerprint(tmp_path: Path) -> None:
     async with running(project_dir=str(tmp_path)) as (_, ch):
         info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
         assert info.cache.environment == environment_id("v4.19.0", shlex.split(fake_repl_command()), tmp_path)
+
+
+def test_cache_settings_read_sizes_and_refuse_a_url_that_is_not_redis(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from kimina_grpc.settings import Settings
+
+    monkeypatch.setenv("LEAN_SERVER_CACHE_MAX_BYTES", "64M")
+    monkeypatch.setenv("LEAN_SERVER_CACHE_MAX_ENTRY_BYTES", "0")
+    monkeypatch.setenv("LEAN_SERVER_CACHE_URL", "")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.cache_max_bytes, s.cache_max_entry_bytes, s.cache_url) == (64 << 20, None, None)
+    monkeypatch.setenv("LEAN_SERVER_CACHE_URL", "http://cache:6379")
+    with pytest.raises(ValidationError, match="LEAN_SERVER_CACHE_URL"):
+        Settings(_env_file=None)  # type: ignore[call-arg]

@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from kimina_grpc.repl import Verdict
 from kimina_grpc.repl.protocol import ProtocolError, reply_from_json, reply_to_json
@@ -97,10 +100,6 @@ class RedisStore:
     """Redis through redis-py's asyncio client. Never raises, never waits past `timeout`."""
 
     def __init__(self, url: str, *, ttl: float, timeout: float, retry_seconds: float) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.url = url
         self.ttl = ttl
         self.timeout = timeout
