@@ -27,8 +27,8 @@ def checks(log: Path) -> list[str]:
     """The proof bodies the stand-in REPLs ran (commands on an env; headers have none)."""
     if not log.exists():
         return []
-    rows = [json.loads(line) for line in log.read_text().splitlines()]
-    return [r["cmd"] for r in rows if r["env"] is not None]
+    requests = [json.loads(line)["request"] for line in log.read_text().splitlines()]
+    return [r["cmd"] for r in requests if "cmd" in r and r.get("env") is not None]
 
 
 @pytest.fixture
@@ -281,3 +281,38 @@ def test_cache_settings_read_sizes_and_refuse_a_url_that_is_not_redis(monkeypatc
     monkeypatch.setenv("LEAN_SERVER_CACHE_URL", "http://cache:6379")
     with pytest.raises(ValidationError, match="LEAN_SERVER_CACHE_URL"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_the_key_has_the_trust_policy_and_untrusted_round_trips() -> None:
+    from dataclasses import replace
+
+    from kimina_grpc.cache import proof_key
+    from kimina_grpc.cache.store import CACHEABLE, decode, encode
+    from kimina_grpc.supervisor.jobs import Outcome, TrustLevel, TrustPolicy
+
+    split, base = item("  -- x")
+    audit = replace(base, trust=TrustPolicy(TrustLevel.AUDIT, "t"))
+    keys = {
+        proof_key("e", split, base),
+        proof_key("e", split, audit),
+        proof_key("e", split, replace(base, trust=TrustPolicy(TrustLevel.JUDGE, "t"))),
+        proof_key("e", split, replace(base, trust=TrustPolicy(TrustLevel.AUDIT, "t", statement="theorem t : True"))),
+        proof_key(
+            "e",
+            split,
+            replace(base, trust=TrustPolicy(TrustLevel.AUDIT, "t", allowed_axioms=frozenset({"Lean.ofReduceBool"}))),
+        ),
+        proof_key("e", split, replace(base, infotree="full")),
+        proof_key("e", split, replace(base, all_tactics=True)),
+        proof_key("e", split, replace(base, reuse=False)),
+        proof_key("other", split, base),
+    }
+    assert len(keys) == 9
+    # Not in the key: the timeout, diagnostics.
+    assert proof_key("e", split, replace(base, timeout=1, diagnostics=True)) == proof_key("e", split, base)
+    untrusted = Outcome(
+        Verdict.UNTRUSTED, time_seconds=1.5, reason="axioms: t depends on foo", axioms=(("t", ("foo",)),)
+    )
+    assert Verdict.UNTRUSTED in CACHEABLE and Verdict.TIMEOUT not in CACHEABLE
+    assert decode(encode(untrusted)) == replace(untrusted, from_cache=True)
+    assert decode(b"not json") is None and decode(b'{"verdict": "NOPE"}') is None
