@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import overhead, sandbox, scheduling, startup, trust, unread
+from bench import cache, overhead, sandbox, scheduling, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
+    "cache": cache.main,
     "overhead": overhead.main,
     "sandbox": sandbox.main,
     "scheduling": scheduling.main,

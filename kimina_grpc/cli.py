@@ -19,7 +19,7 @@ from typing import Any
 
 USAGE_ERROR = 2
 EXTRAS = {
-    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection"),
+    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis"),
     "bench": ("datasets", "matplotlib", "tqdm"),
 }
 

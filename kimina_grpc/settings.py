@@ -148,6 +148,22 @@ class Settings(BaseSettings):
     max_repl_procs: int | None = 4096
     """RLIMIT_NPROC per REPL/exporter; the kernel counts it per user id (0 = none; root is exempt)."""
 
+    # The result cache and in-flight dedupe (kimina_grpc/cache/).
+    cache_enabled: bool = True
+    """Identical proofs share one check, and VALID/INVALID/SORRY results are kept (false: off)."""
+    cache_max_bytes: int | None = 256 << 20
+    """Bytes of results kept in this server's memory (least recently used go first); 0 = none."""
+    cache_max_entry_bytes: int | None = 1 << 20
+    """Results larger than this (info trees, tactics) are not stored; 0 = no limit."""
+    cache_url: str | None = None
+    """redis://host:port/db (or rediss://): a cache shared by every replica, besides the memory one."""
+    cache_ttl: float = Field(7 * 86400, gt=0)
+    """Seconds a result stays in Redis."""
+    cache_timeout: float = Field(0.1, gt=0)
+    """Seconds a Redis request may take before the proof goes to Lean without it."""
+    cache_retry_seconds: float = Field(2.0, gt=0)
+    """After a Redis failure, seconds during which Redis is skipped before it is tried again."""
+
     # gRPC.
     max_message_bytes: int = Field(64 << 20, gt=0)
     keepalive_seconds: float = Field(60.0, gt=0)
@@ -172,6 +188,8 @@ class Settings(BaseSettings):
         "max_message_bytes",
         "sandbox_tmp_size",
         "max_repl_file_size",
+        "cache_max_bytes",
+        "cache_max_entry_bytes",
         mode="before",
     )
     @classmethod
@@ -193,6 +211,11 @@ class Settings(BaseSettings):
         """Empty means the default, as in Kimina's .env (`LEAN_SERVER_MAX_REPLS=`)."""
         return _default_max_repls() if value == "" else value
 
+    @field_validator("cache_url", mode="before")
+    @classmethod
+    def _cache_url(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("init_repls", mode="before")
     @classmethod
     def _init_repls(cls, value: Any) -> Any:
@@ -212,6 +235,8 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("LEAN_SERVER_TLS_CLIENT_CA needs LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY")
+        if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("LEAN_SERVER_CACHE_URL must be a redis://, rediss:// or unix:// URL")
         return self
 
     def resolved_api_key(self) -> str | None:

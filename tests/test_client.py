@@ -52,12 +52,15 @@ async def test_async_client_methods_and_result_fields() -> None:
         assert results[2].sorries[0].line == 3 and results[2].sorries[0].goal
         assert results[0].diagnostics is not None and results[0].diagnostics.repl_id
         assert results[0].error == "" and results[0].infotree is None and results[0].time >= 0
-        single = await client.verify(VALID)
+        single = await client.verify(VALID, diagnostics=True)
         assert len(single) == 1 and single[0].id == "0"
+        assert single[0].diagnostics is not None and single[0].diagnostics.from_cache  # checked just before
+        again = await client.verify(VALID, diagnostics=True, cache=False)
+        assert again[0].diagnostics is not None and not again[0].diagnostics.from_cache
         streamed = [r async for r in client.verify_stream(f"{VALID}\n-- {i}" for i in range(30))]
         assert sorted(r.id for r in streamed) == sorted(str(i) for i in range(30))
         info = await client.server_info()
-        assert info.counters.completed >= 34
+        assert info.counters.completed >= 34 and info.cache.hits == 1
         with pytest.raises(KiminaError) as err:
             await client.export_ast(["Mathlib.Logic.Basic"])
         assert err.value.code is grpc.StatusCode.FAILED_PRECONDITION  # no ast_export project here
@@ -92,7 +95,7 @@ async def test_resource_exhausted_is_retried_then_raised() -> None:
         async with AsyncKiminaClient(f"127.0.0.1:{app.port}", max_attempts=2) as client:
             calls = count_calls(client, "Verify")
             with pytest.raises(KiminaError) as err:
-                await client.verify([VALID] * 3)
+                await client.verify([f"{VALID}\n-- {i}" for i in range(3)])  # distinct: identical ones share a check
             assert err.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert calls["Verify"] == 2
 

@@ -138,3 +138,19 @@ async def test_three_replicas_round_robin_and_one_dies_mid_run() -> None:
     finally:
         for app in apps[1:]:
             await app.stop()
+
+
+def test_optional_redis_is_wired_into_the_deployment() -> None:
+    docs = [d for d in yaml.safe_load_all((K8S / "redis" / "redis.yaml").read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    url = kinds["ConfigMap"]["data"]["url"]
+    service = kinds["Service"]
+    assert url == f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
+    assert service["spec"]["selector"] == kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert settings(cache_url=url).cache_url == url  # a value the server accepts
+    redis_args = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert redis_args[:4] == ["--save", "", "--appendonly", "no"]  # a cache: nothing to persist
+    container = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    ref = {e["name"]: e for e in container["env"]}["LEAN_SERVER_CACHE_URL"]["valueFrom"]["configMapKeyRef"]
+    # Optional: without the ConfigMap the variable is unset and each pod keeps its memory cache.
+    assert (ref["name"], ref["key"], ref["optional"]) == (kinds["ConfigMap"]["metadata"]["name"], "url", True)

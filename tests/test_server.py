@@ -213,8 +213,8 @@ async def test_bad_input_is_invalid_argument_and_disturbs_nothing(request_: pb.V
 async def test_queue_full_is_resource_exhausted_with_retry_info() -> None:
     async with running(max_queue=2) as (_, ch):
         stub = pb_grpc.VerifierServiceStub(ch)
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await stub.Verify(pb.VerifyRequest(proofs=[proof(str(i), "") for i in range(3)]))
+        with pytest.raises(grpc.aio.AioRpcError) as info:  # three distinct proofs (identical ones share a check)
+            await stub.Verify(pb.VerifyRequest(proofs=[proof(str(i), f"  -- {i}") for i in range(3)]))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert _detail(info.value, error_details_pb2.RetryInfo()).retry_delay.seconds >= 1
 
@@ -224,14 +224,14 @@ async def test_a_full_queue_holds_a_stream_instead_of_refusing_its_items() -> No
         stub = pb_grpc.VerifierServiceStub(ch)
         # Another caller fills the queue; the stream's items wait for room, none is refused.
         batch = asyncio.ensure_future(
-            stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", "  -- fake: sleep 0.1") for i in range(3)]))
+            stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", f"  -- fake: sleep 0.1\n  -- {i}") for i in range(3)]))
         )
         while app.supervisor.queued < 3:
             await asyncio.sleep(0.01)
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(12):
-                yield pb.StreamVerifyRequest(proof=proof(f"s{i}", "  -- fake: sleep 0.02"))
+                yield pb.StreamVerifyRequest(proof=proof(f"s{i}", f"  -- fake: sleep 0.02\n  -- {i}"))
 
         got = {r.result.id: pb.Verdict.Name(r.result.verdict) async for r in stub.StreamVerify(requests())}
         assert got == {f"s{i}": "VERDICT_VALID" for i in range(12)}
@@ -389,8 +389,15 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert handled("OK", "Verify", "unary") == 1
         assert handled("INVALID_ARGUMENT", "Verify", "unary") == 1
         assert handled("OK", "StreamVerify", "bidi_stream") == 1
-        assert m["kimina_proof_check_seconds_count"] == 5
-        assert m["kimina_proof_queue_seconds_count"] == 5
+        # v1 and v2 are identical: one check answers both (v2 joins it), and "ok" is a cache hit.
+        assert m["kimina_proof_check_seconds_count"] == 3
+        assert m["kimina_proof_queue_seconds_count"] == 3
+        assert (m["kimina_cache_misses_total"], m["kimina_cache_dedupe_joins_total"], m["kimina_cache_hits_total"]) == (
+            3,
+            1,
+            1,
+        )
+        assert m["kimina_cache_bytes"] > 0 and m["kimina_cache_entries"] == 3 and m["kimina_cache_backend_up"] == 1
         assert m['kimina_repls{state="warm"}'] + m['kimina_repls{state="busy"}'] >= 1
         assert m["kimina_repl_imports_total"] >= 1
         assert m["kimina_queued_proofs"] == 0 and m["kimina_ready"] == 1

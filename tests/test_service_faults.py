@@ -154,7 +154,7 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
                 yield pb.StreamVerifyRequest(proof=proof("finishes", "  -- fake: sleep 1.2"))  # within the drain
                 yield pb.StreamVerifyRequest(proof=proof("outlasts", "  -- fake: sleep 30"))  # past it
                 for i in range(38):
-                    yield pb.StreamVerifyRequest(proof=proof(f"queued{i}", "  -- fake: sleep 1"))
+                    yield pb.StreamVerifyRequest(proof=proof(f"queued{i}", f"  -- fake: sleep 1\n  -- {i}"))
                 await terminated.wait()
                 await asyncio.sleep(0.3)
                 for pid in late:  # read during the drain
@@ -174,7 +174,8 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
 
             reading = asyncio.create_task(read())
             await asyncio.sleep(0.5)
-            batch = stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", "") for i in range(3)]))  # queued
+            # queued; distinct from earlier proofs, or the result cache would answer them at once
+            batch = stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", f"  -- b{i}") for i in range(3)]))
             await asyncio.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             sent = time.monotonic()
@@ -207,7 +208,7 @@ async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue()
             async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
                 yield pb.StreamVerifyRequest(proof=proof("runs", "  -- fake: sleep 1"))
                 for i in range(3):  # two fill the queue, the third waits for room
-                    yield pb.StreamVerifyRequest(proof=proof(f"waits{i}", ""))
+                    yield pb.StreamVerifyRequest(proof=proof(f"waits{i}", f"  -- {i}"))  # distinct: no dedupe
                 await asyncio.sleep(3600)
 
             call = stub.StreamVerify(requests())

@@ -121,14 +121,16 @@ class AsyncKiminaClient:
         code_column: str | None = None,
         trust: str | None = None,
         allowed_axioms: Iterable[str] = (),
+        cache: bool = True,
     ) -> list[Result]:
         """Check proofs (strings, Proofs, dicts, or a `datasets.Dataset` whose id/code columns are
         detected or named); results in input order. Large inputs go in batches of `batch_size`.
         `trust` is "check", "audit" or "judge" (default: the server's); audit and judge need each
         Proof's `statement` or `theorem_name`; `allowed_axioms` adds to propext, Classical.choice and
-        Quot.sound (e.g. "Lean.ofReduceBool" for native_decide)."""
+        Quot.sound (e.g. "Lean.ofReduceBool" for native_decide). `cache=False`: check with Lean even
+        when the server holds a result, and store nothing."""
         items = as_proofs(proofs, id_column, code_column)
-        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms)
+        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
             results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
@@ -160,12 +162,13 @@ class AsyncKiminaClient:
         code_column: str | None = None,
         trust: str | None = None,
         allowed_axioms: Iterable[str] = (),
+        cache: bool = True,
     ) -> AsyncIterator[Result]:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
-        `trust` and `allowed_axioms` as for `verify`."""
+        `trust`, `allowed_axioms` and `cache` as for `verify`."""
         source = iter_proofs(proofs, id_column, code_column)
-        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms)
+        opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
         failures = 0

@@ -51,6 +51,10 @@ class Diagnostics:
     peak_memory_bytes: int
     attempts: int
     fresh_repl: bool
+    from_cache: bool = False
+    """No Lean ran: the result is a stored one (the fields above are the original check's)."""
+    shared_check: bool = False
+    """An identical proof's check, already queued or running, answered this one too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,7 @@ def options(  # noqa: PLR0917
     diagnostics: bool | None,
     trust: str | None = None,
     allowed_axioms: Iterable[str] = (),
+    cache: bool | None = None,
 ) -> pb.ProofOptions:
     if infotree not in _INFOTREE:
         raise ValueError(f"infotree must be one of {sorted(k for k in _INFOTREE if k)}, not {infotree!r}")
@@ -229,6 +234,8 @@ def options(  # noqa: PLR0917
         opts.reuse = reuse
     if diagnostics is not None:
         opts.diagnostics = diagnostics
+    if cache is not None:
+        opts.cache = cache
     return opts
 
 
@@ -270,7 +277,15 @@ def from_proto(r: pb.ProofResult) -> Result:
         diagnostics=None
         if d is None
         else Diagnostics(
-            d.repl_id, d.queue_seconds, d.check_seconds, d.cpu_seconds, d.peak_memory_bytes, d.attempts, d.fresh_repl
+            d.repl_id,
+            d.queue_seconds,
+            d.check_seconds,
+            d.cpu_seconds,
+            d.peak_memory_bytes,
+            d.attempts,
+            d.fresh_repl,
+            d.from_cache,
+            d.shared_check,
         ),
     )
 

@@ -58,6 +58,7 @@ class Effective:
     reuse: bool
     diagnostics: bool
     all_tactics: bool
+    cache: bool
     trust: TrustPolicy | None = None
 
 
@@ -170,6 +171,7 @@ def effective(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: S
     r = pick("reuse")
     d = pick("diagnostics")
     a = pick("all_tactics")
+    c = pick("cache")
     mode = own.infotree or (request.infotree if request is not None else 0) or pb.INFOTREE_MODE_NONE
     return Effective(
         timeout=t.timeout_seconds if t else settings.default_timeout,
@@ -178,6 +180,7 @@ def effective(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: S
         diagnostics=d.diagnostics if d else False,
         all_tactics=a.all_tactics if a else False,
         trust=_trust(own, request, settings),
+        cache=c.cache if c else True,
     )
 
 
@@ -190,6 +193,7 @@ def to_job(proof: pb.Proof, eff: Effective, deadline_left: float | None) -> tupl
         reuse=eff.reuse,
         diagnostics=eff.diagnostics,
         trust=eff.trust,
+        cache=eff.cache,
     )
 
 
@@ -234,6 +238,8 @@ def to_result(proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofRes
                 peak_memory_bytes=outcome.peak_memory_bytes,
                 attempts=outcome.attempts,
                 fresh_repl=outcome.fresh_repl,
+                from_cache=outcome.from_cache,
+                shared_check=outcome.shared,
             )
         )
     return result

@@ -1,4 +1,5 @@
-"""Prometheus metrics: what callers got (verdicts, times, invalid stream items) and the pool's state.
+"""Prometheus metrics: what callers got (verdicts, times, invalid stream items), the pool's state and
+the cache's counters.
 
 Results are counted where the service hands them out; the pool is read at scrape time. The HTTP
 endpoint is a small asyncio server on the event loop (the supervisor is not thread-safe): an idle
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kimina_grpc.cache import CheckCache
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2
@@ -34,7 +36,7 @@ _MAX_HEAD = 16 << 10
 
 
 class Metrics:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Supervisor, cache: CheckCache | None = None) -> None:
         self.registry = CollectorRegistry()
         proofs = Counter(
             "kimina_proofs", "Proof results handed to callers, by verdict.", ["verdict"], registry=self.registry
@@ -76,6 +78,8 @@ class Metrics:
         self._auth = Gauge("kimina_auth_enabled", "1 when callers must send the API key.", registry=self.registry)
         self._tls = Gauge("kimina_tls_enabled", "1 when the gRPC port speaks TLS.", registry=self.registry)
         self.registry.register(_PoolCollector(supervisor))
+        if cache is not None:
+            self.registry.register(_CacheCollector(cache))
         self._http: Any = None
 
     def posture(self, posture: Posture) -> None:
@@ -85,7 +89,7 @@ class Metrics:
 
     def result(self, outcome: Outcome) -> None:
         self._by_verdict[outcome.verdict].inc()
-        if outcome.repl_id:  # it reached a REPL
+        if outcome.repl_id and not (outcome.from_cache or outcome.shared):  # its own check reached a REPL
             self._check.observe(outcome.time_seconds)
             self._queue.observe(outcome.queue_seconds)
 
@@ -158,3 +162,25 @@ class _PoolCollector(Collector):
             ("crashes", state.crashes, "REPLs that died by themselves."),
         ):
             yield CounterMetricFamily(f"kimina_repl_{name}", text, value=value)
+
+
+class _CacheCollector(Collector):
+    """Reads plain integers the event loop writes: no need to go through the loop."""
+
+    def __init__(self, cache: CheckCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Any]:
+        s = self.cache.stats()
+        for name, value, text in (
+            ("hits", s.hits, "Proofs answered from the result cache (memory or Redis)."),
+            ("misses", s.misses, "Proofs looked up in the cache and not found: each started a Lean check."),
+            ("dedupe_joins", s.joins, "Proofs that joined an identical check already queued or running."),
+            ("backend_errors", s.backend_errors, "Failed or timed-out requests to the shared cache (Redis)."),
+        ):
+            yield CounterMetricFamily(f"kimina_cache_{name}", text, value=value)
+        yield GaugeMetricFamily("kimina_cache_bytes", "Bytes held by the in-memory result cache.", value=s.bytes)
+        yield GaugeMetricFamily("kimina_cache_entries", "Results held by the in-memory cache.", value=s.entries)
+        yield GaugeMetricFamily(
+            "kimina_cache_backend_up", "1 while Redis answers (also 1 without Redis).", value=int(s.remote_up)
+        )

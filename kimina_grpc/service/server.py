@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
 from kimina_grpc.repl import ReplSpec, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
@@ -115,6 +116,26 @@ def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
     )
 
 
+def check_cache(settings: Settings, supervisor: Supervisor) -> CheckCache:
+    """The cache layer in front of the pool; with LEAN_SERVER_CACHE_ENABLED=false it passes through."""
+    argv, cwd = settings.repl_argv()
+    return CheckCache(
+        supervisor,
+        environment_id(settings.lean_version, argv, cwd),
+        enabled=settings.cache_enabled,
+        memory=MemoryStore(settings.cache_max_bytes) if settings.cache_max_bytes else None,
+        remote=RedisStore(
+            settings.cache_url,
+            ttl=settings.cache_ttl,
+            timeout=settings.cache_timeout,
+            retry_seconds=settings.cache_retry_seconds,
+        )
+        if settings.cache_url and settings.cache_enabled
+        else None,
+        max_entry_bytes=settings.cache_max_entry_bytes or (1 << 62),
+    )
+
+
 def grpc_options(settings: Settings) -> list[tuple[str, Any]]:
     options: list[tuple[str, Any]] = [
         ("grpc.so_reuseport", 0),  # a second server must fail to bind, not share the port silently
@@ -173,6 +194,7 @@ class App:
     settings: Settings
     server: grpc.aio.Server
     supervisor: Supervisor
+    cache: CheckCache
     health: HealthServicer
     metrics: Metrics
     servicer: VerifierServicer
@@ -258,6 +280,7 @@ class App:
         await self.server.stop(self.settings.grace_seconds)
         if self.health_server is not None:
             await self.health_server.stop(0)
+        await self.cache.close()
         self.metrics.close()
         log.info("stopped")
 
@@ -288,6 +311,7 @@ def create_app(settings: Settings) -> App:
     resolved = resolve_box(settings)
     box = resolved.box
     supervisor = Supervisor(pool_settings(settings, box))
+    cache = check_cache(settings, supervisor)
     interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
     if api_key:
         interceptors.insert(0, AuthInterceptor(api_key))
@@ -304,9 +328,9 @@ def create_app(settings: Settings) -> App:
             limits=limits(settings),
         )
     info = posture(settings, resolved, api_key)
-    metrics = Metrics(supervisor)
+    metrics = Metrics(supervisor, cache)
     metrics.posture(info)
-    servicer = VerifierServicer(supervisor, settings, metrics, exporter, info)
+    servicer = VerifierServicer(supervisor, cache, settings, metrics, exporter=exporter, posture=info)
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -325,7 +349,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    app = App(settings, server, supervisor, health, metrics, servicer, port, info)
+    app = App(settings, server, supervisor, cache, health, metrics, servicer, port, info)
     if settings.health_port is not None:
         # Health only, no auth, no TLS: what a kubelet's gRPC probe can speak. It tells nothing but
         # SERVING or NOT_SERVING.

@@ -1,4 +1,4 @@
-"""VerifierService: validate, translate, hand to the supervisor, translate back."""
+"""VerifierService: validate, translate, hand to the cache layer (in front of the supervisor), translate back."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any, TypeAlias
 import grpc
 import structlog
 
+from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
-from kimina_grpc.supervisor.jobs import Job, Outcome, not_checked
+from kimina_grpc.supervisor.jobs import Outcome, not_checked
 from kimina_grpc.supervisor.pool import ShuttingDown, Supervisor
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -61,12 +62,15 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     def __init__(
         self,
         supervisor: Supervisor,
+        checks: CheckCache,
         settings: Settings,
         metrics: Metrics,
+        *,
         exporter: AstExporter | None = None,
         posture: Posture | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.checks = checks
         self.settings = settings
         self.metrics = metrics
         self.exporter = exporter
@@ -95,14 +99,14 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
         effs = [convert.effective(p.options, request.options, self.settings) for p in request.proofs]
-        jobs = self.supervisor.submit_many(
+        jobs = await self.checks.submit_many(
             convert.to_job(p, eff, left) for p, eff in zip(request.proofs, effs, strict=True)
         )
         try:
             outcomes: list[Outcome] = await asyncio.gather(*(j.future for j in jobs))
         except asyncio.CancelledError:
             for job in jobs:
-                self.supervisor.cancel(job)
+                self.checks.cancel(job)
             raise
         for p, o in zip(request.proofs, outcomes, strict=True):
             self.metrics.result(o)
@@ -157,6 +161,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
         state = self.supervisor.state()
+        cache = self.checks.stats()
         try:
             argv, _ = self.settings.repl_argv()
             command = shlex.join(argv)
@@ -193,6 +198,18 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             tls=self.posture.tls,
             tls_client_auth=self.posture.tls_client_auth,
             security_warnings=self.posture.warnings,
+            cache=pb.CacheState(
+                enabled=cache.enabled,
+                backend=cache.backend,
+                remote_up=cache.remote_up,
+                entries=cache.entries,
+                bytes=cache.bytes,
+                hits=cache.hits,
+                misses=cache.misses,
+                joins=cache.joins,
+                backend_errors=cache.backend_errors,
+                environment=cache.environment,
+            ),
         )
 
 
@@ -205,7 +222,7 @@ class _Stream:
     def __init__(self, servicer: VerifierServicer) -> None:
         self.servicer = servicer
         self.window = asyncio.Semaphore(servicer.settings.stream_window)
-        self.in_flight: dict[str, Job] = {}
+        self.in_flight: dict[str, Ticket] = {}
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue(servicer.settings.stream_window + 1)
         self.reading = True
         self.reader: asyncio.Task[None] | None = None
@@ -243,7 +260,7 @@ class _Stream:
             self.reader.cancel()
 
     async def _admit(self, proof: pb.Proof) -> None:
-        settings, supervisor = self.servicer.settings, self.servicer.supervisor
+        settings, checks = self.servicer.settings, self.servicer.checks
         problems = convert.check_proof(proof, "proof", settings)
         if not problems and proof.id in self.in_flight:
             problems = [("proof.id", f"duplicate id {proof.id!r}: a proof with this id is still in flight")]
@@ -256,7 +273,7 @@ class _Stream:
         if not self.servicer.draining:
             with contextlib.suppress(ShuttingDown):  # the queue's room went to shutdown
                 # A full queue holds this item (and, through the window, the stream) until there is room.
-                job = await supervisor.submit_when_room(*convert.to_job(proof, eff, None))
+                job = await checks.submit_when_room(*convert.to_job(proof, eff, None))
         if job is None:
             self._answer(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
             return
@@ -284,4 +301,4 @@ class _Stream:
 
     def cancel_all(self) -> None:
         for job in list(self.in_flight.values()):
-            self.servicer.supervisor.cancel(job)
+            self.servicer.checks.cancel(job)

@@ -43,6 +43,8 @@ class CheckOptions:
     """Measure CPU and memory of the check (a /proc read per process after it)."""
     trust: TrustPolicy | None = None
     """None: Lean's messages decide (trust level CHECK)."""
+    cache: bool = True
+    """Read by the cache layer in front of the pool (kimina_grpc/cache/), ignored by the pool."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,10 @@ class Outcome:
     """Why the trust policy rejected the proof (UNTRUSTED), naming the rule and the culprit."""
     axioms: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """(theorem, its axioms) for each audited theorem."""
+    from_cache: bool = False
+    """Answered from the result cache: no Lean ran for this proof."""
+    shared: bool = False
+    """Answered by a check of an identical proof that another caller started (in-flight dedupe)."""
 
 
 def not_checked(reason: str) -> Outcome:

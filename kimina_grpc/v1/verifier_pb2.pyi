@@ -373,6 +373,7 @@ class ProofOptions(_message.Message):
     ALLOWED_AXIOMS_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
     THEOREM_NAME_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     timeout_seconds: _builtins.float
     """Seconds the proof may take once it runs on a REPL, in (0, 3600] (LEAN_SERVER_MAX_TIMEOUT).
     Default: LEAN_SERVER_DEFAULT_TIMEOUT (60). Past it the REPL is killed and the verdict is TIMEOUT.
@@ -409,6 +410,13 @@ class ProofOptions(_message.Message):
     `theorem`/`lemma` of `statement` declares; when both are given, `statement` must declare this
     name. Unset inherits from the request.
     """
+    cache: _builtins.bool
+    """Use the server's result cache and share a check with identical proofs in flight (true, the
+    default), or check with Lean whatever the cache holds and store nothing (false). Identical means
+    the same Lean environment, normalised header, body and reply-changing options (trust level and
+    its parameters included); the id and the timeout do not count. Only VALID, INVALID, SORRY and
+    UNTRUSTED are ever stored.
+    """
     @_builtins.property
     def allowed_axioms(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Axioms a theorem may depend on at AUDIT and JUDGE besides the standard propext,
@@ -429,13 +437,16 @@ class ProofOptions(_message.Message):
         allowed_axioms: _abc.Iterable[_builtins.str] | None = ...,
         statement: _builtins.str | None = ...,
         theorem_name: _builtins.str | None = ...,
+        cache: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "diagnostics", b"diagnostics", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_cache", b"_cache", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "cache", b"cache", "diagnostics", b"diagnostics", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "allowed_axioms", b"allowed_axioms", "diagnostics", b"diagnostics", "infotree", b"infotree", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds", "trust", b"trust"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics", "_cache", b"_cache", "_diagnostics", b"_diagnostics", "_reuse", b"_reuse", "_statement", b"_statement", "_theorem_name", b"_theorem_name", "_timeout_seconds", b"_timeout_seconds", "all_tactics", b"all_tactics", "allowed_axioms", b"allowed_axioms", "cache", b"cache", "diagnostics", b"diagnostics", "infotree", b"infotree", "reuse", b"reuse", "statement", b"statement", "theorem_name", b"theorem_name", "timeout_seconds", b"timeout_seconds", "trust", b"trust"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__all_tactics: _TypeAlias = _typing.Literal["all_tactics"]  # noqa: Y015
     _WhichOneofArgType__all_tactics: _TypeAlias = _typing.Literal["_all_tactics", b"_all_tactics"]  # noqa: Y015
+    _WhichOneofReturnType__cache: _TypeAlias = _typing.Literal["cache"]  # noqa: Y015
+    _WhichOneofArgType__cache: _TypeAlias = _typing.Literal["_cache", b"_cache"]  # noqa: Y015
     _WhichOneofReturnType__diagnostics: _TypeAlias = _typing.Literal["diagnostics"]  # noqa: Y015
     _WhichOneofArgType__diagnostics: _TypeAlias = _typing.Literal["_diagnostics", b"_diagnostics"]  # noqa: Y015
     _WhichOneofReturnType__reuse: _TypeAlias = _typing.Literal["reuse"]  # noqa: Y015
@@ -448,6 +459,8 @@ class ProofOptions(_message.Message):
     _WhichOneofArgType__timeout_seconds: _TypeAlias = _typing.Literal["_timeout_seconds", b"_timeout_seconds"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__all_tactics) -> _WhichOneofReturnType__all_tactics | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache) -> _WhichOneofReturnType__cache | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__diagnostics) -> _WhichOneofReturnType__diagnostics | None: ...
     @_typing.overload
@@ -736,6 +749,8 @@ class Diagnostics(_message.Message):
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FRESH_REPL_FIELD_NUMBER: _builtins.int
+    FROM_CACHE_FIELD_NUMBER: _builtins.int
+    SHARED_CHECK_FIELD_NUMBER: _builtins.int
     repl_id: _builtins.str
     """The REPL process that ran it (the last one, when retried)."""
     queue_seconds: _builtins.float
@@ -752,6 +767,14 @@ class Diagnostics(_message.Message):
     """How many REPLs the proof ran on (2 after a crash and its retry)."""
     fresh_repl: _builtins.bool
     """Whether the REPL was started for this proof alone (reuse = false)."""
+    from_cache: _builtins.bool
+    """The result came from the result cache (this server's or a shared one): no Lean ran for this
+    proof. time_seconds and the fields above are those of the original check.
+    """
+    shared_check: _builtins.bool
+    """The result came from a check of an identical proof that was already queued or running (in-flight
+    dedupe): one Lean check answered several proofs.
+    """
     def __init__(
         self,
         *,
@@ -762,10 +785,12 @@ class Diagnostics(_message.Message):
         peak_memory_bytes: _builtins.int = ...,
         attempts: _builtins.int = ...,
         fresh_repl: _builtins.bool = ...,
+        from_cache: _builtins.bool = ...,
+        shared_check: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "check_seconds", b"check_seconds", "cpu_seconds", b"cpu_seconds", "fresh_repl", b"fresh_repl", "peak_memory_bytes", b"peak_memory_bytes", "queue_seconds", b"queue_seconds", "repl_id", b"repl_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "check_seconds", b"check_seconds", "cpu_seconds", b"cpu_seconds", "fresh_repl", b"fresh_repl", "from_cache", b"from_cache", "peak_memory_bytes", b"peak_memory_bytes", "queue_seconds", b"queue_seconds", "repl_id", b"repl_id", "shared_check", b"shared_check"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -915,6 +940,7 @@ class GetServerInfoResponse(_message.Message):
     TLS_FIELD_NUMBER: _builtins.int
     TLS_CLIENT_AUTH_FIELD_NUMBER: _builtins.int
     SECURITY_WARNINGS_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -959,6 +985,10 @@ class GetServerInfoResponse(_message.Message):
         that anyone may call; empty when none applies.
         """
 
+    @_builtins.property
+    def cache(self) -> Global___CacheState:
+        """The result cache and in-flight dedupe."""
+
     def __init__(
         self,
         *,
@@ -976,14 +1006,77 @@ class GetServerInfoResponse(_message.Message):
         tls: _builtins.bool = ...,
         tls_client_auth: _builtins.bool = ...,
         security_warnings: _abc.Iterable[_builtins.str] | None = ...,
+        cache: Global___CacheState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class CacheState(_message.Message):
+    """The result cache's state (GetServerInfo)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    REMOTE_UP_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    HITS_FIELD_NUMBER: _builtins.int
+    MISSES_FIELD_NUMBER: _builtins.int
+    JOINS_FIELD_NUMBER: _builtins.int
+    BACKEND_ERRORS_FIELD_NUMBER: _builtins.int
+    ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Whether the cache and in-flight dedupe are on (LEAN_SERVER_CACHE_ENABLED)."""
+    backend: _builtins.str
+    """Where results are kept: "memory", "memory+redis" or "off"."""
+    remote_up: _builtins.bool
+    """Whether the shared backend (Redis) answered its last request; false while it is skipped after a
+    failure. True when there is no shared backend.
+    """
+    entries: _builtins.int
+    """Entries in this server's in-memory store."""
+    bytes: _builtins.int
+    """Bytes held by the in-memory store (bounded by LEAN_SERVER_CACHE_MAX_BYTES)."""
+    hits: _builtins.int
+    """Proofs answered from the cache since start."""
+    misses: _builtins.int
+    """Proofs looked up and not found (each started a Lean check)."""
+    joins: _builtins.int
+    """Proofs that joined an identical check already queued or running."""
+    backend_errors: _builtins.int
+    """Failed or timed-out requests to the shared backend since start."""
+    environment: _builtins.str
+    """The Lean environment's fingerprint that is part of every key (Lean version, the project's
+    lean-toolchain and lake-manifest.json, the REPL command).
+    """
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        backend: _builtins.str = ...,
+        remote_up: _builtins.bool = ...,
+        entries: _builtins.int = ...,
+        bytes: _builtins.int = ...,
+        hits: _builtins.int = ...,
+        misses: _builtins.int = ...,
+        joins: _builtins.int = ...,
+        backend_errors: _builtins.int = ...,
+        environment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "backend_errors", b"backend_errors", "bytes", b"bytes", "enabled", b"enabled", "entries", b"entries", "environment", b"environment", "hits", b"hits", "joins", b"joins", "misses", b"misses", "remote_up", b"remote_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CacheState: _TypeAlias = CacheState  # noqa: Y015
 
 @_typing.final
 class HeaderState(_message.Message):
