@@ -40,7 +40,10 @@ def check(
     `statement` is a file holding the reference statement every file must prove.
     `tls`: the client's tls/ca/cert/key arguments."""
     proofs = []
-    reference = Path(statement).read_text(encoding="utf-8") if statement else None
+    try:
+        reference = Path(statement).read_text(encoding="utf-8") if statement else None
+    except (OSError, UnicodeDecodeError) as exc:
+        return _usage(f"cannot read the statement {statement}: {getattr(exc, 'strerror', None) or exc}")
     for name in files:
         try:
             text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")

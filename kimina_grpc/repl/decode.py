@@ -7,7 +7,7 @@ recursion bound (1,000), which only another process can safely raise: there the 
 thread with a large stack and a recursion bound of 20,000. What comes back is the parsed reply with
 its info tree as JSON text (see `Reply.infotree`), so the loop never walks the tree.
 
-The helper is `python -m kimina_grpc.repl.decode`, started on the first reply that needs it, fed
+The helper is this module's `main` in its own interpreter, started on the first reply that needs it, fed
 over a pipe (length-prefixed requests; replies as a status byte, a length and a pickle of our own
 `Reply`), and it exits when its stdin closes (so it never outlives the server).
 """
@@ -46,8 +46,8 @@ class _Helper:
             if cls.proc is None or cls.proc.returncode is not None:
                 cls.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
-                    "-m",
-                    __name__,
+                    "-c",
+                    f"from {__name__} import main; main()",  # not -m: the package imports this module
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
