@@ -29,7 +29,16 @@ CODE = "theorem t : True := trivial"
 
 @contextlib.contextmanager
 def server(**env: str) -> Iterator[tuple[psutil.Process, int]]:
-    settings = {"LEAN_SERVER_DRAIN_SECONDS": "0", "LEAN_SERVER_MAX_QUEUE": "1000000", "LEAN_SERVER_MAX_BATCH": "100000"}
+    settings = {
+        "LEAN_SERVER_DRAIN_SECONDS": "0",
+        "LEAN_SERVER_MAX_QUEUE": "1000000",
+        "LEAN_SERVER_MAX_BATCH": "100000",
+        # Every proof is checked: the overhead of the path to a REPL, not of a cache hit.
+        "LEAN_SERVER_CACHE_ENABLED": "false",
+        # The stand-in keeps no environments: recycling (500 by default) would add REPL starts and
+        # hide the recycled REPLs' CPU from the measurement.
+        "LEAN_SERVER_MAX_REPL_USES": "0",
+    }
     with serve_process({**settings, **env}) as (proc, port):
         yield psutil.Process(proc.pid), port
 
