@@ -148,15 +148,21 @@ ProofInput = str | Proof | Mapping[str, Any]
 Proofs = ProofInput | Iterable[ProofInput]
 
 
-def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
+def pick_column(
+    columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, *, flag: str | None = None
+) -> str:
+    """The column named `wanted`, else the first of `candidates` present. `flag` is the option that
+    names it (`--id-column`), for the message."""
+    name = flag or f"{what} column"
     if wanted is not None:
         if wanted not in columns:
-            raise ValueError(f"{what} column {wanted!r} is not a column; columns: {', '.join(columns)}")
+            raise ValueError(f"{name} {wanted!r} is not a column; columns: {', '.join(columns)}")
         return wanted
-    for name in candidates:
-        if name in columns:
-            return name
-    raise ValueError(f"cannot tell which column holds the {what}; name it (columns: {', '.join(columns)})")
+    for candidate in candidates:
+        if candidate in columns:
+            return candidate
+    hint = f"pass {flag}" if flag else "name it"
+    raise ValueError(f"cannot tell which column holds the {what}; {hint} (columns: {', '.join(columns)})")
 
 
 def _from_mapping(row: Mapping[str, Any], i: int, id_column: str | None, code_column: str | None) -> Proof:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import CODE_COLUMNS, ID_COLUMNS, KiminaError, Proof, Result
+from kimina_grpc.client._types import CODE_COLUMNS, ID_COLUMNS, KiminaError, Proof, Result, pick_column
 from kimina_grpc.verdict import Verdict
 
 DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
@@ -86,17 +86,6 @@ def _result_json(r: Result) -> dict[str, Any]:
     return data
 
 
-def pick_column(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str) -> str:
-    if wanted is not None:
-        if wanted not in columns:
-            raise ValueError(f"--{what}-column {wanted!r} is not a column; columns: {', '.join(columns)}")
-        return wanted
-    for name in candidates:
-        if name in columns:
-            return name
-    raise ValueError(f"cannot tell which column holds the {what}; pass --{what}-column (columns: {', '.join(columns)})")
-
-
 def load_proofs(  # noqa: PLR0917
     dataset: str,
     split: str,
@@ -123,9 +112,9 @@ def load_proofs(  # noqa: PLR0917
     else:
         data = datasets.load_dataset(dataset, split=split)
     columns = list(data.column_names)
-    code_col = pick_column(columns, code_column, CODE_COLUMNS, "code")
+    code_col = pick_column(columns, code_column, CODE_COLUMNS, "code", flag="--code-column")
     id_col = (
-        pick_column(columns, id_column, ID_COLUMNS, "id")
+        pick_column(columns, id_column, ID_COLUMNS, "id", flag="--id-column")
         if id_column or any(c in columns for c in ID_COLUMNS)
         else None
     )
