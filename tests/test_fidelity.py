@@ -293,3 +293,24 @@ async def test_large_replies_do_not_stall_the_event_loop(started: Started) -> No
     assert out.verdict is Verdict.VALID and out.reply is not None and out.reply.infotree is not None
     assert len(out.reply.infotree) > 10 << 20 and '"line": 4' in out.reply.infotree[:2000]
     assert ticks > 20
+
+
+async def test_the_one_line_cheat_is_not_valid_through_verify_and_stream_verify() -> None:
+    from kimina_grpc.v1 import verifier_pb2 as pb
+    from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+    from .test_server import running
+
+    code = f"import Mathlib {CHEAT}\ntheorem t : False := cheat"
+    async with running(max_repls=1) as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        reply = await stub.Verify(pb.VerifyRequest(proofs=[pb.Proof(id="cheat", code=code)]))
+        streamed = [
+            r.result
+            async for r in stub.StreamVerify(
+                iter([pb.StreamVerifyRequest(proof=pb.Proof(id="s", code=code, options=pb.ProofOptions(cache=False)))])
+            )
+        ]
+        for result in (reply.results[0], streamed[0]):
+            assert result.verdict == pb.VERDICT_SORRY
+            assert [(m.start.line, m.start.column) for m in result.messages] == [(1, 40)]
