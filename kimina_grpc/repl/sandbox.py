@@ -151,7 +151,8 @@ class Box:
         wrapped = [*_die_with(os.getpid()), *_rlimits(limits or NO_LIMITS)]
         if self.bwrap is None:
             return [*wrapped, *_through_lake(command, _setpriv())]
-        return [*wrapped, *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files), *command]
+        keep = (command[0] if command else None, cwd)
+        return [*wrapped, *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=keep), *command]
 
     def bwrap_args(
         self,
@@ -160,12 +161,18 @@ class Box:
         binds: Sequence[tuple[str, str]] = (),
         tmpfs: Sequence[str] = (),
         files: Sequence[tuple[int, str]] = (),
+        keep: Iterable[str | None] = (),
     ) -> list[str]:
+        """`keep`: paths the command needs (its program, its cwd): where one lies under a fresh
+        mount (/tmp, /run), its top directory there is bound back read-only, with this server's
+        interpreter and package (a checkout or virtualenv under /tmp, as CI clones are)."""
         assert self.bwrap is not None
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
         if os.path.isdir("/run"):
             args += ["--tmpfs", "/run"]
+        for path in _under_fresh_mounts([*keep, sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2])]):
+            args += ["--ro-bind", path, path]
         for path in self.hide:
             args += _mask(path)
         for src, dst in binds:
@@ -194,6 +201,21 @@ class Box:
 
 OFF = Box()
 NO_LIMITS = Limits()
+
+
+def _under_fresh_mounts(paths: Iterable[str | None]) -> list[str]:
+    """For each path under /tmp or /run (which the box replaces), its top directory there."""
+    tops: list[str] = []
+    for path in paths:
+        if not path or not os.path.isabs(path):
+            continue
+        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+            parts = Path(candidate).parts
+            if len(parts) > 2 and parts[1] in ("tmp", "run"):
+                top = os.path.join("/", parts[1], parts[2])
+                if os.path.exists(top) and top not in tops:
+                    tops.append(top)
+    return tops
 
 
 def _mask(path: str) -> list[str]:
