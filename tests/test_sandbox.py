@@ -418,3 +418,32 @@ def test_adopted_children_are_reaped_when_the_server_is_pid_1() -> None:
                 break
             time.sleep(0.1)
         assert zombies == []
+
+
+@needs_bwrap
+async def test_the_judge_carries_the_pickle_between_boxes() -> None:
+    """Each box has a private /tmp: the proof's pickle is written in its box, and the judge's REPL,
+    in another box, must still read it (and nothing is left in the proof's box)."""
+    from kimina_grpc.repl import ReplSpec
+    from kimina_grpc.supervisor import PoolSettings, Supervisor
+
+    from .conftest import ARGV
+    from .test_trust import HONEST, JUDGE, check
+
+    sup = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, box=BOX), max_repls=1, import_cost_hint=0.1))
+    await sup.start()
+    try:
+        hijacked = (
+            "-- fake: hijack-print-axioms\naxiom cheat : False\n"
+            "theorem t : 1 = 2 := cheat.elim\n-- fake: axioms t cheat"
+        )
+        out = await check(sup, hijacked, JUDGE)
+        assert out.verdict is Verdict.UNTRUSTED and "cheat in the judge's clean environment" in out.reason
+        out = await check(sup, HONEST, JUDGE)
+        assert out.verdict is Verdict.VALID, out.reason
+        pool_repl = next(iter(sup._workers)).repl
+        assert pool_repl is not None
+        assert not list(pool_repl.host_path("/tmp").glob("kimina-judge-*"))
+    finally:
+        await sup.close()
+    assert children() == []

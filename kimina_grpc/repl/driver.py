@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -138,6 +139,7 @@ class Repl:
     def __init__(self, proc: asyncio.subprocess.Process, spec: ReplSpec, repl_id: str) -> None:
         self.id = repl_id
         self._proc = proc
+        self._boxed = spec.box.enabled
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._tail_limit = spec.stderr_tail_bytes
@@ -330,6 +332,26 @@ class Repl:
             with contextlib.suppress(OSError, ValueError):
                 peak = max(rss, sum(_peak(pid) for pid in self._pids()))
         return reply, Usage(wall, max(0.0, cpu - before), rss, peak)
+
+    async def ping(self) -> None:
+        """Wait until the REPL reads requests (its box is set up); records nothing."""
+        await self.request(BARRIER)
+
+    @property
+    def boxed(self) -> bool:
+        return self._boxed
+
+    def host_path(self, path: str) -> Path:
+        """Where the server sees `path` of the REPL's own filesystem. In a box (its own mount
+        namespace, a private /tmp) that is through /proc/PID/root of a process inside it; without
+        one it is `path` itself."""
+        if not self._boxed:
+            return Path(path)
+        self._tree = None
+        inside = self._pids()[1:]  # bwrap itself stays in the server's mount namespace
+        if not inside:
+            raise ReplCrashed("the REPL's box has no process left", self._proc.returncode, "")
+        return Path(f"/proc/{inside[-1]}/root") / path.lstrip("/")
 
     def refresh_tree(self) -> None:
         """Look for the process's children again (after start-up, when `lake env` has spawned)."""

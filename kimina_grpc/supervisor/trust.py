@@ -35,10 +35,12 @@ pool's bound on concurrent imports), and the pool REPL that ran the proof stays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -151,6 +153,14 @@ def _type(reply: Reply, line: int, what: str, first: int | None = None) -> str:
     return " ".join(infos[0].split(" : ", 1)[1].split())
 
 
+def _carry(source: Path, target: Path) -> None:
+    """Copy the pickle from the proof's box into the judge's."""
+    try:
+        target.write_bytes(source.read_bytes())
+    except OSError as exc:
+        raise _Failed(Verdict.REPL_ERROR, f"cannot carry the pickle into the judge's box: {exc}") from None
+
+
 def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str], where: str) -> None:
     axioms = set(axioms)
     if SORRY_AXIOM in axioms:
@@ -242,12 +252,16 @@ class _Review:
         self.check_theorem(reply, "the proof's environment", reference)
 
     async def judge(self) -> None:
+        # Without a box, the pickle goes through a private directory of the server's. Each box has a
+        # private /tmp: the pickle is written in the proof's box, carried over by the server and put
+        # in the judge's box, so no host directory is ever writable by both.
         tmp = Path(tempfile.mkdtemp(prefix="kimina-judge-"))
+        boxed = self.repl.boxed
+        pickle = f"/tmp/kimina-judge-{uuid.uuid4().hex}.olean" if boxed else str(tmp / "proof.olean")
         try:
-            pickle = tmp / "proof.olean"
             # pickleTo answers with the env it was given and records none.
             pickled = await self.run(
-                self.repl, protocol.pickle_to(str(pickle), self.env), "pickling the proof", records_env=False
+                self.repl, protocol.pickle_to(pickle, self.env), "pickling the proof", records_env=False
             )
             if pickled.env != self.env:
                 raise _Failed(Verdict.REPL_ERROR, f"the REPL answered pickling env {self.env} with env {pickled.env}")
@@ -263,10 +277,19 @@ class _Review:
                 self.r.started += 1
                 judge = await self.start(f"judge-{self.r.started}")
                 try:
-                    reply = await self.unpickle_and_check(judge, str(pickle))
+                    if boxed:
+                        try:
+                            await asyncio.wait_for(judge.ping(), self.r.import_timeout)  # its box is mounted
+                            _carry(self.repl.host_path(pickle), judge.host_path(pickle))
+                        except (ReplCrashed, TimeoutError) as exc:
+                            raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL did not start: {exc}") from None
+                    reply = await self.unpickle_and_check(judge, pickle)
                 finally:
                     await judge.kill()
         finally:
+            if boxed and self.repl.alive:
+                with contextlib.suppress(OSError, ReplCrashed):
+                    self.repl.host_path(pickle).unlink(missing_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
         self.check_theorem(reply, "the judge's clean environment", reference)
 
