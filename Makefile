@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check lint test test-real-lean serve demo bench wheel-check ci
+.PHONY: setup proto proto-check lint test soak test-real-lean serve demo bench wheel-check ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,12 @@ lint:
 
 test:
 	$(BIN)/pytest -q
+
+# The fault soak (tests/test_soak.py) at full size: 5,000 proofs under every stand-in fault plus REPLs
+# killed and stopped from outside, cancelled callers and a stalled reader; prints the server's
+# RSS/fds/threads/children series. `make test` runs it with 600.
+soak:
+	KIMINA_SOAK_PROOFS=5000 $(BIN)/pytest -q -s tests/test_soak.py
 
 # The acceptance suite against real Lean (tests/real_lean: exploit proofs and the verdict expected at
 # each trust level). Needs a workspace made by tools/install_lean.sh; skipped by `make test` without one.
