@@ -386,8 +386,8 @@ async def test_fault_soak(tmp_path: Path) -> None:
 
             # REPLs the test stopped and the server has not replaced yet are killed by it within a
             # sweep; cancelled callers' REPLs within an import's worth. Then the pool is used in full
-            # once (a REPL started for one proof alone, after an out-of-memory retry, leaves the pool a
-            # REPL short until work needs it) and must come back to full strength, idle.
+            # once (the pool starts REPLs on demand, and one started for a single proof, as an
+            # out-of-memory retry is, is not replaced) and must come back to full strength, idle.
             await asyncio.sleep(2.0)
             full = [
                 pb.Proof(id=f"f{i}", code=f"{HEADER}\n\n-- fake: sleep 0.3\n-- id f{i}") for i in range(MAX_REPLS * 2)
