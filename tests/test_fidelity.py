@@ -314,3 +314,36 @@ async def test_the_one_line_cheat_is_not_valid_through_verify_and_stream_verify(
         for result in (reply.results[0], streamed[0]):
             assert result.verdict == pb.VERDICT_SORRY
             assert [(m.start.line, m.start.column) for m in result.messages] == [(1, 40)]
+
+
+async def test_a_deep_info_tree_is_answered_and_kept_by_the_result_cache() -> None:
+    from kimina_grpc.v1 import verifier_pb2 as pb
+    from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+    from .test_server import running
+
+    code = "import A\n\ntheorem t : True := by\n  -- fake: infotree-depth 2000\n  trivial"
+    opts = pb.ProofOptions(infotree=pb.INFOTREE_MODE_FULL, diagnostics=True)
+    async with running(max_repls=1) as (_, ch):
+        stub = pb_grpc.VerifierServiceStub(ch)
+        for cached in (False, True):
+            reply = await stub.Verify(pb.VerifyRequest(proofs=[pb.Proof(id="d", code=code, options=opts)]), timeout=30)
+            result = reply.results[0]
+            assert result.verdict == pb.VERDICT_VALID and result.diagnostics.from_cache is cached
+            assert result.infotree.count('"children"') == 2000
+
+
+async def test_a_cancelled_large_decode_never_answers_the_next_one() -> None:
+    from kimina_grpc.repl import decode
+    from kimina_grpc.testing.fake_repl import _big_tree
+
+    big = json.dumps({"env": 7, "messages": [], "infotree": _big_tree(20, 1)}).encode()
+    deep = b'{"env": 1, "infotree": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    task = asyncio.create_task(decode.decode(big))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    reply = await asyncio.wait_for(decode.decode(deep), 30)
+    assert reply.env == 1  # its own answer, not the cancelled one's
+    await decode.shutdown()

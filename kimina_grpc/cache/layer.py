@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from kimina_grpc.cache.key import proof_key
-from kimina_grpc.cache.store import CACHEABLE, MemoryStore, RedisStore, decode, encode
+from kimina_grpc.cache.store import CACHEABLE, MemoryStore, RedisStore, decode, encode, log
 from kimina_grpc.repl import Split, Verdict
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, not_checked
 from kimina_grpc.supervisor.pool import Supervisor
@@ -260,7 +260,10 @@ class CheckCache:
             outcome = not_checked("the shared check was cancelled")
         else:
             outcome = future.result()
-            self._store(check.key, outcome)
+            try:
+                self._store(check.key, outcome)
+            except Exception:  # storing is a bonus: the waiters are answered whatever happens
+                log.exception("cache_store_failed")
         for ticket in check.waiters:
             if not ticket.future.done():
                 ticket.future.set_result(outcome if ticket is check.owner else _joined(ticket, outcome))
@@ -269,6 +272,8 @@ class CheckCache:
     def _store(self, key: str, outcome: Outcome) -> None:
         if outcome.verdict not in CACHEABLE or (self.memory is None and self.remote is None):
             return
+        if outcome.reply is not None and len(outcome.reply.infotree or "") > self.max_entry_bytes:
+            return  # too large to keep: not worth encoding
         data = encode(outcome)
         if len(data) > self.max_entry_bytes:
             return

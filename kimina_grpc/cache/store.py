@@ -9,6 +9,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -29,10 +30,14 @@ CACHEABLE = frozenset({Verdict.VALID, Verdict.INVALID, Verdict.SORRY, Verdict.UN
 
 
 def encode(outcome: Outcome) -> bytes:
+    # The info tree stays the JSON text it is: parsing it again would stall the loop and can go
+    # deeper than Python's recursion bound (repl/decode.py).
+    reply = outcome.reply
     return json.dumps(
         {
             "verdict": outcome.verdict.name,
-            "reply": None if outcome.reply is None else reply_to_json(outcome.reply),
+            "reply": None if reply is None else reply_to_json(replace(reply, infotree=None)),
+            "infotree": None if reply is None else reply.infotree,
             "time": outcome.time_seconds,
             "error": outcome.error,
             "cpu": outcome.cpu_seconds,
@@ -51,6 +56,8 @@ def decode(data: bytes) -> Outcome | None:
         obj = json.loads(data)
         verdict = Verdict[obj["verdict"]]
         reply = None if obj["reply"] is None else reply_from_json(obj["reply"])
+        if reply is not None and isinstance(obj.get("infotree"), str):
+            reply = replace(reply, infotree=obj["infotree"])
         return Outcome(
             verdict,
             reply,

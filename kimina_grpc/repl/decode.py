@@ -58,6 +58,12 @@ class _Helper:
                 await proc.stdin.drain()
                 status, size = _ANSWER.unpack(await proc.stdout.readexactly(_ANSWER.size))
                 payload = await proc.stdout.readexactly(size)
+            except asyncio.CancelledError:
+                # Cancelled mid-exchange: its answer would be read as the next request's. The helper
+                # goes; the next large reply starts another.
+                proc.kill()
+                cls.proc = None
+                raise
             except (asyncio.IncompleteReadError, ConnectionError, RuntimeError, OSError):
                 await _stop(proc)
                 cls.proc = None

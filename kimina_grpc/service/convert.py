@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
@@ -227,7 +226,7 @@ def to_result(proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofRes
             if t.end_pos is not None:
                 tactic.end.CopyFrom(_pos(t.end_pos))
         if reply.infotree is not None:
-            result.infotree = json.dumps(reply.infotree, ensure_ascii=False)
+            result.infotree = reply.infotree  # already JSON text (see Reply.infotree)
     if diagnostics:
         result.diagnostics.CopyFrom(
             pb.Diagnostics(
