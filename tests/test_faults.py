@@ -178,3 +178,18 @@ def test_serve_with_a_repl_that_cannot_start_is_not_ready_until_fixed(tmp_path: 
                 break
             time.sleep(0.1)
         assert _health(port) == "SERVING"
+
+
+async def test_a_gone_caller_stops_its_trust_review_too(started: Started) -> None:
+    from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
+
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    sup._import_cost.value = 0.3  # a cheap import: waiting is not worth it
+    policy = TrustPolicy(TrustLevel.AUDIT, theorem="t")
+    code = "theorem t : True := trivial\n-- fake: hang-print-axioms"
+    job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=policy))
+    await asyncio.sleep(0.5)  # the body is checked; its audit's `#print axioms` never returns
+    sup.cancel(job)
+    out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
+    assert out.verdict is Verdict.VALID

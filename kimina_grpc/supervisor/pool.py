@@ -831,9 +831,17 @@ class Supervisor:
             peak_memory_bytes=max(peak, usage.peak_bytes),
         )
         if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
-            outcome = await self._reviewer.review(
-                repl, outcome, env=reply.env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
-            )
+            # A caller that leaves during the review stops it as it would stop the check.
+            worker.stop = lambda _reason: self._spawn(repl.kill())
+            reviewed = time.monotonic()
+            try:
+                outcome = await self._reviewer.review(
+                    repl, outcome, env=reply.env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
+                )
+            finally:
+                worker.stop = None
+            # The review is part of the check's time (a cache hit compares it with a caller's timeout).
+            outcome = replace(outcome, time_seconds=outcome.time_seconds + time.monotonic() - reviewed)
         self._finish(job, outcome)
         self._after_check(
             worker,
