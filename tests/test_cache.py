@@ -219,17 +219,20 @@ async def test_cancelling_one_waiter_keeps_the_shared_check_and_the_last_one_can
         await sup.close()
 
 
-async def test_a_longer_timeout_does_not_join_a_shorter_check(fake_log: Path) -> None:
+async def test_only_the_same_timeout_joins_a_check(fake_log: Path) -> None:
     sup, cache = await layer()
     try:
         short, long_ = await cache.submit_many([item("  -- fake: sleep 0.4", 0.2), item("  -- fake: sleep 0.4", 5)])
         assert long_.check is not short.check
+        same = await cache.submit_when_room(*item("  -- fake: sleep 0.4", 5))
+        assert same.check is long_.check
         shorter = await cache.submit_when_room(*item("  -- fake: sleep 0.4", 0.3))
-        assert shorter.check is long_.check  # the longer check answers it, as a TIMEOUT past 0.3 s
+        # Joining the longer check would keep it waiting past its own 0.3 s: it runs its own.
+        assert shorter.check is not long_.check and shorter.check is not short.check
         assert (await short.future).verdict is Verdict.TIMEOUT
-        assert (await long_.future).verdict is Verdict.VALID
+        assert (await long_.future).verdict is Verdict.VALID and (await same.future).shared
         late = await shorter.future
-        assert late.verdict is Verdict.TIMEOUT and late.time_seconds == 0.3 and late.shared
+        assert late.verdict is Verdict.TIMEOUT and not late.shared
     finally:
         await sup.close()
 

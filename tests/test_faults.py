@@ -193,3 +193,26 @@ async def test_a_gone_caller_stops_its_trust_review_too(started: Started) -> Non
     sup.cancel(job)
     out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
     assert out.verdict is Verdict.VALID
+
+
+async def test_a_deadline_covers_the_queue_and_no_answer_is_lost() -> None:
+    """A Verify whose deadline comes before every proof can run still gets every answer in time:
+    the ones that ran, and NOT_CHECKED for those still queued (not DEADLINE_EXCEEDED for all)."""
+    from kimina_grpc.v1 import verifier_pb2 as pb
+    from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+    from .test_server import running
+
+    async with running(max_repls=1, init_repls={"import A": 1}) as (app, ch):
+        while not app.supervisor.ready:
+            await asyncio.sleep(0.02)
+        stub = pb_grpc.VerifierServiceStub(ch)
+        proofs = [
+            pb.Proof(id=f"p{i}", code=f"import A\ntheorem t{i} : True := by\n  -- fake: sleep 1\n  trivial")
+            for i in range(3)
+        ]
+        reply = await stub.Verify(pb.VerifyRequest(proofs=proofs), timeout=2.5)  # no DEADLINE_EXCEEDED
+        verdicts = [r.verdict for r in reply.results]
+        assert verdicts[0] == pb.VERDICT_VALID
+        assert verdicts[1] in (pb.VERDICT_VALID, pb.VERDICT_TIMEOUT)  # VALID unless the machine is slow
+        assert verdicts[2] in (pb.VERDICT_NOT_CHECKED, pb.VERDICT_TIMEOUT)

@@ -104,12 +104,12 @@ class CheckCache:
             if found is not None:
                 plan.append(found)
                 continue
-            check = self._joinable(key, options.timeout)
+            check = self._joinable(key, options)
             if check is not None:
                 plan.append(check)
                 continue
             mine = new_here.get(key)
-            if mine is not None and mine[1] >= options.timeout:
+            if mine is not None and mine[1] == options.timeout:
                 plan.append(-1 - mine[0])  # joins a job queued by this batch (negative: a joiner)
                 continue
             new_here[key] = (len(to_queue), options.timeout)
@@ -143,12 +143,12 @@ class CheckCache:
             return Ticket(job.future, options.timeout, job=job)
         remote = await self._fetch_remote({key} if self._local(key) is None else set())
         ticket = Ticket(asyncio.get_running_loop().create_future(), options.timeout)
-        if self._answer_or_join(key, ticket, remote):
+        if self._answer_or_join(key, ticket, options, remote):
             return ticket
         job = await self.supervisor.submit_when_room(split, options)
         # Waiting for room let others run: an identical proof may have been queued or answered
         # meanwhile. Ours is still queued (the pool schedules on the next loop turn): take it back.
-        if self._answer_or_join(key, ticket, {}):
+        if self._answer_or_join(key, ticket, options, {}):
             self.supervisor.cancel(job)
             return ticket
         self._start(key, job, ticket)
@@ -219,17 +219,22 @@ class CheckCache:
             return None
         return outcome
 
-    def _joinable(self, key: str, timeout: float) -> _Check | None:
+    def _joinable(self, key: str, options: CheckOptions) -> _Check | None:
+        """A check of the same key with the same timeout and deadline: a longer one would keep a
+        joiner waiting past its own, a shorter one would answer where its own check might not."""
         check = self._in_flight.get(key)
-        return check if check is not None and check.job.options.timeout >= timeout else None
+        if check is None:
+            return None
+        theirs = check.job.options
+        return check if (theirs.timeout, theirs.deadline) == (options.timeout, options.deadline) else None
 
-    def _answer_or_join(self, key: str, ticket: Ticket, remote: dict[str, bytes]) -> bool:
+    def _answer_or_join(self, key: str, ticket: Ticket, options: CheckOptions, remote: dict[str, bytes]) -> bool:
         found = self._lookup(key, ticket.timeout, remote)
         if found is not None:
             self.hits += 1
             ticket.future.set_result(found)
             return True
-        check = self._joinable(key, ticket.timeout)
+        check = self._joinable(key, options)
         if check is not None:
             self._join(check, ticket)
             return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from google.rpc import error_details_pb2
@@ -187,6 +188,7 @@ def to_job(proof: pb.Proof, eff: Effective, deadline_left: float | None) -> tupl
     timeout = eff.timeout if deadline_left is None else max(0.001, min(eff.timeout, deadline_left))
     return split_header(proof.code), CheckOptions(
         timeout=timeout,
+        deadline=None if deadline_left is None else time.monotonic() + deadline_left,
         infotree=eff.infotree,
         all_tactics=eff.all_tactics,
         reuse=eff.reuse,

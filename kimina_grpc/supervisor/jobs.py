@@ -45,6 +45,9 @@ class CheckOptions:
     """None: Lean's messages decide (trust level CHECK)."""
     cache: bool = True
     """Read by the cache layer in front of the pool (kimina_grpc/cache/), ignored by the pool."""
+    deadline: float | None = None
+    """The caller's deadline (time.monotonic()): a proof still queued then is answered NOT_CHECKED,
+    and a running one gets no more than the time left, so the call gets every answer in time."""
 
 
 @dataclass(frozen=True, slots=True)

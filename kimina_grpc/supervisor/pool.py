@@ -235,8 +235,11 @@ class Supervisor:
         for (split, options), size in zip(batch, sizes, strict=True):
             job = Job(split, options, loop.create_future(), size=size)
             self._enqueue(job)
-            if self.s.max_wait > 0:
-                job.expiry = loop.call_later(self.s.max_wait, self._expire, job)
+            waits = [self.s.max_wait] if self.s.max_wait > 0 else []
+            if options.deadline is not None:
+                waits.append(options.deadline - time.monotonic())
+            if waits:
+                job.expiry = loop.call_later(max(0.0, min(waits)), self._expire, job)
             jobs.append(job)
         self._kick()
         return jobs
@@ -538,7 +541,12 @@ class Supervisor:
                 return
 
     def _expire(self, job: Job) -> None:
-        if self._dequeue(job):
+        if not self._dequeue(job):
+            return
+        deadline = job.options.deadline
+        if deadline is not None and time.monotonic() >= deadline - 0.01:
+            job.answer(not_checked("the caller's deadline came before a REPL was free; not checked"))
+        else:
             job.answer(
                 not_checked(f"waited {self.s.max_wait:g} s for a REPL (LEAN_SERVER_MAX_WAIT) and was not checked")
             )
@@ -760,7 +768,9 @@ class Supervisor:
                 watch = loop.call_later(_WATCHDOG_PERIOD, sample)
 
         worker.stop = stop
-        timer = loop.call_later(opts.timeout, stop, "timeout")
+        # No longer than the caller's deadline leaves: its call must get every answer in time.
+        run_for = opts.timeout if opts.deadline is None else max(0.001, min(opts.timeout, opts.deadline - started))
+        timer = loop.call_later(run_for, stop, "timeout")
         if limit is not None:
             watch = loop.call_later(_WATCHDOG_PERIOD, sample)
         crash: ReplCrashed | None = None
@@ -794,7 +804,7 @@ class Supervisor:
             if killed_for == "timeout":
                 outcome = made(
                     Verdict.TIMEOUT,
-                    error=f"the proof ran past its timeout of {opts.timeout:g} s",
+                    error=f"the proof ran past its timeout of {run_for:g} s",
                     peak_memory_bytes=peak,
                 )
             elif killed_for == "memory":
