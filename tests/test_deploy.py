@@ -154,3 +154,16 @@ def test_optional_redis_is_wired_into_the_deployment() -> None:
     ref = {e["name"]: e for e in container["env"]}["LEAN_SERVER_CACHE_URL"]["valueFrom"]["configMapKeyRef"]
     # Optional: without the ConfigMap the variable is unset and each pod keeps its memory cache.
     assert (ref["name"], ref["key"], ref["optional"]) == (kinds["ConfigMap"]["metadata"]["name"], "url", True)
+
+
+def test_with_the_redis_cache_only_the_servers_reach_redis_and_they_may() -> None:
+    docs = [d for d in yaml.safe_load_all((K8S / "redis" / "redis.yaml").read_text()) if d]
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    inbound = policies["kimina-redis"]
+    assert inbound["podSelector"]["matchLabels"] == {"app": "kimina-redis"}
+    assert [f["podSelector"]["matchLabels"] for f in inbound["ingress"][0]["from"]] == [{"app": "kimina-grpc"}]
+    outbound = policies["kimina-grpc-to-redis"]
+    assert outbound["podSelector"]["matchLabels"] == {"app": "kimina-grpc"} and outbound["policyTypes"] == ["Egress"]
+    to_redis = outbound["egress"][0]
+    assert to_redis["to"][0]["podSelector"]["matchLabels"] == {"app": "kimina-redis"}
+    assert to_redis["ports"] == [{"port": 6379, "protocol": "TCP"}]
