@@ -140,8 +140,10 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     proof and was killed.
     """
     VERDICT_REPL_ERROR: _Verdict.ValueType  # 6
-    """The REPL crashed (twice: a crash is retried once on a fresh REPL) or broke the protocol.
-    `error` has the REPL's message or the tail of its stderr.
+    """The REPL crashed, broke the protocol (e.g. a reply it did not write itself), was found stopped,
+    or answered with a REPL-level error; a crash or protocol violation is retried once on another
+    REPL first. Also a reply too deep to hand on. `error` says which, with what the REPL wrote to
+    stderr during this proof.
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
@@ -174,8 +176,10 @@ VERDICT_OUT_OF_MEMORY: Verdict.ValueType  # 5
 proof and was killed.
 """
 VERDICT_REPL_ERROR: Verdict.ValueType  # 6
-"""The REPL crashed (twice: a crash is retried once on a fresh REPL) or broke the protocol.
-`error` has the REPL's message or the tail of its stderr.
+"""The REPL crashed, broke the protocol (e.g. a reply it did not write itself), was found stopped,
+or answered with a REPL-level error; a crash or protocol violation is retried once on another
+REPL first. Also a reply too deep to hand on. `error` says which, with what the REPL wrote to
+stderr during this proof.
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
