@@ -146,7 +146,8 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     stderr during this proof.
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
-    """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
+    """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
+    caller's deadline, or a
     server shutdown (queued when it began, still running after the drain, or read during it; see
     ProofResult.retryable). `error` says which. Not a statement about the proof.
     """
@@ -182,7 +183,8 @@ REPL first. Also a reply too deep to hand on. `error` says which, with what the 
 stderr during this proof.
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
-"""The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT, or a
+"""The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
+caller's deadline, or a
 server shutdown (queued when it began, still running after the drain, or read during it; see
 ProofResult.retryable). `error` says which. Not a statement about the proof.
 """
