@@ -147,9 +147,8 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
-    caller's deadline, or a
-    server shutdown (queued when it began, still running after the drain, or read during it; see
-    ProofResult.retryable). `error` says which. Not a statement about the proof.
+    caller's deadline, or a server shutdown (queued when it began, still running after the drain, or
+    read during it; see ProofResult.retryable). `error` says which. Not a statement about the proof.
     """
     VERDICT_UNTRUSTED: _Verdict.ValueType  # 8
     """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
@@ -184,9 +183,8 @@ stderr during this proof.
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
-caller's deadline, or a
-server shutdown (queued when it began, still running after the drain, or read during it; see
-ProofResult.retryable). `error` says which. Not a statement about the proof.
+caller's deadline, or a server shutdown (queued when it began, still running after the drain, or
+read during it; see ProofResult.retryable). `error` says which. Not a statement about the proof.
 """
 VERDICT_UNTRUSTED: Verdict.ValueType  # 8
 """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
