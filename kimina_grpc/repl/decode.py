@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import BinaryIO
 
+from kimina_grpc.repl import reaper
 from kimina_grpc.repl.protocol import ProtocolError, Reply, ReplyTooDeep, parse_reply
 
 INLINE_BYTES = 128 << 10
@@ -51,6 +52,7 @@ class _Helper:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
+                reaper.track(cls.proc.pid)  # asyncio reaps it, not the adopted-children reaper
             proc = cls.proc
             assert proc.stdin is not None and proc.stdout is not None
             try:
@@ -100,6 +102,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.kill()
     await proc.wait()
+    reaper.untrack(proc.pid)
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
