@@ -8,12 +8,20 @@ from typing import TypeAlias
 
 import psutil
 import pytest
+from grpc._cython import cygrpc
 
 from kimina_grpc import log
 from kimina_grpc.repl import ReplSpec, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.testing import fake_repl_command
+
+# grpc.aio shuts its engine down (joining its poller thread) when the last channel or server of the
+# process is garbage-collected. A test that fails before closing its server leaves calls pending on
+# the engine's completion queue: collected later, inside another test's event loop, that join never
+# returns and the whole run hangs. One reference held for the session keeps the engine up, so a
+# failing test fails alone.
+cygrpc.init_grpc_aio()
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(os.environ.get("KIMINA_FIXTURES", ROOT.parent / "shared" / "fixtures"))

@@ -125,16 +125,18 @@ async def test_stream_reconnects_after_a_server_restart_each_id_once() -> None:
         Proof(f"p{i}", f"import A\ntheorem t : True := by\n  -- fake: sleep 0.05\n  trivial\n-- {i}") for i in range(60)
     ]
     seen: Counter[str] = Counter()
-    async with AsyncKiminaClient(f"127.0.0.1:{port}", max_attempts=10) as client:
-        restarted = False
-        async for result in client.verify_stream(proofs, window=8):
-            seen[result.id] += 1
-            if sum(seen.values()) == 15 and not restarted:
-                restarted = True
-                await app.stop()
-                app = create_app(settings(port=port, max_repls=2))
-                await app.start()
-    await app.stop()
+    try:
+        async with AsyncKiminaClient(f"127.0.0.1:{port}", max_attempts=10) as client:
+            restarted = False
+            async for result in client.verify_stream(proofs, window=8):
+                seen[result.id] += 1
+                if sum(seen.values()) == 15 and not restarted:
+                    restarted = True
+                    await app.stop()
+                    app = create_app(settings(port=port, max_repls=2))
+                    await app.start()
+    finally:
+        await app.stop()
     assert restarted
     assert set(seen) == {p.id for p in proofs} and set(seen.values()) == {1}
 
