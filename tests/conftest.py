@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 import psutil
 import pytest
-from grpc._cython import cygrpc
+from grpc._cython import cygrpc  # type: ignore[attr-defined]
 
 from kimina_grpc import log
 from kimina_grpc.repl import ReplSpec, split_header

@@ -237,6 +237,45 @@ async def test_only_the_same_timeout_joins_a_check(fake_log: Path) -> None:
         await sup.close()
 
 
+async def test_identical_proofs_of_one_call_get_one_verdict_also_past_a_long_trust_review(fake_log: Path) -> None:
+    """A judge's import takes longer than the proof's timeout: the owner and its joiners get the same
+    VALID (the review is not the proof's Lean time, and a hit with it stays a hit)."""
+    from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
+
+    spec = ReplSpec(argv=tuple(shlex.split(fake_repl_command())), env={"KIMINA_FAKE_IMPORT_SECONDS": "1.2"})
+    sup = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
+    await sup.start()
+    cache = CheckCache(sup, "env-a", memory=MemoryStore(1 << 20))
+    options = CheckOptions(timeout=1.0, trust=TrustPolicy(TrustLevel.JUDGE, theorem="t"))
+    split = split_header("import A\ntheorem t : True := trivial")
+    try:
+        tickets = await cache.submit_many([(split, options)] * 3)
+        outs = await asyncio.wait_for(asyncio.gather(*(t.future for t in tickets)), 30)
+        assert [o.verdict for o in outs] == [Verdict.VALID] * 3
+        assert [o.shared for o in outs] == [False, True, True]
+        assert all(o.time_seconds < 1.0 < o.review_seconds for o in outs)
+        hit = (await cache.submit_many([(split, options)]))[0]
+        assert (await hit.future).verdict is Verdict.VALID and (await hit.future).from_cache
+    finally:
+        await sup.close()
+
+
+async def test_a_caller_asking_for_diagnostics_never_joins_a_check_that_measures_none(fake_log: Path) -> None:
+    sup, cache = await layer()
+    try:
+        split, plain = item("  -- fake: cpu 0.2")
+        measured = CheckOptions(timeout=10.0, diagnostics=True)
+        a, b, c = await cache.submit_many([(split, plain), (split, measured), (split, plain)])
+        assert b.check is not a.check and c.check in (a.check, b.check)
+        d = await cache.submit_when_room(split, measured)
+        assert d.check is b.check  # a measured check answers a caller who asks for measures
+        out = await b.future
+        assert out.cpu_seconds > 0.1 and not out.shared
+        assert (await d.future).cpu_seconds == out.cpu_seconds
+    finally:
+        await sup.close()
+
+
 async def test_a_changed_project_fingerprint_misses(tmp_path: Path, fake_log: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()

@@ -5,9 +5,15 @@ that come and go."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
+import shlex
 import signal
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -18,11 +24,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import command
 from kimina_grpc.supervisor import CheckOptions, QueueFull
+from kimina_grpc.supervisor.pool import ShuttingDown
 from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import ARGV, Started, check
+from .conftest import ARGV, Started, check, children
 
 
 def repl_pids(sup: object) -> list[int]:
@@ -216,3 +223,187 @@ async def test_a_deadline_covers_the_queue_and_no_answer_is_lost() -> None:
         assert verdicts[0] == pb.VERDICT_VALID
         assert verdicts[1] in (pb.VERDICT_VALID, pb.VERDICT_TIMEOUT)  # VALID unless the machine is slow
         assert verdicts[2] in (pb.VERDICT_NOT_CHECKED, pb.VERDICT_TIMEOUT)
+
+
+# ---------------------------------------------------------------- a process that escaped the REPL's tree
+
+
+def _with_escaped_daemon(pids: Path) -> ReplSpec:
+    """A REPL whose proof started a process that left its tree (`setsid cmd &` from `#eval
+    IO.Process.spawn`, unboxed) and keeps its stdout and stderr open."""
+    daemon = f"(setsid sleep 60 </dev/null & echo $! >> {shlex.quote(str(pids))})"
+    return ReplSpec(argv=("sh", "-c", f"{daemon}; exec {shlex.join(ARGV)}"))
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+@pytest.mark.parametrize(
+    ("directive", "verdict"), [("hang", Verdict.TIMEOUT), ("crash", Verdict.REPL_ERROR)], ids=["hang", "crash"]
+)
+def test_a_process_holding_the_repls_pipes_never_wedges_a_proof(
+    run: Callable[[Coroutine[Any, Any, None]], None], directive: str, verdict: Verdict, tmp_path: Path
+) -> None:
+    """A timeout or a crash is answered at once although something still holds the REPL's pipes
+    (asyncio's Process.wait() waits for them), and the REPL slot serves the next proof."""
+    from .conftest import pool
+
+    pids = tmp_path / "daemons"
+
+    async def scenario() -> None:
+        sup = pool(spec=_with_escaped_daemon(pids), max_repls=1)
+        await sup.start()
+        try:
+            started = time.monotonic()
+            out = await asyncio.wait_for(check(sup, f"theorem t := 1\n-- fake: {directive}", timeout=1.0), 20)
+            assert out.verdict is verdict
+            assert time.monotonic() - started < 10  # not the daemon's 60 s
+            after = await asyncio.wait_for(check(sup, "theorem u := 1"), 20)
+            assert after.verdict is Verdict.VALID
+        finally:
+            await asyncio.wait_for(sup.close(), 20)
+
+    try:
+        run(scenario())
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replaced(tmp_path: Path) -> None:
+    from .conftest import pool
+
+    pids = tmp_path / "daemons"
+    sup = pool(spec=_with_escaped_daemon(pids), max_repls=1, init_repls={"": 1})
+    await sup.start()
+    try:
+        await warm(sup, 1)
+        os.kill(repl_pids(sup)[0], signal.SIGKILL)
+        for _ in range(200):
+            if sup.counters["crashes"]:
+                break
+            await asyncio.sleep(0.05)
+        assert sup.counters["crashes"] == 1  # noticed while idle, not when the next proof is sent
+        assert (await asyncio.wait_for(check(sup, "theorem u := 1"), 20)).verdict is Verdict.VALID
+    finally:
+        await asyncio.wait_for(sup.close(), 20)
+        for pid in pids.read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- the proof's time is the REPL's
+
+
+async def test_parsing_a_reply_never_times_out_a_proof_that_was_answered(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeout covers the REPL's work, not the parsing of its reply (a large info tree takes a
+    while in the decode helper): a REPL that answered in time is never killed for it."""
+    from kimina_grpc.repl import decode as decoding
+    from kimina_grpc.repl import driver
+
+    slow = decoding.decode
+
+    async def decode(raw: bytes, shift: int = 0) -> object:
+        await asyncio.sleep(1.0)  # as a reply of tens of MiB takes
+        return await slow(raw, shift)
+
+    monkeypatch.setattr(driver, "decode", decode)
+    sup = await started(max_repls=1)
+    out = await check(sup, "theorem t := 1", timeout=0.5)
+    assert out.verdict is Verdict.VALID
+    assert out.time_seconds < 0.5  # the REPL's time, not the parse's
+    assert sup.counters["kills"] == 0
+
+
+# ---------------------------------------------------------------- gone callers
+
+
+async def test_a_caller_gone_before_its_check_starts_takes_no_repl(started: Started) -> None:
+    """Cancelled between dispatch and the first step of its check: it never runs, the REPL is free."""
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    job = sup.submit(split_header("theorem t := 1\n-- fake: hang"), CheckOptions(timeout=30))
+    await asyncio.sleep(0)  # the scheduler ran: the job is on the REPL, its task not started yet
+    sup.cancel(job)
+    out = await asyncio.wait_for(check(sup, "theorem u := 1"), 5)
+    assert out.verdict is Verdict.VALID and sup.counters["kills"] == 0
+
+
+async def test_a_gone_caller_stops_the_judge_import_too(tmp_path: Path) -> None:
+    from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
+
+    from .conftest import pool
+
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "4"})
+    sup = pool(spec=spec, max_repls=1)
+    await sup.start()
+    try:
+        code = "import A\ntheorem t : True := trivial"
+        await asyncio.wait_for(check(sup, "import A\ntheorem warm := 1", timeout=60), 40)  # the pool's import
+        sup._import_cost.value = 0.3  # waiting for the judge is not worth it
+        job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=TrustPolicy(TrustLevel.JUDGE, theorem="t")))
+        await asyncio.sleep(1.0)  # the body is checked; the judge's REPL imports for 4 s
+        sup.cancel(job)
+        started = time.monotonic()
+        after = await asyncio.wait_for(check(sup, "import A\ntheorem u := 1", timeout=60), 60)
+        assert after.verdict is Verdict.VALID
+        assert time.monotonic() - started < 5.5  # the REPL's replacement (4 s), not the judge's rest first
+    finally:
+        await sup.close()
+    assert children() == []
+
+
+# ---------------------------------------------------------------- shutdown, retries, fairness
+
+
+async def test_close_answers_a_job_between_its_lost_repl_and_its_retry(started: Started) -> None:
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    job = sup.submit(split_header("theorem t := 1\n-- fake: crash"), CheckOptions(timeout=10))
+    for _ in range(400):
+        if sup.counters["crashes"]:
+            break
+        await asyncio.sleep(0.005)
+    await sup.close()  # the crash's retry is queued (or on its way there)
+    assert (await asyncio.wait_for(job.future, 5)).verdict is Verdict.NOT_CHECKED
+
+
+async def test_a_retried_proof_past_its_callers_deadline_is_not_checked(started: Started) -> None:
+    sup = await started(max_repls=1, init_repls={"import A": 1})
+    await warm(sup, 1)
+    sup.s = dataclasses.replace(sup.s, spec=ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "2"}))
+    deadline = time.monotonic() + 1.0
+    code = "import A\ntheorem t := 1\n-- fake: crash"
+    job = sup.submit(split_header(code), CheckOptions(timeout=10, deadline=deadline))
+    out = await asyncio.wait_for(job.future, 10)  # the replacement REPL imports for 2 s: past the deadline
+    assert out.verdict is Verdict.NOT_CHECKED and "deadline" in out.error
+
+
+async def test_draining_refuses_new_work_as_shutting_down(started: Started) -> None:
+    sup = await started(max_repls=1)
+    await sup.drain(0.1)
+    with pytest.raises(ShuttingDown):
+        sup.submit(split_header("theorem t := 1"), CheckOptions(timeout=10))
+    with pytest.raises(ShuttingDown):
+        await sup.submit_when_room(split_header("theorem t := 1"), CheckOptions(timeout=10))
+
+
+async def test_a_large_proof_waiting_for_room_is_not_starved_by_small_ones(started: Started) -> None:
+    big, small = "theorem big := 1\n-- " + "x" * 6000, "theorem s := 1\n-- fake: sleep 0.05\n-- "
+    sup = await started(max_repls=1, max_queue_bytes=8000, init_repls={"": 1})
+    await warm(sup, 1)
+    filler = [sup.submit(split_header(small + "y" * 1500 + str(i)), CheckOptions(timeout=10)) for i in range(4)]
+    waiting_big = asyncio.ensure_future(sup.submit_when_room(split_header(big), CheckOptions(timeout=10)))
+    await asyncio.sleep(0)
+    # A stream of small proofs arrives behind the big one: each would fit, but it waits its turn.
+    smalls = [
+        asyncio.ensure_future(sup.submit_when_room(split_header(small + str(i)), CheckOptions(timeout=10)))
+        for i in range(20)
+    ]
+    big_job = await asyncio.wait_for(waiting_big, 10)
+    assert not all(s.done() for s in smalls)  # the big one got in before the last of them
+    outs = await asyncio.wait_for(asyncio.gather(big_job.future, *(j.future for j in filler)), 20)
+    assert all(o.verdict is Verdict.VALID for o in outs)
+    for job in await asyncio.gather(*smalls):
+        assert (await asyncio.wait_for(job.future, 20)).verdict is Verdict.VALID

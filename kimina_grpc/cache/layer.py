@@ -6,10 +6,9 @@ identical proof already queued or running is joined (in-flight dedupe); else the
 job (a miss). Every caller keeps its own ticket and its own result. A shared check runs while one
 of its callers still waits: cancelling one ticket never cancels the check; cancelling the last does.
 
-A check's timeout is its first caller's. A caller joins only a check whose timeout is at least its
-own, and a result that took longer than the caller's timeout answers it TIMEOUT (what its own check
-would have said). Hits obey the same rule: a stored result that took longer than the caller's
-timeout is a miss.
+A caller joins only a check with its own timeout and deadline (and, when it asks for diagnostics, one
+that measures them), so every caller of one check gets the same answer. A stored result whose Lean
+time is longer than the caller's timeout is a miss: the caller's own check would have timed out.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from kimina_grpc.cache.key import proof_key
 from kimina_grpc.cache.store import CACHEABLE, MemoryStore, RedisStore, decode, encode, log
-from kimina_grpc.repl import Split, Verdict
+from kimina_grpc.repl import Split
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, not_checked
 from kimina_grpc.supervisor.pool import Supervisor
 
@@ -94,7 +93,7 @@ class CheckCache:
         loop = asyncio.get_running_loop()
         plan: list[Outcome | _Check | int] = []  # a hit, a check to join, or the index of a new job
         to_queue: list[tuple[Split, CheckOptions]] = []
-        new_here: dict[str, tuple[int, float]] = {}  # key -> (job index, timeout) of this batch
+        new_here: dict[str, tuple[int, CheckOptions]] = {}  # key -> (job index, options) of this batch
         for (split, options), key in zip(batch, keys, strict=True):
             if key is None:
                 plan.append(len(to_queue))
@@ -109,10 +108,10 @@ class CheckCache:
                 plan.append(check)
                 continue
             mine = new_here.get(key)
-            if mine is not None and mine[1] == options.timeout:
+            if mine is not None and _may_join(mine[1], options):
                 plan.append(-1 - mine[0])  # joins a job queued by this batch (negative: a joiner)
                 continue
-            new_here[key] = (len(to_queue), options.timeout)
+            new_here[key] = (len(to_queue), options)
             plan.append(len(to_queue))
             to_queue.append((split, options))
         jobs = self.supervisor.submit_many(to_queue)  # raises QueueFull before anything is recorded
@@ -220,13 +219,11 @@ class CheckCache:
         return outcome
 
     def _joinable(self, key: str, options: CheckOptions) -> _Check | None:
-        """A check of the same key with the same timeout and deadline: a longer one would keep a
-        joiner waiting past its own, a shorter one would answer where its own check might not."""
+        """A check of the same key with the same timeout and deadline (a longer one would keep a
+        joiner waiting past its own, a shorter one would answer where its own check might not) that
+        measures what the joiner asks to have measured."""
         check = self._in_flight.get(key)
-        if check is None:
-            return None
-        theirs = check.job.options
-        return check if (theirs.timeout, theirs.deadline) == (options.timeout, options.deadline) else None
+        return check if check is not None and _may_join(check.job.options, options) else None
 
     def _answer_or_join(self, key: str, ticket: Ticket, options: CheckOptions, remote: dict[str, bytes]) -> bool:
         found = self._lookup(key, ticket.timeout, remote)
@@ -271,7 +268,7 @@ class CheckCache:
                 log.exception("cache_store_failed")
         for ticket in check.waiters:
             if not ticket.future.done():
-                ticket.future.set_result(outcome if ticket is check.owner else _joined(ticket, outcome))
+                ticket.future.set_result(outcome if ticket is check.owner else replace(outcome, shared=True))
         check.waiters.clear()
 
     def _store(self, key: str, outcome: Outcome) -> None:
@@ -288,15 +285,7 @@ class CheckCache:
             self.remote.put(key, data)
 
 
-def _joined(ticket: Ticket, outcome: Outcome) -> Outcome:
-    """A shared check's outcome as the joiner's own check would have given it."""
-    if outcome.time_seconds > ticket.timeout and outcome.verdict is not Verdict.NOT_CHECKED:
-        return replace(
-            outcome,
-            verdict=Verdict.TIMEOUT,
-            reply=None,
-            time_seconds=ticket.timeout,
-            error=f"the proof ran past its timeout of {ticket.timeout:g} s",
-            shared=True,
-        )
-    return replace(outcome, shared=True)
+def _may_join(theirs: CheckOptions, mine: CheckOptions) -> bool:
+    """Whether a check run with `theirs` answers a caller asking with `mine` as its own would."""
+    same_bounds = (theirs.timeout, theirs.deadline) == (mine.timeout, mine.deadline)
+    return same_bounds and (theirs.diagnostics or not mine.diagnostics)

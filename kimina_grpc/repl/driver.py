@@ -16,7 +16,7 @@ import shutil
 import signal
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,22 @@ from kimina_grpc.repl.sandbox import OFF, Box, Limits
 
 # Replies carrying info trees can be tens of MiB on one line.
 _READ_LIMIT = 1 << 30
+# After the REPL exits, what it wrote (its reply, its last words on stderr, which tell an
+# out-of-memory death from a crash) is already in its pipes: this long to read it.
+_EXIT_GRACE = 0.25
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The stream protocol, telling when the process itself exits: asyncio's `Process.wait()` also
+    waits until every pipe is closed, which a process the REPL started may keep from happening."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=_READ_LIMIT, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
 
 
 class ReplCrashed(Exception):
@@ -136,9 +152,10 @@ def _peak(pid: int) -> int:
 class Repl:
     """A running REPL process. Use `start`, then `request`/`run`, then `kill` (always)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, spec: ReplSpec, repl_id: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event, spec: ReplSpec, repl_id: str) -> None:
         self.id = repl_id
         self._proc = proc
+        self._exited = exited
         self._boxed = spec.box.enabled
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
@@ -153,6 +170,7 @@ class Repl:
         self._stdout_changed = asyncio.Event()
         self._stdout_eof = False
         self._pump = asyncio.create_task(self._pump_stdout())
+        self._exit_watch = asyncio.create_task(self._watch_exit())
         self.next_env = 0
         """The id the REPL gives the next command that records an environment: every `cmd` (and
         `unpickleEnvFrom`) gets the next integer, from 0 (`recordCommandSnapshot` in REPL/Main.lean)."""
@@ -163,8 +181,10 @@ class Repl:
         missing = _missing(spec.argv[0], spec.cwd, env) if spec.argv else "empty command line"
         if missing:
             raise ReplCrashed(f"cannot start the REPL: {missing}", None, "")
+        loop = asyncio.get_running_loop()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
                 *_limited_argv(spec),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -172,12 +192,12 @@ class Repl:
                 cwd=spec.cwd,
                 env=env,
                 start_new_session=True,  # its own process group: killed as one
-                limit=_READ_LIMIT,
             )
         except (OSError, RuntimeError) as exc:
             raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
         reaper.track(proc.pid)
-        return cls(proc, spec, repl_id)
+        return cls(proc, protocol.exited, spec, repl_id)
 
     @property
     def pid(self) -> int:
@@ -197,9 +217,11 @@ class Repl:
         tail = b"".join(self._stderr)
         return tail[max(0, len(tail) - new) :].decode(errors="replace") if new > 0 else ""
 
-    async def wait(self) -> int:
-        """Wait for the process to exit (for whatever reason); its exit code."""
-        return await self._proc.wait()
+    async def wait(self) -> int | None:
+        """Wait for the process to exit (for whatever reason); its exit code. Returns when the
+        process is gone, even while something it started still holds its pipes open."""
+        await self._exited.wait()
+        return self._proc.returncode
 
     def stopped(self) -> bool:
         """Whether a process of the tree is stopped (SIGSTOP) or traced: it will not answer."""
@@ -227,12 +249,25 @@ class Repl:
         """Read stdout as it comes, between replies too: what arrives while no request is pending
         was not written by the REPL's loop and must be seen, not read as the next reply."""
         assert self._proc.stdout is not None
-        with contextlib.suppress(Exception):
-            while len(self._pending) <= _READ_LIMIT and (chunk := await self._proc.stdout.read(1 << 20)):
-                self._pending += chunk
-                self._stdout_changed.set()
+        try:
+            with contextlib.suppress(Exception):
+                while len(self._pending) <= _READ_LIMIT and (chunk := await self._proc.stdout.read(1 << 20)):
+                    self._pending += chunk
+                    self._stdout_changed.set()
+        finally:  # cancelled too: whoever waits for a reply must learn there will be none
+            self._eof()
+
+    def _eof(self) -> None:
         self._stdout_eof = True
         self._stdout_changed.set()
+
+    async def _watch_exit(self) -> None:
+        """The REPL exited: what it wrote arrives within a moment. A process it started that escaped
+        its tree (a double fork, `setsid`) may hold its stdout open for good, so a reply still
+        awaited after that moment will never come."""
+        await self._exited.wait()
+        await asyncio.wait({self._pump}, timeout=_EXIT_GRACE)
+        self._eof()
 
     async def request(self, data: bytes) -> bytes:
         """Send one encoded request and return the reply's bytes (without its blank line).
@@ -285,10 +320,18 @@ class Repl:
         return raw
 
     async def run(
-        self, data: bytes, *, measure: bool = True, shift: int = 0, records_env: bool = True
+        self,
+        data: bytes,
+        *,
+        measure: bool = True,
+        shift: int = 0,
+        records_env: bool = True,
+        answered: Callable[[], None] | None = None,
     ) -> tuple[Reply, Usage]:
         """Send one encoded request; return the parsed reply (positions moved down by `shift`
         lines) and its cost (CPU and memory only when `measure`; they cost a /proc read per process).
+        `answered` is called as soon as the REPL's reply is in, before it is parsed (parsing a large
+        reply takes a while, and is not the REPL's time).
 
         A request that records an environment (`records_env`: every `cmd`) must be answered with
         exactly the next env id, or with a REPL-level error. Raises ReplCrashed, after killing the
@@ -304,6 +347,8 @@ class Repl:
         start = time.perf_counter()
         raw = await self.request(data)
         wall = time.perf_counter() - start
+        if answered is not None:
+            answered()
         expected = self.next_env
         try:
             reply = await decode(raw, shift)
@@ -384,10 +429,7 @@ class Repl:
         return self.sample()[1]
 
     async def _die(self, reason: str) -> None:
-        await self.kill()
-        # The exit code and last words tell a crash from an out-of-memory death.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
+        await self.kill()  # waits for the last words: the exit code and stderr tell an OOM from a crash
         self._dead = ReplCrashed(reason, self._proc.returncode, self.stderr_since_command())
 
     async def kill(self) -> None:
@@ -403,14 +445,20 @@ class Repl:
         for p in tree:
             with contextlib.suppress(psutil.Error):
                 p.kill()
+        await self._exited.wait()
+        # Its last words, until its pipes close. A process that escaped the tree may hold them open
+        # for good (and asyncio's wait() waits for the pipes), so this is bounded and then our ends
+        # of the pipes are closed.
+        await asyncio.wait({self._drain, self._pump}, timeout=_EXIT_GRACE)
+        transport = self._proc._transport  # type: ignore[attr-defined]
+        for fd in (0, 1, 2):
+            pipe = transport.get_pipe_transport(fd)
+            if pipe is not None:
+                pipe.close()
         await self._proc.wait()
         reaper.untrack(self._proc.pid)
         await _gone(tree, 2.0)
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._drain), 1.0)
-        for task in (self._drain, self._pump):
+        for task in (self._drain, self._pump, self._exit_watch):
             if not task.done():
                 task.cancel()
 

@@ -239,6 +239,7 @@ def to_result(proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofRes
                 peak_memory_bytes=outcome.peak_memory_bytes,
                 attempts=outcome.attempts,
                 fresh_repl=outcome.fresh_repl,
+                review_seconds=outcome.review_seconds,
                 from_cache=outcome.from_cache,
                 shared_check=outcome.shared,
             )

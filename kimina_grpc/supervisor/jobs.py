@@ -72,6 +72,9 @@ class Outcome:
     """Answered from the result cache: no Lean ran for this proof."""
     shared: bool = False
     """Answered by a check of an identical proof that another caller started (in-flight dedupe)."""
+    review_seconds: float = 0.0
+    """Wall seconds of the trust review (audit, judge) after Lean accepted the body; not part of
+    `time_seconds`, which is Lean's time for the proof itself."""
 
 
 def not_checked(reason: str) -> Outcome:

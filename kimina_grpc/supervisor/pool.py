@@ -13,6 +13,7 @@ seconds with one mean proof cost; costs themselves are never guessed from the pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import time
@@ -160,6 +161,7 @@ class Supervisor:
         self._import_failures: dict[PoolKey, int] = {}
         self._kick_pending = False
         self._closing = False
+        self._draining = False
         # Submitters waiting for room in a full queue, oldest first: each dequeue wakes one.
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._warmup: list[Worker] = []
@@ -169,6 +171,8 @@ class Supervisor:
         # replacements of REPLs that died or were recycled.
         self._to_start: list[PoolKey] = []
         self._queued_bytes = 0
+        # Jobs handed to a REPL and not answered yet (close() answers them whatever state they are in).
+        self._running: set[Job] = set()
         # Why the pool cannot serve (the REPL cannot start, a pre-warm header fails), and the key
         # whose successful start clears it; retried in the background until it works.
         self._problem: str | None = None
@@ -222,10 +226,10 @@ class Supervisor:
 
     def submit_many(self, items: Iterable[tuple[Split, CheckOptions]]) -> list[Job]:
         """Queue proofs all or none: QueueFull if the queue cannot take them all."""
-        if self._closing:
+        if self._closing or self._draining:
             raise ShuttingDown
         batch = list(items)
-        sizes = [len(split.header) + len(split.body) for split, _ in batch]
+        sizes = [_size(split, options) for split, options in batch]
         if self._queued + len(batch) > self.s.max_queue or (
             self.s.max_queue_bytes and self._queued and self._queued_bytes + sum(sizes) > self.s.max_queue_bytes
         ):
@@ -235,31 +239,54 @@ class Supervisor:
         for (split, options), size in zip(batch, sizes, strict=True):
             job = Job(split, options, loop.create_future(), size=size)
             self._enqueue(job)
-            waits = [self.s.max_wait] if self.s.max_wait > 0 else []
-            if options.deadline is not None:
-                waits.append(options.deadline - time.monotonic())
-            if waits:
-                job.expiry = loop.call_later(max(0.0, min(waits)), self._expire, job)
+            self._arm_expiry(job, self.s.max_wait)
             jobs.append(job)
         self._kick()
         return jobs
 
+    def _arm_expiry(self, job: Job, max_wait: float) -> None:
+        """Answer the job NOT_CHECKED if it is still queued after `max_wait` seconds (0: no bound)
+        or at its caller's deadline."""
+        waits = [max_wait] if max_wait > 0 else []
+        if job.options.deadline is not None:
+            waits.append(job.options.deadline - time.monotonic())
+        if waits:
+            job.expiry = asyncio.get_running_loop().call_later(max(0.0, min(waits)), self._expire, job)
+
     async def submit_when_room(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof, waiting while the queue is full (a stream's backpressure)."""
-        size = len(split.header) + len(split.body)
-        while not self._closing and (
-            self._queued >= self.s.max_queue
-            or (self.s.max_queue_bytes and self._queued and self._queued_bytes + size > self.s.max_queue_bytes)
+        size = _size(split, options)
+        # First come, first served: behind those already waiting, and a waiter woken without enough
+        # room (a large proof) keeps its place at the front, so a stream of small ones never starves it.
+        woken = False
+        while not (self._closing or self._draining) and (
+            (not woken and any(not r.done() for r in self._room_waiters)) or self._full(size)
         ):
             room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._room_waiters.append(room)
+            if woken:
+                self._room_waiters.appendleft(room)
+            else:
+                self._room_waiters.append(room)
             try:
                 await room
             except asyncio.CancelledError:
                 if room.done() and not room.cancelled():
                     self._wake_one()  # woken, then cancelled: hand the room on
+                with contextlib.suppress(ValueError):
+                    self._room_waiters.remove(room)
                 raise
-        return self.submit(split, options)
+            woken = True
+        job = self.submit(split, options)
+        if self._room_waiters and not self._full(0):
+            self._wake_one()  # room is left: the next in line may fit too
+        return job
+
+    def _full(self, size: int) -> bool:
+        """Whether the queue has no room for one more proof of `size` bytes (one larger than the
+        byte bound fits an empty queue)."""
+        return self._queued >= self.s.max_queue or bool(
+            self.s.max_queue_bytes and self._queued and self._queued_bytes + size > self.s.max_queue_bytes
+        )
 
     def cancel(self, job: Job) -> None:
         """The caller is gone: a queued job never runs. A running one may finish within an import's
@@ -270,7 +297,7 @@ class Supervisor:
         if job.expiry is not None:
             job.expiry.cancel()
         for worker in self._workers:
-            if worker.job is job and worker.stop is not None:
+            if worker.job is job:
                 ran = time.monotonic() - worker.idle_since
                 asyncio.get_running_loop().call_later(
                     max(0.0, self._import_cost.value - ran), self._stop_abandoned, worker, job
@@ -324,9 +351,8 @@ class Supervisor:
         self._queued_bytes = 0
         while self._room_waiters:  # waiting submitters learn of the shutdown
             self._wake_one()
-        for worker in self._workers:
-            if worker.job is not None:
-                worker.job.answer(not_checked("the server is shutting down"))
+        for job in self._running:  # on a REPL, or between a lost REPL and its retry
+            job.answer(not_checked("the server is shutting down"))
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -334,13 +360,15 @@ class Supervisor:
         await decode.shutdown()
 
     async def drain(self, timeout: float) -> None:
-        """Shutdown's first step: take no more work (submitters get QueueFull; those waiting for room
-        wait for `close`), answer queued jobs as not checked, and give the running ones up to `timeout`
+        """Shutdown's first step: take no more work (submitters, also those waiting for room, get
+        ShuttingDown), answer queued jobs as not checked, and give the running ones up to `timeout`
         seconds to finish with their verdicts. `close` answers what is left."""
-        self.s = replace(self.s, max_queue=0)
+        self._draining = True
+        while self._room_waiters:
+            self._wake_one()
         for key in list(self._queues):
             self._fail_queue(key, not_checked("the server is shutting down"))
-        running = {w.job.future for w in self._workers if w.job is not None and not w.job.future.done()}
+        running = {job.future for job in self._running if not job.future.done()}
         if running:
             await asyncio.wait(running, timeout=timeout)
 
@@ -720,6 +748,7 @@ class Supervisor:
     def _run(self, worker: Worker, job: Job) -> None:
         worker.state = WorkerState.BUSY
         worker.job = job
+        self._running.add(job)
         self._spawn(self._check(worker, job))
 
     async def _check(self, worker: Worker, job: Job) -> None:
@@ -735,6 +764,10 @@ class Supervisor:
 
     async def _check_once(self, worker: Worker, job: Job) -> None:
         assert worker.repl is not None
+        if job.abandoned:  # its caller left between dispatch and now: nothing to run
+            self._running.discard(job)
+            self._after_check(worker, recycle=False)
+            return
         repl = worker.repl
         job.attempts += 1
         opts = job.options
@@ -748,22 +781,30 @@ class Supervisor:
         limit = self.s.max_repl_rss
         peak = 0
         killed_for: str | None = None
+        answered_at: float | None = None
         watch: asyncio.TimerHandle | None = None
 
         def stop(reason: str) -> None:
-            # The REPL cannot be interrupted: killing it makes its pending read fail at once.
+            # The REPL cannot be interrupted: killing it makes its pending read fail at once. Once
+            # it has answered, the time the reply takes to parse is not the proof's.
             nonlocal killed_for
-            if killed_for is None:
+            if killed_for is None and answered_at is None and repl.alive:  # not already dead of its own
                 # A stopped (SIGSTOP) REPL times out every proof: not this proof's fault.
                 killed_for = "stopped" if reason == "timeout" and repl.stopped() else reason
                 self._spawn(repl.kill())
+
+        def answered() -> None:
+            nonlocal answered_at
+            answered_at = time.monotonic()
+            timer.cancel()
 
         def sample() -> None:
             nonlocal peak, watch
             rss = repl.rss()
             peak = max(peak, rss)
             if limit is not None and rss > limit:
-                stop("memory")
+                if worker.stop is not None:
+                    worker.stop("memory")
             else:
                 watch = loop.call_later(_WATCHDOG_PERIOD, sample)
 
@@ -777,7 +818,10 @@ class Supervisor:
         too_deep: ReplyTooDeep | None = None
         try:
             reply, usage = await repl.run(
-                request, measure=opts.diagnostics or limit is not None, shift=job.split.line_offset
+                request,
+                measure=opts.diagnostics or limit is not None,
+                shift=job.split.line_offset,
+                answered=answered,
             )
         except ReplCrashed as exc:
             crash = exc
@@ -786,9 +830,7 @@ class Supervisor:
         finally:
             worker.stop = None
             timer.cancel()
-            if watch is not None:
-                watch.cancel()
-        elapsed = time.monotonic() - started
+        elapsed = (answered_at or time.monotonic()) - started
         made = functools.partial(
             Outcome,
             repl_id=worker.id,
@@ -798,6 +840,8 @@ class Supervisor:
             time_seconds=elapsed,
         )
         if killed_for is not None or crash is not None:
+            if watch is not None:
+                watch.cancel()
             self.counters["kills" if killed_for is not None else "crashes"] += 1
             history = worker.uses > 0
             await self._lost(worker)
@@ -808,11 +852,7 @@ class Supervisor:
                     peak_memory_bytes=peak,
                 )
             elif killed_for == "memory":
-                outcome = made(
-                    Verdict.OUT_OF_MEMORY,
-                    peak_memory_bytes=peak,
-                    error=f"the REPL's resident memory passed {limit} bytes",
-                )
+                outcome = self._out_of_memory(made, peak)
             elif killed_for == "abandoned":
                 outcome = not_checked("the caller went away; the proof was stopped")
             elif killed_for == "stopped":
@@ -826,6 +866,8 @@ class Supervisor:
             return
         if too_deep is not None:
             # The REPL answered and is still in step; only this reply cannot be handed on.
+            if watch is not None:
+                watch.cancel()
             worker.uses += 1
             self._finish(job, made(Verdict.REPL_ERROR, error=f"{too_deep}; ask for a smaller infotree mode"))
             self._after_check(worker, recycle=False)
@@ -840,24 +882,66 @@ class Supervisor:
             cpu_seconds=usage.cpu_seconds,
             peak_memory_bytes=max(peak, usage.peak_bytes),
         )
+        recycle = reply.error is not None  # a REPL-level failure: don't trust its state
         if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
-            # A caller that leaves during the review stops it as it would stop the check.
-            worker.stop = lambda _reason: self._spawn(repl.kill())
-            reviewed = time.monotonic()
-            try:
-                outcome = await self._reviewer.review(
-                    repl, outcome, env=reply.env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
-                )
-            finally:
-                worker.stop = None
-            # The review is part of the check's time (a cache hit compares it with a caller's timeout).
-            outcome = replace(outcome, time_seconds=outcome.time_seconds + time.monotonic() - reviewed)
+            outcome, recycle = await self._review(worker, repl, outcome, reply.env, opts)
+            peak = max(peak, outcome.peak_memory_bytes)
+        if watch is not None:
+            watch.cancel()
         self._finish(job, outcome)
         self._after_check(
             worker,
-            recycle=reply.error is not None  # a REPL-level failure: don't trust its state
+            recycle=recycle
             or not repl.alive  # killed or crashed during the trust review
-            or (self.s.max_repl_rss is not None and usage.rss_bytes > self.s.max_repl_rss),
+            or (self.s.max_repl_rss is not None and max(usage.rss_bytes, repl.rss()) > self.s.max_repl_rss),
+        )
+
+    async def _review(
+        self, worker: Worker, repl: Repl, outcome: Outcome, env: int, opts: CheckOptions
+    ) -> tuple[Outcome, bool]:
+        """The trust review of a VALID body, as a task its caller's departure or the memory
+        watchdog stops (the judge's REPL with it). Returns the final outcome and whether the REPL
+        must be recycled (a review stopped midway leaves a reply in flight)."""
+        assert opts.trust is not None
+        reviewed = time.monotonic()
+        review = asyncio.ensure_future(
+            self._reviewer.review(
+                repl, outcome, env=env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
+            )
+        )
+        why: list[str] = []
+
+        def stop(reason: str) -> None:
+            if not why:
+                why.append(reason)
+                review.cancel()
+
+        worker.stop = stop
+        try:
+            outcome = await asyncio.shield(review)
+        except asyncio.CancelledError:
+            if not review.done():  # this task itself was cancelled (shutdown): take the review along
+                review.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await review  # its clean-up (the judge's REPL, the pickle) runs to its end
+                raise
+            if not why:
+                raise
+            if why[0] == "memory":
+                oom = functools.partial(replace, outcome, reply=None)
+                outcome = self._out_of_memory(oom, outcome.peak_memory_bytes)
+            else:
+                outcome = not_checked("the caller went away; the proof's trust review was stopped")
+            return outcome, True
+        finally:
+            worker.stop = None
+        return replace(outcome, review_seconds=time.monotonic() - reviewed), False
+
+    def _out_of_memory(self, made: Callable[..., Outcome], peak: int) -> Outcome:
+        return made(
+            Verdict.OUT_OF_MEMORY,
+            peak_memory_bytes=peak,
+            error=f"the REPL's resident memory passed {self.s.max_repl_rss} bytes",
         )
 
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
@@ -883,11 +967,14 @@ class Supervisor:
             job.retry_fresh = True
         elif outcome.verdict is not Verdict.REPL_ERROR:
             return False
+        self._running.discard(job)
         self._enqueue(job, first=True)
+        self._arm_expiry(job, 0.0)  # its caller's deadline still holds; the wait bound was met once
         self._kick()
         return True
 
     def _finish(self, job: Job, outcome: Outcome) -> None:
+        self._running.discard(job)
         if self._closing and not job.future.done():
             outcome = not_checked("the server is shutting down")
         job.answer(outcome)
@@ -899,6 +986,12 @@ class Supervisor:
         if not worker.key.fresh and not self._closing:
             self._to_start.append(worker.key)
         self._kick()
+
+
+def _size(split: Split, options: CheckOptions) -> int:
+    """Bytes a queued proof holds (the queue is bounded in bytes): its code and reference statement."""
+    statement = options.trust.statement if options.trust is not None and options.trust.statement else ""
+    return len(split.header.encode()) + len(split.body.encode()) + len(statement.encode())
 
 
 def _crash_verdict(exc: BaseException) -> Verdict:

@@ -501,7 +501,9 @@ class ProofResult(_message.Message):
     verdict: Global___Verdict.ValueType
     """The verdict; see Verdict."""
     time_seconds: _builtins.float
-    """Wall seconds Lean spent checking the proof (excluding queueing and imports)."""
+    """Wall seconds Lean spent checking the proof (excluding queueing, imports, the parsing of its reply
+    and the trust review: see Diagnostics.review_seconds).
+    """
     infotree: _builtins.str
     """The info tree as JSON text (the REPL's `infotree` array, positions shifted into Proof.code),
     when one was asked for and Lean produced it.
@@ -753,6 +755,7 @@ class Diagnostics(_message.Message):
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     FRESH_REPL_FIELD_NUMBER: _builtins.int
+    REVIEW_SECONDS_FIELD_NUMBER: _builtins.int
     FROM_CACHE_FIELD_NUMBER: _builtins.int
     SHARED_CHECK_FIELD_NUMBER: _builtins.int
     repl_id: _builtins.str
@@ -771,6 +774,10 @@ class Diagnostics(_message.Message):
     """How many REPLs the proof ran on (2 after a crash and its retry)."""
     fresh_repl: _builtins.bool
     """Whether the REPL was started for this proof alone (reuse = false)."""
+    review_seconds: _builtins.float
+    """Wall seconds of the trust review (TRUST_LEVEL_AUDIT, TRUST_LEVEL_JUDGE: its commands, the judge's
+    import), after Lean accepted the proof; not part of ProofResult.time_seconds.
+    """
     from_cache: _builtins.bool
     """The result came from the result cache (this server's or a shared one): no Lean ran for this
     proof. time_seconds and the fields above are those of the original check.
@@ -789,12 +796,13 @@ class Diagnostics(_message.Message):
         peak_memory_bytes: _builtins.int = ...,
         attempts: _builtins.int = ...,
         fresh_repl: _builtins.bool = ...,
+        review_seconds: _builtins.float = ...,
         from_cache: _builtins.bool = ...,
         shared_check: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "check_seconds", b"check_seconds", "cpu_seconds", b"cpu_seconds", "fresh_repl", b"fresh_repl", "from_cache", b"from_cache", "peak_memory_bytes", b"peak_memory_bytes", "queue_seconds", b"queue_seconds", "repl_id", b"repl_id", "shared_check", b"shared_check"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "check_seconds", b"check_seconds", "cpu_seconds", b"cpu_seconds", "fresh_repl", b"fresh_repl", "from_cache", b"from_cache", "peak_memory_bytes", b"peak_memory_bytes", "queue_seconds", b"queue_seconds", "repl_id", b"repl_id", "review_seconds", b"review_seconds", "shared_check", b"shared_check"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
