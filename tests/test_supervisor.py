@@ -86,7 +86,10 @@ async def test_cancel_frees_queued_jobs(started: Started) -> None:
     sup = await started(max_repls=1)
     first = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=5))
     queued = [sup.submit(split_header(f"theorem q{i} := 1"), CheckOptions(timeout=5)) for i in range(10)]
-    await asyncio.sleep(0.2)
+    for _ in range(500):  # until the REPL has started and taken the first
+        if sup.queued == 10:
+            break
+        await asyncio.sleep(0.01)
     assert sup.queued == 10
     for job in queued:
         sup.cancel(job)
@@ -98,7 +101,9 @@ async def test_cancel_frees_queued_jobs(started: Started) -> None:
 
 
 async def test_max_wait_answers_not_checked(started: Started) -> None:
-    sup = await started(max_repls=1, max_wait=0.2)
+    sup = await started(max_repls=1, max_wait=0.2, init_repls={"": 1})
+    while not sup.ready:  # the REPL's start is no part of the wait measured here
+        await asyncio.sleep(0.01)
     slow = sup.submit(split_header("theorem t := by\n  -- fake: sleep 1"), CheckOptions(timeout=5))
     waiting = sup.submit(split_header("theorem u := 1"), CheckOptions(timeout=5))
     out = await waiting.future

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import signal
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -50,11 +53,14 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 class ReplCrashed(Exception):
     """The process died or broke the protocol; it has been killed and reaped."""
 
-    def __init__(self, reason: str, returncode: int | None, stderr: str) -> None:
+    def __init__(self, reason: str, returncode: int | None, stderr: str, *, forged: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.returncode = returncode
         self.stderr = stderr
+        self.forged = forged
+        """What came back during this request was not (all) the REPL's own: something the proof
+        started, or did, wrote it. Not a crash of the REPL's; maybe the proof's doing."""
 
     def __str__(self) -> str:
         text = self.reason
@@ -164,6 +170,9 @@ class Repl:
         self._stderr_written = 0
         self._stderr_mark = 0  # _stderr_written when the current command was sent
         self._tree: list[int] | None = None
+        # Set by `settle` once the tree is complete: its processes, and the REPL process itself.
+        self._known: frozenset[int] = frozenset()
+        self._repl_pid: int | None = None
         self._cpu_seen = 0.0
         self._dead: ReplCrashed | None = None
         self._pending = bytearray()  # what the REPL wrote to stdout that is not yet a whole reply
@@ -171,6 +180,7 @@ class Repl:
         self._stdout_eof = False
         self._pump = asyncio.create_task(self._pump_stdout())
         self._exit_watch = asyncio.create_task(self._watch_exit())
+        self._stdout_fd: int | None = None  # our end of the REPL's stdout, found by `settle`
         self.next_env = 0
         """The id the REPL gives the next command that records an environment: every `cmd` (and
         `unpickleEnvFrom`) gets the next integer, from 0 (`recordCommandSnapshot` in REPL/Main.lean)."""
@@ -281,6 +291,7 @@ class Repl:
             raise self._dead
         assert self._proc.stdin is not None
         if self._pending:
+            # Not this request's fault (it was not sent): something left behind by an earlier one.
             await self._die("the REPL wrote output between replies (not the REPL's own)")
             raise self._dead  # type: ignore[misc]
         self._stderr_mark = self._stderr_written
@@ -298,9 +309,42 @@ class Repl:
         except ValueError:
             answered = False
         if not answered or self._pending or not raw.strip():
-            await self._die("the REPL's reply was followed by another (not all of it the REPL's own)")
-            raise self._dead  # type: ignore[misc]
+            await self._forged("the REPL's reply was followed by another (not all of it the REPL's own)")
+        if self._repl_pid is not None:
+            await self._check_alone()
         return raw
+
+    async def _forged(self, reason: str) -> None:
+        await self._die(reason)
+        assert self._dead is not None
+        self._dead.forged = True
+        raise self._dead
+
+    async def _check_alone(self) -> None:
+        """The replies just read are the REPL's own only if the REPL is back at reading its stdin
+        with nothing more written: a reply forged by a process the proof started (it inherits the
+        REPL's stdout, and may read its stdin) arrives while the REPL is still at work on the
+        command, and the REPL's own reply then follows it. A process the proof started that is still
+        there (a daemon) could do it again, to a later proof: the REPL is not trusted with it."""
+        assert self._repl_pid is not None
+        deadline = time.monotonic() + _SETTLE_SECONDS
+        delay = 0.0002
+        while _reading_stdin(self._repl_pid) is False:
+            if self._stdout_eof:
+                await self._die("the REPL exited")
+                raise self._dead  # type: ignore[misc]
+            if time.monotonic() > deadline:
+                await self._forged("a reply came while the REPL was still at work (not the REPL's own)")
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 0.02)
+        await asyncio.sleep(0)  # let what is already in the pipe reach `_pending`
+        if self._pending or (self._stdout_fd is not None and _unread(self._stdout_fd)):
+            await self._forged("the REPL's reply was followed by another (not all of it the REPL's own)")
+        if (intruder := self._intruder()) is not None:
+            await self._forged(
+                f"the proof started a process (pid {intruder}) that was still running when its reply came"
+                " (the REPL's replies cannot be told from its output)"
+            )
 
     async def _next_reply(self) -> bytes:
         """The next reply from what stdout brought (waiting for it), without its blank line."""
@@ -388,19 +432,43 @@ class Repl:
 
     def host_path(self, path: str) -> Path:
         """Where the server sees `path` of the REPL's own filesystem. In a box (its own mount
-        namespace, a private /tmp) that is through /proc/PID/root of a process inside it; without
-        one it is `path` itself."""
+        namespace, a private /tmp) that is through /proc/PID/root of the REPL process itself (known
+        since `settle`: a process the proof started may have a root of its own); without one it is
+        `path` itself."""
         if not self._boxed:
             return Path(path)
-        self._tree = None
-        inside = self._pids()[1:]  # bwrap itself stays in the server's mount namespace
-        if not inside:
-            raise ReplCrashed("the REPL's box has no process left", self._proc.returncode, "")
-        return Path(f"/proc/{inside[-1]}/root") / path.lstrip("/")
+        if self._repl_pid is None or not self.alive:
+            raise ReplCrashed("the REPL's box has no REPL in it", self._proc.returncode, "")
+        return Path(f"/proc/{self._repl_pid}/root") / path.lstrip("/")
 
-    def refresh_tree(self) -> None:
-        """Look for the process's children again (after start-up, when `lake env` has spawned)."""
+    def settle(self) -> None:
+        """The REPL has answered its first request: its process tree is complete (`lake env` has
+        started the REPL, the box its init). Remember the tree and the REPL process (its leaf):
+        from now on every reply must come from it alone (see `_check_alone`)."""
         self._tree = None
+        pids = self._pids()
+        self._known = frozenset(pids)
+        self._repl_pid = _leaf(pids)
+        self._stdout_fd = _our_end_of_stdout(self._repl_pid) if self._repl_pid is not None else None
+
+    def _intruder(self) -> int | None:
+        """A process in the REPL's tree that was not there when it settled (the proof's), if any.
+        Reads the children of each known process's threads (cheap: no scan of every process)."""
+        for pid in self._known:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                        children = f.read().split()
+                except OSError:
+                    continue
+                for child in children:
+                    if int(child) not in self._known:
+                        return int(child)
+        return None
 
     def _pids(self) -> list[int]:
         if self._tree is None:
@@ -461,6 +529,69 @@ class Repl:
         for task in (self._drain, self._pump, self._exit_watch):
             if not task.done():
                 task.cancel()
+
+
+# How long an honest REPL may take from writing its reply to reading its next request.
+_SETTLE_SECONDS = 2.0
+# The `read` system call's number, by machine, as /proc/PID/syscall shows it.
+_READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(os.uname().machine) if hasattr(os, "uname") else None
+
+
+def _reading_stdin(pid: int) -> bool | None:
+    """Whether the process's main thread is blocked reading its stdin (fd 0): where the REPL's loop
+    waits for its next request. None when the kernel does not tell (then nothing is checked)."""
+    if _READ_SYSCALL is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/syscall", "rb") as f:
+            fields = f.read().split()
+    except OSError:
+        return None
+    if not fields or fields[0] == b"running" or len(fields) < 2:
+        return False
+    try:
+        return int(fields[0]) == _READ_SYSCALL and int(fields[1], 16) == 0
+    except ValueError:
+        return None
+
+
+def _unread(fd: int) -> int:
+    """Bytes waiting in the pipe `fd` reads from."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+    except OSError:
+        return 0
+
+
+def _our_end_of_stdout(pid: int) -> int | None:
+    """Our file descriptor reading the pipe that is `pid`'s stdout (asyncio does not tell it under
+    every event loop), or None."""
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/1")
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{fd}") == target:
+                    return int(fd)
+    except OSError:
+        pass
+    return None
+
+
+def _leaf(pids: list[int]) -> int | None:
+    """The deepest process of a tree (the REPL under its wrappers: bwrap, its init, lake)."""
+    depth: dict[int, int] = {}
+    parents: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            parents[pid] = psutil.Process(pid).ppid()
+
+    def level(pid: int) -> int:
+        if pid not in depth:
+            parent = parents.get(pid)
+            depth[pid] = 0 if parent is None or parent not in parents else 1 + level(parent)
+        return depth[pid]
+
+    return max(parents, key=level) if parents else None
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:

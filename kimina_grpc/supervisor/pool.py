@@ -651,7 +651,7 @@ class Supervisor:
             log.info("pool_recovered", problem=self._problem)
             self._problem = self._problem_key = None
             self._probe_delay = _PROBE_PERIOD
-        worker.repl.refresh_tree()
+        worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
         worker.idle_since = time.monotonic()
