@@ -312,6 +312,15 @@ async def _attacked(repl: Repl, *directives: str) -> dict[str, str]:
     return {d: next(r for r in reports if r.startswith(prefix)) for d, prefix in prefixes.items()}
 
 
+async def _in_a_box(box: Box, *directives: str) -> dict[str, str]:
+    """`_attacked` on a stand-in REPL started in `box` for it, killed after."""
+    repl = await Repl.start(ReplSpec(argv=(sys.executable, "-m", FAKE), box=box), "boxed")
+    try:
+        return await _attacked(repl, *directives)
+    finally:
+        await repl.kill()
+
+
 @needs_bwrap
 async def test_the_box_refuses_ptrace_keyrings_new_namespaces_io_uring_and_unix_sockets(outside: Path) -> None:
     """What the review did from inside a box: attach to the box's init (and so clear its parent-death
@@ -322,10 +331,9 @@ async def test_the_box_refuses_ptrace_keyrings_new_namespaces_io_uring_and_unix_
     listener.listen()
     listener.setblocking(False)
     key = f"kimina-attack-{uuid.uuid4().hex}"
-    repl = await Repl.start(ReplSpec(argv=(sys.executable, "-m", FAKE), box=BOX), "boxed")
     try:
-        said = await _attacked(
-            repl,
+        said = await _in_a_box(
+            BOX,
             "ptrace 1",
             "proc-mem 1",
             f"keyctl {key}",
@@ -335,7 +343,6 @@ async def test_the_box_refuses_ptrace_keyrings_new_namespaces_io_uring_and_unix_
             "grandchild",
         )
     finally:
-        await repl.kill()
         listener.close()
     assert said["ptrace 1"].endswith("failed: PermissionError: [Errno 1] Operation not permitted")
     assert "failed: OSError: [Errno 30] Read-only file system" in said["proc-mem 1"]  # /proc is read-only
@@ -357,18 +364,14 @@ async def test_every_fresh_mount_is_bounded_or_read_only(outside: Path) -> None:
     """Only /tmp was bounded: /dev/shm, /dev, /run and the masks took 1.5 GB of the host's memory."""
     (outside / "secrets").mkdir()
     box = Box(bwrap=BWRAP, hide=(str(outside / "secrets"),), tmp_bytes=32 << 20)
-    repl = await Repl.start(ReplSpec(argv=(sys.executable, "-m", FAKE), box=box), "boxed")
-    try:
-        said = await _attacked(
-            repl,
-            "fill /dev/shm/x 100",
-            "fill /dev/x 1",
-            "fill /run/x 1",
-            f"fill {outside / 'secrets' / 'x'} 1",
-            "fill /tmp/x 100",
-        )
-    finally:
-        await repl.kill()
+    said = await _in_a_box(
+        box,
+        "fill /dev/shm/x 100",
+        "fill /dev/x 1",
+        "fill /run/x 1",
+        f"fill {outside / 'secrets' / 'x'} 1",
+        "fill /tmp/x 100",
+    )
     assert f"No space left on device after {sandbox.SHM_BYTES >> 20} MiB" in said["fill /dev/shm/x 100"]
     assert "No space left on device after 32 MiB" in said["fill /tmp/x 100"]
     for where in ("/dev/x", "/run/x", str(outside / "secrets" / "x")):
