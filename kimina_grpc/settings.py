@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     """Results larger than this (info trees, tactics) are not stored; 0 = no limit."""
     cache_url: str | None = None
     """redis://host:port/db (or rediss://): a cache shared by every replica, besides the memory one."""
+    cache_password_file: Path | None = None
+    """A file holding the Redis password (a mounted Secret; or put it in the URL, redis://:PASSWORD@host)."""
+    cache_allow_unboxed: bool = False
+    """Use CACHE_URL with the sandbox off: a proof can then reach Redis and write any verdict for every
+    replica. Refused unless this is true (and then said in GetServerInfo's security warnings)."""
     cache_ttl: float = Field(7 * 86400, gt=0)
     """Seconds a result stays in Redis."""
     cache_timeout: float = Field(0.1, gt=0)
@@ -237,7 +242,23 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_TLS_CLIENT_CA needs LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY")
         if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("LEAN_SERVER_CACHE_URL must be a redis://, rediss:// or unix:// URL")
+        if self.cache_password_file is not None:
+            self.cache_password()
         return self
+
+    def cache_password(self) -> str | None:
+        """The Redis password from CACHE_PASSWORD_FILE (None without one); ValueError when unreadable."""
+        if self.cache_password_file is None:
+            return None
+        try:
+            password = self.cache_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"LEAN_SERVER_CACHE_PASSWORD_FILE: cannot read {self.cache_password_file}: {exc}"
+            ) from None
+        if not password:
+            raise ValueError(f"LEAN_SERVER_CACHE_PASSWORD_FILE: {self.cache_password_file} is empty")
+        return password
 
     def resolved_api_key(self) -> str | None:
         """The key callers must send, or None with auth off. Raises ValueError when auth is on without
@@ -264,8 +285,8 @@ class Settings(BaseSettings):
         return key
 
     def secret_paths(self) -> list[Path]:
-        """Files a REPL must not read: the key file, the TLS key, the config file."""
-        return [p for p in (self.api_key_file, self.tls_key, CONFIG_FILE) if p is not None]
+        """Files a REPL must not read: the key file, the TLS key, the Redis password, the config file."""
+        return [p for p in (self.api_key_file, self.tls_key, self.cache_password_file, CONFIG_FILE) if p is not None]
 
     def resolved_workspace(self) -> Path | None:
         return self.workspace or discover_workspace()

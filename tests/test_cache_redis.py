@@ -59,6 +59,7 @@ def test_two_serve_processes_share_hits(redis_port: int, tmp_path: Path) -> None
     envs = [
         {
             "LEAN_SERVER_CACHE_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "LEAN_SERVER_CACHE_ALLOW_UNBOXED": "true",  # the tests' REPLs run unboxed
             "KIMINA_FAKE_LOG": str(log),
             "LEAN_SERVER_MAX_REPLS": "2",
         }
@@ -100,7 +101,9 @@ async def test_redis_killed_mid_run_fails_no_proof_and_comes_back(
 ) -> None:
     killed, redis_port = redis_srv
     url = f"redis://127.0.0.1:{redis_port}/0"
-    async with running(cache_url=url, cache_timeout=0.1, cache_retry_seconds=0.3, stream_window=8) as (app, ch):
+    async with running(
+        cache_url=url, cache_allow_unboxed=True, cache_timeout=0.1, cache_retry_seconds=0.3, stream_window=8
+    ) as (app, ch):
         stub = pb_grpc.VerifierServiceStub(ch)
         work = proofs(150, "k")
         task = asyncio.create_task(stream(stub, work))
@@ -133,7 +136,10 @@ async def test_a_frozen_redis_fails_no_proof_and_comes_back(redis_srv: tuple[sub
     """SIGSTOP: Redis still accepts connections but never answers, the worst case for a client."""
     frozen, redis_port = redis_srv
     url = f"redis://127.0.0.1:{redis_port}/0"
-    async with running(cache_url=url, cache_timeout=0.1, cache_retry_seconds=0.3) as (app, ch):
+    async with running(cache_url=url, cache_allow_unboxed=True, cache_timeout=0.1, cache_retry_seconds=0.3) as (
+        app,
+        ch,
+    ):
         stub = pb_grpc.VerifierServiceStub(ch)
         frozen.send_signal(signal.SIGSTOP)
         try:

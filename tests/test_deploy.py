@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pytest
+import redis
 import yaml
+from pydantic import ValidationError
 
 from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
+from kimina_grpc.repl.sandbox import SandboxUnavailable
 from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, create_app
+from kimina_grpc.testing import free_port
 
 from .conftest import ROOT
 from .test_server import settings
@@ -167,3 +179,103 @@ def test_with_the_redis_cache_only_the_servers_reach_redis_and_they_may() -> Non
     to_redis = outbound["egress"][0]
     assert to_redis["to"][0]["podSelector"]["matchLabels"] == {"app": "kimina-redis"}
     assert to_redis["ports"] == [{"port": 6379, "protocol": "TCP"}]
+
+
+def test_the_image_gives_the_servers_user_no_write_access_to_the_toolchain_or_workspace() -> None:
+    """Unboxed, a proof runs as the server's user: with the toolchain and workspace its own, it could
+    overwrite Mathlib's .oleans, plant a `lake` in ~/.elan/bin or write the server's config."""
+    text = (ROOT / "Dockerfile").read_text()
+    copies = re.findall(r"^COPY --from=lean (.*)$", text, re.M)
+    assert {c.split()[-1] for c in copies} == {"/home/kimina/.elan", "/home/kimina/workspace"}
+    assert not [c for c in copies if "--chown" in c]  # root's, readable by all
+    assert re.search(r"chown root:root /home/kimina && chmod 0755 /home/kimina", text)  # nor the home itself
+    # kimina may write only ExportAst's mount points and output directories (those without .olean files).
+    chowns = re.findall(r"chown (?:-R )?kimina ([^;\n]*)", text)
+    assert chowns == ['"$dir"'] and "for dir in KiminaTmp .lake/build/lib/*/" in text and "-name '*.olean'" in text
+    assert "docker run --read-only --tmpfs /tmp" in text
+
+
+def _redis_docs() -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all((K8S / "redis" / "redis.yaml").read_text()) if d]
+    return {d["kind"]: d for d in docs}
+
+
+def test_the_redis_cache_requires_a_password_from_a_secret() -> None:
+    kinds = _redis_docs()
+    redis = kinds["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
+    assert refs["REDIS_PASSWORD"] == refs["REDISCLI_AUTH"] == {"name": "kimina-redis", "key": "password"}
+    assert refs["REDIS_PASSWORD"].get("optional", False) is False
+    # The servers read the password from the same Secret, mounted as a file the ConfigMap names.
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    ref = {e["name"]: e for e in container["env"]}["LEAN_SERVER_CACHE_PASSWORD_FILE"]["valueFrom"]["configMapKeyRef"]
+    assert (ref["name"], ref["key"], ref["optional"]) == ("kimina-grpc-cache", "password_file", True)
+    path = kinds["ConfigMap"]["data"]["password_file"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "redis-password")
+    assert volume["secret"]["secretName"] == "kimina-redis" and volume["secret"]["optional"] is True
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "redis-password")
+    assert path == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    # The guide no longer says an unboxed proof cannot reach the network.
+    guide = (K8S / "README.md").read_text()
+    assert "a proof cannot reach the network" not in guide and "LEAN_SERVER_CACHE_ALLOW_UNBOXED" in guide
+
+
+async def test_a_shared_cache_with_the_box_off_is_refused_unless_accepted(tmp_path: Path) -> None:
+    """Unboxed, a proof shares the server's network: it can write VALID for any key into Redis, for
+    every replica."""
+    url = "redis://127.0.0.1:1/0"
+    with pytest.raises(SandboxUnavailable, match="LEAN_SERVER_CACHE_ALLOW_UNBOXED=true"):
+        create_app(settings(cache_url=url, sandbox="off"))
+    app = create_app(settings(cache_url=url, sandbox="off", cache_allow_unboxed=True))
+    assert any("shared cache with the sandbox off" in w for w in app.posture.warnings)
+    assert not any("shared cache" in w for w in create_app(settings(sandbox="off")).posture.warnings)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ValidationError, match="LEAN_SERVER_CACHE_PASSWORD_FILE"):
+        settings(cache_password_file=empty)
+    (tmp_path / "pw").write_text("secret")
+    assert tmp_path / "pw" in settings(cache_password_file=tmp_path / "pw").secret_paths()  # masked in the box
+
+
+@contextlib.contextmanager
+def _redis_with_password(password: str) -> Iterator[int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    args = ["--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--requirepass", password]
+    proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=password)
+        for _ in range(200):
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_the_cache_authenticates_to_redis_with_a_password_file(tmp_path: Path) -> None:
+    password = "p-" + uuid.uuid4().hex
+    (tmp_path / "redis-password").write_text(password + "\n")
+    with _redis_with_password(password) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        for password_file, stored in ((None, 0), (tmp_path / "redis-password", 1)):
+            app = create_app(
+                settings(cache_url=url, cache_allow_unboxed=True, cache_password_file=password_file, cache_timeout=2)
+            )
+            await app.start()
+            try:
+                async with AsyncKiminaClient(f"127.0.0.1:{app.port}") as client:
+                    [r] = await client.verify(f"theorem t{stored} : True := trivial")
+                    assert r.verdict is Verdict.VALID  # Redis refusing us never fails a proof
+                await asyncio.sleep(0.3)  # the SET is not waited for
+            finally:
+                await app.stop()
+            assert len(redis.Redis(port=port, password=password).keys()) == stored

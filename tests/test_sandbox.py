@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -26,7 +27,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
-from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, boxfs, sandbox, seccomp
 from kimina_grpc.repl.sandbox import (
     OFF,
     Box,
@@ -301,7 +302,254 @@ def _cmd(cmd: str, env: int | None = None) -> bytes:
     return json.dumps({"cmd": cmd} if env is None else {"cmd": cmd, "env": env}).encode() + b"\n\n"
 
 
+async def _attacked(repl: Repl, *directives: str) -> dict[str, str]:
+    """Run one command of attack directives on a started REPL; each attack's report by its verb and
+    argument."""
+    cmd = "theorem t : True := by\n" + "".join(f"  -- fake: {d}\n" for d in directives) + "  trivial"
+    raw = await repl.request(json.dumps({"cmd": cmd}).encode() + b"\n\n")
+    reports = [m["data"] for m in json.loads(raw).get("messages", [])]
+    prefixes = {d: "{} {}:".format(*d.partition(" ")[::2]) for d in directives}
+    return {d: next(r for r in reports if r.startswith(prefix)) for d, prefix in prefixes.items()}
+
+
+async def _in_a_box(box: Box, *directives: str) -> dict[str, str]:
+    """`_attacked` on a stand-in REPL started in `box` for it, killed after."""
+    repl = await Repl.start(ReplSpec(argv=(sys.executable, "-m", FAKE), box=box), "boxed")
+    try:
+        return await _attacked(repl, *directives)
+    finally:
+        await repl.kill()
+
+
+@needs_bwrap
+async def test_the_box_refuses_ptrace_keyrings_new_namespaces_io_uring_and_unix_sockets(outside: Path) -> None:
+    """What the review did from inside a box: attach to the box's init (and so clear its parent-death
+    signal: the box outlives the server), write the host's keyring, make namespaces, reach a path
+    socket of the host. Threads, fork and exec still work (Lean and `lake env` need them)."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(outside / "sock"))
+    listener.listen()
+    listener.setblocking(False)
+    key = f"kimina-attack-{uuid.uuid4().hex}"
+    try:
+        said = await _in_a_box(
+            BOX,
+            "ptrace 1",
+            "proc-mem 1",
+            f"keyctl {key}",
+            "unshare",
+            "io-uring",
+            f"unix {outside / 'sock'}",
+            "grandchild",
+        )
+    finally:
+        listener.close()
+    assert said["ptrace 1"].endswith("failed: PermissionError: [Errno 1] Operation not permitted")
+    assert "failed: OSError: [Errno 30] Read-only file system" in said["proc-mem 1"]  # /proc is read-only
+    assert "Operation not permitted" in said[f"keyctl {key}"] and key not in Path("/proc/keys").read_text()
+    for attack in ("unshare", "io-uring", f"unix {outside / 'sock'}"):
+        assert "failed: PermissionError: [Errno 1] Operation not permitted" in said[attack], said[attack]
+    assert ": ok pid" in said["grandchild"]  # fork and exec
+    threads = "import threading; t = threading.Thread(target=print, args=('thread',)); t.start(); t.join()"
+    done = subprocess.run(
+        BOX.argv([sys.executable, "-c", threads], cwd="/"), capture_output=True, text=True, check=False
+    )
+    assert done.stdout == "thread\n", done.stderr
+    status = subprocess.run(BOX.argv(["cat", "/proc/self/status"], cwd="/"), capture_output=True, text=True, check=True)
+    assert "Seccomp:\t2" in status.stdout and "NoNewPrivs:\t1" in status.stdout
+
+
+@needs_bwrap
+async def test_every_fresh_mount_is_bounded_or_read_only(outside: Path) -> None:
+    """Only /tmp was bounded: /dev/shm, /dev, /run and the masks took 1.5 GB of the host's memory."""
+    (outside / "secrets").mkdir()
+    box = Box(bwrap=BWRAP, hide=(str(outside / "secrets"),), tmp_bytes=32 << 20)
+    said = await _in_a_box(
+        box,
+        "fill /dev/shm/x 100",
+        "fill /dev/x 1",
+        "fill /run/x 1",
+        f"fill {outside / 'secrets' / 'x'} 1",
+        "fill /tmp/x 100",
+    )
+    assert f"No space left on device after {sandbox.SHM_BYTES >> 20} MiB" in said["fill /dev/shm/x 100"]
+    assert "No space left on device after 32 MiB" in said["fill /tmp/x 100"]
+    for where in ("/dev/x", "/run/x", str(outside / "secrets" / "x")):
+        assert "Read-only file system" in said[f"fill {where} 1"], said[f"fill {where} 1"]
+
+
+@needs_bwrap
+def test_secrets_are_masked_under_a_directory_the_box_binds_back() -> None:
+    """A key file beside the workspace under /tmp: the box binds the workspace's top directory back,
+    and the mask must come after that bind (the review's box read the key)."""
+    top = Path(tempfile.mkdtemp(prefix="kimina-test-", dir="/tmp"))
+    try:
+        (top / "ws").mkdir()
+        key = top / "api-key"
+        key.write_text(KEY)
+        box = Box(bwrap=BWRAP, hide=default_hide([key]))
+        done = subprocess.run(
+            box.argv(["cat", str(key)], cwd=str(top / "ws")), capture_output=True, text=True, check=False
+        )
+        assert KEY not in done.stdout and "Permission denied" in done.stderr  # /dev/null on a nodev mount
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def test_the_seccomp_program_is_native_only_and_covers_x86_64_and_aarch64() -> None:
+    for arch in (seccomp.X86_64, seccomp.AARCH64):
+        code = seccomp.program(arch)
+        assert len(code) % 8 == 0 and code[:8] == bytes.fromhex("2000000004000000")  # load the arch first
+        assert {"ptrace", "keyctl", "unshare", "setns", "mount", "chroot", "bpf", "io_uring_setup"} <= set(arch.denied)
+    assert len(set(seccomp.X86_64.denied.values())) == len(seccomp.X86_64.denied)
+    assert len(set(seccomp.AARCH64.denied.values())) == len(seccomp.AARCH64.denied)
+
+
+@needs_bwrap
+def test_auto_probes_the_box_with_its_filter_and_falls_back_loudly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    broken = tmp_path / "filter.bpf"
+    broken.write_bytes(b"not a BPF program")  # bwrap refuses it, as a kernel without seccomp would
+    monkeypatch.setattr(sandbox, "seccomp_file", lambda: str(broken))
+    resolved = sandbox.resolve("auto", tmp_bytes=1 << 20, hide=(), env_allow=())
+    assert resolved.box.bwrap is None and resolved.warning and resolved.warning.startswith("NO SANDBOX: bwrap failed")
+    with pytest.raises(SandboxUnavailable, match="seccomp"):
+        sandbox.resolve("bwrap", tmp_bytes=1 << 20, hide=(), env_allow=())
+
+
+_FORKS = """
+import os, sys, time
+n = 0
+try:
+    while n < 200:
+        if os.fork() == 0:
+            time.sleep(20)
+            os._exit(0)
+        n += 1
+except OSError:
+    pass
+print(n)
+"""
+
+
+@needs_bwrap
+def test_the_process_count_is_per_box_not_per_user_id() -> None:
+    """RLIMIT_NPROC counts all of a user id's processes; set inside the box's user namespace, it
+    counts the box's own (a fork bomb in one box does not starve the server's other REPLs)."""
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or python is None:
+        pytest.skip("needs root (to run as another user) and /usr/bin/python3")
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    others = subprocess.Popen(
+        [*nobody, python, "-c", _FORKS.replace("200", "60")], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert others.stdout is not None and others.stdout.readline().strip() == "60"  # the uid's other processes
+        argv = BOX.argv([python, "-c", _FORKS], cwd="/", limits=Limits(processes=40))
+        done = subprocess.run([*nobody, *argv], capture_output=True, text=True, check=False)
+    finally:
+        os.killpg(others.pid, signal.SIGKILL)
+        others.wait()
+    assert done.returncode == 0, done.stderr
+    assert 30 <= int(done.stdout) < 40  # the box's init and its first process count too
+
+
 # ---- ExportAst in the box ------------------------------------------------------------------------------
+
+# A stand-in exporter whose code attacks after the tool wrote its output, the way `#eval` in raw code
+# could: the directives are the stand-in REPL's attacks, OUT is the output file's path.
+_EVIL_EXPORT = """
+import sys
+from pathlib import Path
+from kimina_grpc.testing import fake_ast_export, fake_repl
+
+module = sys.argv[-1]
+out = ".lake/build/lib/" + module.replace(".", "/") + ".out.json"
+source = Path(*module.split(".")).with_suffix(".lean")
+code = fake_ast_export.main(sys.argv[1:])
+for line in source.read_text().splitlines():
+    d = fake_repl._DIRECTIVE.match(line)
+    if d and d.group(1) in fake_repl._ATTACKS:
+        print(fake_repl._attack(d.group(1), d.group(2).replace("OUT", out)), file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.fixture
+def evil_export(outside: Path) -> str:
+    script = outside / "evil_export.py"
+    script.write_text(_EVIL_EXPORT)
+    return f"{sys.executable} {script}"
+
+
+@pytest.mark.parametrize("mode", ["off", pytest.param("bwrap", marks=needs_bwrap)])
+def test_an_export_cannot_make_the_server_read_a_file_of_its_choosing(
+    mode: str, outside: Path, evil_export: str
+) -> None:
+    """Raw code replaces the exporter's output with a symlink: to the server's own environment (the
+    server followed it and answered with its API key), to the key file, a FIFO (the server hung),
+    /dev/zero (it ran out of memory)."""
+    (outside / "ast").mkdir()
+    key_file = outside / "api-key"
+    key_file.write_text(KEY)
+    fifo = f"/tmp/kimina-test-fifo-{uuid.uuid4().hex}"
+    env = {
+        "LEAN_SERVER_SANDBOX": mode,
+        "LEAN_SERVER_API_KEY_FILE": str(key_file),
+        "LEAN_SERVER_AST_EXPORT_COMMAND": evil_export,
+        "LEAN_SERVER_AST_EXPORT_PROJECT_DIR": str(outside / "ast"),
+        "DATABASE_PASSWORD": "hunter2",
+        "LEAN_SERVER_REPL_ENV_ALLOW": "",
+    }
+    targets = ["/proc/self/environ", str(key_file), "/dev/zero", fifo]
+    try:
+        with serve_process(env) as (_, port), KiminaClient(f"127.0.0.1:{port}", KEY) as client:
+            for target in targets:
+                code = f"-- fake: fifo {fifo}\n-- fake: symlink OUT {target}\ntheorem t : True := trivial\n"
+                [item] = client.export_ast(code=code, module="My.Code", timeout=10)
+                assert "hunter2" not in item.ast and "LEAN_SERVER" not in item.ast, target
+                if mode == "bwrap":  # unboxed, the code can read the key file itself (same uid)
+                    assert KEY not in item.ast
+                assert "timeout" not in item.error
+            assert client.verify(proof())[0].verdict is Verdict.VALID
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(fifo)
+
+
+@needs_bwrap
+async def test_raw_code_cannot_fill_the_host_disk_through_its_output_directory(outside: Path, evil_export: str) -> None:
+    project = outside / "ast"
+    project.mkdir()
+    code = "-- fake: fill .lake/build/lib/KiminaTmp/junk 100\n-- fake: fail stop\n"
+    async with app_with(
+        sandbox="bwrap",
+        api_key=KEY,
+        sandbox_tmp_size="32M",
+        ast_export_command=evil_export,
+        ast_export_project_dir=project,
+    ) as (_, client):
+        [item] = await client.export_ast(code=code, module="My.Code")
+    assert "No space left on device after 32 MiB" in item.error, item.error
+    assert [p for p in project.rglob("*") if p.is_file()] == []
+
+
+@needs_bwrap
+async def test_a_named_export_may_write_its_output_file_only(outside: Path) -> None:
+    project = outside / "ast"
+    lib = project / ".lake" / "build" / "lib" / "Foo"
+    lib.mkdir(parents=True)
+    (lib / "Other.olean").write_text("the real thing")
+    (project / "Foo").mkdir()
+    (project / "Foo" / "Bar.lean").write_text(f"-- fake: write {lib / 'Other.olean'}\ntheorem a : True := trivial\n")
+    async with app_with(
+        sandbox="bwrap", api_key=KEY, ast_export_command=fake_ast_export_command(), ast_export_project_dir=project
+    ) as (_, client):
+        [named] = await client.export_ast(["Foo.Bar"])
+    assert named.error == "" and json.loads(named.ast)["commands"]
+    assert (lib / "Other.olean").read_text() == "the real thing"
+    assert not (lib / "Bar.out.json").exists()
 
 
 @needs_bwrap
@@ -418,6 +666,49 @@ def test_adopted_children_are_reaped_when_the_server_is_pid_1() -> None:
                 break
             time.sleep(0.1)
         assert zombies == []
+
+
+@needs_bwrap
+@pytest.mark.parametrize("swap_to", ["host-file", "fifo", "/dev/zero"])
+async def test_a_daemon_in_the_box_cannot_make_the_server_read_what_it_chooses(swap_to: str, outside: Path) -> None:
+    """The judge carries a pickle out of the proof's box. A daemon the proof left in its box turns
+    every pickle into a symlink to a host file, a FIFO or /dev/zero while the server reads: the read
+    fails with a clear error, never returns the host file, and the event loop keeps running."""
+    host_file = outside / "host-secret"
+    host_file.write_text(KEY)
+    target = {"host-file": str(host_file)}.get(swap_to, swap_to)
+    repl = await Repl.start(ReplSpec(argv=(sys.executable, "-m", FAKE), box=BOX), "boxed")
+    try:
+        said = await _attacked(repl, "write /tmp/plain data", f"swap /tmp/kimina-judge-*.olean {target}")
+        assert ": ok pid" in said[f"swap /tmp/kimina-judge-*.olean {target}"]
+        assert await boxfs.read_from_box(repl.pid, "/tmp/plain") == b"data"
+        pickle = "/tmp/kimina-judge-1.olean"
+        await _attacked(repl, f"write {pickle} the-pickle")
+        for _ in range(500):  # until the daemon has swapped it (a FIFO or /dev/zero would hang a plain read)
+            try:
+                data = await asyncio.wait_for(boxfs.read_from_box(repl.pid, pickle, max_bytes=1 << 20), 5)
+            except boxfs.BoxFileError as exc:
+                error = str(exc)
+                break
+            assert data == b"the-pickle"
+            await asyncio.sleep(0.002)
+        else:
+            pytest.fail("the daemon never swapped the pickle")
+        assert "Too many levels of symbolic links" in error or "is not a regular file" in error, error
+        with pytest.raises(boxfs.BoxFileError, match="not a plain absolute path"):
+            await boxfs.read_from_box(repl.pid, "/tmp/../etc/passwd")
+        # The writing side: a new file only, never through what is there.
+        await boxfs.write_into_box(repl.pid, "/tmp/carried", b"pickle")
+        assert await boxfs.read_from_box(repl.pid, "/tmp/carried") == b"pickle"
+        with pytest.raises(boxfs.BoxFileError, match="File exists"):
+            await boxfs.write_into_box(repl.pid, "/tmp/carried", b"again")
+        await boxfs.remove_from_box(repl.pid, "/tmp/carried")
+        await boxfs.remove_from_box(repl.pid, "/tmp/carried")  # already gone: nothing to do
+        assert host_file.read_text() == KEY
+    finally:
+        await repl.kill()
+    with pytest.raises(boxfs.BoxFileError, match="gone"):
+        await boxfs.read_from_box(repl.pid, "/tmp/plain")
 
 
 @needs_bwrap

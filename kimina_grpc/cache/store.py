@@ -108,7 +108,9 @@ class MemoryStore:
 class RedisStore:
     """Redis through redis-py's asyncio client. Never raises, never waits past `timeout`."""
 
-    def __init__(self, url: str, *, ttl: float, timeout: float, retry_seconds: float) -> None:
+    def __init__(
+        self, url: str, *, ttl: float, timeout: float, retry_seconds: float, password: str | None = None
+    ) -> None:
         self.url = url
         self.ttl = ttl
         self.timeout = timeout
@@ -123,6 +125,7 @@ class RedisStore:
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
+            password=password,  # a password in the URL wins
         )
         self._writes: set[asyncio.Task[None]] = set()
 

@@ -3,34 +3,45 @@ environment (an allow-list) and its resource limits.
 
 The code a REPL runs comes from a model: `#eval` runs arbitrary IO with the rights of the process
 (write files, spawn processes, open sockets). With bubblewrap (`LEAN_SERVER_SANDBOX=bwrap|auto`) a
-process sees the filesystem read-only, a private size-bounded /tmp, no network, its own PID, IPC and
-UTS namespaces (it cannot see or signal the server or other REPLs), a new session (no terminal to
-inject into), no capabilities and no_new_privs; secrets the server knows of (API key file, TLS key,
-Kubernetes service account, ~/.ssh...) are masked. Without it only the limits, the environment
-allow-list and the parent-death signal apply.
+process sees the filesystem read-only, a private size-bounded /tmp and /dev/shm (every other fresh
+mount is read-only: /dev, /proc, /run, the masks), no network, its own user (no further user
+namespaces), PID, IPC and UTS namespaces (it cannot see or signal the server or other REPLs), a new
+session (no terminal to inject into), no capabilities, no_new_privs and a seccomp filter (seccomp.py:
+no ptrace, keyrings, io_uring, bpf, new namespaces, mounts, chroot or unix sockets); secrets the server
+knows of (API key file, TLS key, Kubernetes service account, ~/.ssh...) are masked. Without it only the
+limits, the environment allow-list and the parent-death signal apply.
 
 Nothing runs in Python between fork and exec (gRPC's threads make that unsafe), so every limit is set
 by an exec wrapper: util-linux's `setpriv --pdeathsig KILL` (the process dies with the server) and
 `prlimit` (address space, file size, core dumps, process count). With the box, `bwrap --die-with-parent
 --unshare-pid` carries it inward: when bwrap dies the box's init dies, and with it every process of its
-PID namespace, whatever `lake env` or the proof started. Without the box, the REPL under `lake env`
-gets its own parent-death signal (lake's child does not inherit lake's), but a process a proof starts
-in a new session outlives the server.
+PID namespace, whatever `lake env` or the proof started (the seccomp filter and the read-only /proc
+keep the proof from reaching into the init, by ptrace or /proc/1/mem, to clear its parent-death
+signal). Without the box, the REPL under `lake env` gets its own parent-death signal (lake's child
+does not inherit lake's), but a process a proof starts in a new session outlives the server.
+
+The process count (RLIMIT_NPROC) is set inside the box, after bubblewrap made the box's user
+namespace: the kernel (>= 5.14) then counts it per box, not per user id. It is never enforced on root.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import fnmatch
 import os
+import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from kimina_grpc.repl import seccomp
 
 _PR_SET_DUMPABLE = 4
 SandboxMode = Literal["auto", "bwrap", "off"]
@@ -72,8 +83,15 @@ _NEVER = "LEAN_SERVER_*"
 # Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
 _HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
 _SYSTEM_SECRETS = ("/var/run/secrets", "/run/secrets", "/etc/ssl/private")
-# Masked wholesale by fresh mounts inside the box.
+# Replaced wholesale by fresh mounts inside the box; what lies under /tmp or /run is visible again
+# only where its top directory is bound back (see Box.bwrap_args).
 _FRESH = ("/tmp", "/dev", "/proc", "/run")
+SHM_BYTES = 64 << 20
+"""Size of the box's /dev/shm (POSIX shared memory and semaphores)."""
+_RO_TMPFS_BYTES = 1 << 20
+"""Size of the read-only tmpfs mounts (/run, masked directories): only their mount points live there."""
+# The fd bwrap reads the seccomp program from (opened by the exec wrapper, see _die_with).
+_SECCOMP_FD = 9
 
 
 def allowed_env(source: Mapping[str, str], allow: Iterable[str]) -> dict[str, str]:
@@ -99,8 +117,10 @@ class Limits:
     file_size: int | None = None
     """RLIMIT_FSIZE: the largest file the process may write."""
     processes: int | None = None
-    """RLIMIT_NPROC: counted per user id by the kernel (all of the uid's processes and threads, not
-    per REPL), ignored for root; a fork-bomb brake, not an exact bound (the pod's PID limit is)."""
+    """RLIMIT_NPROC (processes and threads). In the box it is set inside the box's user namespace, so
+    the kernel counts it per box; without the box it counts all of the user id's processes (the
+    server's included). Never enforced on root: there only the pod's or container's PID limit bounds
+    a fork bomb."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +129,8 @@ class Box:
 
     bwrap: str | None = None
     tmp_bytes: int = 512 << 20
-    """Size of the box's private /tmp (a tmpfs: it counts as the box's memory)."""
+    """Size of the box's private /tmp (a tmpfs: it counts as the box's memory), and of each extra
+    tmpfs a caller asks for (Box.argv's `tmpfs`)."""
     hide: tuple[str, ...] = ()
     """Paths masked inside the box (directories get an empty tmpfs, files /dev/null)."""
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
@@ -139,20 +160,31 @@ class Box:
         binds: Sequence[tuple[str, str]] = (),
         tmpfs: Sequence[str] = (),
         files: Sequence[tuple[int, str]] = (),
+        keep: Sequence[str] = (),
     ) -> list[str]:
         """The full command line: limits, then the box (or the parent-death wrapper), then `argv`.
 
         In the box: `binds` are (host path, box path) pairs mounted writable, `tmpfs` paths get a
-        private empty tmpfs, `files` are (fd, box path): the file is created from the fd's content.
+        private empty tmpfs of `tmp_bytes`, `files` are (fd, box path): the file is created from the
+        fd's content; `keep` are more paths the command needs (see bwrap_args), besides its program
+        and cwd.
         """
         command = list(argv)
         if not LINUX:
             return command
-        wrapped = [*_die_with(os.getpid()), *_rlimits(limits or NO_LIMITS)]
+        limits = limits or NO_LIMITS
         if self.bwrap is None:
-            return [*wrapped, *_through_lake(command, _setpriv())]
-        keep = (command[0] if command else None, cwd)
-        return [*wrapped, *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=keep), *command]
+            return [*_die_with(os.getpid()), *_rlimits(limits), *_through_lake(command, _setpriv())]
+        needed = (command[0] if command else None, cwd, *keep)
+        outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
+        inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
+        return [
+            *_die_with(os.getpid(), seccomp_file()),
+            *_rlimits(outside),
+            *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed),
+            *inside,
+            *command,
+        ]
 
     def bwrap_args(
         self,
@@ -163,25 +195,42 @@ class Box:
         files: Sequence[tuple[int, str]] = (),
         keep: Iterable[str | None] = (),
     ) -> list[str]:
-        """`keep`: paths the command needs (its program, its cwd): where one lies under a fresh
-        mount (/tmp, /run), its top directory there is bound back read-only, with this server's
-        interpreter and package (a checkout or virtualenv under /tmp, as CI clones are)."""
+        """bwrap and its options, up to `--`; its seccomp program is read from fd 9 (see _die_with).
+
+        `keep`: paths the command needs (its program, its cwd): where one lies under a fresh mount
+        (/tmp, /run), its top directory there is bound back read-only, with this server's interpreter
+        and package (a checkout or virtualenv under /tmp, as CI clones are). Masks come after those
+        binds (a secret under a bound-back directory is masked too), and the fresh mounts that need
+        no writes are made read-only last, once every mount point in them exists."""
         assert self.bwrap is not None
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        args += ["--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         args += ["--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
+        read_only = ["/dev", "/proc"]
         if os.path.isdir("/run"):
-            args += ["--tmpfs", "/run"]
-        for path in _under_fresh_mounts([*keep, sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2])]):
+            args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", "/run"]
+            read_only.append("/run")
+        kept = _under_fresh_mounts([*keep, sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2])])
+        for path in kept:
             args += ["--ro-bind", path, path]
         for path in self.hide:
-            args += _mask(path)
+            mask, directory = _mask(path, kept)
+            if directory:
+                args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
+                read_only.append(mask)
+            elif mask:
+                args += ["--ro-bind", "/dev/null", mask]
         for src, dst in binds:
             args += ["--bind", src, dst]
         for path in tmpfs:
-            args += ["--tmpfs", path]
+            args += ["--size", str(self.tmp_bytes), "--tmpfs", path]
         for fd, dst in files:
             args += ["--perms", "0600", "--file", str(fd), dst]
+        for path in read_only:
+            args += ["--remount-ro", path]
         args += [
+            "--unshare-user",
+            "--disable-userns",
             "--unshare-pid",
             "--unshare-net",
             "--unshare-ipc",
@@ -194,6 +243,8 @@ class Box:
             "--cap-drop",
             "ALL",
         ]
+        if seccomp_file() is not None:
+            args += ["--seccomp", str(_SECCOMP_FD)]
         if cwd is not None:
             args += ["--chdir", cwd]
         return [*args, "--"]
@@ -218,15 +269,16 @@ def _under_fresh_mounts(paths: Iterable[str | None]) -> list[str]:
     return tops
 
 
-def _mask(path: str) -> list[str]:
+def _mask(path: str, kept: Sequence[str]) -> tuple[str, bool]:
+    """(where to mask `path` in the box, whether it is a directory); ("", False) when the box cannot
+    see it anyway: it does not exist, or it lies under a fresh mount and no directory bound back."""
     real = os.path.realpath(path)
-    if any(real == root or real.startswith(root + "/") for root in _FRESH):
-        return []  # inside a fresh mount already
+    fresh = any(real == root or real.startswith(root + "/") for root in _FRESH)
+    if fresh and not any(real == top or real.startswith(top + "/") for top in kept):
+        return "", False
     if os.path.isdir(real):
-        return ["--tmpfs", real]
-    if os.path.exists(real):
-        return ["--ro-bind", "/dev/null", real]
-    return []
+        return real, True
+    return (real, False) if os.path.exists(real) else ("", False)
 
 
 def undumpable() -> bool:
@@ -249,9 +301,9 @@ def _tool(name: str, why: str) -> str:
     return path
 
 
-def _rlimits(limits: Limits) -> list[str]:
+def _rlimits(limits: Limits, *, core: bool = True) -> list[str]:
     # Core dumps are always off: a dump of a Mathlib REPL is gigabytes and may hold other proofs.
-    args = [_tool("prlimit", "limiting a REPL"), "--core=0"]
+    args = [_tool("prlimit", "limiting a REPL"), *(["--core=0"] if core else [])]
     if limits.address_space:
         args.append(f"--as={limits.address_space}:{limits.address_space}")
     if limits.file_size:
@@ -268,12 +320,40 @@ def _setpriv() -> list[str]:
 # Runs after the parent-death signal is set: a parent that died before that (between fork and prctl)
 # would never signal, so the child checks that its parent is still the server and gives up otherwise.
 _STILL_MY_PARENT = 'if [ "$PPID" != "$0" ]; then exit 137; fi; exec "$@"'
+# The same, for the box: bwrap reads its seccomp program from fd 9, opened here from the file $1.
+_STILL_MY_PARENT_BOXED = f'if [ "$PPID" != "$0" ]; then exit 137; fi; f=$1; shift; exec "$@" {_SECCOMP_FD}<"$f"'
 
 
-def _die_with(server_pid: int) -> list[str]:
+def _die_with(server_pid: int, seccomp: str | None = None) -> list[str]:
     """Dies with the server (SIGKILL when it dies), even if it dies while this process starts. The
-    box's own --die-with-parent covers the processes inside; this covers bwrap itself too."""
-    return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(server_pid)]
+    box's own --die-with-parent covers the processes inside; this covers bwrap itself too. With
+    `seccomp` (a file), the command gets it open on fd 9. (A file, not an inherited fd: whoever spawns
+    the command needs to pass nothing.)"""
+    if seccomp is None:
+        return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(server_pid)]
+    return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT_BOXED, str(server_pid), seccomp]
+
+
+_SECCOMP_FILE: list[str] = []
+
+
+def seccomp_file() -> str | None:
+    """The box's seccomp program (seccomp.py) in a file of this server's, written once (and again if
+    something removed it, e.g. a /tmp cleaner); None on an architecture without a syscall table."""
+    arch = seccomp.native()
+    if arch is None:
+        return None
+    if _SECCOMP_FILE and os.path.exists(_SECCOMP_FILE[0]):
+        return _SECCOMP_FILE[0]
+    folder = tempfile.mkdtemp(prefix="kimina-seccomp-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "filter.bpf")
+    with open(path, "xb") as f:
+        f.write(seccomp.program(arch))
+    os.chmod(path, 0o444)
+    os.chmod(folder, 0o755)  # not secret; readable by a server that runs bwrap as another user
+    _SECCOMP_FILE[:] = [path]
+    return path
 
 
 def _through_lake(argv: list[str], death: list[str]) -> list[str]:
@@ -294,12 +374,13 @@ def default_hide(extra: Iterable[str | Path] = ()) -> tuple[str, ...]:
 
 
 def probe(box: Box, timeout: float = 20.0) -> str | None:
-    """Run `true` in the box once; None when it works, else why not."""
+    """Run `true` in the box once, with the same wrappers, filter and namespaces as a REPL; None when
+    it works, else why not."""
     if box.bwrap is None:
         return "bubblewrap (bwrap) is not installed"
     try:
         done = subprocess.run(
-            [*box.bwrap_args(cwd="/"), "true"],
+            box.argv(["true"], cwd="/"),
             env=box.environ(),
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -307,7 +388,7 @@ def probe(box: Box, timeout: float = 20.0) -> str | None:
             timeout=timeout,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as exc:
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
         return f"bwrap did not run: {exc}"
     if done.returncode != 0:
         return f"bwrap failed (exit code {done.returncode}): {done.stderr.strip()[-500:]}"
@@ -337,6 +418,8 @@ def resolve(mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_all
         box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
         reason = probe(box)
         if reason is None:
+            if seccomp_file() is None:
+                return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")
             return Resolved(box)
     if mode == "bwrap":
         raise SandboxUnavailable(f"LEAN_SERVER_SANDBOX=bwrap but {reason}")

@@ -129,6 +129,7 @@ def check_cache(settings: Settings, supervisor: Supervisor) -> CheckCache:
             ttl=settings.cache_ttl,
             timeout=settings.cache_timeout,
             retry_seconds=settings.cache_retry_seconds,
+            password=settings.cache_password(),
         )
         if settings.cache_url and settings.cache_enabled
         else None,
@@ -165,8 +166,17 @@ def resolve_box(settings: Settings) -> Resolved:
     )
 
 
+def _unboxed_shared_cache(settings: Settings, resolved: Resolved) -> bool:
+    return bool(settings.cache_url and settings.cache_enabled and not resolved.box.enabled)
+
+
 def posture(settings: Settings, resolved: Resolved, api_key: str | None) -> Posture:
     warnings = [resolved.warning] if resolved.warning else []
+    if _unboxed_shared_cache(settings, resolved):
+        warnings.append(
+            "shared cache with the sandbox off (LEAN_SERVER_CACHE_ALLOW_UNBOXED): a proof can reach Redis "
+            "and write any verdict for every replica"
+        )
     if api_key is None:
         warnings.append("authentication off (LEAN_SERVER_AUTH=off): anyone who reaches the port may call")
     return Posture(
@@ -305,10 +315,16 @@ def _in_use(host: str, port: int) -> bool:
 
 
 def create_app(settings: Settings) -> App:
-    """The server, not started. Raises ValueError for an auth set-up that is refused and RuntimeError
-    when LEAN_SERVER_SANDBOX=bwrap cannot box."""
+    """The server, not started. Raises ValueError for an auth set-up that is refused and
+    SandboxUnavailable when LEAN_SERVER_SANDBOX=bwrap cannot box, or a shared cache would be unboxed."""
     api_key = settings.resolved_api_key()
     resolved = resolve_box(settings)
+    if _unboxed_shared_cache(settings, resolved) and not settings.cache_allow_unboxed:
+        raise sandbox.SandboxUnavailable(
+            "LEAN_SERVER_CACHE_URL with the sandbox off: a proof could reach Redis and write any verdict "
+            "for every replica; box the REPLs (LEAN_SERVER_SANDBOX=bwrap), or set "
+            "LEAN_SERVER_CACHE_ALLOW_UNBOXED=true to accept it"
+        )
     box = resolved.box
     supervisor = Supervisor(pool_settings(settings, box))
     cache = check_cache(settings, supervisor)

@@ -1,11 +1,12 @@
 """ExportAst behind a bound: at most `max_jobs` exports at once (held for the whole export), one at a
 time per module (the tool writes one output file per module), raw code in private temporary modules.
 
-In the box, the project is read-only but for where the tool writes its output: for named modules (the
-project's own, trusted code) the project's `.lake/build/lib`; for raw code (untrusted) nothing of the
+In the box, the project is read-only but for the one file the tool writes: for named modules (the
+project's own, trusted code) its output file, bound writable; for raw code (untrusted) nothing of the
 project at all: the code exists only inside the box (a private tmpfs over `KiminaTmp/`, the file
-created from a memfd) and the tool's output directory for it is a private host directory bound over
-`.lake/build/lib/KiminaTmp`, read back and removed by the server.
+created from a memfd) and the tool writes its output into another private tmpfs, over
+`.lake/build/lib/KiminaTmp`, both of the box's /tmp size. Either way the output reaches the server
+through a pipe (repl/exporter.py), never through a path the box could have changed.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimina_grpc.repl.exporter import ExportRun, Mounts, export_module
+from kimina_grpc.repl.exporter import ExportRun, Mounts, export_module, output_path
 from kimina_grpc.repl.sandbox import NO_LIMITS, OFF, Box, Limits
 
 # Dotted Lean identifiers: letters (any script), digits, _, ', !, ? and subscripts. No «guillemets»:
@@ -62,43 +62,41 @@ class AstExporter:
     def _lib(self) -> Path:
         return self.project / ".lake" / "build" / "lib"
 
-    async def _run(self, module: str, *, one: bool, timeout: float, mounts: Mounts, out: Path | None) -> ExportRun:
+    async def _run(self, module: str, *, one: bool, timeout: float, mounts: Mounts) -> ExportRun:
         return await export_module(
             self.argv,
-            self.project,
+            str(self.project),
             module,
             one=one,
             timeout=timeout,
+            max_bytes=self.max_bytes,
             box=self.box,
             limits=self.limits,
             mounts=mounts,
-            out=out,
         )
 
-    async def _one(
-        self,
-        module: str,
-        name: str,
-        *,
-        one: bool,
-        timeout: float,
-        mounts: Mounts | None = None,
-        out: Path | None = None,
-    ) -> AstItem:
+    async def _one(self, module: str, name: str, *, one: bool, timeout: float, mounts: Mounts | None = None) -> AstItem:
+        """Export `module`, reported as `name`. Without `mounts` (a named module), its output file on
+        the host is removed before and after, and in the box it is the only file bound writable."""
         start = time.monotonic()
-        if mounts is None and self.box.enabled:
-            self._lib.mkdir(parents=True, exist_ok=True)
-            mounts = Mounts(binds=[(str(self._lib), str(self._lib))])
+        out, named = self.project / output_path(module), mounts is None
         lock = self._locks.setdefault(module, asyncio.Lock())
         async with self._slots, lock:
-            run = await self._run(module, one=one, timeout=timeout, mounts=mounts or Mounts(), out=out)
-        ast, error = run.ast or "", run.error
-        if len(ast) > self.max_bytes // 4 and len(ast.encode()) > self.max_bytes:
-            ast, error = (
-                "",
-                f"the AST of {name} has {len(ast)} bytes, over the message limit (LEAN_SERVER_MAX_MESSAGE_BYTES)",
-            )
-        return AstItem(name, ast, error, time.monotonic() - start)
+            try:
+                if named:
+                    out.unlink(missing_ok=True)
+                    if self.box.enabled:
+                        out.parent.mkdir(parents=True, exist_ok=True)
+                        out.touch()  # the bind's source
+                        mounts = Mounts(binds=[(str(out), str(out))])
+                run = await self._run(module, one=one, timeout=timeout, mounts=mounts or Mounts())
+            except OSError as exc:
+                run = ExportRun(None, f"cannot prepare the exporter's output file: {exc}")
+            finally:
+                if named:
+                    with contextlib.suppress(OSError):
+                        out.unlink(missing_ok=True)
+        return AstItem(name, run.ast or "", run.error, time.monotonic() - start)
 
     async def modules(self, names: list[str], *, one: bool, timeout: float) -> list[AstItem]:
         return list(await asyncio.gather(*(self._one(m, m, one=one, timeout=timeout) for m in names)))
@@ -133,21 +131,17 @@ class AstExporter:
             out_mount.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             return AstItem(name, "", f"cannot prepare the exporter's mount points: {exc}", 0.0)
-        private = Path(tempfile.mkdtemp(prefix="kimina-ast-"))
         fd = os.memfd_create("code")
         try:
             _write_all(fd, code.encode())
             os.lseek(fd, 0, os.SEEK_SET)
             mounts = Mounts(
-                binds=[(str(private), str(out_mount))],
-                tmpfs=[str(src_mount)],
+                tmpfs=[str(src_mount), str(out_mount)],
                 files=[(fd, str(src_mount / token / "Code.lean"))],
             )
-            out = private / token / "Code.out.json"
-            return await self._one(module, name, one=True, timeout=timeout, mounts=mounts, out=out)
+            return await self._one(module, name, one=True, timeout=timeout, mounts=mounts)
         finally:
             os.close(fd)
-            shutil.rmtree(private, ignore_errors=True)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -80,8 +80,20 @@ its outcome as an info message on its line, the way `#eval` output comes back ("
     spawn S MARKER     start a process in a new session that sleeps S seconds and outlives the
                        proof; MARKER is in its command line, so a test can look for it
     fill-tmp MB        write MB MiB to a file in /tmp
+    fill PATH MB       write MB MiB to the file PATH (/dev/shm/x, /run/x, a masked directory...)
     grandchild         start a child process (same process group) that sleeps until killed: what
                        `lake env repl` is to lake
+    symlink LINK TARGET  make LINK (replacing what is there) a symlink to TARGET
+    fifo PATH          make PATH a FIFO
+    swap GLOB TARGET   start a daemon (new session, as `spawn`; ends after 120 s) that keeps turning
+                       every regular file matching GLOB into a symlink to TARGET, or a FIFO when
+                       TARGET is `fifo`: a process racing the server's reads of the box's files
+    ptrace PID         PTRACE_ATTACH to PID (1: the box's init; `parent`), then detach
+    proc-mem PID       open /proc/PID/mem for writing (what ptrace is, without the syscall)
+    keyctl             add a key to the user's keyring (`add_key`; the description names this pid)
+    unshare            make a new user namespace (`unshare(CLONE_NEWUSER)`)
+    io-uring           set up an io_uring (`io_uring_setup`)
+    unix PATH          connect to the unix socket at PATH
 
 Besides directives it models three things Lean does that the server must handle: declaring a name
 twice in one environment is an error ("'x' has already been declared"), which is how leaking state
@@ -104,6 +116,8 @@ of the request, in any order, for users' own recordings.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import os
 import re
@@ -117,6 +131,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from kimina_grpc.repl import seccomp
 from kimina_grpc.repl.header import split_header
 
 _DECL = re.compile(
@@ -566,17 +581,7 @@ def _spawn(arg: str) -> str:
 
 
 def _fill_tmp(arg: str) -> str:
-    block = b"\0" * (1 << 20)
-    written = 0
-    with open(f"/tmp/kimina-fill-{os.getpid()}-{time.monotonic_ns()}", "wb") as f:
-        try:
-            for _ in range(int(arg)):
-                f.write(block)
-                f.flush()
-                written += 1
-        except OSError as exc:
-            raise OSError(f"{exc} after {written} MiB") from None
-    return f"{written} MiB"
+    return _fill(f"/tmp/kimina-fill-{os.getpid()}-{time.monotonic_ns()} {arg}")
 
 
 def _grandchild(arg: str) -> str:
@@ -589,6 +594,119 @@ def _grandchild(arg: str) -> str:
     return f"pid {child.pid}"
 
 
+def _fill(arg: str) -> str:
+    path, mb = arg.rsplit(" ", 1)
+    block = b"\0" * (1 << 20)
+    written = 0
+    with open(path, "wb") as f:
+        try:
+            for _ in range(int(mb)):
+                f.write(block)
+                f.flush()
+                written += 1
+        except OSError as exc:
+            raise OSError(f"{exc} after {written} MiB") from None
+    return f"{written} MiB"
+
+
+def _symlink(arg: str) -> str:
+    link, target = arg.split()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(link)
+    os.symlink(target, link)
+    return ""
+
+
+def _fifo(arg: str) -> str:
+    os.mkfifo(arg)
+    return ""
+
+
+# The daemon of `swap`: what a proof's `IO.Process.spawn` can leave running in its box.
+_SWAPPER = """
+import glob, os, sys, time
+pattern, target = sys.argv[1], sys.argv[2]
+end = time.monotonic() + 120
+while time.monotonic() < end:
+    for path in glob.glob(pattern):
+        if os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.unlink(path)
+                os.mkfifo(path) if target == "fifo" else os.symlink(target, path)
+            except OSError:
+                pass
+    time.sleep(0.001)
+"""
+
+
+def _swap(arg: str) -> str:
+    pattern, target = arg.split()
+    child = subprocess.Popen(
+        [sys.executable, "-c", _SWAPPER, pattern, target],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return f"pid {child.pid}"
+
+
+def _libc_call(name: str, *args: Any) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = int(getattr(libc, name)(*args))
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def _syscall(name: str, *args: Any) -> int:
+    arch = seccomp.native()
+    if arch is None:
+        raise OSError(f"no syscall table for {name} here")
+    return _libc_call("syscall", ctypes.c_long(arch.denied[name]), *args)
+
+
+def _ptrace(arg: str) -> str:
+    pid = os.getppid() if arg == "parent" else int(arg)
+    _libc_call("ptrace", ctypes.c_long(16), ctypes.c_long(pid), None, None)  # PTRACE_ATTACH
+    os.waitpid(pid, 0x40000000)  # __WALL
+    _libc_call("ptrace", ctypes.c_long(17), ctypes.c_long(pid), None, None)  # PTRACE_DETACH
+    return "attached"
+
+
+def _proc_mem(arg: str) -> str:
+    os.close(os.open(f"/proc/{int(arg)}/mem", os.O_RDWR))
+    return "opened for writing"
+
+
+def _keyctl(arg: str) -> str:
+    data = b"box-data"
+    description = f"kimina-attack-{os.getpid()}".encode()
+    serial = _syscall("add_key", b"user", description, data, ctypes.c_size_t(len(data)), ctypes.c_int(-4))
+    return f"key {serial} ({description.decode()})"
+
+
+def _unshare(arg: str) -> str:
+    _libc_call("unshare", ctypes.c_int(0x10000000))  # CLONE_NEWUSER
+    return ""
+
+
+def _io_uring(arg: str) -> str:
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = _syscall("io_uring_setup", ctypes.c_uint(4), params)
+    os.close(fd)
+    return f"fd {fd}"
+
+
+def _unix(arg: str) -> str:
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(2)
+        conn.connect(arg)
+        conn.sendall(b"stolen\n")
+    return ""
+
+
 _ATTACKS = {
     "write": _write,
     "read": _read,
@@ -597,7 +715,17 @@ _ATTACKS = {
     "signal": _signal,
     "spawn": _spawn,
     "fill-tmp": _fill_tmp,
+    "fill": _fill,
     "grandchild": _grandchild,
+    "symlink": _symlink,
+    "fifo": _fifo,
+    "swap": _swap,
+    "ptrace": _ptrace,
+    "proc-mem": _proc_mem,
+    "keyctl": _keyctl,
+    "unshare": _unshare,
+    "io-uring": _io_uring,
+    "unix": _unix,
 }
 
 
