@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,10 @@ case "{name}" in
       if [ -n "$FAKE_OFFLINE" ]; then
         echo "fatal: unable to access '$url/': Could not resolve host: github.com" >&2; exit 128
       fi
+      if [ "$(basename "$url")" = "$FAKE_NEEDS_AUTH" ]; then
+        [ "$GIT_TERMINAL_PROMPT" = 0 ] || { echo "fake git: waiting for a password at the terminal" >&2; exit 99; }
+        echo "fatal: could not read Username for 'https://github.com': terminal prompts disabled" >&2; exit 128
+      fi
       var=$(repo_var "$url" TAGS)
       kind=tags; [ "$(basename "$url")" = ast_export ] && kind=heads  # the fork keeps branches
       for t in ${!var-$FAKE_TAGS}; do printf 'abc123\trefs/%s/%s\n' "$kind" "$t"; done
@@ -74,7 +80,12 @@ case "{name}" in
     esac ;;
   lake)
     if [ "$1 $2 $3" = "exe cache get" ] && [ -n "$FAKE_CACHE_FAILS" ]; then exit 1; fi
-    ;;
+    if [ "$1" = build ] && [ -n "$FAKE_SLEEP_BUILD" ]; then
+      case "$(pwd)" in *"$FAKE_SLEEP_BUILD"*) touch "$FAKE_LOG.sleeping"; sleep 60 ;; esac
+    fi
+    if [ "$1" = build ] && [ -n "$FAKE_FAIL_BUILD" ]; then
+      case "$(pwd)" in *"$FAKE_FAIL_BUILD"*) echo "error: build failed" >&2; exit 1 ;; esac
+    fi ;;
 esac
 exit 0
 """
@@ -148,14 +159,18 @@ def test_full_install_order_and_tag_scheme(env: dict[str, str], tmp_path: Path) 
         ls_remote(f"{COMMUNITY}/mathlib4"),
         ls_remote("https://github.com/KellyJDavis/ast_export"),
     ]
-    assert got[3].startswith("curl -sSfL https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh")
+    assert got[3].startswith(
+        "curl -sSfL --retry 3 https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh"
+    )
     assert got[4:] == [
         "elan-init -y --default-toolchain none",
+        "elan toolchain list",
         "elan toolchain install leanprover/lean4:v4.21.0",
         f"git clone --depth 1 --branch v4.21.0 {REPL} {ws}/repl.partial",
         "lake build",
         f"git clone --depth 1 --branch v4.21.0 {COMMUNITY}/mathlib4 {ws}/mathlib4.partial",
         "lake exe cache get",
+        "lake build Mathlib",  # checks the cache, builds what it lacked (the REPL's own Mathlib tests)
         f"git clone --depth 1 --branch v4.21.0 https://github.com/KellyJDavis/ast_export {ws}/ast_export.partial",
         "lake exe cache get",  # it requires Mathlib: prebuilt .oleans, not a Mathlib build
         "lake build",
@@ -180,7 +195,10 @@ def test_second_run_does_nothing(env: dict[str, str], tmp_path: Path) -> None:
 def test_resumes_after_a_failure_in_the_middle(env: dict[str, str], tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     failed = run(env, "--workspace", str(ws), FAKE_FAIL_CLONE="mathlib4")
-    assert failed.returncode != 0
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "install_lean: step mathlib failed (exit 128, see above); run the same command again to resume there"
+    )
     assert not (ws / ".kimina" / "complete").exists() and not (ws / "mathlib4").exists()
     assert (ws / ".kimina" / "repl.done").exists()
     before = len(calls(env))
@@ -191,13 +209,60 @@ def test_resumes_after_a_failure_in_the_middle(env: dict[str, str], tmp_path: Pa
     assert (ws / ".kimina" / "complete").exists()
 
 
+def test_a_failed_build_resumes_without_cloning_again(env: dict[str, str], tmp_path: Path) -> None:
+    """Mathlib's clone (and the packages and cache Lake put in it) survives a build that failed."""
+    ws = tmp_path / "ws"
+    failed = run(env, "--workspace", str(ws), FAKE_FAIL_BUILD="mathlib4", FAKE_CACHE_FAILS="1")
+    assert failed.returncode != 0
+    (ws / "mathlib4" / ".lake").mkdir()  # what Lake fetched and built before the failure
+    before = len(calls(env))
+    assert run(env, "--workspace", str(ws)).returncode == 0
+    new = calls(env)[before:]
+    assert not any(c.startswith("git clone") and "mathlib4" in c for c in new)
+    assert (ws / "mathlib4" / ".lake").is_dir()
+    assert new[new.index("lake exe cache get") + 1] == "lake build Mathlib"
+    assert failed.returncode == 1 and "step mathlib failed" in failed.stderr
+
+
+def interrupt(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run argv with a build that hangs in mathlib4, and press Ctrl-C there (SIGINT to the group)."""
+    proc = subprocess.Popen(
+        argv,
+        env={**env, "FAKE_SLEEP_BUILD": "mathlib4"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    flag = Path(env["FAKE_LOG"] + ".sleeping")
+    deadline = time.monotonic() + 30
+    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    flag.unlink(missing_ok=True)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def test_an_interrupted_install_says_where_it_resumes(env: dict[str, str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    stopped = interrupt(["bash", str(SCRIPT), "--workspace", str(ws)], env)
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "install_lean: step mathlib was interrupted; run the same command again to resume there"
+    )
+    assert stopped.returncode == 130 and not (ws / ".kimina" / "mathlib.done").exists()
+    assert run(env, "--workspace", str(ws)).returncode == 0
+
+
 def test_cache_failure_falls_back_to_a_build(env: dict[str, str], tmp_path: Path) -> None:
     done = run(env, "--workspace", str(tmp_path / "ws"), FAKE_CACHE_FAILS="1")
     assert done.returncode == 0
     got = calls(env)
     caches = [i for i, c in enumerate(got) if c == "lake exe cache get"]
     assert len(caches) == 2  # Mathlib's, then ast_export's: each failure is followed by a build
-    assert all(got[i + 1] == "lake build" for i in caches)
+    assert [got[i + 1] for i in caches] == ["lake build Mathlib", "lake build"]
+    assert done.stderr.count("lake build compiles Mathlib (hours)") == 2
     assert (tmp_path / "ws" / ".kimina" / "complete").exists()
 
 
@@ -219,6 +284,13 @@ def test_disk_space_is_checked(env: dict[str, str], tmp_path: Path) -> None:
     done = run(env, "--workspace", str(tmp_path / "new" / "ws"), KIMINA_MIN_DISK_GB="100000000")
     assert done.returncode == 2 and "GB free" in done.stderr
     assert calls(env) == [] and not (tmp_path / "new").exists()
+
+
+def test_a_resume_is_not_refused_for_the_space_mathlib_already_uses(env: dict[str, str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert run(env, "--workspace", str(ws), FAKE_FAIL_CLONE="ast_export").returncode != 0
+    resumed = run(env, "--workspace", str(ws), KIMINA_MIN_DISK_GB="100000000")
+    assert resumed.returncode == 0, resumed.stderr
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(env: dict[str, str], tmp_path: Path) -> None:
@@ -376,6 +448,15 @@ def test_a_version_ast_export_lacks_is_refused_and_never_suggested(env: dict[str
     assert "the REPL has no tag v4.20.0; nearest: v4.19.0 v4.22.0" in refused.stderr  # not v4.21.0
 
 
+def test_a_toolchain_already_installed_is_not_installed_again(env: dict[str, str], tmp_path: Path) -> None:
+    """A second workspace at the same version: real elan fails `toolchain install` for it."""
+    assert run(env, "--workspace", str(tmp_path / "a")).returncode == 0
+    before = len(calls(env))
+    second = run(env, "--workspace", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr
+    assert not any(c.startswith(("elan toolchain install", "curl")) for c in calls(env)[before:])
+
+
 def test_a_source_for_another_lean_is_refused_and_blocks_nothing(env: dict[str, str], tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     bad = run(env, "--workspace", str(ws), FAKE_TOOLCHAIN_REPL="leanprover/lean4:v4.18.0")
@@ -386,6 +467,23 @@ def test_a_source_for_another_lean_is_refused_and_blocks_nothing(env: dict[str, 
     )
     assert not (ws / "repl").exists() and not (ws / "repl.partial").exists()
     assert run(env, "--workspace", str(ws), "--lean-version", "v4.21.0").returncode == 0
+
+
+def test_save_config_keeps_the_other_settings(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "kimina.env"  # where LEAN_SERVER_CONFIG_FILE tells the server to look
+    config.parent.mkdir()
+    config.write_text("LEAN_SERVER_API_KEY_FILE=/run/key\nLEAN_SERVER_WORKSPACE=/old\nLEAN_SERVER_MAX_REPLS=3\n")
+    ws = tmp_path / "ws"
+    done = run(env, "--workspace", str(ws), "--save-config", LEAN_SERVER_CONFIG_FILE=str(config))
+    assert done.returncode == 0, done.stderr
+    lines = config.read_text().splitlines()
+    assert lines[1:] == [
+        "LEAN_SERVER_API_KEY_FILE=/run/key",
+        "LEAN_SERVER_MAX_REPLS=3",
+        f"LEAN_SERVER_WORKSPACE={ws}",
+        "LEAN_SERVER_LEAN_VERSION=v4.19.0",
+    ]
+    assert not (Path(env["HOME"]) / ".config").exists()
 
 
 def test_server_finds_what_the_installer_wrote(env: dict[str, str], tmp_path: Path) -> None:
@@ -405,6 +503,15 @@ def test_no_network_fails_in_one_line_before_downloading(env: dict[str, str], tm
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [OFFLINE]
     assert calls(env) == [ls_remote(REPL)] and not (tmp_path / "ws").exists()
+
+
+def test_a_repository_that_wants_a_password_fails_without_waiting(env: dict[str, str], tmp_path: Path) -> None:
+    done = run(env, "--workspace", str(tmp_path / "ws"), FAKE_NEEDS_AUTH="repl")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"install_lean: cannot reach {REPL} (could not read Username for 'https://github.com': "
+        "terminal prompts disabled); to try the API without Lean: make demo"
+    ]
 
 
 def test_setup_command_wraps_the_installer(env: dict[str, str], tmp_path: Path) -> None:

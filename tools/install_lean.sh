@@ -9,12 +9,13 @@
 # second run skips completed steps; a run that failed half-way resumes at the step that failed. The
 # workspace counts as complete only once DIR/.kimina/complete exists.
 # Exit status: 0 done; 2 refused before anything was changed (a bad argument or version, a missing
-# prerequisite, no network); 1 a step failed (run the same command again to resume).
+# prerequisite, no network); 1 a step failed, 130 interrupted (run the same command again to resume).
 set -euo pipefail
 
 LEAN_VERSION=${LEAN_SERVER_LEAN_VERSION:-v4.19.0}
 VERSION_FROM=${LEAN_SERVER_LEAN_VERSION:+LEAN_SERVER_LEAN_VERSION}
 WORKSPACE=${LEAN_SERVER_WORKSPACE:-$HOME/kimina-workspace}
+CONFIG_FILE=${LEAN_SERVER_CONFIG_FILE:-$HOME/.config/kimina-grpc/config.env}
 MIN_DISK_GB=${KIMINA_MIN_DISK_GB:-15}
 REPL_REPO=${KIMINA_REPL_REPO:-https://github.com/leanprover-community/repl}
 MATHLIB_REPO=${KIMINA_MATHLIB_REPO:-https://github.com/leanprover-community/mathlib4}
@@ -22,17 +23,37 @@ MATHLIB_REPO=${KIMINA_MATHLIB_REPO:-https://github.com/leanprover-community/math
 # Lean version (vX.Y.Z, requiring Mathlib at the same tag), as the Kimina AST variant installs it.
 AST_EXPORT_REPO=${KIMINA_AST_EXPORT_REPO:-https://github.com/KellyJDavis/ast_export}
 ELAN_INIT=${KIMINA_ELAN_INIT:-https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh}
-CONFIG_FILE=${KIMINA_CONFIG_FILE:-$HOME/.config/kimina-grpc/config.env}
 VERSION_RE='^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?$'
 # REPL tags before v4.10.0 (v4.10.0-rc1 included) never flush stdout, so every command would hang
 # until its timeout: the fix, commit 4fc1e6d, is first tagged in v4.10.0.
 FIRST_FLUSHING=v4.10.0
+# A repository that needs credentials (a wrong URL on GitHub) fails instead of waiting for a password.
+export GIT_TERMINAL_PROMPT=0
 DRY_RUN=0
 SAVE_CONFIG=0
+EXPLAINED=0
+STEP=""
 
-say_and_exit() { local code=$1; shift; echo "install_lean: $*" >&2; exit "$code"; }
+say_and_exit() { local code=$1; shift; echo "install_lean: $*" >&2; EXPLAINED=1; exit "$code"; }
 refuse() { say_and_exit 2 "$@"; } # nothing has been changed
 die() { say_and_exit 1 "$@"; }
+
+# A step that failed without saying why (a tool's own error is above) or was interrupted: name it
+# and how to go on.
+finish() {
+  local code=$?
+  [ "$code" -ne 0 ] && [ "$EXPLAINED" -eq 0 ] && [ -n "$STEP" ] || return 0
+  if [ "$code" -gt 128 ]; then
+    echo "install_lean: step $STEP was interrupted; run the same command again to resume there" >&2
+  else
+    echo "install_lean: step $STEP failed (exit $code, see above); run the same command again to resume there" >&2
+    exit 1
+  fi
+}
+trap finish EXIT
+# Without these the EXIT trap would see status 0 on Ctrl-C.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -66,13 +87,13 @@ flushes "$LEAN_VERSION" \
   || refuse "Lean $LEAN_VERSION: REPL tags before $FIRST_FLUSHING never flush stdout (fixed by commit 4fc1e6d); use $FIRST_FLUSHING or later"
 
 if [ -d "$WORKSPACE" ]; then
-  WORKSPACE=$(cd "$WORKSPACE" && pwd)
+  WORKSPACE=$(CDPATH='' cd -- "$WORKSPACE" && pwd)
 else
   [ ! -e "$WORKSPACE" ] || refuse "--workspace $WORKSPACE is not a directory"
   case "$WORKSPACE" in /*) ;; *) WORKSPACE="$PWD/$WORKSPACE" ;; esac
 fi
 MARKS="$WORKSPACE/.kimina"
-export PATH="$HOME/.elan/bin:$PATH"
+export PATH="${ELAN_HOME:-$HOME/.elan}/bin:$PATH"
 TOOLCHAIN="leanprover/lean4:$LEAN_VERSION"
 SOURCES=(repl mathlib4 ast_export)
 
@@ -94,7 +115,7 @@ describe() {
     elan) echo "install elan (no prompts, no default toolchain) from $ELAN_INIT" ;;
     toolchain) echo "elan toolchain install $TOOLCHAIN" ;;
     repl) echo "git clone --branch $LEAN_VERSION $REPL_REPO $WORKSPACE/repl; lake build" ;;
-    mathlib) echo "git clone --branch $LEAN_VERSION $MATHLIB_REPO $WORKSPACE/mathlib4; lake exe cache get (else lake build)" ;;
+    mathlib) echo "git clone --branch $LEAN_VERSION $MATHLIB_REPO $WORKSPACE/mathlib4; lake exe cache get; lake build Mathlib" ;;
     ast_export) echo "git clone --branch $LEAN_VERSION $AST_EXPORT_REPO $WORKSPACE/ast_export; lake exe cache get (if it requires Mathlib); lake build" ;;
   esac
 }
@@ -116,6 +137,8 @@ step_prerequisites() {
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   [ ${#missing[@]} -eq 0 ] || refuse "missing prerequisite(s): ${missing[*]} (install them, e.g. apt-get install ${missing[*]})"
+  # Once Mathlib is in place most of the space is used: a resumed install must not be refused for it.
+  is_done mathlib && return 0
   local existing=$WORKSPACE free_kb
   while [ ! -d "$existing" ]; do existing=$(dirname "$existing"); done
   free_kb=$(df -Pk "$existing" | awk 'NR==2 {print $4}')
@@ -165,21 +188,24 @@ step_versions() {
 
 step_elan() {
   if command -v elan >/dev/null 2>&1; then return 0; fi
-  local init
-  init=$(mktemp)
-  curl -sSfL "$ELAN_INIT" -o "$init"
-  sh "$init" -y --default-toolchain none
-  rm -f "$init"
+  curl -sSfL --retry 3 "$ELAN_INIT" -o "$MARKS/elan-init.sh"
+  sh "$MARKS/elan-init.sh" -y --default-toolchain none
+  rm -f "$MARKS/elan-init.sh"
 }
 
+# `elan toolchain install` fails when the toolchain is already there (another workspace, a run
+# interrupted before its marker).
 step_toolchain() {
-  elan toolchain install "$TOOLCHAIN"
+  local installed
+  installed=$(elan toolchain list | awk '{ print $1 }')
+  has "$installed" "$TOOLCHAIN" || elan toolchain install "$TOOLCHAIN"
 }
 
-# A fresh clone at the tag, replacing any half-cloned directory from a failed run, and checked to be
-# for this Lean before it is moved into place.
+# A clone at the tag, moved into place only once complete and checked to be for this Lean, so an
+# existing directory is a finished clone: a resumed step keeps it (and Lake's packages and build in it).
 clone() {
   local repo=$1 dir=$2 got
+  [ -d "$dir" ] && return 0
   rm -rf "$dir.partial"
   mkdir -p "$WORKSPACE"
   git clone --depth 1 --branch "$LEAN_VERSION" "$repo" "$dir.partial"
@@ -188,8 +214,13 @@ clone() {
     rm -rf "$dir.partial"
     die "$repo at $LEAN_VERSION asks for Lean '${got:-nothing}' in its lean-toolchain, not $TOOLCHAIN; pick another --lean-version"
   }
-  rm -rf "$dir"
   mv "$dir.partial" "$dir"
+}
+
+# Mathlib's prebuilt .olean files, then a build that checks them and compiles whatever the cache
+# lacked (what the REPL's own Mathlib tests do); without the cache that build compiles Mathlib (hours).
+mathlib_cache() {
+  lake exe cache get || echo "install_lean: no Mathlib cache for $(basename "$PWD") at $LEAN_VERSION; lake build compiles Mathlib (hours)" >&2
 }
 
 step_repl() {
@@ -199,29 +230,33 @@ step_repl() {
 
 step_mathlib() {
   clone "$MATHLIB_REPO" "$WORKSPACE/mathlib4"
-  (cd "$WORKSPACE/mathlib4" && { lake exe cache get || lake build; })
+  (cd "$WORKSPACE/mathlib4" && mathlib_cache && lake build Mathlib)
 }
 
 step_ast_export() {
   clone "$AST_EXPORT_REPO" "$WORKSPACE/ast_export"
-  # Exporting a module loads its imports: when the project requires Mathlib, fetch Mathlib's prebuilt
-  # .olean files first (else `lake build` builds Mathlib too, for hours).
+  # Exporting a module loads its imports: a project that requires Mathlib needs Mathlib's .olean files.
   (
     cd "$WORKSPACE/ast_export"
-    if grep -qs mathlib lakefile.lean lakefile.toml; then
-      lake exe cache get || echo "install_lean: no Mathlib cache for ast_export; lake build builds Mathlib" >&2
-    fi
+    if grep -qs mathlib lakefile.lean lakefile.toml; then mathlib_cache; fi
     lake build
   )
 }
 
+# The server's settings, keeping whatever else the file already sets (an API key file, limits).
 save_config() {
+  local kept=""
   mkdir -p "$(dirname "$CONFIG_FILE")"
-  cat > "$CONFIG_FILE" <<CONF
-# Written by tools/install_lean.sh; read by kimina-grpc serve (LEAN_SERVER_CONFIG_FILE overrides).
-LEAN_SERVER_WORKSPACE=$WORKSPACE
-LEAN_SERVER_LEAN_VERSION=$LEAN_VERSION
-CONF
+  if [ -f "$CONFIG_FILE" ]; then
+    kept=$(grep -v -e '^LEAN_SERVER_WORKSPACE=' -e '^LEAN_SERVER_LEAN_VERSION=' -e '^# Written by tools/install_lean.sh' "$CONFIG_FILE" || true)
+  fi
+  {
+    echo "# Written by tools/install_lean.sh; read by kimina-grpc serve (LEAN_SERVER_CONFIG_FILE names it)."
+    [ -z "$kept" ] || echo "$kept"
+    echo "LEAN_SERVER_WORKSPACE=$WORKSPACE"
+    echo "LEAN_SERVER_LEAN_VERSION=$LEAN_VERSION"
+  } > "$CONFIG_FILE.partial"
+  mv "$CONFIG_FILE.partial" "$CONFIG_FILE"
   echo "install_lean: wrote $CONFIG_FILE"
 }
 
@@ -241,7 +276,9 @@ for step in "${STEPS[@]}"; do
     continue
   fi
   echo "install_lean: $step: $(describe "$step")"
+  STEP=$step
   "step_$step"
+  STEP=""
   [ "$step" = prerequisites ] || mark "$step"
 done
 mark complete
