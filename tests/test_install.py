@@ -255,6 +255,15 @@ def test_an_interrupted_install_says_where_it_resumes(env: dict[str, str], tmp_p
     assert run(env, "--workspace", str(ws)).returncode == 0
 
 
+def test_an_interrupted_setup_ends_in_one_line_without_a_traceback(env: dict[str, str], tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    stopped = interrupt([sys.executable, "-m", "kimina_grpc.cli", "setup", "--workspace", str(ws)], env)
+    assert "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1] == "kimina-grpc: setup interrupted; run it again to resume"
+    assert stopped.returncode == 130
+    assert cli(env, "setup", "--workspace", str(ws)).returncode == 0
+
+
 def test_cache_failure_falls_back_to_a_build(env: dict[str, str], tmp_path: Path) -> None:
     done = run(env, "--workspace", str(tmp_path / "ws"), FAKE_CACHE_FAILS="1")
     assert done.returncode == 0
@@ -530,6 +539,15 @@ def test_setup_with_a_malformed_version_is_a_usage_mistake(env: dict[str, str], 
     done = cli(env, "setup", "--workspace", str(tmp_path / "w"), "--lean-version", "4.19")
     assert done.returncode == 2 and "vX.Y.Z" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert calls(env) == [] and not (tmp_path / "w").exists()
+
+
+def test_setup_without_bash_fails_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    done = cli(env, "setup", "--dry-run", PATH=str(tmp_path / "empty"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "kimina-grpc: cannot run the installer: [Errno 2] No such file or directory: 'bash'"
+    ]
 
 
 def test_serve_without_a_workspace_installs_first_and_fails_in_one_line_offline(
