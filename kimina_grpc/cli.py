@@ -154,9 +154,17 @@ def _serve(args: argparse.Namespace) -> int:
 
 @needs("server")
 def _setup(args: argparse.Namespace) -> int:
-    return run_installer(
-        workspace=args.workspace, lean_version=args.lean_version, dry_run=args.dry_run, save_config=args.save_config
-    )
+    """The installer's own exit status: 2 when it refused before changing anything (a bad version,
+    no network), 1 when a step failed (running it again resumes)."""
+    try:
+        return run_installer(
+            workspace=args.workspace, lean_version=args.lean_version, dry_run=args.dry_run, save_config=args.save_config
+        )
+    except KeyboardInterrupt:  # Ctrl-C reaches the installer too: it names the step to resume from
+        print("kimina-grpc: setup interrupted; run it again to resume", file=sys.stderr)
+        return 130
+    except OSError as exc:  # no bash
+        return _fail(f"cannot run the installer: {exc}")
 
 
 def _tls(args: argparse.Namespace) -> dict[str, Any]:
