@@ -73,10 +73,10 @@ async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) ->
 
 
 HONEST = "theorem t : 1 + 1 = 2 := by norm_num"
-PRINT = {"cmd": "#print axioms t", "env": 1}
-PICKLE = {"pickleTo": "TMP/proof.olean", "env": 1}
+AXIOMS = "#print axioms _root_.t"  # the global constant: no namespace, `open` or variable of the proof's
+PRINTING = "set_option pp.all true in set_option pp.fullNames true in set_option pp.privateNames true in"
 UNPICKLE = {"unpickleEnvFrom": "TMP/proof.olean"}
-JUDGE_PRINT = {"cmd": "#print axioms t", "env": 0}
+JUDGE_PRINT = {"cmd": AXIOMS, "env": 0}
 
 
 def base(body: str) -> list[dict[str, Any]]:
@@ -93,9 +93,9 @@ async def test_honest_proof_is_valid_at_every_level(sup: Supervisor, tmp_path: P
         {"cmd": "import Mathlib"},
         body,  # check: the body alone
         body,
-        {"cmd": "#print axioms t", "env": 2},  # audit: one more command, in the proof's environment
+        {"cmd": AXIOMS, "env": 2},  # audit: one more command, in the proof's environment
         body,
-        {"cmd": "#print axioms t", "env": 4},  # judge: the audit, then the pickle
+        {"cmd": AXIOMS, "env": 4},  # judge: the audit, then the pickle
         {"pickleTo": "TMP/proof.olean", "env": 4},
     ]
     assert judge == [UNPICKLE, JUDGE_PRINT]  # a REPL of its own: the proof's syntax is not there
@@ -134,16 +134,15 @@ async def test_naive_exploits_are_valid_at_check_and_untrusted_from_audit(
     b = {"cmd": body, "env": 0}
     # The audit rejects it: the judge never pays an import (no pickle, no judge REPL).
     assert sent(tmp_path) == [
-        [{"cmd": "import Mathlib"}, b, b, {"cmd": "#print axioms t", "env": 2}, b, {"cmd": "#print axioms t", "env": 4}]
+        [{"cmd": "import Mathlib"}, b, b, {"cmd": AXIOMS, "env": 2}, b, {"cmd": AXIOMS, "env": 4}]
     ]
 
 
 async def test_native_decide_is_valid_when_the_caller_allows_its_axiom(sup: Supervisor) -> None:
     body = "theorem t : 2 ^ 10 = 1024 := by native_decide\n-- fake: axioms t Lean.ofReduceBool"
-    allowed = STANDARD_AXIOMS | {"Lean.ofReduceBool"}
-    outs = [await check(sup, body, level, allowed_axioms=allowed) for level in (AUDIT, JUDGE)]
-    assert [o.verdict for o in outs] == [Verdict.VALID] * 2
-    assert outs[1].axioms == (("t", ("Lean.ofReduceBool",)),)
+    out = await check(sup, body, AUDIT, allowed_axioms=STANDARD_AXIOMS | {"Lean.ofReduceBool"})
+    assert out.verdict is Verdict.VALID
+    assert out.axioms == (("t", ("Lean.ofReduceBool",)),)
 
 
 async def test_hijacked_print_axioms_passes_audit_and_is_rejected_by_judge(sup: Supervisor, tmp_path: Path) -> None:
@@ -184,20 +183,22 @@ PROOF = "theorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by omega"
 async def test_statement_check_commands_and_match(sup: Supervisor, tmp_path: Path) -> None:
     outs = [await check(sup, PROOF, level, statement=STATEMENT) for level in (AUDIT, JUDGE)]
     assert [o.verdict for o in outs] == [Verdict.VALID] * 2
-    ref = ["namespace KiminaRefN", STATEMENT, "end KiminaRefN", "set_option pp.all true in #check @KiminaRefN.t"]
-    mine = ["#print axioms t", "set_option pp.all true in #check @t"]
+    ref = ["namespace KiminaRefN", STATEMENT, "end KiminaRefN", f"{PRINTING} #check _root_.KiminaRefN.t"]
+    mine = {"cmd": f"{AXIOMS}\n{PRINTING} #check _root_.t"}  # a bare name: its signature, as a constant
     body = {"cmd": PROOF, "env": 0}
+    reference = {"cmd": "\n".join(ref), "env": 0}  # in the header's environment, where no proof ran
     pool_repl, judge = sent(tmp_path)
     assert pool_repl == [
         {"cmd": "import Mathlib"},
         body,
-        {"cmd": "\n".join(mine + ref), "env": 1},  # audit: the reference elaborated in the proof's env
+        {**mine, "env": 1},  # audit: the proof's theorem in its environment, the reference in the header's
+        reference,
         body,
-        {"cmd": "\n".join(mine + ref), "env": 3},
-        {"pickleTo": "TMP/proof.olean", "env": 3},
-        {"cmd": "\n".join(ref), "env": 0},  # judge: the reference in the header's environment
+        {**mine, "env": 4},  # judge: the audit, then the pickle
+        reference,
+        {"pickleTo": "TMP/proof.olean", "env": 4},
     ]
-    assert judge == [UNPICKLE, {"cmd": "\n".join(mine), "env": 0}]
+    assert judge == [UNPICKLE, {**mine, "env": 0}]
 
 
 async def test_statement_mismatch_names_both_statements(sup: Supervisor) -> None:
@@ -219,15 +220,40 @@ async def test_statement_with_its_own_header_lines_and_an_open_proof_end(sup: Su
         assert (out.verdict, out.reason) == (Verdict.VALID, "")
 
 
-async def test_reinterpreted_statement_passes_audit_and_is_rejected_by_judge(sup: Supervisor) -> None:
-    # A local instance makes the same text mean something else; the audit elaborates the reference
-    # where that instance is in force, the judge where it is not.
+async def test_a_reinterpreted_statement_is_rejected_at_audit_and_judge(sup: Supervisor) -> None:
+    # A local instance makes the same text mean something else; the reference is elaborated in the
+    # header's environment, where it is not in force.
     body = "instance : Mul ℕ := ⟨fun _ _ => 6⟩\n-- fake: reinterpret local Mul instance\n" + PROOF
-    audit = await check(sup, body, AUDIT, statement=STATEMENT)
-    assert audit.verdict is Verdict.VALID
-    judge = await check(sup, body, JUDGE, statement=STATEMENT)
-    assert judge.verdict is Verdict.UNTRUSTED
-    assert "[local Mul instance]" in judge.reason and "`(x : ℕ) (h : 2 * x = 6) : x = 3`" in judge.reason
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, body, level, statement=STATEMENT)
+        assert out.verdict is Verdict.UNTRUSTED
+        assert "[local Mul instance]" in out.reason and "`(x : ℕ) (h : 2 * x = 6) : x = 3`" in out.reason
+
+
+async def test_a_variable_that_shadows_the_theorem_is_rejected(sup: Supervisor) -> None:
+    """`#check @t` would elaborate a term, where the section variable `t` comes before the constant
+    and has the statement's type: the check must ask for the constant."""
+    body = "theorem t : True := trivial\nvariable (t : ∀ (x : ℕ) (h : 2 * x = 6), x = 3)"
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, body, level, statement=STATEMENT)
+        assert out.verdict is Verdict.UNTRUSTED
+        assert out.reason == "statement: t proves `: True` but the reference statement is `(x : ℕ) (h : 2 * x = 6) : x = 3`"
+
+
+async def test_a_theorem_in_a_namespace_left_open_is_not_the_theorem_asked(sup: Supervisor) -> None:
+    """The pickle carries the proof's scope: inside `namespace X`, `t` would resolve to `X.t`."""
+    body = "namespace X\n" + PROOF
+    for level in (AUDIT, JUDGE):
+        out = await check(sup, body, level, statement=STATEMENT)
+        assert out.verdict is Verdict.UNTRUSTED
+        assert out.reason.startswith("missing-theorem: the proof's environment has no theorem t")
+
+
+async def test_native_decide_cannot_be_vouched_for_by_the_judge(sup: Supervisor) -> None:
+    body = "theorem t : 2 ^ 10 = 1024 := by native_decide\n-- fake: axioms t Lean.ofReduceBool"
+    out = await check(sup, body, JUDGE, allowed_axioms=STANDARD_AXIOMS | {"Lean.ofReduceBool"})
+    assert out.verdict is Verdict.UNTRUSTED
+    assert out.reason.startswith("kernel: the judge cannot re-check native_decide")
 
 
 async def test_a_reference_that_does_not_elaborate_is_reported_with_leans_message(sup: Supervisor) -> None:
@@ -235,8 +261,7 @@ async def test_a_reference_that_does_not_elaborate_is_reported_with_leans_messag
     out = await check(sup, PROOF, AUDIT, statement=broken)
     assert (out.verdict, out.reason) == (
         Verdict.UNTRUSTED,
-        "statement: the reference statement (in the proof's environment) does not elaborate"
-        " (Lean: unknown identifier 'x')",
+        "statement: the reference statement does not elaborate (Lean: unknown identifier 'x')",
     )
 
 

@@ -52,7 +52,7 @@ def test_check_with_trust_and_statement(target: str, tmp_path: Path, capsys: pyt
     assert main(["check", nd, "--trust", "judge", "--theorem", "t", "--target", target]) == 1
     capsys.readouterr()
     allow = ["--allow-axiom", "Lean.ofReduceBool"]
-    assert main(["check", nd, "--trust", "judge", "--theorem", "t", *allow, "--target", target]) == 0
+    assert main(["check", nd, "--trust", "audit", "--theorem", "t", *allow, "--target", target]) == 0
     # No theorem named: the server refuses, nothing is checked.
     assert main(["check", honest, "--trust", "audit", "--target", target]) == 2
     assert "theorem_name" in capsys.readouterr().err

@@ -63,6 +63,11 @@ async def test_levels_inherit_and_untrusted_carries_reason_and_axioms() -> None:
         (pb.ProofOptions(trust=pb.TrustLevel.ValueType(9), theorem_name="t"), "options.trust"),
         (pb.ProofOptions(allowed_axioms=["sorryAx"]), "options.allowed_axioms[0]"),
         (pb.ProofOptions(theorem_name="t\n#exit"), "options.theorem_name"),
+        (pb.ProofOptions(theorem_name="t/-"), "options.theorem_name"),  # would comment the query out
+        (
+            pb.ProofOptions(trust=pb.TRUST_LEVEL_AUDIT, theorem_name="u", statement="theorem t : True := by sorry"),
+            "proofs[0].options.statement",  # the statement declares another theorem
+        ),
     ],
 )
 async def test_bad_trust_options_are_invalid_argument(options: pb.ProofOptions, field: str) -> None:

@@ -430,17 +430,6 @@ class Repl:
     def boxed(self) -> bool:
         return self._boxed
 
-    def host_path(self, path: str) -> Path:
-        """Where the server sees `path` of the REPL's own filesystem. In a box (its own mount
-        namespace, a private /tmp) that is through /proc/PID/root of the REPL process itself (known
-        since `settle`: a process the proof started may have a root of its own); without one it is
-        `path` itself."""
-        if not self._boxed:
-            return Path(path)
-        if self._repl_pid is None or not self.alive:
-            raise ReplCrashed("the REPL's box has no REPL in it", self._proc.returncode, "")
-        return Path(f"/proc/{self._repl_pid}/root") / path.lstrip("/")
-
     def settle(self) -> None:
         """The REPL has answered its first request: its process tree is complete (`lake env` has
         started the REPL, the box its init). Remember the tree and the REPL process (its leaf):

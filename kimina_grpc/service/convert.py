@@ -31,7 +31,10 @@ _TRUST = {
     pb.TRUST_LEVEL_JUDGE: TrustLevel.JUDGE,
 }
 # A name goes on its own line of a Lean command: nothing that could end it or start another.
-_LEAN_NAME = re.compile(r"[^\s()\[\]{}:,;@#\"`]+")
+# A Lean identifier: dotted parts, each a plain word (letters, digits, `_`, `'`, `!`, `?`; not starting
+# with a digit) or «escaped» (it goes into a Lean command: nothing that could end or comment it out).
+_LEAN_PART = r"(?:«[^«»\n]+»|[^\W\d][\w'!?]*)"
+_LEAN_NAME = re.compile(rf"{_LEAN_PART}(?:\.{_LEAN_PART})*")
 
 
 class InvalidInput(Exception):
@@ -101,11 +104,16 @@ def _check_trust(
     own: pb.ProofOptions, request: pb.ProofOptions | None, where: str, settings: Settings
 ) -> list[tuple[str, str]]:
     policy = _trust(own, request, settings)
-    if policy is not None and not policy.theorem:
+    if policy is None:
+        return []
+    if not policy.theorem:
         level = policy.level.name.lower()
         return [
             (f"{where}.theorem_name", f"trust level {level} needs theorem_name or a statement declaring the theorem")
         ]
+    if policy.statement is not None and (declared := statement_name(policy.statement)) != policy.theorem:
+        what = f"declares {declared}" if declared else "declares no theorem"
+        return [(f"{where}.statement", f"the statement {what}, not theorem_name {policy.theorem}")]
     return []
 
 

@@ -3,27 +3,40 @@
 Uses the REPL driver, not the pool: the pool calls `Reviewer.review` with its warm REPL right after a
 proof's body came back VALID, and gets the final Outcome back.
 
-- audit (one more command on the same REPL, in the proof's own environment): `#print axioms` of the
-  named theorem must list only allowed axioms (never `sorryAx`), the theorem must exist (so `#exit`
-  before it, or another name, fails), and with a reference statement its elaborated type, printed with
-  `pp.all`, must equal the reference's, elaborated in the same environment. Everything here runs where
-  the proof's own syntax is in force: a proof that redefines `#print axioms`, `#check` or the notation
-  of the statement fools the audit. That is the audit's documented limit.
-- judge: the audit first (a naive cheat is rejected without paying an import); then the proof's
-  environment is pickled (`pickleTo`) into a private temporary directory and unpickled
-  (`unpickleEnvFrom`) into a separate REPL started for this proof, with the pool's ReplSpec (same
-  command, memory cap). A pickle holds the imports, the proof's constants and its command scopes
-  (namespace, `open`, options), but no environment extensions: the proof's macros, elaborators,
-  notations, instances and attributes do not come back, so its syntax cannot reach the judge's
-  `#print axioms` and `#check`. Up to REPL v4.29 unpickling replays every constant through the kernel
-  (`Environment.replay`): a proof that got past the kernel (`debug.skipKernelTC`) makes the REPL exit
-  with a "(kernel)" exception, which the judge reports. From v4.30 the REPL re-adds constants without
-  the kernel (`replayToElabEnv`), so the judge no longer re-checks the kernel there. The reference
-  statement is elaborated on the pool REPL in the header's environment (clean: no proof in it), and
-  the two `pp.all` types are compared as text (whitespace-normalised).
+Every query names the theorem as a global constant, `_root_.NAME`, through commands that resolve it
+as one (`#print axioms`, and `#check` of a bare identifier, which prints the constant's signature),
+never as a term: a term would see the proof's section `variable`s first (a `variable (t : <the
+statement>)` next to a `theorem t : True` would print the statement's type), and an unqualified name
+would resolve in the proof's namespace and `open`s. The signature is printed with `pp.all`, and with
+`pp.fullNames` and `pp.privateNames` set explicitly: `pp.all` only sets their defaults, and an option
+the proof set explicitly wins over a default (Lean's `getPPFullNames o := o.get pp.fullNames.name
+(getPPAll o)`), so a proof's `set_option pp.fullNames false` inside `namespace X` would print its own
+`X.instAddNat` as the core `instAddNat`. Options that only hide detail make the texts differ, which
+fails closed. The reference statement is always elaborated in the header's environment (the pool
+REPL's base environment, where no proof has run), and the two signatures are compared as text.
 
-Limits of the statement check (both levels): types are compared as `pp.all` prints them, so bound
-variable and universe names must match the reference's; a reference that declares its own
+- audit (on the pool REPL): the queries in the proof's own environment, the reference in the
+  header's. `#print axioms` must list only allowed axioms (never `sorryAx`), the theorem must exist
+  (so `#exit` before it, or another name, fails), and its signature must equal the reference's.
+  The queries run where the proof's own syntax is in force: a proof that redefines `#print axioms`
+  or `#check` fools the audit. That is the audit's documented limit. Nor can it see
+  `debug.skipKernelTC`: only a kernel re-check can (the judge's, up to REPL v4.29).
+- judge: the audit first (a naive cheat is rejected without paying an import); then the proof's
+  environment is pickled (`pickleTo`) and unpickled (`unpickleEnvFrom`) into a separate REPL
+  started for this proof with the pool's ReplSpec (same command, box, memory cap). A pickle holds
+  the imports, the proof's constants and its command scopes (namespace, `open`s, `variable`s,
+  options: the queries above are immune to them), but no environment extensions: the proof's
+  macros, elaborators, notations, instances and attributes do not come back, so its syntax cannot
+  reach the judge's queries. Up to REPL v4.29 unpickling replays every constant through the kernel
+  (`Environment.replay`): a proof that got past the kernel (`debug.skipKernelTC`) makes the REPL
+  exit with a "(kernel)" exception, which the judge reports; so does, as far as the sources tell,
+  an honest `native_decide` (the kernel evaluates its compiled code, which a replay does not
+  compile): the judge cannot vouch for it. From v4.30 the REPL re-adds constants without the kernel.
+  In a box, the pickle is written in the proof's box and carried into the judge's by the server
+  (repl/boxfs.py: no symlink, FIFO or size the proof's processes chose is followed).
+
+Limits of the statement check (both levels): signatures are compared as `pp.all` prints them, so
+bound variable and universe names must match the reference's; a reference that declares its own
 definitions is not supported (the proof's same-named definitions would print alike).
 
 Time: each command of the audit and the judge is bounded by the proof's own timeout (so a trusted
@@ -45,14 +58,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Reply, Severity, protocol, split_header
+from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Reply, Severity, boxfs, protocol, split_header
 from kimina_grpc.supervisor.jobs import Outcome, TrustLevel, TrustPolicy
 from kimina_grpc.verdict import Verdict
 
 SORRY_AXIOM = "sorryAx"
+NATIVE_AXIOMS = frozenset({"Lean.ofReduceBool", "Lean.trustCompiler"})
+"""What `native_decide` (and `decide +native`) rests on: the compiler's evaluation of Lean code."""
 _AXIOMS = re.compile(r"depends on axioms: \[(?P<list>[^\]]*)\]\s*$", re.S)
 _NO_AXIOMS = re.compile(r"does not depend on any axioms\s*$")
 _DECLARES = re.compile(r"(?:^|\s)(?:theorem|lemma)\s+(?P<name>[^\s:({\[⦃]+)")
+
+
+# Explicit, so that the proof's own settings of them do not win over pp.all's defaults.
+_PRINTING = "set_option pp.all true in set_option pp.fullNames true in set_option pp.privateNames true in"
 
 
 def statement_name(statement: str) -> str | None:
@@ -85,9 +104,9 @@ class _Plan:
         return _Plan(f"KiminaRef{secrets.token_hex(6)}")
 
     def theorem_lines(self, policy: TrustPolicy) -> list[str]:
-        lines = [f"#print axioms {policy.theorem}"]
+        lines = [f"#print axioms _root_.{policy.theorem}"]
         if policy.statement is not None:
-            lines.append(f"set_option pp.all true in #check @{policy.theorem}")
+            lines.append(f"{_PRINTING} #check _root_.{policy.theorem}")
         return lines
 
     def reference_lines(self, policy: TrustPolicy) -> list[str]:
@@ -96,7 +115,7 @@ class _Plan:
             f"namespace {self.ns}",
             _reference(policy.statement),
             f"end {self.ns}",
-            f"set_option pp.all true in #check @{self.ns}.{policy.theorem}",
+            f"{_PRINTING} #check _root_.{self.ns}.{policy.theorem}",
         ]
 
 
@@ -140,25 +159,18 @@ def _axioms(reply: Reply, line: int, theorem: str, where: str) -> tuple[str, ...
     return tuple(sorted(axioms))
 
 
-def _type(reply: Reply, line: int, what: str, first: int | None = None) -> str:
-    """The type `#check` printed on `line`, whitespace-normalised; an error on lines `first`..`line`
-    (the reference's own lines) means the statement does not elaborate."""
-    found = _at(reply, line)
+def _signature(reply: Reply, line: int, name: str, what: str, first: int | None = None) -> str:
+    """The signature `#check _root_.NAME` printed on `line` without the name (universe parameters,
+    binders, type), whitespace-normalised; an error on lines `first`..`line` (the reference's own
+    lines) means the statement does not elaborate."""
     errors = [m.data for m in reply.messages if (first or line) <= m.pos.line <= line and m.severity is Severity.ERROR]
     if errors:
         raise _Rejected(f"statement: {what} does not elaborate (Lean: {errors[0][:300]})")
-    infos = [text for sev, text in found if sev is Severity.INFO and " : " in text]
+    head = re.compile(rf"(?:_root_\.)?{re.escape(name)}(?=[\s.:]|$)", re.S)
+    infos = [m for sev, text in _at(reply, line) if sev is Severity.INFO and (m := head.match(text))]
     if len(infos) != 1:
-        raise _Rejected(f"statement: no single type printed for {what}")
-    return " ".join(infos[0].split(" : ", 1)[1].split())
-
-
-def _carry(source: Path, target: Path) -> None:
-    """Copy the pickle from the proof's box into the judge's."""
-    try:
-        target.write_bytes(source.read_bytes())
-    except OSError as exc:
-        raise _Failed(Verdict.REPL_ERROR, f"cannot carry the pickle into the judge's box: {exc}") from None
+        raise _Rejected(f"statement: no single signature of {name} printed for {what}")
+    return " ".join(infos[0].string[infos[0].end() :].split())
 
 
 def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str], where: str) -> None:
@@ -219,6 +231,8 @@ class _Review:
         self.timeout = timeout
         self.plan = _Plan.new()
         self.found: dict[str, tuple[str, ...]] = {}  # the judge's answer replaces the audit's
+        self.reference: str | None = None
+        """The reference statement's signature, once elaborated (by the audit)."""
 
     async def run(self, repl: Repl, request: bytes, what: str, *, records_env: bool = True) -> Reply:
         try:
@@ -232,24 +246,28 @@ class _Review:
             raise _Failed(Verdict.REPL_ERROR, f"the REPL answered {what} with: {reply.error}")
         return reply
 
-    def check_theorem(self, reply: Reply, where: str, reference: str | None) -> None:
+    def check_theorem(self, reply: Reply, where: str) -> None:
         theorem = self.policy.theorem
         self.found[theorem] = _axioms(reply, 1, theorem, where)
         _check_axioms(theorem, self.found[theorem], self.policy.allowed_axioms, where)
-        if reference is not None:
-            _check_statement(theorem, _type(reply, 2, theorem), reference)
+        if self.reference is not None:
+            _check_statement(theorem, _signature(reply, 2, theorem, f"{theorem} in {where}"), self.reference)
 
     async def audit(self) -> None:
-        lines = self.plan.theorem_lines(self.policy)
-        if self.policy.statement is not None:
-            lines += self.plan.reference_lines(self.policy)
-        cmd = "\n".join(lines)
+        cmd = "\n".join(self.plan.theorem_lines(self.policy))
         reply = await self.run(self.repl, protocol.command(cmd, env=self.env), "the audit")
-        reference = None
         if self.policy.statement is not None:
-            first, last = len(self.plan.theorem_lines(self.policy)) + 1, cmd.count("\n") + 1
-            reference = _type(reply, last, "the reference statement (in the proof's environment)", first)
-        self.check_theorem(reply, "the proof's environment", reference)
+            self.reference = await self.elaborate_reference()
+        self.check_theorem(reply, "the proof's environment")
+
+    async def elaborate_reference(self) -> str:
+        """The reference statement's signature, elaborated in the header's environment."""
+        cmd = "\n".join(self.plan.reference_lines(self.policy))
+        reply = await self.run(
+            self.repl, protocol.command(cmd, env=self.base_env), "elaborating the reference statement"
+        )
+        name = f"{self.plan.ns}.{self.policy.theorem}"
+        return _signature(reply, cmd.count("\n") + 1, name, "the reference statement", 1)
 
     async def judge(self) -> None:
         # Without a box, the pickle goes through a private directory of the server's. Each box has a
@@ -265,33 +283,35 @@ class _Review:
             )
             if pickled.env != self.env:
                 raise _Failed(Verdict.REPL_ERROR, f"the REPL answered pickling env {self.env} with env {pickled.env}")
-            reference = None
-            if self.policy.statement is not None:
-                cmd = "\n".join(self.plan.reference_lines(self.policy))
-                reply = await self.run(
-                    self.repl, protocol.command(cmd, env=self.base_env), "elaborating the reference statement"
-                )
-                where = "the reference statement (in the header's environment)"
-                reference = _type(reply, cmd.count("\n") + 1, where, 1)
             async with self.r.judges:
                 self.r.started += 1
                 judge = await self.start(f"judge-{self.r.started}")
                 try:
+                    try:
+                        await asyncio.wait_for(judge.ping(), self.r.import_timeout)  # it reads: its box is up
+                    except (ReplCrashed, TimeoutError) as exc:
+                        raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL did not start: {exc}") from None
+                    judge.settle()
                     if boxed:
-                        try:
-                            await asyncio.wait_for(judge.ping(), self.r.import_timeout)  # its box is mounted
-                            _carry(self.repl.host_path(pickle), judge.host_path(pickle))
-                        except (ReplCrashed, TimeoutError) as exc:
-                            raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL did not start: {exc}") from None
+                        await self.carry(pickle, judge)
                     reply = await self.unpickle_and_check(judge, pickle)
                 finally:
                     await judge.kill()
         finally:
             if boxed and self.repl.alive:
-                with contextlib.suppress(OSError, ReplCrashed):
-                    self.repl.host_path(pickle).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    await boxfs.remove_from_box(self.repl.pid, pickle)
             shutil.rmtree(tmp, ignore_errors=True)
-        self.check_theorem(reply, "the judge's clean environment", reference)
+        self.check_theorem(reply, "the judge's clean environment")
+
+    async def carry(self, pickle: str, judge: Repl) -> None:
+        """The pickle, from the proof's box into the judge's: a file the proof's processes may have
+        replaced by a symlink, a FIFO or something endless (boxfs refuses each)."""
+        try:
+            data = await boxfs.read_from_box(self.repl.pid, pickle)
+            await boxfs.write_into_box(judge.pid, pickle, data)
+        except OSError as exc:
+            raise _Failed(Verdict.REPL_ERROR, f"cannot carry the pickle into the judge's box: {exc}") from None
 
     async def start(self, repl_id: str) -> Repl:
         try:
@@ -313,6 +333,13 @@ class _Review:
             # kernel exception ends the process: the proof's constants do not type-check.
             if "(kernel)" in exc.stderr:
                 tail = exc.stderr.strip()[-500:]
+                native = sorted(set(self.found.get(self.policy.theorem, ())) & NATIVE_AXIOMS)
+                if native:
+                    raise _Rejected(
+                        f"kernel: the judge cannot re-check native_decide ({', '.join(native)}): replaying it"
+                        f" through the kernel needs its compiled code, which a pickle does not carry; trust"
+                        f" level audit checks such proofs (Lean: {tail})"
+                    ) from None
                 raise _Rejected(
                     f"kernel: the kernel rejected the proof's constants on the judge's re-check: {tail}"
                 ) from None

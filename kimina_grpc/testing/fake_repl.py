@@ -145,8 +145,11 @@ _INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of
 _SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
 _SET_OPTION = re.compile(r"^\s*set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
 _PRINT_AXIOMS = re.compile(r"#print\s+axioms\s+(\S+)")
-_CHECK = re.compile(r"#check\s+@(\S+)")
+_CHECK = re.compile(r"#check\s+(@?)(\S+)")
 _NAMESPACE = re.compile(r"^\s*(namespace|end)\s+(\S+)\s*$")
+_VARIABLE = re.compile(r"^\s*variable\s+[({\[]\s*(\S+)\s*:\s*(.*?)\s*[)}\]]\s*$")
+_ROOT = "_root_."
+_NATIVE = frozenset({"Lean.ofReduceBool", "Lean.trustCompiler"})
 _CLEAN = "[propext, Classical.choice, Quot.sound]"
 
 
@@ -159,21 +162,39 @@ class Const:
 
 @dataclass
 class Env:
-    """A recorded environment: what a pickle keeps (header, constants, scope options) and the
-    extensions it loses (hijack, reinterpret)."""
+    """A recorded environment: what a pickle keeps (header, constants, the command scope: options,
+    namespace, section variables) and the extensions it loses (hijack, reinterpret)."""
 
     header: str = ""
     constants: dict[str, Const] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
+    namespace: list[str] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+    """Section variables in scope: name -> type (as `∀ binders, type`)."""
     hijacked: bool = False
     hangs: bool = False
     reinterpret: str = ""
+
+    def after(self) -> Env:
+        """The environment a command on this one starts from."""
+        return Env(
+            self.header,
+            dict(self.constants),
+            dict(self.options),
+            list(self.namespace),
+            dict(self.variables),
+            self.hijacked,
+            self.hangs,
+            self.reinterpret,
+        )
 
     def pickled(self) -> dict[str, Any]:
         return {
             "header": self.header,
             "constants": {n: [c.type, sorted(c.axioms), c.kernel_ok] for n, c in self.constants.items()},
             "options": self.options,
+            "namespace": self.namespace,
+            "variables": self.variables,
         }
 
     @staticmethod
@@ -182,7 +203,21 @@ class Env:
             header=data["header"],
             constants={n: Const(t, frozenset(a), ok) for n, (t, a, ok) in data["constants"].items()},
             options=dict(data["options"]),
+            namespace=list(data["namespace"]),
+            variables=dict(data["variables"]),
         )
+
+    def resolve(self, name: str) -> str | None:
+        """A global constant's name as Lean resolves it: `_root_.x` is `x`; otherwise the current
+        namespace's `N.x` first, then `x`. Section variables are not constants."""
+        if name.startswith(_ROOT):
+            name = name[len(_ROOT) :]
+            return name if name in self.constants else None
+        for depth in range(len(self.namespace), -1, -1):
+            candidate = ".".join([*self.namespace[:depth], name])
+            if candidate in self.constants:
+                return candidate
+        return None
 
 
 def read_request(stdin: BinaryIO) -> str | None:
@@ -269,6 +304,9 @@ class Simulator:
         for name, const in restored.constants.items():
             if not const.kernel_ok:  # Environment.replay re-checks each constant
                 _uncaught(f"(kernel) declaration type mismatch, '{name}'")
+            if const.axioms & _NATIVE:
+                # The kernel evaluates native_decide's compiled code, which a replay never compiled.
+                _uncaught(f"(kernel) unknown declaration '{name}._nativeDecide_1'")
         self.envs.append(restored)
         return {"env": len(self.envs) - 1}
 
@@ -278,7 +316,7 @@ class Simulator:
         if env is not None and not (isinstance(env, int) and 0 <= env < len(self.envs)):
             return {"message": "Unknown environment."}
         base = self.envs[env] if env is not None else Env()
-        new = Env(base.header, dict(base.constants), dict(base.options), base.hijacked, base.hangs, base.reinterpret)
+        new = base.after()
         messages: list[dict[str, Any]] = []
         sorries: list[dict[str, Any]] = []
         infotree: Any = None
@@ -392,7 +430,7 @@ class Simulator:
         skip_kernel = options.get("debug.skipKernelTC") == "true"
         # Declarations and queries, in order (only up to an #exit).
         body = "\n".join(lines[:active])
-        namespaces: list[str] = []
+        namespaces = new.namespace
         offset = 0
         for index, line in enumerate(lines[:active]):
             lineno = index + first
@@ -403,9 +441,13 @@ class Simulator:
             ns = _NAMESPACE.match(line)
             if ns:
                 if ns.group(1) == "namespace":
-                    namespaces.append(ns.group(2))
-                elif namespaces and namespaces[-1] == ns.group(2):
-                    namespaces.pop()
+                    namespaces.extend(ns.group(2).split("."))
+                elif namespaces and ".".join(namespaces).endswith(ns.group(2)):
+                    del namespaces[len(namespaces) - len(ns.group(2).split(".")) :]
+                continue
+            var = _VARIABLE.match(line)
+            if var:
+                new.variables[var.group(1)] = " ".join(var.group(2).split())
                 continue
             q = _PRINT_AXIOMS.search(line)
             if q:
@@ -413,7 +455,7 @@ class Simulator:
                 continue
             q = _CHECK.search(line)
             if q:
-                messages.append(self._check(new, q.group(1), lineno))
+                messages.append(self._check(new, q.group(2), lineno, term=bool(q.group(1))))
                 continue
             for m in _DECL.finditer(line):
                 short = m.group(1)
@@ -470,20 +512,44 @@ class Simulator:
         while env.hangs:
             time.sleep(3600)
         if env.hijacked:
-            return _msg("info", line, 0, f"'{name}' depends on axioms: {_CLEAN}")
-        const = env.constants.get(name)
-        if const is None:
+            return _msg("info", line, 0, f"'{name.removeprefix(_ROOT)}' depends on axioms: {_CLEAN}")
+        resolved = env.resolve(name)
+        if resolved is None:
             return _msg("error", line, 14, f"unknown constant '{name}'")
+        const = env.constants[resolved]
         if not const.axioms:
-            return _msg("info", line, 0, f"'{name}' does not depend on any axioms")
-        return _msg("info", line, 0, f"'{name}' depends on axioms: [{', '.join(sorted(const.axioms))}]")
+            return _msg("info", line, 0, f"'{resolved}' does not depend on any axioms")
+        return _msg("info", line, 0, f"'{resolved}' depends on axioms: [{', '.join(sorted(const.axioms))}]")
 
     @staticmethod
-    def _check(env: Env, name: str, line: int) -> dict[str, Any]:
-        const = env.constants.get(name)
-        if const is None:
+    def _check(env: Env, name: str, line: int, *, term: bool) -> dict[str, Any]:
+        """`#check NAME` prints a global constant's signature (`NAME binders : type`); `#check @NAME`
+        elaborates a term, where section variables come first."""
+        if term and name in env.variables:
+            return _msg("info", line, 0, f"{name} : {env.variables[name]}")
+        resolved = env.resolve(name)
+        if resolved is None:
             return _msg("error", line, 0, f"unknown identifier '{name}'")
-        return _msg("info", line, 0, f"@{name} : {const.type}")
+        const = env.constants[resolved]
+        if term:
+            return _msg("info", line, 0, f"@{resolved} : {_as_type(const.type)}")
+        return _msg("info", line, 0, f"{resolved} {const.type}")
+
+
+def _as_type(signature: str) -> str:
+    """A declaration's signature (`(x : ℕ) (h : P x) : Q x`) as the type it elaborates to
+    (`∀ (x : ℕ) (h : P x), Q x`), the form a term's type prints in."""
+    depth, colon = 0, -1
+    for i, c in enumerate(signature):
+        if c in "([{⦃":
+            depth += 1
+        elif c in ")]}⦄":
+            depth -= 1
+        elif c == ":" and depth == 0:
+            colon = i
+            break
+    binders, result = signature[:colon].strip(), signature[colon + 1 :].strip()
+    return f"∀ {binders}, {result}" if binders else result
 
 
 def _uncaught(text: str) -> NoReturn:

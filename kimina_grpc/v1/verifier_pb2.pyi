@@ -35,7 +35,9 @@ class _TrustLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TrustLevel
     TRUST_LEVEL_CHECK: _TrustLevel.ValueType  # 1
     """Lean's messages decide."""
     TRUST_LEVEL_AUDIT: _TrustLevel.ValueType  # 2
-    """Also audit axioms, the theorem's existence and its statement in the proof's environment."""
+    """Also audit the theorem's axioms and existence in the proof's environment, and its statement
+    against the reference elaborated in the header's.
+    """
     TRUST_LEVEL_JUDGE: _TrustLevel.ValueType  # 3
     """Also re-check them in a clean environment the proof's syntax cannot reach."""
 
@@ -47,24 +49,28 @@ class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
     - CHECK: Lean's messages decide (no error, no sorry): Kimina's behaviour. An injected `axiom`,
       `#exit` before the theorem, `set_option warn.sorry false` with `sorryAx`/`admit`,
       `native_decide`, `debug.skipKernelTC`, or a different statement are all VALID here.
-    - AUDIT: one more REPL command, in the proof's own environment right after it:
-      `#print axioms <theorem>` must list only allowed axioms (see allowed_axioms), never sorryAx
+    - AUDIT: the theorem is named as a global constant, `_root_.<theorem>`, so the proof's namespace,
+      `open`s and section variables cannot redirect it: `#print axioms` of it, in the proof's own
+      environment right after it, must list only allowed axioms (see allowed_axioms), never sorryAx
       however it was written (rule "axioms" / "sorry"); the theorem must exist (rule
       "missing-theorem": catches `#exit` before it and renamed theorems); with a statement, the
-      reference is elaborated in the same environment and both types, printed with pp.all, must be
-      equal (rule "statement"). Limit: the proof's own syntax is in force, so a proof that
-      redefines `#print axioms` or `#check`, or reinterprets the statement with a local notation or
-      instance, passes the audit; nor does the audit see `debug.skipKernelTC`.
+      reference is elaborated in the header's environment (where no proof ran: a local notation or
+      instance of the proof's is not in force there) and the two signatures (`#check` of the bare
+      constant, printed with pp.all, pp.fullNames and pp.privateNames set explicitly) must be equal
+      (rule "statement"). Two more REPL commands, no import. Limit: the proof's own syntax is in
+      force in its environment, so a proof that redefines `#print axioms` or `#check` passes the
+      audit; nor does the audit see `debug.skipKernelTC`.
     - JUDGE: the audit, then the proof's environment is pickled and unpickled into a separate REPL
-      started for this proof (the same command and limits as the pool's; an import per proof,
+      started for this proof (the same command, box and limits as the pool's; an import per proof,
       10-20 s for Mathlib) where its macros, elaborators, notations and instances do not exist;
-      there `#print axioms` and the theorem's type are checked again, against the reference
-      statement elaborated in the header's environment (no proof in it). Up to REPL v4.29
+      there the same queries run again and are compared with the same reference. Up to REPL v4.29
       unpickling re-checks every constant with the kernel, so a proof that skipped the kernel
-      (`debug.skipKernelTC`) is rejected (rule "kernel"); from v4.30 the REPL re-adds constants
-      unchecked and the judge cannot see it. Limits: types are compared as pp.all prints them, so
-      bound-variable and universe names must match the reference's; `#eval` in a proof still runs
-      code with the server's rights during the check.
+      (`debug.skipKernelTC`) is rejected (rule "kernel"), and so is `native_decide` even when its
+      axiom is allowed (the kernel's evaluation needs compiled code a pickle does not carry: use
+      AUDIT for it); from v4.30 the REPL re-adds constants unchecked and the judge cannot see
+      `debug.skipKernelTC`. Limits: signatures are compared as pp.all prints them, so bound-variable
+      and universe names must match the reference's; `#eval` in a proof still runs code during the
+      check (in the sandbox, see the README).
 
     The audit's and the judge's commands are each bounded by the proof's timeout (TIMEOUT past
     it), the judge's import by the server's import timeout: a Verify deadline shorter than an import
@@ -76,7 +82,9 @@ TRUST_LEVEL_UNSPECIFIED: TrustLevel.ValueType  # 0
 TRUST_LEVEL_CHECK: TrustLevel.ValueType  # 1
 """Lean's messages decide."""
 TRUST_LEVEL_AUDIT: TrustLevel.ValueType  # 2
-"""Also audit axioms, the theorem's existence and its statement in the proof's environment."""
+"""Also audit the theorem's axioms and existence in the proof's environment, and its statement
+against the reference elaborated in the header's.
+"""
 TRUST_LEVEL_JUDGE: TrustLevel.ValueType  # 3
 """Also re-check them in a clean environment the proof's syntax cannot reach."""
 Global___TrustLevel: _TypeAlias = TrustLevel  # noqa: Y015
