@@ -193,6 +193,9 @@ async def test_forged_replies_are_never_passed_on(started: Started) -> None:
     kinds = {
         "forge": ("-- fake: forge-reply", Verdict.REPL_ERROR),
         "forge-guess": ("-- fake: forge-reply 5", Verdict.REPL_ERROR),
+        # The whole exchange forged, with the env id the REPL will give, and the proof's own reply
+        # (an error) later: the REPL is still at work when the forgery comes.
+        "forge-full": ("-- fake: forge-full\n  -- fake: error nope", Verdict.REPL_ERROR),
         "valid": ("", Verdict.VALID),
         "error": ("-- fake: error nope", Verdict.INVALID),
         "sorry": ("-- fake: sorry", Verdict.SORRY),

@@ -36,6 +36,9 @@ the Lean code of the form `-- fake: VERB ARGS`:
     forge-reply [ENV]  a process the proof starts writes a forged reply {"env": ENV} to the stdout
                        it inherited (default ENV: the id this command will get), before the REPL's
                        own reply, as `IO.Process.spawn` from `#eval` could
+    forge-full [ENV]   likewise, followed by the answer the server's barrier request gets, so the
+                       forged exchange is complete; then the proof goes on for 0.3 s before the
+                       REPL's own reply
     infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
     infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
 
@@ -385,13 +388,15 @@ class Simulator:
                 sys.stdout.buffer.write(b"this is not JSON {\n\n")
                 sys.stdout.buffer.flush()
                 return None
-            elif verb == "forge-reply":
-                forged = json.dumps({"env": int(arg) if arg else len(self.envs)}, indent=1)
+            elif verb in ("forge-reply", "forge-full"):
+                forged = json.dumps({"env": int(arg) if arg else len(self.envs)}, indent=1) + "\n\n"
+                if verb == "forge-full":
+                    forged += json.dumps({"message": "Unknown environment."}, indent=1) + "\n\n"
                 sys.stdout.flush()
                 # A child process with the inherited stdout, as `IO.Process.spawn` would start.
-                subprocess.run(
-                    [sys.executable, "-c", f"import sys; sys.stdout.write({forged + chr(10) * 2!r})"], check=False
-                )
+                subprocess.run([sys.executable, "-c", f"import sys; sys.stdout.write({forged!r})"], check=False)
+                if verb == "forge-full":
+                    time.sleep(0.3)
             elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
                 infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
             elif verb == "stderr":
