@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -166,24 +166,32 @@ class AsyncKiminaClient:
     ) -> AsyncIterator[Result]:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
-        `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        An id may come again only once its result is out (a repeated id in flight is a ValueError:
+        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
         source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
+        refused: Exception | None = None  # raised by the proofs' source, or a repeated id
         failures = 0
         while True:
             slots = asyncio.Semaphore(window)
             resend = list(pending.values())
 
             async def requests(resend: list[Proof] = resend, slots: asyncio.Semaphore = slots) -> AsyncIterator[Any]:
-                nonlocal exhausted
+                nonlocal exhausted, refused
                 for proof in resend:
                     await slots.acquire()
                     yield _stream_item(proof, opts)
                 while not exhausted:
                     await slots.acquire()
-                    new = next(source, None)
+                    try:
+                        new = _next_proof(source, pending)
+                    except Exception as exc:
+                        refused = exc
+                        raise  # gRPC cancels the call; the caller gets `refused`
                     if new is None:
                         exhausted = True
                         break
@@ -204,13 +212,19 @@ class AsyncKiminaClient:
                     yield from_proto(response.result)
                 if exhausted and not pending:
                     return
+            except asyncio.CancelledError:
+                if refused is None:
+                    raise
+                raise refused from None
             except grpc.RpcError as err:
+                if refused is not None:
+                    raise refused from None
                 if not is_retryable(err):
                     raise translate(err) from None
                 failures += 1
                 if failures >= self._max_attempts:
                     raise translate(err) from None
-                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+                await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()
 
@@ -280,6 +294,19 @@ class AsyncKiminaClient:
 
     async def server_info(self) -> pb.GetServerInfoResponse:
         return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds before a stream's next attempt after `failures` broken ones in a row."""
+    return min(10.0, 0.2 * 2.0**failures)
+
+
+def _next_proof(source: Iterator[Proof], pending: dict[str, Proof]) -> Proof | None:
+    """The source's next proof; a repeated id in flight is refused, as its results could not be told apart."""
+    proof = next(source, None)
+    if proof is not None and proof.id in pending:
+        raise ValueError(f"proof id {proof.id!r} is already in flight on this stream; ids must differ")
+    return proof
 
 
 def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:
