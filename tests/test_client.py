@@ -173,3 +173,26 @@ async def test_verify_stream_refuses_a_window_below_one_and_a_repeated_id_in_fli
         assert again == ["a", "a"]
         with pytest.raises(ValueError, match="cannot tell which column"):  # the source's own error
             [r async for r in client.verify_stream([{"text": "x"}])]
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_a_tls_handshake_failure_is_not_retried_an_outage_is() -> None:
+    from kimina_grpc.client._types import is_retryable
+
+    down = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Connection refused"
+    assert is_retryable(_Failed(grpc.StatusCode.UNAVAILABLE, down))
+    handshake = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Tls handshake failed "
+        "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"
+    )
+    assert not is_retryable(_Failed(grpc.StatusCode.UNAVAILABLE, handshake))

@@ -254,7 +254,7 @@ def test_serve_without_a_workspace_installs_first_and_fails_in_one_line_offline(
     lines = done.stderr.strip().splitlines()
     assert lines[0] == "kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)"
     assert lines[1].startswith("install_lean: cannot reach https://github.com/leanprover-community/repl")
-    assert lines[2].endswith("to try the API without Lean: make demo") and len(lines) == 3
+    assert lines[2].endswith("to try the API without Lean: kimina-grpc demo") and len(lines) == 3
     assert "Traceback" not in done.stderr
 
 

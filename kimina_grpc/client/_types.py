@@ -334,8 +334,13 @@ def translate(err: grpc.RpcError) -> Exception:
     return KiminaError(code, message)
 
 
+def handshake_failed(details: str) -> bool:
+    """A TLS handshake that failed: a set-up mistake (wrong CA, TLS against plaintext), not an outage."""
+    return "handshake failed" in details.lower()
+
+
 def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
+    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE and not handshake_failed(exc.details() or "")
 
 
 def http_hint(target: str) -> str:
