@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._kimina import DEFAULT_DATASET, client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -26,6 +28,7 @@ from kimina_grpc.client._types import (
     from_proto,
     is_retryable,
     iter_proofs,
+    not_checked,
     options,
     retry_delay,
     to_proto,
@@ -58,11 +61,15 @@ class AsyncKiminaClient:
     certificate (mutual TLS). Each is a PEM file's path or its bytes.
     """
 
-    def __init__(
+    def __init__(  # Kimina's positional order
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        http_timeout: float | None = None,
+        n_retries: int | None = None,
         *,
+        api_url: str | None = None,
         batch_size: int = 1000,
         max_attempts: int = 6,
         tls: bool = False,
@@ -70,7 +77,12 @@ class AsyncKiminaClient:
         cert: Pem | None = None,
         key: Pem | None = None,
     ) -> None:
-        target, opts = channel_args(target)
+        """`target` is host:port (default localhost:50051); `api_url`, `headers`, `http_timeout` and
+        `n_retries` are kimina-client's (see _kimina.client_options)."""
+        del http_timeout
+        api_key, attempts = client_options(api_key, headers, n_retries)
+        max_attempts = attempts or max_attempts
+        target, opts = channel_args(target or api_url or "localhost:50051")
         if tls or ca is not None or cert is not None:
             credentials = channel_credentials(ca, cert, key)
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
@@ -228,11 +240,10 @@ class AsyncKiminaClient:
             finally:
                 call.cancel()
 
-    async def check(
+    async def check(  # noqa: PLR0917  (Kimina's positional order)
         self,
         snips: Proofs,
         timeout: float = 60,
-        *,
         debug: bool = False,
         reuse: bool = True,
         infotree: str | None = None,
@@ -260,6 +271,62 @@ class AsyncKiminaClient:
             )
         }
         return CheckResponse([got[p.id] for p in items])
+
+    async def api_check(  # noqa: PLR0917  (Kimina's positional order)
+        self,
+        snippets: Proofs,
+        timeout: float = 30,
+        debug: bool = False,
+        reuse: bool = True,
+        infotree: str | None = None,
+        safe: bool = False,
+    ) -> CheckResponse:
+        """Kimina's one-batch check (one Verify); `safe=True` answers a failed call with a result per
+        snippet carrying the error (NOT_CHECKED) instead of raising."""
+        items = as_proofs(snippets)
+        try:
+            return CheckResponse(
+                await self.verify(items, timeout=timeout, infotree=infotree, reuse=reuse, diagnostics=debug)
+            )
+        except (KiminaError, ValueError) as exc:
+            if not safe:
+                raise
+            return CheckResponse([not_checked(p.id, str(exc).splitlines()[0]) for p in items])
+
+    async def test(self) -> None:
+        """Kimina's smoke test: `#check Nat` must check; raises AssertionError with the verdict if not."""
+        [result] = (await self.check("#check Nat")).results
+        if not result.ok:
+            raise AssertionError(f"#check Nat: {result.verdict.name} {result.error}".strip())
+
+    async def run_benchmark(  # noqa: PLR0917  (Kimina's positional order)
+        self,
+        dataset_name: str = DEFAULT_DATASET,
+        split: str | None = None,
+        n: int = 100,
+        batch_size: int = 8,
+        max_workers: int = 5,
+        timeout: int = 60,
+        reuse: bool = True,
+        show_progress: bool = True,
+        output: str | Path = "bench-report",
+    ) -> dict[str, Any]:
+        """Kimina's `run_benchmark` (see KiminaClient.run_benchmark); the blocking work (the dataset,
+        the report) runs in a worker thread, the stream on this loop."""
+        stream = Blocking(self, asyncio.get_running_loop())
+        return await asyncio.to_thread(
+            run_benchmark,
+            stream,
+            dataset_name,
+            split,
+            n,
+            batch_size,
+            max_workers,
+            timeout,
+            reuse,
+            show_progress,
+            output,
+        )
 
     async def export_ast(
         self,
@@ -294,6 +361,27 @@ class AsyncKiminaClient:
 
     async def server_info(self) -> pb.GetServerInfoResponse:
         return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+
+
+class Blocking:
+    """An AsyncKiminaClient's verify_stream as a blocking iterator, for code in another thread than
+    the client's loop (KiminaClient, run_benchmark's worker thread)."""
+
+    def __init__(self, client: AsyncKiminaClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    def verify_stream(self, proofs: Proofs, **kw: Any) -> Iterator[Result]:
+        stream = self._client.verify_stream(proofs, **kw)
+        try:
+            while True:
+                try:
+                    yield asyncio.run_coroutine_threadsafe(anext(stream), self._loop).result()  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop).result()  # type: ignore[attr-defined]
 
 
 def reconnect_delay(failures: int) -> float:

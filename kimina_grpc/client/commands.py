@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from kimina_grpc.client._kimina import Streams
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     CODE_COLUMNS,
@@ -31,7 +32,6 @@ from kimina_grpc.client._types import (
 )
 from kimina_grpc.verdict import Verdict
 
-DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -276,7 +276,7 @@ def bench(
 
 
 def run_bench(
-    client: KiminaClient,
+    client: Streams,
     *,
     dataset: str,
     split: str | None = None,
