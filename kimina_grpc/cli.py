@@ -8,9 +8,7 @@ install, in one line, and exits 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.resources
-import importlib.util
 import os
 import subprocess
 import sys
@@ -18,14 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kimina_grpc import __version__, extras
+
 USAGE_ERROR = 2
 DEMO_HINT = "to try the API without Lean: kimina-grpc demo"
 DEMO_MODULE = "import Mathlib.Logic.Basic\n\ntheorem not_not_intro {a : Prop} (h : a) : ¬¬a := fun hn => hn h\n"
 """The one module of the demo's stand-in exporter (the README's ExportAst example)."""
-EXTRAS = {
-    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis"),
-    "bench": ("datasets", "matplotlib", "tqdm"),
-}
 
 
 def _fail(message: str) -> int:
@@ -36,10 +32,8 @@ def _fail(message: str) -> int:
 def _missing_extra(extra: str) -> str | None:
     """The one-line hint when a module of `extra` is not installed, else None. Looked up, not imported:
     `bench` must set HF_HUB_OFFLINE before `datasets` is imported."""
-    for module in EXTRAS[extra]:
-        if importlib.util.find_spec(module) is None:
-            return f"this command needs the {extra} extra ({module} is missing): pip install 'kimina_grpc[{extra}]'"
-    return None
+    module = extras.missing(extra)
+    return f"this command {extras.hint(extra, module)}" if module else None
 
 
 def needs(extra: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
@@ -275,12 +269,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _version(verbose: bool) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        text = f"kimina-grpc {version('kimina_grpc')}"
-    except PackageNotFoundError:
-        text = "kimina-grpc (not installed)"
+    text = f"kimina-grpc {__version__}"
     if verbose:
         from kimina_grpc.v1 import verifier_pb2
 

@@ -369,3 +369,19 @@ def test_bench_without_network_fails_at_once_on_the_default_hub_dataset(tmp_path
         "kimina-grpc bench: cannot reach the Hugging Face hub (127.0.0.1) and Goedel-LM/Lean-workbook-proofs is "
         "not in its local cache; name a local .jsonl, .json, .parquet or .csv file"
     )
+
+
+@pytest.mark.parametrize("example", ["trl_reward.py", "verl_reward.py", "stream_training_loop.py", "batch.py"])
+def test_the_example_scripts_fail_in_one_line_when_the_server_is_down(example: str, tmp_path: Path) -> None:
+    (tmp_path / "p.lean").write_text("theorem t : True := trivial\n")
+    args = [str(tmp_path)] if example == "batch.py" else []
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "clients" / example), *args, "--target", "127.0.0.1:1"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    line = one_line(run.stderr)
+    assert line.startswith(f"{example}: ") and "UNAVAILABLE" in line and "127.0.0.1:1" in line

@@ -117,7 +117,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-from kimina_grpc.repl.header import split_header
+from kimina_grpc import extras
+
+try:
+    from kimina_grpc.repl.header import split_header  # the REPL room needs the server extra (psutil)
+except ModuleNotFoundError as exc:
+    print(f"fake_repl {extras.hint('server', exc.name or 'a module')}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
