@@ -90,44 +90,14 @@ def target() -> Iterator[str]:
         yield f"127.0.0.1:{app.port}"
 
 
-def test_a_kimina_script_runs_with_its_import_and_target_changed(target: str, tmp_path: Path) -> None:
+def run_kimina_script(kimina_script: str, target: str, tmp_path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """The script with only its import line and target changed, on a local dataset (DATASET); its stdout."""
     data = tmp_path / "proofs.jsonl"
-    rows = [
-        {"problem_id": f"p{i}", "full_proof": "-- fake: sorry" if i % 3 == 0 else "theorem x : True := trivial"}
-        for i in range(20)
-    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = KIMINA_SCRIPT.replace("from kimina_client import", "from kimina_grpc.client import").replace(
+    script = kimina_script.replace("from kimina_client import", "from kimina_grpc.client import").replace(
         '"http://localhost:8000"', repr(target)
     )
-    assert script.count("\n") == KIMINA_SCRIPT.count("\n")  # nothing else changed
-    script = f"DATASET = {str(data)!r}\n" + script
-    run = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    out = run.stdout.splitlines()
-    assert out[:5] == ["single 1 None", "snippet good True None", "snippet bad True None", "codes ['c1', 'c2']", ""]
-    assert out[5] == next(line for line in out if line.startswith("12 proofs in"))
-    report = json.loads((tmp_path / "bench-report" / "report.json").read_text())
-    assert report["proofs"] == 12 and report["verdicts"]["SORRY"] == 4 and report["verdicts"]["VALID"] == 8
-
-
-def test_a_kimina_async_script_with_its_result_helpers_runs_unchanged(target: str, tmp_path: Path) -> None:
-    data = tmp_path / "proofs.jsonl"
-    data.write_text(
-        "".join(json.dumps({"id": f"p{i}", "code": "theorem x : True := trivial"}) + "\n" for i in range(6))
-    )
-    script = KIMINA_ASYNC_SCRIPT.replace("from kimina_client import", "from kimina_grpc.client import").replace(
-        '"http://localhost:8000"', repr(target)
-    )
-    assert script.count("\n") == KIMINA_ASYNC_SCRIPT.count("\n")  # nothing else changed
+    assert script.count("\n") == kimina_script.count("\n")  # nothing else changed
     run = subprocess.run(
         [sys.executable, "-c", f"DATASET = {str(data)!r}\n" + script],
         cwd=tmp_path,
@@ -138,7 +108,24 @@ def test_a_kimina_async_script_with_its_result_helpers_runs_unchanged(target: st
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    out = run.stdout.splitlines()
+    return run.stdout.splitlines()
+
+
+def test_a_kimina_script_runs_with_its_import_and_target_changed(target: str, tmp_path: Path) -> None:
+    rows = [
+        {"problem_id": f"p{i}", "full_proof": "-- fake: sorry" if i % 3 == 0 else "theorem x : True := trivial"}
+        for i in range(20)
+    ]
+    out = run_kimina_script(KIMINA_SCRIPT, target, tmp_path, rows)
+    assert out[:5] == ["single 1 None", "snippet good True None", "snippet bad True None", "codes ['c1', 'c2']", ""]
+    assert out[5] == next(line for line in out if line.startswith("12 proofs in"))
+    report = json.loads((tmp_path / "bench-report" / "report.json").read_text())
+    assert report["proofs"] == 12 and report["verdicts"]["SORRY"] == 4 and report["verdicts"]["VALID"] == 8
+
+
+def test_a_kimina_async_script_with_its_result_helpers_runs_unchanged(target: str, tmp_path: Path) -> None:
+    rows = [{"id": f"p{i}", "code": "theorem x : True := trivial"} for i in range(6)]
+    out = run_kimina_script(KIMINA_ASYNC_SCRIPT, target, tmp_path, rows)
     assert out[:3] == [
         "async ok True valid",
         "async err False lean_error",

@@ -88,14 +88,17 @@ def test_settings_mistakes_name_the_variable(tmp_path: Path) -> None:
     assert run.returncode == 2 and one_line(run.stderr).startswith("kimina-grpc: LEAN_SERVER_PORT: ")
 
 
-def test_a_port_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "named"), [("LEAN_SERVER_PORT", ""), ("LEAN_SERVER_METRICS_PORT", " (LEAN_SERVER_METRICS_PORT)")]
+)
+def test_a_port_in_use(tmp_path: Path, variable: str, named: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = run_serve(tmp_path, LEAN_SERVER_PORT=str(port))
+        run = run_serve(tmp_path, **{variable: str(port)})
     assert run.returncode == 2
-    assert one_line(run.stderr) == f"kimina-grpc: cannot listen on 127.0.0.1:{port}: the port is in use"
+    assert one_line(run.stderr) == f"kimina-grpc: cannot listen on 127.0.0.1:{port}{named}: the port is in use"
 
 
 @pytest.fixture
@@ -223,17 +226,6 @@ def test_tls_files_that_are_missing_or_junk_name_the_variable(tmp_path: Path, re
         run = run_serve(tmp_path, **tls)
         assert run.returncode == 2, run.stderr
         assert re.search(message, one_line(run.stderr)), run.stderr
-
-
-def test_a_metrics_port_in_use(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        run = run_serve(tmp_path, LEAN_SERVER_METRICS_PORT=str(port))
-    assert run.returncode == 2
-    expected = f"kimina-grpc: cannot listen on 127.0.0.1:{port} (LEAN_SERVER_METRICS_PORT): the port is in use"
-    assert one_line(run.stderr) == expected
 
 
 def test_a_workspace_that_does_not_exist_is_one_line_not_a_server_that_fails_every_proof(tmp_path: Path) -> None:

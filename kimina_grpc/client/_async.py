@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
-from kimina_grpc.client._kimina import DEFAULT_DATASET, client_options, run_benchmark
+from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -299,34 +298,10 @@ class AsyncKiminaClient:
         if not result.ok:
             raise AssertionError(f"#check Nat: {result.verdict.name} {result.error}".strip())
 
-    async def run_benchmark(  # noqa: PLR0917  (Kimina's positional order)
-        self,
-        dataset_name: str = DEFAULT_DATASET,
-        split: str | None = None,
-        n: int = 100,
-        batch_size: int = 8,
-        max_workers: int = 5,
-        timeout: int = 60,
-        reuse: bool = True,
-        show_progress: bool = True,
-        output: str | Path = "bench-report",
-    ) -> dict[str, Any]:
-        """Kimina's `run_benchmark` (see KiminaClient.run_benchmark); the blocking work (the dataset,
-        the report) runs in a worker thread, the stream on this loop."""
-        stream = Blocking(self, asyncio.get_running_loop())
-        return await asyncio.to_thread(
-            run_benchmark,
-            stream,
-            dataset_name,
-            split,
-            n,
-            batch_size,
-            max_workers,
-            timeout,
-            reuse,
-            show_progress,
-            output,
-        )
+    async def run_benchmark(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        """Kimina's `run_benchmark` (see _kimina.run_benchmark); the blocking work (the dataset, the
+        report) runs in a worker thread, the stream on this loop."""
+        return await asyncio.to_thread(run_benchmark, Blocking(self, asyncio.get_running_loop()), *args, **kw)
 
     async def export_ast(
         self,

@@ -187,19 +187,20 @@ class Streams(Protocol):
     def verify_stream(self, proofs: Proofs, **kw: Any) -> Iterator[Result]: ...
 
 
-def run_benchmark(  # noqa: PLR0917
+def run_benchmark(  # noqa: PLR0917  (Kimina's positional order)
     client: Streams,
-    dataset_name: str,
-    split: str | None,
-    n: int,
-    batch_size: int,
-    max_workers: int,
-    timeout: int,
-    reuse: bool,
-    show_progress: bool,
-    output: str | Path,
+    dataset_name: str = DEFAULT_DATASET,
+    split: str | None = None,
+    n: int = 100,
+    batch_size: int = 8,
+    max_workers: int = 5,
+    timeout: int = 60,
+    reuse: bool = True,
+    show_progress: bool = True,
+    output: str | Path = "bench-report",
 ) -> dict[str, Any]:
-    """Kimina's `run_benchmark` on `kimina-grpc bench` (the bench extra): `batch_size` x
+    """Kimina's `run_benchmark` on `kimina-grpc bench` (the bench extra), for both clients: a hub
+    dataset (`split`, default train) or a local .jsonl/.json/.parquet/.csv file; `batch_size` x
     `max_workers` proofs in flight, as with Kimina; prints the summary, writes report.json,
     results.jsonl and report.png under `output`, returns the report."""
     from kimina_grpc import extras

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
-from kimina_grpc.client._kimina import DEFAULT_DATASET, run_benchmark
+from kimina_grpc.client._kimina import run_benchmark
 from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -72,25 +71,10 @@ class KiminaClient:
         """Kimina's smoke test (see AsyncKiminaClient.test)."""
         self._run(self._client.test())
 
-    def run_benchmark(  # noqa: PLR0917  (Kimina's positional order)
-        self,
-        dataset_name: str = DEFAULT_DATASET,
-        split: str | None = None,
-        n: int = 100,
-        batch_size: int = 8,
-        max_workers: int = 5,
-        timeout: int = 60,
-        reuse: bool = True,
-        show_progress: bool = True,
-        output: str | Path = "bench-report",
-    ) -> dict[str, Any]:
-        """Kimina's `run_benchmark`, run by `kimina-grpc bench` (needs the bench extra): prints the
-        summary, writes report.json, results.jsonl and report.png under `output`, returns the report.
-        `batch_size` x `max_workers` proofs are in flight at once, as with Kimina; also local
-        .jsonl/.json/.parquet/.csv files."""
-        return run_benchmark(
-            self, dataset_name, split, n, batch_size, max_workers, timeout, reuse, show_progress, output
-        )
+    def run_benchmark(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        """Kimina's `run_benchmark(dataset_name, split, n, batch_size, max_workers, timeout, reuse,
+        show_progress)`, plus `output`; see _kimina.run_benchmark."""
+        return run_benchmark(self, *args, **kw)
 
     def export_ast(self, modules: Iterable[str] | None = None, **kw: Any) -> list[AstResult]:
         return self._run(self._client.export_ast(modules, **kw))
