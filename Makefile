@@ -48,17 +48,10 @@ serve:
 	  LEAN_SERVER_AUTH=off LEAN_SERVER_HOST="$${LEAN_SERVER_HOST:-127.0.0.1}" $(BIN)/kimina-grpc serve; \
 	else $(BIN)/kimina-grpc serve; fi
 
-# The server with the stand-in REPL and the stand-in ast_export instead of Lean: try the API on a
-# machine without Lean. The exporter's project (.demo/ast) holds one module, Mathlib.Logic.Demo.
-DEMO_AST := $(CURDIR)/.demo/ast
+# The server with the stand-in REPL and the stand-in ast_export instead of Lean, on 127.0.0.1 without auth:
+# try the API on a machine without Lean (`kimina-grpc demo`, which works outside a checkout too).
 demo:
-	mkdir -p $(DEMO_AST)/Mathlib/Logic
-	printf 'import Mathlib.Logic.Basic\n\ntheorem not_not_intro {a : Prop} (h : a) : ¬¬a := fun hn => hn h\n' \
-	  > $(DEMO_AST)/Mathlib/Logic/Demo.lean
-	LEAN_SERVER_REPL_COMMAND="$(abspath $(BIN))/python -m kimina_grpc.testing.fake_repl" \
-	LEAN_SERVER_AST_EXPORT_COMMAND="$(abspath $(BIN))/python -m kimina_grpc.testing.fake_ast_export" \
-	LEAN_SERVER_AST_EXPORT_PROJECT_DIR=$(DEMO_AST) \
-	LEAN_SERVER_ENVIRONMENT=dev LEAN_SERVER_MAX_REPL_MEM=0 LEAN_SERVER_AUTH=off $(BIN)/kimina-grpc serve
+	$(BIN)/kimina-grpc demo
 
 bench:
 	$(BIN)/python -m bench

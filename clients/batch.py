@@ -35,7 +35,8 @@ def main() -> int:
     except (KiminaError, ValueError) as exc:
         return fail(str(exc).splitlines()[0])
     for result in results:
-        where = result.diagnostics.repl_id if result.diagnostics else "?"
+        d = result.diagnostics
+        where = "the cache" if d and d.from_cache else (d.repl_id if d and d.repl_id else "?")
         print(f"{result.id}: {result.verdict.name} in {result.time:.2f} s on {where} {result.error}")
     return 0 if all(r.ok for r in results) else 1
 

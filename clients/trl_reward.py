@@ -18,8 +18,9 @@ present (rename them with statement_column=..., header_column=..., name_column=.
 from __future__ import annotations
 
 import argparse
+import sys
 
-from kimina_grpc.rewards import trl_reward
+from kimina_grpc.rewards import RewardServerError, trl_reward
 
 STATEMENT = "theorem add_zero' (n : Nat) : n + 0 = n := by sorry"
 
@@ -36,22 +37,29 @@ def toy_group() -> list[object]:
     ]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", default="localhost:50051")
     args = parser.parse_args()
-    reward = trl_reward(target=args.target, rewards={"VALID": 1.0, "SORRY": 0.1})
+    # A toy run gives up within seconds when nothing listens; in training keep the default (about 60 s).
+    reward = trl_reward(target=args.target, rewards={"VALID": 1.0, "SORRY": 0.1}, max_attempts=3)
     group = toy_group()
-    rewards = reward(
-        prompts=["Prove it."] * len(group),
-        completions=group,
-        formal_statement=[STATEMENT] * len(group),
-        header=["import Mathlib"] * len(group),
-    )
+    try:
+        rewards = reward(
+            prompts=["Prove it."] * len(group),
+            completions=group,
+            formal_statement=[STATEMENT] * len(group),
+            header=["import Mathlib"] * len(group),
+        )
+    except (RewardServerError, ValueError) as exc:
+        print(f"trl_reward.py: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        reward.close()
     for value, info in zip(rewards, reward.last_infos, strict=True):
         print(f"{value:.1f}  {info.verdict:<10}  {info.reason}")
-    reward.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -18,34 +18,42 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
-from kimina_grpc.rewards import verl_reward
+from kimina_grpc.rewards import RewardServerError, verl_reward
 
 compute_score = verl_reward(target=os.environ.get("KIMINA_GRPC_TARGET", "localhost:50051"))
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", default=None, help="default: $KIMINA_GRPC_TARGET or localhost:50051")
     args = parser.parse_args()
-    score = verl_reward(target=args.target) if args.target else compute_score
+    # A toy run gives up within seconds when nothing listens; in training keep the default (about 60 s).
+    score = verl_reward(target=args.target or compute_score.target, max_attempts=3)
     statement = "theorem two : 1 + 1 = 2 := by sorry"
     good = "```lean4\ntheorem two : 1 + 1 = 2 := by\n  norm_num\n```"
     cheat = "```lean4\ntheorem two : 1 + 1 = 2 := by\n  -- fake: sorry\n```"
-    # How verl's batch manager calls it: keyword lists, one entry per sample.
-    batch = score(
-        data_sources=["toy"] * 3,
-        solution_strs=[good, cheat, "no idea"],
-        ground_truths=[statement] * 3,
-        extra_infos=[{"header": "import Mathlib"}] * 3,
-    )
-    for item in batch:
-        print(f"batch   {item['score']:.1f}  {item['verdict']:<10}  {item['reason']}")
-    # How the naive manager calls it: one sample at a time.
-    one = score("toy", good, statement, {"header": "import Mathlib"})
-    print(f"single  {one['score']:.1f}  {one['verdict']:<10}  {one['reason']}")
-    score.close()
+    try:
+        # How verl's batch manager calls it: keyword lists, one entry per sample.
+        batch = score(
+            data_sources=["toy"] * 3,
+            solution_strs=[good, cheat, "no idea"],
+            ground_truths=[statement] * 3,
+            extra_infos=[{"header": "import Mathlib"}] * 3,
+        )
+        for item in batch:
+            print(f"batch   {item['score']:.1f}  {item['verdict']:<10}  {item['reason']}")
+        # How the naive manager calls it: one sample at a time.
+        one = score("toy", good, statement, {"header": "import Mathlib"})
+        print(f"single  {one['score']:.1f}  {one['verdict']:<10}  {one['reason']}")
+    except (RewardServerError, ValueError) as exc:
+        print(f"verl_reward.py: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        score.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

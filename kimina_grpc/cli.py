@@ -1,4 +1,4 @@
-"""`kimina-grpc`: serve, setup, check, bench, health.
+"""`kimina-grpc`: serve, demo, setup, check, bench, health.
 
 Each command imports only what it needs: `check`, `health` and `--version` run with the client's
 dependencies alone (`pip install kimina_grpc`); a command whose extra is missing says which one to
@@ -8,7 +8,6 @@ install, in one line, and exits 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.resources
 import os
 import subprocess
@@ -17,11 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kimina_grpc import __version__, extras
+
 USAGE_ERROR = 2
-EXTRAS = {
-    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis"),
-    "bench": ("datasets", "matplotlib", "tqdm"),
-}
+DEMO_HINT = "to try the API without Lean: kimina-grpc demo"
+DEMO_MODULE = "import Mathlib.Logic.Basic\n\ntheorem not_not_intro {a : Prop} (h : a) : ¬¬a := fun hn => hn h\n"
+"""The one module of the demo's stand-in exporter (the README's ExportAst example)."""
 
 
 def _fail(message: str) -> int:
@@ -30,14 +30,10 @@ def _fail(message: str) -> int:
 
 
 def _missing_extra(extra: str) -> str | None:
-    """The one-line hint when a module of `extra` cannot be imported, else None."""
-    for module in EXTRAS[extra]:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            missing = exc.name or module
-            return f"this command needs the {extra} extra ({missing} is missing): pip install 'kimina_grpc[{extra}]'"
-    return None
+    """The one-line hint when a module of `extra` is not installed, else None. Looked up, not imported:
+    `bench` must set HF_HUB_OFFLINE before `datasets` is imported."""
+    module = extras.missing(extra)
+    return f"this command {extras.hint(extra, module)}" if module else None
 
 
 def needs(extra: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
@@ -121,20 +117,25 @@ def _serve(args: argparse.Namespace) -> int:
         settings.resolved_api_key()  # before a long install: a server that would refuse to start says so now
     except ValueError as exc:
         return _fail(str(exc))
-    if settings.repl_command is None and settings.resolved_workspace() is None:
-        # No Lean anywhere: do the whole set-up first (resumable), then serve what it installed.
-        print("kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)", file=sys.stderr)
-        code = run_installer(workspace=None, lean_version=settings.lean_version, save_config=True)
-        if code != 0:
-            return _fail("Lean set-up failed (see the line above); to try the API without Lean: make demo")
-        settings = _settings(args)
+    if settings.repl_command is None:
+        settings = _install_if_needed(settings, args)
         if settings is None:
             return USAGE_ERROR
     try:
-        settings.repl_argv()
+        argv, cwd = settings.repl_argv()
         settings.resolved_api_key()
     except ValueError as exc:
         return _fail(str(exc))
+    if settings.repl_command is None:
+        # Else the server says "ready" and every proof is a REPL_ERROR.
+        for path, what, variable in (
+            (Path(argv[-1]), "REPL binary", "REPL_PATH"),
+            (Path(cwd or "."), "Lean project", "PROJECT_DIR"),
+        ):
+            if not path.exists():
+                return _fail(
+                    f"the {what} {path} does not exist (check LEAN_SERVER_WORKSPACE or LEAN_SERVER_{variable})"
+                )
     log.configure(settings.log_level, settings.environment)
     try:
         import uvloop
@@ -150,6 +151,54 @@ def _serve(args: argparse.Namespace) -> int:
         print("kimina-grpc: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _install_if_needed(settings: Any, args: argparse.Namespace) -> Any:
+    """The settings to serve with, after running the installer when no workspace exists (then it is
+    saved in the config) or when one was left incomplete (no .kimina/complete: it resumes); None
+    after printing why it failed. A complete workspace, or one not made by the installer (no
+    .kimina/), is never touched."""
+    workspace = settings.resolved_workspace()
+    if workspace is None and not (settings.repl_path and settings.project_dir):
+        print("kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)", file=sys.stderr)
+        code = run_installer(workspace=None, lean_version=settings.lean_version, save_config=True)
+    elif workspace is not None and (workspace / ".kimina").is_dir() and not (workspace / ".kimina/complete").exists():
+        print(f"kimina-grpc: {workspace}: an interrupted install; resuming it (tools/install_lean.sh)", file=sys.stderr)
+        marker = workspace / ".kimina/version"
+        version = marker.read_text().strip() if marker.is_file() else settings.lean_version
+        code = run_installer(workspace=str(workspace), lean_version=version)
+    else:
+        return settings
+    if code != 0:
+        _fail(f"Lean set-up failed (see the line above); {DEMO_HINT}")
+        return None
+    return _settings(args)
+
+
+@needs("server")
+def _demo(args: argparse.Namespace) -> int:
+    """`serve` with the stand-in REPL and the stand-in ast_export (kimina_grpc.testing) instead of Lean,
+    on 127.0.0.1, without auth: the API on a machine without Lean."""
+    import tempfile
+
+    from kimina_grpc.testing import fake_ast_export_command, fake_repl_command
+
+    with tempfile.TemporaryDirectory(prefix="kimina-demo-") as project:
+        module = Path(project, "Mathlib", "Logic", "Demo.lean")
+        module.parent.mkdir(parents=True)
+        module.write_text(DEMO_MODULE, encoding="utf-8")
+        for name in ("LEAN_SERVER_API_KEY", "LEAN_SERVER_API_KEY_FILE"):
+            os.environ.pop(name, None)  # auth is off: a key a client exported is not the server's
+        os.environ.update(
+            LEAN_SERVER_REPL_COMMAND=fake_repl_command(),
+            LEAN_SERVER_AST_EXPORT_COMMAND=fake_ast_export_command(),
+            LEAN_SERVER_AST_EXPORT_PROJECT_DIR=project,
+            LEAN_SERVER_MAX_REPL_MEM="0",
+            LEAN_SERVER_AUTH="off",
+        )
+        os.environ.setdefault("LEAN_SERVER_ENVIRONMENT", "dev")
+        os.environ.setdefault("LEAN_SERVER_HOST", "127.0.0.1")
+        return int(_serve(args))
 
 
 @needs("server")
@@ -212,6 +261,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _health(args: argparse.Namespace) -> int:
     from kimina_grpc.client import KiminaClient, KiminaError
+    from kimina_grpc.client.commands import error_line, uses_tls
 
     try:
         client = KiminaClient(args.target, **_tls(args))
@@ -221,18 +271,13 @@ def _health(args: argparse.Namespace) -> int:
         try:
             status = client.health_status(args.service)
         except KiminaError as exc:
-            return _fail(f"cannot reach {args.target}: {exc}")
+            return _fail(error_line(exc, args.target, uses_tls(_tls(args))))
     print(status)
     return 0 if status == "SERVING" else 1
 
 
 def _version(verbose: bool) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        text = f"kimina-grpc {version('kimina_grpc')}"
-    except PackageNotFoundError:
-        text = "kimina-grpc (not installed)"
+    text = f"kimina-grpc {__version__}"
     if verbose:
         from kimina_grpc.v1 import verifier_pb2
 
@@ -273,6 +318,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="overrides LEAN_SERVER_PORT (0 picks a free port)")
     p.add_argument("--host", help="overrides LEAN_SERVER_HOST")
     p.set_defaults(run=_serve)
+    p = sub.add_parser(
+        "demo",
+        help="serve with the stand-in REPL and ast_export instead of Lean, on 127.0.0.1, no auth [server extra]",
+    )
+    p.add_argument("--port", type=int, help="overrides LEAN_SERVER_PORT (default 50051; 0 picks a free port)")
+    p.add_argument("--host", help="overrides LEAN_SERVER_HOST (default 127.0.0.1)")
+    p.set_defaults(run=_demo)
     p = sub.add_parser("check", help="check Lean files; exit 0 only if all are valid")
     p.add_argument("files", nargs="+", help="Lean files, or - for standard input")
     p.add_argument("--json", action="store_true", help="print results as JSON")
@@ -290,8 +342,8 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_check)
     p = sub.add_parser("bench", help="stream a dataset's proofs through a server and report [bench extra]")
     p.add_argument("--dataset", default="Goedel-LM/Lean-workbook-proofs", help="hub name or .jsonl/.json/.parquet/.csv")
-    p.add_argument("--split", default="train")
-    p.add_argument("--n", type=int, help="first N rows only")
+    p.add_argument("--split", help="of a hub dataset (default train)")
+    p.add_argument("--n", type=int, help="first N rows only (at least 1)")
     p.add_argument("--id-column")
     p.add_argument("--code-column")
     p.add_argument("--window", type=int, default=64, help="proofs in flight")
@@ -315,6 +367,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC core's own log lines (handshake failures, ...) would come before our one line; a user who
+    # wants them sets GRPC_VERBOSITY. It is read when grpc is first imported: nothing above imports it.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     top = parser()
     args = top.parse_args(argv)
     if args.version:
@@ -322,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None:
         top.print_usage(sys.stderr)
-        return _fail("name a command (serve, check, bench, health, setup) or --version")
+        return _fail("name a command (serve, demo, check, bench, health, setup) or --version")
     return int(args.run(args))
 
 

@@ -8,18 +8,26 @@
 Both check a whole group of completions in one `StreamVerify` call, map verdicts to rewards with a
 table (`DEFAULT_REWARDS`: VALID 1.0, anything else 0.0), never raise on a bad completion (it scores
 `unparsable_reward` with the reason in the info) and ride out a server that is briefly unavailable
-(the client's bounded retries, then `RewardServerError`).
+(the client's bounded retries, about a minute, then `RewardServerError`). A request the server
+refuses for a reason that is not the completion's (a trust level without a theorem name, a bad
+option) is a configuration mistake: it raises ValueError instead of scoring every completion 0.
 
-Lean code is taken from a completion as prover models write it (`extract`):
+Lean code is taken from a completion as prover models write it (`extract`), after dropping the
+reasoning (`<think>...</think>`, or everything before a lone `</think>`, or an unclosed `<think>` to
+the end):
 - "last_block" (default): the last ```lean4 or ```lean fenced block (how Kimina-Prover,
-  DeepSeek-Prover-V2 and Goedel-Prover answer); no closed block is unparsable;
+  DeepSeek-Prover-V2 and Goedel-Prover answer); no closed block, or an unclosed fence after the last
+  closed one (the answer was cut off: an earlier block is a draft), is unparsable;
 - "statement": the formal statement followed by the model's continuation up to a closing fence
   (models prompted with the statement and an open fence, e.g. DeepSeek-Prover-V1.5);
 - "auto": the last block if there is one, else the statement plus the continuation.
 When a block has no `import` line, the header (dataset column) is put in front of it. When the
-formal statement is known, the checked code must contain it unchanged (up to whitespace): a model
-that rewrites the statement gets no reward. The check is textual (a statement left in a comment or
-reinterpreted by a local notation passes it): checking the theorem's type needs Lean.
+formal statement is known, the checked code must contain its declaration unchanged: the text from
+its `theorem`/`lemma` keyword to its `:=`, compared with comments and doc comments removed,
+whitespace collapsed and `lemma` read as `theorem` (so imports, `open` lines and a docstring may be
+left out). A model that rewrites the statement gets no reward. The check is textual: a local
+notation or instance that reinterprets the statement passes it (checking the theorem's type needs
+Lean: `trust="audit"`), and so does a statement inside a string literal.
 """
 
 from __future__ import annotations
@@ -38,15 +46,24 @@ from kimina_grpc.verdict import Verdict
 Extract = Literal["auto", "last_block", "statement"]
 
 DEFAULT_REWARDS: Mapping[str, float] = {"VALID": 1.0}
-"""Reward per verdict name; a verdict not in the table scores 0.0. E.g. {"VALID": 1.0, "SORRY": 0.1}
-to shape, or a table keyed by the trust levels' verdicts when the server reports them."""
+"""Reward per verdict name; a verdict not in the table scores 0.0 (REPL_ERROR and NOT_CHECKED:
+`infra_reward`). E.g. {"VALID": 1.0, "SORRY": 0.1} to shape; UNTRUSTED is the trust levels' verdict."""
 UNPARSABLE = "UNPARSABLE"
 """The verdict recorded for a completion with no Lean code to check (it is never sent)."""
+INFRA_VERDICTS = frozenset({"REPL_ERROR", "NOT_CHECKED"})
+"""Verdicts that say nothing about the completion (the REPL or the server failed it)."""
+RETRY_ATTEMPTS = 11
+"""Stream attempts before RewardServerError: about 60 s of backoff, a pod restart and a Mathlib import."""
 
-_BLOCK = re.compile(r"```[ \t]*lean4?[ \t]*\r?\n(.*?)```", re.S | re.I)
-_OPEN_BLOCK = re.compile(r"```[ \t]*lean4?[ \t]*\r?\n", re.I)
+# An info string may follow the language (```lean4 title="x"); the fence line ends the match.
+_FENCE = r"```[ \t]*lean4?(?![\w-])[^\n`]*\n"
+_BLOCK = re.compile(_FENCE + r"(.*?)```", re.S | re.I)
+_OPEN_BLOCK = re.compile(_FENCE, re.I)
 _IMPORT = re.compile(r"^\s*import\s", re.M)
 _SPACE = re.compile(r"\s+")
+_BLOCK_COMMENT = re.compile(r"/-(?:(?!/-|-/).)*-/", re.S)  # innermost first: Lean's comments nest
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+_DECLARATION = re.compile(r"\b(?:theorem|lemma)\b")
 
 
 class Unparsable(ValueError):
@@ -61,7 +78,8 @@ class RewardServerError(RuntimeError):
 class RewardInfo:
     """Why a completion got its reward."""
 
-    reward: float
+    reward: float | None
+    """None: `infra_reward=None` and the infrastructure failed the completion."""
     verdict: str
     """A Verdict name, or UNPARSABLE."""
     reason: str
@@ -90,10 +108,40 @@ def completion_text(completion: Any) -> str:
     raise Unparsable(f"completion is neither text nor chat messages ({type(completion).__name__})")
 
 
+def _plain(code: str) -> str:
+    """Code without comments and doc comments, `lemma` read as `theorem`, whitespace collapsed:
+    what the textual statement guard compares."""
+    while True:
+        stripped = _BLOCK_COMMENT.sub(" ", code)
+        if stripped == code:
+            break
+        code = stripped
+    code = _LINE_COMMENT.sub(" ", code)
+    return _SPACE.sub(" ", _DECLARATION.sub("theorem", code)).strip()
+
+
 def _statement_head(statement: str) -> str:
-    """The statement without its proof (`:= by sorry`, `:= sorry`, `:= by`), whitespace collapsed."""
-    head = statement.rsplit(":=", 1)[0] if ":=" in statement else statement
-    return _SPACE.sub(" ", head).strip()
+    """The statement's declaration, from its `theorem`/`lemma` to its `:=` (imports, `open` lines,
+    comments and the proof, `:= by sorry`, left out), as `_plain` writes it."""
+    plain = _plain(statement)
+    found = _DECLARATION.search(plain)
+    head = plain[found.start() :] if found else plain
+    return head.rsplit(":=", 1)[0].strip() if ":=" in head else head
+
+
+def _answer(text: str) -> str:
+    """The completion without its reasoning: up to the last `</think>` (the opening tag may be in the
+    prompt, as chat templates put it), and from an unclosed `<think>` to the end."""
+    return text.rpartition("</think>")[2].split("<think>", 1)[0]
+
+
+def _last_block(text: str) -> str | None:
+    """The last closed ```lean block; None when there is none. Raises Unparsable when the answer ends
+    in an unclosed fence: it was cut off, and an earlier block is only a draft."""
+    blocks = list(_BLOCK.finditer(text))
+    if _OPEN_BLOCK.search(text, blocks[-1].end() if blocks else 0):
+        raise Unparsable("the ```lean4 block is not closed (a truncated completion?)")
+    return str(blocks[-1].group(1)) if blocks else None
 
 
 def extract_lean(
@@ -106,14 +154,14 @@ def extract_lean(
     require_statement: bool = True,
 ) -> str:
     """The Lean code to check for one completion; raises Unparsable with the reason."""
-    text = completion_text(completion)
-    blocks = _BLOCK.findall(text)
-    if extract == "last_block" or (extract == "auto" and blocks):
-        if not blocks:
-            if _OPEN_BLOCK.search(text):
-                raise Unparsable("the ```lean4 block is not closed (a truncated completion?)")
-            raise Unparsable("no ```lean4 or ```lean block in the completion")
-        code = str(blocks[-1])
+    full = completion_text(completion)
+    text = _answer(full)
+    block = _last_block(text) if extract != "statement" else None
+    if block is not None:
+        code = block
+    elif extract == "last_block":
+        where = "after the reasoning (<think>)" if "think>" in full else "in the completion"
+        raise Unparsable(f"no ```lean4 or ```lean block {where}")
     elif formal_statement:
         statement = re.sub(r"\bsorry\s*$", "", formal_statement.rstrip())
         code = statement + text.split("```", 1)[0]
@@ -127,7 +175,7 @@ def extract_lean(
         code = header.rstrip("\n") + "\n\n" + code
     if formal_statement and require_statement:
         head = _statement_head(formal_statement)
-        if head and head not in _SPACE.sub(" ", code):
+        if head and head not in _plain(code):
             raise Unparsable("the code does not contain the formal statement unchanged")
     if theorem_name and not re.search(rf"\b(theorem|lemma)\s+{re.escape(theorem_name)}(?![\w.'])", code):
         raise Unparsable(f"no theorem named {theorem_name}")
@@ -147,9 +195,14 @@ def _column(values: Any, n: int, name: str) -> list[Any]:
 class LeanReward:
     """Scores completions by checking their Lean code on a kimina-grpc server; see the module doc.
 
-    `rewards` maps verdict names to rewards (missing verdicts: 0.0); `verify_options` go to
-    `verify_stream` (timeout, infotree, reuse, ...). The client is made on first use, so the object
-    can be built before a trainer forks or pickles it.
+    `rewards` maps verdict names to rewards (missing verdicts: 0.0); `infra_reward` is the reward of
+    a completion the REPL or the server failed (REPL_ERROR, NOT_CHECKED) unless `rewards` names the
+    verdict: None tells TRL "no reward" (it logs NaN and leaves the completion out) instead of
+    punishing the model for the infrastructure. `verify_options` go to `verify_stream` (timeout,
+    infotree, reuse, trust, ...); with `trust` ("audit", "judge") each proof carries its formal
+    statement and theorem name. `max_attempts` bounds the stream's reconnects (the default rides out
+    about 60 s of outage). The client is made on first use, so the object can be built before a
+    trainer forks or pickles it.
     """
 
     def __init__(
@@ -164,14 +217,17 @@ class LeanReward:
         header_column: str = "header",
         name_column: str = "theorem_name",
         require_statement: bool = True,
+        infra_reward: float | None = 0.0,
         timeout: float = 60.0,
         window: int = 64,
-        max_attempts: int = 6,
+        max_attempts: int = RETRY_ATTEMPTS,
         name: str = "lean_reward",
         **verify_options: Any,
     ) -> None:
         if extract not in ("auto", "last_block", "statement"):
             raise ValueError(f"extract must be 'auto', 'last_block' or 'statement', not {extract!r}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
         unknown = set(rewards or {}) - {v.name for v in Verdict}
         if unknown:
             raise ValueError(f"rewards names unknown verdicts: {sorted(unknown)}")
@@ -184,6 +240,7 @@ class LeanReward:
         self.header_column = header_column
         self.name_column = name_column
         self.require_statement = require_statement
+        self.infra_reward = infra_reward
         self.max_attempts = max_attempts
         self.verify_options = {"timeout": timeout, "window": window, **verify_options}
         self.__name__ = name  # TRL logs each reward function under its __name__
@@ -223,6 +280,8 @@ class LeanReward:
         theorem_name: Any = None,
     ) -> list[RewardInfo]:
         """One RewardInfo per completion, in order; the group is checked in one streamed call."""
+        if isinstance(completions, str):
+            completions = [completions]  # one completion, not one per character
         n = len(completions)
         statements = _column(formal_statement, n, self.statement_column)
         headers = _column(header, n, self.header_column)
@@ -242,11 +301,15 @@ class LeanReward:
             except Unparsable as exc:
                 infos[i] = RewardInfo(self.unparsable_reward, UNPARSABLE, str(exc), None, None)
                 continue
-            proofs.append(Proof(str(i), code))
+            if self.verify_options.get("trust") is None:
+                proofs.append(Proof(str(i), code))
+            else:  # what the trust levels audit the proof against
+                proofs.append(Proof(str(i), code, statements[i], names[i]))
         codes = {p.id: p.code for p in proofs}
         for result in self._check(proofs):
-            reward = self.rewards.get(result.verdict.name, 0.0)
-            infos[int(result.id)] = RewardInfo(reward, result.verdict.name, _reason(result), codes[result.id], result)
+            infos[int(result.id)] = RewardInfo(
+                self._reward(result), result.verdict.name, _reason(result), codes[result.id], result
+            )
         self.last_infos = [info for info in infos if info is not None]
         if len(self.last_infos) != n:
             raise RewardServerError(
@@ -254,20 +317,35 @@ class LeanReward:
             )
         return self.last_infos
 
+    def _reward(self, result: Result) -> float | None:
+        verdict = result.verdict.name
+        if verdict in self.rewards:
+            return self.rewards[verdict]
+        if verdict == "NOT_CHECKED" and _refused_code(result.error):
+            return self.unparsable_reward  # the completion's own fault (too long for the server)
+        return self.infra_reward if verdict in INFRA_VERDICTS else 0.0
+
     def _check(self, proofs: list[Proof]) -> list[Result]:
         if not proofs:
             return []
         try:
-            return list(self.client.verify_stream(proofs, **self.verify_options))
+            results = list(self.client.verify_stream(proofs, **self.verify_options))
         except KiminaError as exc:
             raise RewardServerError(
                 f"kimina-grpc at {self.target} could not check {len(proofs)} completions "
                 f"({self.max_attempts} attempts): {str(exc).splitlines()[0]}"
             ) from exc
+        refused = next((r.error for r in results if r.error.startswith("invalid: ") and not _refused_code(r.error)), "")
+        if refused:
+            # Every completion would score the same 0 for a mistake in how the reward is set up.
+            raise ValueError(
+                f"kimina-grpc at {self.target} refused the request (check the reward's options): {refused}"
+            )
+        return results
 
     def __call__(
         self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **kwargs: Any
-    ) -> list[float]:
+    ) -> list[float | None]:
         """TRL's reward function convention: `(prompts, completions, **dataset columns)` -> rewards."""
         if completions is None:
             raise TypeError("a reward function is called with completions=[...]")
@@ -280,13 +358,20 @@ class LeanReward:
         return [info.reward for info in infos]
 
 
+def _refused_code(error: str) -> bool:
+    """Whether the server refused the proof for its code alone (too long): the completion's fault."""
+    if not error.startswith("invalid: "):
+        return False
+    return all(part.startswith("proof.code:") for part in error.removeprefix("invalid: ").split("; "))
+
+
 def _reason(result: Result) -> str:
     if result.verdict is Verdict.VALID:
         return ""
     first = next((m for m in result.messages if m.severity == "error"), None)
     if result.verdict is Verdict.INVALID and first is not None:
         return f"{first.line}:{first.column}: {first.text}"
-    return result.error or result.verdict.name
+    return result.reason or result.error or result.verdict.name  # reason: why the trust level rejected it
 
 
 _SAMPLE_ARGS = ("data_source", "solution_str", "ground_truth", "extra_info")
@@ -347,8 +432,8 @@ class VerlReward(LeanReward):
     ) -> list[dict[str, Any]]:
         del data_sources
         n = len(solution_strs)
-        truths = list(ground_truths) if ground_truths is not None else [None] * n
-        extras = [e if isinstance(e, Mapping) else {} for e in (extra_infos if extra_infos is not None else [None] * n)]
+        truths = _column(ground_truths, n, "ground_truths")
+        extras = [e if isinstance(e, Mapping) else {} for e in _column(extra_infos, n, "extra_infos")]
 
         def column(name: str, fallback: list[Any] | None = None) -> list[Any]:
             return [e.get(name) or (fallback[i] if fallback else None) for i, e in enumerate(extras)]

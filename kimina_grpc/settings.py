@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +51,37 @@ def discover_workspace() -> Path | None:
         if (candidate / "repl").is_dir() or (candidate / "mathlib4").is_dir():
             return candidate
     return None
+
+
+def _read_pem(path: Path, variable: str, kind: str, marker: bytes) -> None:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror or exc}") from None
+    if marker not in text:
+        raise ValueError(f"{variable}: {path} is not a PEM {kind} (no {marker.decode()} line)")
+
+
+def _check_tls(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Load the TLS files as the server will, so a wrong one is named at start-up rather than by gRPC
+    core's log lines (or a misleading "port in use")."""
+    _read_pem(cert, "LEAN_SERVER_TLS_CERT", "certificate", b"-----BEGIN CERTIFICATE-----")
+    _read_pem(key, "LEAN_SERVER_TLS_KEY", "private key", b"PRIVATE KEY-----")
+    try:  # an empty password: an encrypted key fails here instead of prompting on the terminal
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as exc:
+        raise ValueError(
+            f"LEAN_SERVER_TLS_CERT / LEAN_SERVER_TLS_KEY: {cert} and {key} are not a certificate and its "
+            f"unencrypted key ({exc.reason or exc})"
+        ) from None
+    if client_ca is not None:
+        _read_pem(client_ca, "LEAN_SERVER_TLS_CLIENT_CA", "certificate", b"-----BEGIN CERTIFICATE-----")
+        try:
+            ssl.create_default_context(cafile=client_ca)
+        except ssl.SSLError as exc:
+            raise ValueError(
+                f"LEAN_SERVER_TLS_CLIENT_CA: {client_ca} holds no CA certificate ({exc.reason or exc})"
+            ) from None
 
 
 CONFIG_FILE = Path(os.environ.get("LEAN_SERVER_CONFIG_FILE", Path.home() / ".config" / "kimina-grpc" / "config.env"))
@@ -240,6 +272,8 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ValueError("LEAN_SERVER_TLS_CLIENT_CA needs LEAN_SERVER_TLS_CERT and LEAN_SERVER_TLS_KEY")
+        if self.tls_cert is not None and self.tls_key is not None:
+            _check_tls(self.tls_cert, self.tls_key, self.tls_client_ca)
         if self.cache_url is not None and not self.cache_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("LEAN_SERVER_CACHE_URL must be a redis://, rediss:// or unix:// URL")
         if self.cache_password_file is not None:
@@ -263,7 +297,7 @@ class Settings(BaseSettings):
     def resolved_api_key(self) -> str | None:
         """The key callers must send, or None with auth off. Raises ValueError when auth is on without
         a key, when both a key and a key file are set, or when auth is off but a key is set."""
-        key = self.api_key
+        key = (self.api_key or "").strip()  # whitespace is no key (a stray `export KEY=" "`)
         if self.api_key_file is not None:
             if key:
                 raise ValueError("set LEAN_SERVER_API_KEY or LEAN_SERVER_API_KEY_FILE, not both")

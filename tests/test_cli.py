@@ -42,3 +42,37 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
 def test_the_installer_ships_inside_the_package() -> None:
     script = cli.installer_path()
     assert script.is_file() and script.read_text().startswith("#!/usr/bin/env bash")
+
+
+def test_client_only_helpers_name_the_extra_they_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    from kimina_grpc.client import KiminaClient, results_to_dataset
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # as in a client-only install
+    wanted = r"needs the bench extra \(datasets is missing\): pip install 'kimina_grpc\[bench\]'"
+    with pytest.raises(ModuleNotFoundError, match=f"results_to_dataset {wanted}"):
+        results_to_dataset([])
+    with KiminaClient("127.0.0.1:1") as client, pytest.raises(ModuleNotFoundError, match=f"run_benchmark {wanted}"):
+        client.run_benchmark("proofs.jsonl")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import runpy, sys; sys.modules['psutil'] = None; sys.argv = ['fake_repl', '--help'];"
+            " runpy.run_module('kimina_grpc.testing.fake_repl', run_name='__main__')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert run.stderr == "fake_repl needs the server extra (psutil is missing): pip install 'kimina_grpc[server]'\n"
+
+
+def test_the_package_has_a_version() -> None:
+    import kimina_grpc
+
+    assert kimina_grpc.__version__.startswith("0.")
+    assert cli._version(False) == f"kimina-grpc {kimina_grpc.__version__}"

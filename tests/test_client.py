@@ -158,3 +158,41 @@ def test_client_imports_without_the_server_dependencies() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+async def test_verify_stream_refuses_a_window_below_one_and_a_repeated_id_in_flight() -> None:
+    async with running() as (app, _), AsyncKiminaClient(f"127.0.0.1:{app.port}") as client:
+        for window in (0, -1):
+            with pytest.raises(ValueError, match="window must be at least 1"):
+                [r async for r in client.verify_stream([VALID], window=window)]
+        slow = "-- fake: sleep 0.5"
+        with pytest.raises(ValueError, match="proof id 'a' is already in flight"):
+            [r async for r in client.verify_stream([Proof("a", slow), Proof("b", VALID), Proof("a", VALID)])]
+        # Once its result is out, an id may come again.
+        again = [r.id async for r in client.verify_stream([Proof("a", VALID), Proof("a", SORRY)], window=1)]
+        assert again == ["a", "a"]
+        with pytest.raises(ValueError, match="cannot tell which column"):  # the source's own error
+            [r async for r in client.verify_stream([{"text": "x"}])]
+
+
+class _Failed(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def test_a_tls_handshake_failure_is_not_retried_an_outage_is() -> None:
+    from kimina_grpc.client._types import is_retryable
+
+    down = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Connection refused"
+    assert is_retryable(_Failed(grpc.StatusCode.UNAVAILABLE, down))
+    handshake = (
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Tls handshake failed "
+        "(TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED"
+    )
+    assert not is_retryable(_Failed(grpc.StatusCode.UNAVAILABLE, handshake))

@@ -137,7 +137,7 @@ def calls(env: dict[str, str]) -> list[str]:
 
 
 OFFLINE = (
-    f"install_lean: cannot reach {REPL} (Could not resolve host: github.com); to try the API without Lean: make demo"
+    f"install_lean: cannot reach {REPL} (Could not resolve host: github.com); to try the API without Lean: kimina-grpc demo"
 )
 
 
@@ -519,7 +519,7 @@ def test_a_repository_that_wants_a_password_fails_without_waiting(env: dict[str,
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         f"install_lean: cannot reach {REPL} (could not read Username for 'https://github.com': "
-        "terminal prompts disabled); to try the API without Lean: make demo"
+        "terminal prompts disabled); to try the API without Lean: kimina-grpc demo"
     ]
 
 
@@ -571,7 +571,7 @@ def test_serve_without_a_workspace_installs_first_and_fails_in_one_line_offline(
     lines = done.stderr.strip().splitlines()
     assert lines[0] == "kimina-grpc: no Lean workspace found; installing one (tools/install_lean.sh)"
     assert lines[1].startswith(f"install_lean: cannot reach {REPL}")
-    assert lines[2].endswith("to try the API without Lean: make demo") and len(lines) == 3
+    assert lines[2].endswith("to try the API without Lean: kimina-grpc demo") and len(lines) == 3
     assert "Traceback" not in done.stderr
 
 

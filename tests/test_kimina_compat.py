@@ -45,26 +45,61 @@ client.run_benchmark(dataset_name=DATASET, split="train", n=12, batch_size=4, ma
 """
 
 
+# The rest of kimina-client's surface, as its README and sources use it: the async client and its
+# run_benchmark, positional arguments, the constructor's HTTP keywords, Infotree, the result helpers.
+KIMINA_ASYNC_SCRIPT = """\
+import asyncio
+import time
+
+from kimina_client import AsyncKiminaClient, Infotree, KiminaClient, Snippet, SnippetStatus
+
+
+async def main():
+    client = AsyncKiminaClient(api_url="http://localhost:8000", http_timeout=600, n_retries=3)
+    await client.test()
+    bad = "theorem x : 1 = 2 := by\\n  -- fake: error no"
+    snips = [Snippet(id="ok", code="#check Nat"), Snippet(id="err", code=bad)]
+    start = time.time()
+    response = await client.check(snips, 60, True, True, Infotree.original, 8, 5, False)
+    for r in response.results:
+        print("async", r.id, r.analyze().status == SnippetStatus.valid, r.analyze().status.value)
+    first = response.results[1].response["messages"][0]
+    print("messages", first["severity"], first["data"], first["pos"])
+    response.analyze(time.time() - start)
+    await client.run_benchmark(dataset_name=DATASET, n=6, show_progress=False)
+    await client.close()
+
+
+asyncio.run(main())
+
+client = KiminaClient("http://localhost:8000", None, {"X-Request-Source": "script"}, 600, 3)
+client.test()
+snippet = Snippet.from_code("theorem y : True := by\\n  -- fake: sorry")
+print("dump", sorted(snippet.model_dump()))
+response = client.check([snippet], 60, True)
+print("sync", response.results[0].analyze().status.value, response.results[0].response["sorries"][0]["goal"] != "")
+batch = client.api_check([Snippet(id="one", code="theorem z : True := trivial")], 30, False, True, None, True)
+print("api_check", batch.results[0].id, batch.results[0].analyze().status.value)
+client.run_benchmark(DATASET, "train", 4, 2, 2, 60, True, False)
+"""
+
+
 @pytest.fixture(scope="module")
 def target() -> Iterator[str]:
     with threaded_app(max_repls=2) as (app, _):
         yield f"127.0.0.1:{app.port}"
 
 
-def test_a_kimina_script_runs_with_its_import_and_target_changed(target: str, tmp_path: Path) -> None:
+def run_kimina_script(kimina_script: str, target: str, tmp_path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """The script with only its import line and target changed, on a local dataset (DATASET); its stdout."""
     data = tmp_path / "proofs.jsonl"
-    rows = [
-        {"problem_id": f"p{i}", "full_proof": "-- fake: sorry" if i % 3 == 0 else "theorem x : True := trivial"}
-        for i in range(20)
-    ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    script = KIMINA_SCRIPT.replace("from kimina_client import", "from kimina_grpc.client import").replace(
+    script = kimina_script.replace("from kimina_client import", "from kimina_grpc.client import").replace(
         '"http://localhost:8000"', repr(target)
     )
-    assert script.count("\n") == KIMINA_SCRIPT.count("\n")  # nothing else changed
-    script = f"DATASET = {str(data)!r}\n" + script
+    assert script.count("\n") == kimina_script.count("\n")  # nothing else changed
     run = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", f"DATASET = {str(data)!r}\n" + script],
         cwd=tmp_path,
         env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
         capture_output=True,
@@ -73,11 +108,66 @@ def test_a_kimina_script_runs_with_its_import_and_target_changed(target: str, tm
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    out = run.stdout.splitlines()
+    return run.stdout.splitlines()
+
+
+def test_a_kimina_script_runs_with_its_import_and_target_changed(target: str, tmp_path: Path) -> None:
+    rows = [
+        {"problem_id": f"p{i}", "full_proof": "-- fake: sorry" if i % 3 == 0 else "theorem x : True := trivial"}
+        for i in range(20)
+    ]
+    out = run_kimina_script(KIMINA_SCRIPT, target, tmp_path, rows)
     assert out[:5] == ["single 1 None", "snippet good True None", "snippet bad True None", "codes ['c1', 'c2']", ""]
     assert out[5] == next(line for line in out if line.startswith("12 proofs in"))
     report = json.loads((tmp_path / "bench-report" / "report.json").read_text())
     assert report["proofs"] == 12 and report["verdicts"]["SORRY"] == 4 and report["verdicts"]["VALID"] == 8
+
+
+def test_a_kimina_async_script_with_its_result_helpers_runs_unchanged(target: str, tmp_path: Path) -> None:
+    rows = [{"id": f"p{i}", "code": "theorem x : True := trivial"} for i in range(6)]
+    out = run_kimina_script(KIMINA_ASYNC_SCRIPT, target, tmp_path, rows)
+    assert out[:3] == [
+        "async ok True valid",
+        "async err False lean_error",
+        "messages error no {'line': 2, 'column': 0}",
+    ]
+    assert out[3].startswith("2 snippets: valid 1, sorry 0, lean_error 1") and out[4].startswith("Lean time: total")
+    assert any(line.startswith("6 proofs in") for line in out) and any(line.startswith("4 proofs in") for line in out)
+    assert "dump ['code', 'id']" in out and "sync sorry True" in out and "api_check one valid" in out
+
+
+def test_the_kimina_result_shapes() -> None:
+    from kimina_grpc.client._types import Message, Result
+
+    def result(verdict: Verdict, error: str = "", messages: tuple[Message, ...] = ()) -> Result:
+        return Result("i", verdict, messages, (), 1.5, error, None, None)
+
+    info = Message("info", 1, 0, 1, 6, "Nat : Type")
+    assert result(Verdict.VALID, messages=(info,)).response == {
+        "messages": [
+            {
+                "severity": "info",
+                "pos": {"line": 1, "column": 0},
+                "endPos": {"line": 1, "column": 6},
+                "data": "Nat : Type",
+            }
+        ]
+    }
+    assert result(Verdict.REPL_ERROR, "Unknown environment.").response == {"message": "Unknown environment."}
+    assert result(Verdict.TIMEOUT, "timed out").response is None
+    statuses = {v: result(v).analyze() for v in Verdict if v is not Verdict.UNSPECIFIED}
+    assert {v.name: (a.status.value, a.time) for v, a in statuses.items()} == {
+        "VALID": ("valid", 1.5),
+        "INVALID": ("lean_error", 1.5),
+        "SORRY": ("sorry", 1.5),
+        "TIMEOUT": ("timeout_error", None),
+        "OUT_OF_MEMORY": ("server_error", None),
+        "REPL_ERROR": ("repl_error", 1.5),
+        "NOT_CHECKED": ("server_error", None),
+        "UNTRUSTED": ("lean_error", 1.5),
+    }
+    merged = CheckResponse.merge([CheckResponse([result(Verdict.VALID)]), CheckResponse([result(Verdict.SORRY)])])
+    assert [r.verdict for r in merged] == [Verdict.VALID, Verdict.SORRY]
 
 
 def test_check_keeps_input_order_and_reports_our_verdicts(target: str) -> None:

@@ -20,6 +20,11 @@ from kimina_grpc.cli import main
 from kimina_grpc.client import KiminaClient
 from kimina_grpc.testing import fake_repl_command, serve_process
 
+from .test_install import calls
+from .test_install import env as installer_env  # noqa: F401  (a fixture, by this name here)
+from .test_tls import Pki
+from .test_tls import pki as tls_pki  # noqa: F401  (a fixture, by this name here)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -83,14 +88,17 @@ def test_settings_mistakes_name_the_variable(tmp_path: Path) -> None:
     assert run.returncode == 2 and one_line(run.stderr).startswith("kimina-grpc: LEAN_SERVER_PORT: ")
 
 
-def test_a_port_in_use(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "named"), [("LEAN_SERVER_PORT", ""), ("LEAN_SERVER_METRICS_PORT", " (LEAN_SERVER_METRICS_PORT)")]
+)
+def test_a_port_in_use(tmp_path: Path, variable: str, named: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        run = run_serve(tmp_path, LEAN_SERVER_PORT=str(port))
+        run = run_serve(tmp_path, **{variable: str(port)})
     assert run.returncode == 2
-    assert one_line(run.stderr) == f"kimina-grpc: cannot listen on 127.0.0.1:{port}: the port is in use"
+    assert one_line(run.stderr) == f"kimina-grpc: cannot listen on 127.0.0.1:{port}{named}: the port is in use"
 
 
 @pytest.fixture
@@ -165,11 +173,11 @@ def test_grpcurl_script_with_an_api_key_and_without_grpcurl(tmp_path: Path) -> N
     assert re.fullmatch(expected, one_line(run.stderr))
 
 
-def test_make_demo_serves_the_readme_export_ast_example() -> None:
-    env = {**os.environ, "LEAN_SERVER_PORT": "0", "LEAN_SERVER_HOST": "127.0.0.1", "LEAN_SERVER_DRAIN_SECONDS": "0"}
-    make = subprocess.Popen(
-        ["make", "-s", "demo"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+@pytest.mark.parametrize("command", [["make", "-s", "demo"], [sys.executable, "-m", "kimina_grpc.cli", "demo"]])
+def test_the_demo_serves_the_readme_export_ast_example_on_loopback(command: list[str], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LEAN_SERVER_HOST"}
+    env |= {"LEAN_SERVER_PORT": "0", "LEAN_SERVER_DRAIN_SECONDS": "0", "LEAN_SERVER_API_KEY": "a client's key"}
+    make = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert make.stderr is not None
         port = 0
@@ -177,8 +185,9 @@ def test_make_demo_serves_the_readme_export_ast_example() -> None:
             found = re.search(r"serving .*port=(\d+)", line)
             if found:
                 port = int(found.group(1))
+                assert "host=127.0.0.1" in line  # auth is off: never on every interface by default
                 break
-        assert port, "make demo did not start serving"
+        assert port, "the demo did not start serving"
         with KiminaClient(f"127.0.0.1:{port}") as client:
             [ast] = client.export_ast(["Mathlib.Logic.Demo"], one=True)
         assert ast.error == "" and ast.module == "Mathlib.Logic.Demo"
@@ -188,3 +197,183 @@ def test_make_demo_serves_the_readme_export_ast_example() -> None:
     finally:
         os.killpg(make.pid, signal.SIGTERM)
         make.wait(30)
+
+
+def test_tls_files_that_are_missing_or_junk_name_the_variable(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    pki: Pki = request.getfixturevalue("tls_pki")
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a PEM file\n")
+    cert, key = str(pki.server_cert), str(pki.server_key)
+    cases = [
+        (
+            {"LEAN_SERVER_TLS_CERT": str(tmp_path / "missing.pem"), "LEAN_SERVER_TLS_KEY": key},
+            "LEAN_SERVER_TLS_CERT: cannot read",
+        ),
+        (
+            {"LEAN_SERVER_TLS_CERT": cert, "LEAN_SERVER_TLS_KEY": str(junk)},
+            "LEAN_SERVER_TLS_KEY: .* is not a PEM private key",
+        ),
+        (
+            {"LEAN_SERVER_TLS_CERT": str(pki.ca), "LEAN_SERVER_TLS_KEY": key},
+            "are not a certificate and its unencrypted key",
+        ),
+        (
+            {"LEAN_SERVER_TLS_CERT": cert, "LEAN_SERVER_TLS_KEY": key, "LEAN_SERVER_TLS_CLIENT_CA": str(junk)},
+            "LEAN_SERVER_TLS_CLIENT_CA: .* is not a PEM certificate",
+        ),
+    ]
+    for tls, message in cases:
+        run = run_serve(tmp_path, **tls)
+        assert run.returncode == 2, run.stderr
+        assert re.search(message, one_line(run.stderr)), run.stderr
+
+
+def test_a_workspace_that_does_not_exist_is_one_line_not_a_server_that_fails_every_proof(tmp_path: Path) -> None:
+    env = serve_env(tmp_path, LEAN_SERVER_WORKSPACE=str(tmp_path / "nonexistent"))
+    del env["LEAN_SERVER_REPL_COMMAND"]
+    run = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2
+    repl = tmp_path / "nonexistent" / "repl/.lake/build/bin/repl"
+    assert (
+        one_line(run.stderr)
+        == f"kimina-grpc: the REPL binary {repl} does not exist (check LEAN_SERVER_WORKSPACE or LEAN_SERVER_REPL_PATH)"
+    )
+
+
+def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    env: dict[str, str] = request.getfixturevalue("installer_env")
+    ws = tmp_path / "ws"
+    (ws / "repl").mkdir(parents=True)
+    (ws / ".kimina").mkdir()  # the installer stopped after the REPL's clone
+    run = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
+        cwd=tmp_path,
+        env={
+            **env,
+            "LEAN_SERVER_WORKSPACE": str(ws),
+            "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env"),
+            "LEAN_SERVER_AUTH": "off",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.stderr.startswith(f"kimina-grpc: {ws}: an interrupted install; resuming it (tools/install_lean.sh)\n")
+    assert (ws / ".kimina" / "complete").exists() and "git clone" in " ".join(calls(env))
+    # The stand-in installer builds no REPL: serve says so instead of serving REPL_ERRORs.
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("kimina-grpc: the REPL binary")
+
+
+def cli_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}  # the CLI's own default applies
+    return subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_client_tls_mistakes_are_one_line_with_a_hint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    pki: Pki = request.getfixturevalue("tls_pki")
+    proof = tmp_path / "p.lean"
+    proof.write_text("theorem t : True := trivial\n")
+    tls = {"LEAN_SERVER_TLS_CERT": str(pki.server_cert), "LEAN_SERVER_TLS_KEY": str(pki.server_key)}
+    with serve_process(tls) as (_, port):
+        target = f"127.0.0.1:{port}"
+        run = cli_run("check", str(proof), "--target", target)  # plaintext against TLS
+        assert run.returncode == 2
+        assert one_line(run.stderr) == (
+            f"kimina-grpc: cannot reach {target}: the server closed the connection: "
+            "does it speak TLS? (then use --tls, and --ca for a private CA)"
+        )
+        wrong_ca = "the TLS handshake failed (CERTIFICATE_VERIFY_FAILED): is --ca the CA that signed"
+        for args in (["check", str(proof), "--ca", str(pki.other_ca)], ["health", "--tls"]):
+            run = cli_run(*args, "--target", target)
+            assert run.returncode == 2 and f"cannot reach {target}: {wrong_ca}" in one_line(run.stderr)
+    with serve_process() as (_, port):
+        run = cli_run(
+            "bench", "--dataset", str(tmp_path / "p.jsonl"), "--target", f"127.0.0.1:{port}", "--ca", str(pki.ca)
+        )
+        assert run.returncode == 2  # the file is missing: nothing was sent
+        run = cli_run("check", str(proof), "--target", f"127.0.0.1:{port}", "--ca", str(pki.ca))
+        assert run.returncode == 2
+        assert one_line(run.stderr).endswith(
+            "(WRONG_VERSION_NUMBER): does the server speak TLS? (if not, drop --tls/--ca)"
+        )
+
+
+def test_one_wording_for_a_server_that_cannot_be_reached(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    proof = tmp_path / "p.lean"
+    proof.write_text("theorem t : True := trivial\n")
+    assert main(["check", str(proof), "--target", "127.0.0.1:1"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+    assert main(["health", "--target", "127.0.0.1:1"]) == 2
+    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+
+
+def test_bench_edge_cases_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "code": "x"}\nnot json\n')
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "a", "code": "x"}\n')
+    cases = [
+        (["--dataset", str(bad)], f"{bad}: cannot read it as json ("),
+        (["--dataset", str(good), "--n", "0"], "--n must be at least 1 (got 0)"),
+        (["--dataset", str(good), "--n", "-5"], "--n must be at least 1 (got -5)"),
+        (["--dataset", str(good), "--window", "0"], "--window must be at least 1 (got 0)"),
+        (["--dataset", str(good), "--window", "-1"], "--window must be at least 1 (got -1)"),
+        (["--dataset", str(good), "--timeout", "0"], "--timeout must be more than 0 seconds (got 0)"),
+        (
+            ["--dataset", str(good), "--split", "test"],
+            "--split test: a local file is read whole (its one split is train)",
+        ),
+    ]
+    for args, message in cases:
+        assert main(["bench", *args, "--target", "127.0.0.1:1"]) == 2, args
+        assert one_line(capsys.readouterr().err).startswith(f"kimina-grpc bench: {message}"), args
+
+
+def test_bench_without_network_fails_at_once_on_the_default_hub_dataset(tmp_path: Path) -> None:
+    offline = {"HF_ENDPOINT": "http://127.0.0.1:1", "HF_HOME": str(tmp_path / "hf"), "HOME": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))}
+    run = subprocess.run(
+        [sys.executable, "-m", "kimina_grpc.cli", "bench", "--target", "127.0.0.1:1"],
+        env={**env, **offline},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 2
+    assert one_line(run.stderr) == (
+        "kimina-grpc bench: cannot reach the Hugging Face hub (127.0.0.1) and Goedel-LM/Lean-workbook-proofs is "
+        "not in its local cache; name a local .jsonl, .json, .parquet or .csv file"
+    )
+
+
+@pytest.mark.parametrize("example", ["trl_reward.py", "verl_reward.py", "stream_training_loop.py", "batch.py"])
+def test_the_example_scripts_fail_in_one_line_when_the_server_is_down(example: str, tmp_path: Path) -> None:
+    (tmp_path / "p.lean").write_text("theorem t : True := trivial\n")
+    args = [str(tmp_path)] if example == "batch.py" else []
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "clients" / example), *args, "--target", "127.0.0.1:1"],
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and run.stdout == ""
+    line = one_line(run.stderr)
+    assert line.startswith(f"{example}: ") and "UNAVAILABLE" in line and "127.0.0.1:1" in line

@@ -287,3 +287,97 @@ def test_a_server_restarted_mid_group_still_answers_every_completion_once() -> N
         reward.close()
         finished.set()
         chaos.join()
+
+
+TRUST_STATEMENT = "theorem t (x : ℕ) (h : 2 * x = 6) :\n  x = 3 := by sorry"
+HONEST = "```lean4\nimport Mathlib\n\ntheorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by omega\n```"
+CHEAT = (
+    "```lean4\nimport Mathlib\n\naxiom cheat : False\ntheorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := cheat.elim\n"
+    "-- fake: axioms t cheat\n```"
+)
+
+
+@pytest.mark.parametrize("trust", ["audit", "judge"])
+def test_trust_levels_send_each_proof_its_statement_and_theorem_name(target: str, trust: str) -> None:
+    reward = trl_reward(target=target, trust=trust)
+    try:
+        got = reward(completions=[HONEST, CHEAT], formal_statement=[TRUST_STATEMENT] * 2, theorem_name=["t", "t"])
+        assert got == [1.0, 0.0], [i.reason for i in reward.last_infos]
+        assert [i.verdict for i in reward.last_infos] == ["VALID", "UNTRUSTED"]
+        assert reward.last_infos[1].reason.startswith("axioms: t depends on cheat")
+        # The name defaults to the one the statement declares.
+        assert reward(completions=[HONEST], formal_statement=[TRUST_STATEMENT]) == [1.0]
+    finally:
+        reward.close()
+
+
+def test_a_request_the_server_refuses_for_its_set_up_raises_instead_of_scoring_zero(target: str) -> None:
+    reward = trl_reward(target=target, trust="audit")  # and no statement nor theorem name to audit
+    try:
+        with pytest.raises(ValueError, match=r"refused the request .*trust level audit needs theorem_name"):
+            reward(completions=[HONEST, HONEST])
+    finally:
+        reward.close()
+
+
+def test_reasoning_is_dropped_and_a_cut_off_answer_never_falls_back_to_a_draft() -> None:
+    draft = "```lean4\ntheorem t : True := by\n  sorry\n```"
+    final = "```lean4\ntheorem t : True := by\n  trivial\n```"
+    assert extract_lean(f"<think>first {draft} then</think>\n{final}") == "theorem t : True := by\n  trivial\n"
+    # The chat template opened <think> in the prompt: everything up to the last </think> is reasoning.
+    assert extract_lean(f"hmm {draft}</think>\n{final}") == "theorem t : True := by\n  trivial\n"
+    for cut in (
+        f"<think>try {draft}</think>\n```lean4\ntheorem t : True := by\n  tri",  # answer cut off
+        f"{final}\nOr shorter:\n```lean\ntheorem t : True := by\n  ",  # a second block cut off
+        f"<think>try {draft} and more reasoning",  # cut off while reasoning
+    ):
+        with pytest.raises(Unparsable, match=r"not closed|after the reasoning"):
+            extract_lean(cut)
+    assert extract_lean(f'```lean4 title="proof"\n{final[9:]}') == "theorem t : True := by\n  trivial\n"
+
+
+def test_the_statement_guard_reads_the_declaration_only() -> None:
+    statement = (
+        "import Mathlib\nimport Aesop\nset_option maxHeartbeats 400000\nopen BigOperators Real\n\n"
+        "/-- The sum of $x$ and zero is $x$. -/\ntheorem add_zero' (x : ℕ) :\n  x + 0 = x := by sorry"
+    )
+    for code in (
+        "theorem add_zero' (x : ℕ) : x + 0 = x := by\n  simp",  # no header, no docstring
+        "lemma add_zero' (x : ℕ) : -- a comment\n  x + 0 = x := by simp",  # lemma, a comment inside
+        "import Mathlib\n/- a note -/\n/-- doc -/ theorem add_zero' (x : ℕ) : x + 0 = x := by simp",
+    ):
+        assert extract_lean(f"```lean4\n{code}\n```", formal_statement=statement).startswith(code[:6])
+    for changed in (
+        "theorem add_zero' (x : ℕ) : x + 1 = x + 1 := by simp",
+        "-- theorem add_zero' (x : ℕ) : x + 0 = x := by simp\ntheorem add_zero' : True := trivial",
+    ):
+        with pytest.raises(Unparsable, match="formal statement"):
+            extract_lean(f"```lean4\n{changed}\n```", formal_statement=statement)
+
+
+def test_one_string_is_one_completion_and_infra_failures_have_their_own_reward(target: str) -> None:
+    reward = trl_reward(target=target, infra_reward=None)
+    try:
+        assert reward(completions=block()) == [1.0]
+        crashed = block("  -- fake: crash")
+        assert reward(completions=[block(), crashed, "no code"]) == [1.0, None, 0.0]
+        assert reward.last_infos[1].verdict == "REPL_ERROR"
+        huge = block("  trivial\n" + "-- padding\n" * 120_000)  # too long: the completion's fault
+        assert reward(completions=[huge]) == [0.0]
+    finally:
+        reward.close()
+    with pytest.raises(ValueError, match="window must be at least 1"):
+        trl_reward(window=0)
+    compute_score = verl_reward(target=target)
+    try:
+        with pytest.raises(ValueError, match="ground_truths has 2 values for 3 completions"):
+            compute_score(data_sources=["x"] * 3, solution_strs=[block()] * 3, ground_truths=[STATEMENT] * 2)
+    finally:
+        compute_score.close()
+
+
+def test_the_retry_budget_rides_out_a_pod_restart() -> None:
+    from kimina_grpc.client._async import reconnect_delay
+
+    reward = trl_reward()
+    assert sum(reconnect_delay(f) for f in range(1, reward.max_attempts)) >= 60

@@ -54,3 +54,10 @@ def test_bad_value_stops_start_up_naming_the_variable() -> None:
     )
     assert done.returncode == 2
     assert "LEAN_SERVER_MAX_REPL_MEM" in done.stderr and "12X" in done.stderr
+
+
+def test_a_blank_api_key_is_no_key() -> None:
+    with pytest.raises(ValueError, match="no API key"):
+        Settings(_env_file=None, api_key="  \n", auth="on").resolved_api_key()  # type: ignore[call-arg]
+    assert Settings(_env_file=None, api_key=" ", auth="off").resolved_api_key() is None  # type: ignore[call-arg]
+    assert Settings(_env_file=None, api_key=" k\n", auth="on").resolved_api_key() == "k"  # type: ignore[call-arg]

@@ -152,7 +152,7 @@ versions_of() {
   local out why
   if ! out=$(git ls-remote --refs "$2" 'refs/tags/v*' 'refs/heads/v*' 2>&1); then
     why=$(tail -n 1 <<<"$out" | sed -e "s/^fatal: unable to access '[^']*': //" -e 's/^fatal: //')
-    refuse "cannot reach $2${why:+ ($why)}; to try the API without Lean: make demo"
+    refuse "cannot reach $2${why:+ ($why)}; to try the API without Lean: kimina-grpc demo"
   fi
   printf -v "$1" '%s' "$(sed -n 's#^[0-9a-f]*[[:space:]]*refs/[a-z]*/##p' <<<"$out" | grep -E "$VERSION_RE" | sort -u || true)"
 }

@@ -4,6 +4,7 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 """
 
 from kimina_grpc.client._async import AsyncKiminaClient
+from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     AstResult,
@@ -27,6 +28,7 @@ __all__ = [
     "AsyncKiminaClient",
     "CheckResponse",
     "Diagnostics",
+    "Infotree",
     "InvalidArgument",
     "KiminaClient",
     "KiminaError",
@@ -34,6 +36,8 @@ __all__ = [
     "Proof",
     "Result",
     "Snippet",
+    "SnippetAnalysis",
+    "SnippetStatus",
     "Sorry",
     "Unauthenticated",
     "Verdict",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -26,6 +27,7 @@ from kimina_grpc.client._types import (
     from_proto,
     is_retryable,
     iter_proofs,
+    not_checked,
     options,
     retry_delay,
     to_proto,
@@ -58,11 +60,15 @@ class AsyncKiminaClient:
     certificate (mutual TLS). Each is a PEM file's path or its bytes.
     """
 
-    def __init__(
+    def __init__(  # Kimina's positional order
         self,
-        target: str = "localhost:50051",
+        target: str | None = None,
         api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        http_timeout: float | None = None,
+        n_retries: int | None = None,
         *,
+        api_url: str | None = None,
         batch_size: int = 1000,
         max_attempts: int = 6,
         tls: bool = False,
@@ -70,7 +76,12 @@ class AsyncKiminaClient:
         cert: Pem | None = None,
         key: Pem | None = None,
     ) -> None:
-        target, opts = channel_args(target)
+        """`target` is host:port (default localhost:50051); `api_url`, `headers`, `http_timeout` and
+        `n_retries` are kimina-client's (see _kimina.client_options)."""
+        del http_timeout
+        api_key, attempts = client_options(api_key, headers, n_retries)
+        max_attempts = attempts or max_attempts
+        target, opts = channel_args(target or api_url or "localhost:50051")
         if tls or ca is not None or cert is not None:
             credentials = channel_credentials(ca, cert, key)
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
@@ -166,24 +177,32 @@ class AsyncKiminaClient:
     ) -> AsyncIterator[Result]:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
-        `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        An id may come again only once its result is out (a repeated id in flight is a ValueError:
+        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
         source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
+        refused: Exception | None = None  # raised by the proofs' source, or a repeated id
         failures = 0
         while True:
             slots = asyncio.Semaphore(window)
             resend = list(pending.values())
 
             async def requests(resend: list[Proof] = resend, slots: asyncio.Semaphore = slots) -> AsyncIterator[Any]:
-                nonlocal exhausted
+                nonlocal exhausted, refused
                 for proof in resend:
                     await slots.acquire()
                     yield _stream_item(proof, opts)
                 while not exhausted:
                     await slots.acquire()
-                    new = next(source, None)
+                    try:
+                        new = _next_proof(source, pending)
+                    except Exception as exc:
+                        refused = exc
+                        raise  # gRPC cancels the call; the caller gets `refused`
                     if new is None:
                         exhausted = True
                         break
@@ -204,21 +223,26 @@ class AsyncKiminaClient:
                     yield from_proto(response.result)
                 if exhausted and not pending:
                     return
+            except asyncio.CancelledError:
+                if refused is None:
+                    raise
+                raise refused from None
             except grpc.RpcError as err:
+                if refused is not None:
+                    raise refused from None
                 if not is_retryable(err):
                     raise translate(err) from None
                 failures += 1
                 if failures >= self._max_attempts:
                     raise translate(err) from None
-                await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+                await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()
 
-    async def check(
+    async def check(  # noqa: PLR0917  (Kimina's positional order)
         self,
         snips: Proofs,
         timeout: float = 60,
-        *,
         debug: bool = False,
         reuse: bool = True,
         infotree: str | None = None,
@@ -246,6 +270,38 @@ class AsyncKiminaClient:
             )
         }
         return CheckResponse([got[p.id] for p in items])
+
+    async def api_check(  # noqa: PLR0917  (Kimina's positional order)
+        self,
+        snippets: Proofs,
+        timeout: float = 30,
+        debug: bool = False,
+        reuse: bool = True,
+        infotree: str | None = None,
+        safe: bool = False,
+    ) -> CheckResponse:
+        """Kimina's one-batch check (one Verify); `safe=True` answers a failed call with a result per
+        snippet carrying the error (NOT_CHECKED) instead of raising."""
+        items = as_proofs(snippets)
+        try:
+            return CheckResponse(
+                await self.verify(items, timeout=timeout, infotree=infotree, reuse=reuse, diagnostics=debug)
+            )
+        except (KiminaError, ValueError) as exc:
+            if not safe:
+                raise
+            return CheckResponse([not_checked(p.id, str(exc).splitlines()[0]) for p in items])
+
+    async def test(self) -> None:
+        """Kimina's smoke test: `#check Nat` must check; raises AssertionError with the verdict if not."""
+        [result] = (await self.check("#check Nat")).results
+        if not result.ok:
+            raise AssertionError(f"#check Nat: {result.verdict.name} {result.error}".strip())
+
+    async def run_benchmark(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        """Kimina's `run_benchmark` (see _kimina.run_benchmark); the blocking work (the dataset, the
+        report) runs in a worker thread, the stream on this loop."""
+        return await asyncio.to_thread(run_benchmark, Blocking(self, asyncio.get_running_loop()), *args, **kw)
 
     async def export_ast(
         self,
@@ -280,6 +336,40 @@ class AsyncKiminaClient:
 
     async def server_info(self) -> pb.GetServerInfoResponse:
         return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+
+
+class Blocking:
+    """An AsyncKiminaClient's verify_stream as a blocking iterator, for code in another thread than
+    the client's loop (KiminaClient, run_benchmark's worker thread)."""
+
+    def __init__(self, client: AsyncKiminaClient, loop: asyncio.AbstractEventLoop) -> None:
+        self._client = client
+        self._loop = loop
+
+    def verify_stream(self, proofs: Proofs, **kw: Any) -> Iterator[Result]:
+        stream = self._client.verify_stream(proofs, **kw)
+        try:
+            while True:
+                try:
+                    yield asyncio.run_coroutine_threadsafe(anext(stream), self._loop).result()  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            if not self._loop.is_closed():
+                asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop).result()  # type: ignore[attr-defined]
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds before a stream's next attempt after `failures` broken ones in a row."""
+    return min(10.0, 0.2 * 2.0**failures)
+
+
+def _next_proof(source: Iterator[Proof], pending: dict[str, Proof]) -> Proof | None:
+    """The source's next proof; a repeated id in flight is refused, as its results could not be told apart."""
+    proof = next(source, None)
+    if proof is not None and proof.id in pending:
+        raise ValueError(f"proof id {proof.id!r} is already in flight on this stream; ids must differ")
+    return proof
 
 
 def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:

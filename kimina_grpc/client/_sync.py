@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
-from kimina_grpc.client._async import READINESS, AsyncKiminaClient
+from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
+from kimina_grpc.client._kimina import run_benchmark
 from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -18,20 +18,20 @@ T = TypeVar("T")
 class KiminaClient:
     """Blocking client; same methods and arguments as AsyncKiminaClient."""
 
-    def __init__(
-        self, target: str | None = None, api_key: str | None = None, *, api_url: str | None = None, **kw: Any
-    ) -> None:
-        """`target` is host:port (default localhost:50051); `api_url` is Kimina's name for it."""
-        self.target = target or api_url or "localhost:50051"
+    def __init__(self, target: str | None = None, api_key: str | None = None, *args: Any, **kw: Any) -> None:
+        """`target` is host:port (default localhost:50051); then kimina-client's `headers`,
+        `http_timeout`, `n_retries` and `api_url` (its name for the target); see AsyncKiminaClient."""
+        self.target = target or kw.get("api_url") or "localhost:50051"
         self.api_key = api_key
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kimina-client", daemon=True)
         self._thread.start()
         try:
-            self._client: AsyncKiminaClient = self._run(_make(self.target, api_key, kw))
+            self._client: AsyncKiminaClient = self._run(_make(target, api_key, args, kw))
         except BaseException:
             self._stop_loop()
             raise
+        self._blocking = Blocking(self._client, self._loop)
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
@@ -57,50 +57,24 @@ class KiminaClient:
         return self._run(self._client.verify(proofs, **kw))
 
     def verify_stream(self, proofs: Proofs, **kw: Any) -> Iterator[Result]:
-        stream = self._client.verify_stream(proofs, **kw)
-        try:
-            while True:
-                try:
-                    yield self._run(anext(stream))  # type: ignore[arg-type]
-                except StopAsyncIteration:
-                    return
-        finally:
-            if not self._loop.is_closed():
-                self._run(stream.aclose())  # type: ignore[attr-defined]
+        return self._blocking.verify_stream(proofs, **kw)
 
-    def check(self, snips: Proofs, timeout: float = 60, **kw: Any) -> CheckResponse:
-        """Kimina's `check` (see AsyncKiminaClient.check)."""
-        return self._run(self._client.check(snips, timeout, **kw))
+    def check(self, snips: Proofs, timeout: float = 60, *args: Any, **kw: Any) -> CheckResponse:
+        """Kimina's `check`, its arguments in its order (see AsyncKiminaClient.check)."""
+        return self._run(self._client.check(snips, timeout, *args, **kw))
 
-    def run_benchmark(
-        self,
-        dataset_name: str = "Goedel-LM/Lean-workbook-proofs",
-        *,
-        split: str = "train",
-        n: int = 100,
-        batch_size: int = 8,
-        max_workers: int = 5,
-        timeout: int = 60,
-        reuse: bool = True,
-        show_progress: bool = True,
-        output: str = "bench-report",
-    ) -> dict[str, Any]:
-        """Kimina's `run_benchmark`, run by `kimina-grpc bench` (needs the bench extra): prints the
-        summary, writes report.json, results.jsonl and report.png under `output`, returns the report.
-        `batch_size` x `max_workers` proofs are in flight at once, as with Kimina."""
-        from kimina_grpc.client.commands import run_bench
+    def api_check(self, snippets: Proofs, *args: Any, **kw: Any) -> CheckResponse:
+        """Kimina's one-batch check (see AsyncKiminaClient.api_check)."""
+        return self._run(self._client.api_check(snippets, *args, **kw))
 
-        return run_bench(
-            self,
-            dataset=dataset_name,
-            split=split,
-            n=n,
-            timeout=timeout,
-            window=max(1, batch_size * max_workers),
-            reuse=reuse,
-            progress=show_progress,
-            output=Path(output),
-        )
+    def test(self) -> None:
+        """Kimina's smoke test (see AsyncKiminaClient.test)."""
+        self._run(self._client.test())
+
+    def run_benchmark(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        """Kimina's `run_benchmark(dataset_name, split, n, batch_size, max_workers, timeout, reuse,
+        show_progress)`, plus `output`; see _kimina.run_benchmark."""
+        return run_benchmark(self, *args, **kw)
 
     def export_ast(self, modules: Iterable[str] | None = None, **kw: Any) -> list[AstResult]:
         return self._run(self._client.export_ast(modules, **kw))
@@ -115,5 +89,7 @@ class KiminaClient:
         return self._run(self._client.server_info())
 
 
-async def _make(target: str, api_key: str | None, kw: dict[str, Any]) -> AsyncKiminaClient:
-    return AsyncKiminaClient(target, api_key, **kw)  # the channel must be made on the loop that uses it
+async def _make(
+    target: str | None, api_key: str | None, args: tuple[Any, ...], kw: dict[str, Any]
+) -> AsyncKiminaClient:
+    return AsyncKiminaClient(target, api_key, *args, **kw)  # the channel must be made on the loop that uses it

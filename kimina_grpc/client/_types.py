@@ -11,6 +11,8 @@ import grpc
 from google.protobuf import duration_pb2  # noqa: F401  (RetryInfo needs it registered)
 from google.rpc import error_details_pb2, status_pb2
 
+from kimina_grpc import extras
+from kimina_grpc.client._kimina import KiminaCheckResponse, KiminaResult, KiminaSnippet
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.verdict import Verdict
 
@@ -40,6 +42,8 @@ class Sorry:
     line: int
     column: int
     goal: str
+    end_line: int | None = None
+    end_column: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,9 @@ class Diagnostics:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
+class Result(KiminaResult):
+    """One proof's result. Kimina's `r.response` and `r.analyze()` work too (see _kimina.py)."""
+
     id: str
     verdict: Verdict
     messages: tuple[Message, ...]
@@ -78,8 +84,9 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckResponse:
-    """What `check` returns: `.results` in input order, as Kimina's `CheckResponse` has them."""
+class CheckResponse(KiminaCheckResponse):
+    """What `check` returns: `.results` in input order, as Kimina's `CheckResponse` has them (with
+    Kimina's `merge` and `analyze(elapsed)`)."""
 
     results: list[Result]
 
@@ -93,8 +100,10 @@ class CheckResponse:
         return self.results[i]
 
 
-Snippet = Proof
-"""Kimina's name for a proof: `Snippet(id=..., code=...)`."""
+class Snippet(KiminaSnippet, Proof):
+    """Kimina's name for a proof: `Snippet(id=..., code=...)`, `Snippet.from_code(code)`."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,7 @@ def results_to_rows(results: Iterable[Result]) -> list[dict[str, Any]]:
 
 def results_to_dataset(results: Iterable[Result]) -> Any:
     """The results as a `datasets.Dataset` (needs `datasets`: the bench extra)."""
+    extras.require("bench", "results_to_dataset")
     import datasets
 
     return datasets.Dataset.from_list(results_to_rows(results))
@@ -274,7 +284,16 @@ def from_proto(r: pb.ProofResult) -> Result:
             )
             for m in r.messages
         ),
-        sorries=tuple(Sorry(s.start.line, s.start.column, s.goal) for s in r.sorries),
+        sorries=tuple(
+            Sorry(
+                s.start.line,
+                s.start.column,
+                s.goal,
+                s.end.line if s.HasField("end") else None,
+                s.end.column if s.HasField("end") else None,
+            )
+            for s in r.sorries
+        ),
         time=r.time_seconds,
         error=r.error,
         infotree=r.infotree if r.HasField("infotree") else None,
@@ -294,6 +313,11 @@ def from_proto(r: pb.ProofResult) -> Result:
             d.shared_check,
         ),
     )
+
+
+def not_checked(pid: str, error: str) -> Result:
+    """A result for a proof the server never answered (the call failed)."""
+    return Result(pid, Verdict.NOT_CHECKED, (), (), 0.0, error, None, None)
 
 
 def ast_from_proto(r: pb.AstResult) -> AstResult:
@@ -334,8 +358,13 @@ def translate(err: grpc.RpcError) -> Exception:
     return KiminaError(code, message)
 
 
+def handshake_failed(details: str) -> bool:
+    """A TLS handshake that failed: a set-up mistake (wrong CA, TLS against plaintext), not an outage."""
+    return "handshake failed" in details.lower()
+
+
 def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE
+    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE and not handshake_failed(exc.details() or "")
 
 
 def http_hint(target: str) -> str:

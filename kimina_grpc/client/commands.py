@@ -2,25 +2,66 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import socket
 import statistics
 import sys
 import time
+import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from kimina_grpc.client._kimina import Streams
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import CODE_COLUMNS, ID_COLUMNS, KiminaError, Proof, Result, pick_column
+from kimina_grpc.client._types import (
+    CODE_COLUMNS,
+    ID_COLUMNS,
+    KiminaError,
+    Proof,
+    Result,
+    handshake_failed,
+    pick_column,
+)
 from kimina_grpc.verdict import Verdict
 
-DEFAULT_DATASET = "Goedel-LM/Lean-workbook-proofs"
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 class UsageError(Exception):
     """A mistake in what the caller asked for: one line, exit 2."""
+
+
+def error_line(exc: Exception, target: str, tls: bool) -> str:
+    """The one line for a failed command. A server that cannot be reached reads the same in check,
+    bench and health, with a hint when TLS is the likely cause (gRPC only says "Socket closed" or
+    names an OpenSSL error)."""
+    first = str(exc).splitlines()[0]
+    if not isinstance(exc, KiminaError) or exc.code is not grpc.StatusCode.UNAVAILABLE:
+        return first
+    ssl_error = re.search(r"OPENSSL_internal:(\w+)", first)
+    why = ssl_error.group(1) if ssl_error else ""
+    if why == "WRONG_VERSION_NUMBER":
+        hint = "does the server speak TLS? (if not, drop --tls/--ca)"
+        return f"cannot reach {target}: the TLS handshake failed ({why}): {hint}"
+    if why or handshake_failed(first):
+        hint = "is --ca the CA that signed the server's certificate?"
+        return f"cannot reach {target}: the TLS handshake failed ({why or 'no detail'}): {hint}"
+    if "Socket closed" in first and not tls:
+        hint = "does it speak TLS? (then use --tls, and --ca for a private CA)"
+        return f"cannot reach {target}: the server closed the connection: {hint}"
+    return f"cannot reach {target}: {first}"
+
+
+def uses_tls(tls: dict[str, Any]) -> bool:
+    return bool(tls.get("tls") or tls.get("ca") or tls.get("cert"))
 
 
 def check(
@@ -58,7 +99,7 @@ def check(
         with KiminaClient(target, api_key, **tls) as client:
             results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
     except (KiminaError, ValueError, OSError) as exc:
-        return _usage(str(exc).splitlines()[0])
+        return _usage(error_line(exc, target, uses_tls(tls)))
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
     else:
@@ -86,18 +127,20 @@ def _result_json(r: Result) -> dict[str, Any]:
     return data
 
 
-def load_proofs(  # noqa: PLR0917
-    dataset: str,
-    split: str,
-    n: int | None,
-    id_column: str | None,
-    code_column: str | None,
-    statement_column: str | None = None,
-) -> list[Proof]:
-    """Rows of a hub dataset or a local .jsonl/.json/.parquet/.csv file, loaded with `datasets`
-    (with `statement_column`, each proof's reference statement)."""
-    import datasets  # the bench extra; imported here so `check` works without it
+def _hub_unreachable() -> str | None:
+    """The hub's host when it cannot be reached (no network, a proxy, a firewall), else None: one
+    connection attempt, so that an offline run fails in a second instead of after the hub's retries."""
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = endpoint.hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=5).close()
+    except OSError:
+        return host
+    return None
 
+
+def _load(dataset: str, split: str | None) -> Any:
+    """The rows of a local file or a hub dataset; UsageError (one line) for what cannot be read."""
     path = Path(dataset).expanduser()
     if path.is_dir():
         raise UsageError(f"{dataset} is a folder; name a .jsonl, .json, .parquet or .csv file")
@@ -105,12 +148,61 @@ def load_proofs(  # noqa: PLR0917
         kind = DATA_SUFFIXES.get(path.suffix)
         if kind is None:
             raise UsageError(f"{dataset}: expected a .jsonl, .json, .parquet or .csv file")
-        data = datasets.load_dataset(kind, data_files=str(path), split="train")
+        if split not in (None, "train"):
+            raise UsageError(f"--split {split}: a local file is read whole (its one split is train)")
     elif path.suffix in DATA_SUFFIXES or dataset.startswith(("/", "./", "../", "~")):
         # A file name, not a hub name ("owner/name"): say so now rather than after the hub's retries.
         raise UsageError(f"{dataset}: no such file")
-    else:
-        data = datasets.load_dataset(dataset, split=split)
+    offline = None
+    if not path.exists() and not os.environ.get("HF_HUB_OFFLINE") and "datasets" not in sys.modules:
+        offline = _hub_unreachable()
+        if offline:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # read before `datasets` is imported: a cached copy still loads
+    import datasets  # the bench extra; imported here so `check` works without it
+
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its error lines would come before ours
+    try:
+        if path.exists():
+            with _no_progress_bars(datasets):  # a local file loads in moments
+                return datasets.load_dataset(DATA_SUFFIXES[path.suffix], data_files=str(path), split="train")
+        return datasets.load_dataset(dataset, split=split or "train")
+    except datasets.exceptions.DatasetGenerationError as exc:
+        cause = str(exc.__cause__ or exc).splitlines()[0]
+        raise UsageError(f"{dataset}: cannot read it as {DATA_SUFFIXES[path.suffix]} ({cause})") from None
+    except (OSError, ValueError) as exc:
+        if offline:
+            raise UsageError(
+                f"cannot reach the Hugging Face hub ({offline}) and {dataset} is not in its local cache; "
+                "name a local .jsonl, .json, .parquet or .csv file"
+            ) from None
+        raise UsageError(f"{dataset}: {str(exc).splitlines()[0]}") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+@contextlib.contextmanager
+def _no_progress_bars(datasets: Any) -> Iterator[None]:
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def load_proofs(  # noqa: PLR0917
+    dataset: str,
+    split: str | None,
+    n: int | None,
+    id_column: str | None,
+    code_column: str | None,
+    statement_column: str | None = None,
+) -> list[Proof]:
+    """Rows of a hub dataset (`split`, default train) or a local .jsonl/.json/.parquet/.csv file,
+    loaded with `datasets` (with `statement_column`, each proof's reference statement)."""
+    data = _load(dataset, split)
     columns = list(data.column_names)
     code_col = pick_column(columns, code_column, CODE_COLUMNS, "code", flag="--code-column")
     id_col = (
@@ -158,6 +250,11 @@ def bench(
     **tls: Any,
 ) -> int:
     """`kimina-grpc bench`: exit 2 with one line for anything that stops the run."""
+    for flag, value, least in (("--n", n, 1), ("--window", window, 1)):
+        if value is not None and value < least:
+            return _usage(f"{flag} must be at least {least} (got {value})", "kimina-grpc bench")
+    if timeout <= 0:
+        return _usage(f"--timeout must be more than 0 seconds (got {timeout:g})", "kimina-grpc bench")
     try:
         with KiminaClient(target, api_key, **tls) as client:
             run_bench(
@@ -174,15 +271,15 @@ def bench(
                 statement_column=statement_column,
             )
     except (UsageError, ValueError, OSError, KiminaError) as exc:
-        return _usage(str(exc).splitlines()[0], "kimina-grpc bench")
+        return _usage(error_line(exc, target, uses_tls(tls)), "kimina-grpc bench")
     return 0
 
 
 def run_bench(
-    client: KiminaClient,
+    client: Streams,
     *,
     dataset: str,
-    split: str = "train",
+    split: str | None = None,
     n: int | None = None,
     id_column: str | None = None,
     code_column: str | None = None,
@@ -196,6 +293,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Stream a dataset's proofs through the server; print a summary (the share of each verdict,
     UNTRUSTED included), write a JSON report and a PNG; return the report."""
+    if n is not None and n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
     from tqdm import tqdm
 
     proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)

@@ -10,6 +10,7 @@ Header strings come from callers, so no metric is labelled by header (GetServerI
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -102,8 +103,15 @@ class Metrics:
         self._invalid.inc()
 
     async def serve(self, host: str, port: int) -> int:
-        """Serve /metrics over HTTP from the event loop; returns the bound port."""
-        self._http = await asyncio.start_server(self._answer, host, port, limit=_MAX_HEAD)
+        """Serve /metrics over HTTP from the event loop; returns the bound port. Raises BindError
+        (one line naming LEAN_SERVER_METRICS_PORT) when the address cannot be bound."""
+        try:
+            self._http = await asyncio.start_server(self._answer, host, port, limit=_MAX_HEAD)
+        except OSError as exc:
+            from kimina_grpc.service.server import BindError  # the caller's module: no import cycle at run time
+
+            reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+            raise BindError(f"cannot listen on {host}:{port} (LEAN_SERVER_METRICS_PORT): {reason}") from None
         return int(self._http.sockets[0].getsockname()[1])
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

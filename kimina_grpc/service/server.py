@@ -221,6 +221,9 @@ class App:
         self._hurry.set()
 
     async def start(self) -> None:
+        if self.settings.metrics_port is not None:  # first: a port in use stops start-up with nothing begun
+            host = self.settings.metrics_host or self.settings.host
+            self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
         for warning in self.posture.warnings:
             log.warning("insecure", warning=warning)
         await self.supervisor.start()
@@ -230,9 +233,6 @@ class App:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
-        if self.settings.metrics_port is not None:
-            host = self.settings.metrics_host or self.settings.host
-            self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
         self._readiness = asyncio.create_task(self._become_ready())
         log.info(
             "serving",

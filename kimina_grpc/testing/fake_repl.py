@@ -134,8 +134,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-from kimina_grpc.repl import seccomp
-from kimina_grpc.repl.header import split_header
+from kimina_grpc import extras
+
+try:  # the REPL room needs the server extra (psutil)
+    from kimina_grpc.repl import seccomp
+    from kimina_grpc.repl.header import split_header
+except ModuleNotFoundError as exc:
+    print(f"fake_repl {extras.hint('server', exc.name or 'a module')}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
