@@ -137,7 +137,8 @@ def calls(env: dict[str, str]) -> list[str]:
 
 
 OFFLINE = (
-    f"install_lean: cannot reach {REPL} (Could not resolve host: github.com); to try the API without Lean: kimina-grpc demo"
+    f"install_lean: cannot reach {REPL} (Could not resolve host: github.com);"
+    " to try the API without Lean: kimina-grpc demo"
 )
 
 

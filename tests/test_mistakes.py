@@ -252,6 +252,7 @@ def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.Fi
     env: dict[str, str] = request.getfixturevalue("installer_env")
     ws = tmp_path / "ws"
     (ws / "repl").mkdir(parents=True)
+    (ws / "repl" / "lean-toolchain").write_text("leanprover/lean4:v4.19.0\n")
     (ws / ".kimina").mkdir()  # the installer stopped after the REPL's clone
     run = subprocess.run(
         [sys.executable, "-m", "kimina_grpc.cli", "serve"],
@@ -268,7 +269,7 @@ def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.Fi
         check=False,
     )
     assert run.stderr.startswith(f"kimina-grpc: {ws}: an interrupted install; resuming it (tools/install_lean.sh)\n")
-    assert (ws / ".kimina" / "complete").exists() and "git clone" in " ".join(calls(env))
+    assert (ws / ".kimina" / "complete").exists() and "git clone" in " ".join(calls(env)), run.stderr
     # The stand-in installer builds no REPL: serve says so instead of serving REPL_ERRORs.
     assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("kimina-grpc: the REPL binary")
 

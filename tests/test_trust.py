@@ -237,7 +237,9 @@ async def test_a_variable_that_shadows_the_theorem_is_rejected(sup: Supervisor) 
     for level in (AUDIT, JUDGE):
         out = await check(sup, body, level, statement=STATEMENT)
         assert out.verdict is Verdict.UNTRUSTED
-        assert out.reason == "statement: t proves `: True` but the reference statement is `(x : ℕ) (h : 2 * x = 6) : x = 3`"
+        assert out.reason == (
+            "statement: t proves `: True` but the reference statement is `(x : ℕ) (h : 2 * x = 6) : x = 3`"
+        )
 
 
 async def test_a_theorem_in_a_namespace_left_open_is_not_the_theorem_asked(sup: Supervisor) -> None:

@@ -169,6 +169,12 @@ class Const:
     kernel_ok: bool = True
 
 
+# A few constants every environment has (Lean's prelude): the stand-in cannot know an import's.
+_CORE = {
+    name: Const(sig) for name, sig in {"Nat": ": Type", "Int": ": Type", "True": ": Prop", "False": ": Prop"}.items()
+}
+
+
 @dataclass
 class Env:
     """A recorded environment: what a pickle keeps (header, constants, the command scope: options,
@@ -221,12 +227,15 @@ class Env:
         namespace's `N.x` first, then `x`. Section variables are not constants."""
         if name.startswith(_ROOT):
             name = name[len(_ROOT) :]
-            return name if name in self.constants else None
+            return name if name in self.constants or name in _CORE else None
         for depth in range(len(self.namespace), -1, -1):
             candidate = ".".join([*self.namespace[:depth], name])
-            if candidate in self.constants:
+            if candidate in self.constants or candidate in _CORE:
                 return candidate
         return None
+
+    def constant(self, name: str) -> Const:
+        return self.constants.get(name) or _CORE[name]
 
 
 def read_request(stdin: BinaryIO) -> str | None:
@@ -527,7 +536,7 @@ class Simulator:
         resolved = env.resolve(name)
         if resolved is None:
             return _msg("error", line, 14, f"unknown constant '{name}'")
-        const = env.constants[resolved]
+        const = env.constant(resolved)
         if not const.axioms:
             return _msg("info", line, 0, f"'{resolved}' does not depend on any axioms")
         return _msg("info", line, 0, f"'{resolved}' depends on axioms: [{', '.join(sorted(const.axioms))}]")
@@ -541,7 +550,7 @@ class Simulator:
         resolved = env.resolve(name)
         if resolved is None:
             return _msg("error", line, 0, f"unknown identifier '{name}'")
-        const = env.constants[resolved]
+        const = env.constant(resolved)
         if term:
             return _msg("info", line, 0, f"@{resolved} : {_as_type(const.type)}")
         return _msg("info", line, 0, f"{resolved} {const.type}")
