@@ -127,14 +127,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     if settings.repl_command is None:
-        # Else the server says "ready" and every proof is a REPL_ERROR.
+        # Said at once; the server then is not ready (health NOT_SERVING, the reason in GetServerInfo)
+        # until the path appears, and turns ready without a restart (a volume mounted late, a build
+        # that finishes).
         for path, what, variable in (
             (Path(argv[-1]), "REPL binary", "REPL_PATH"),
             (Path(cwd or "."), "Lean project", "PROJECT_DIR"),
         ):
             if not path.exists():
-                return _fail(
-                    f"the {what} {path} does not exist (check LEAN_SERVER_WORKSPACE or LEAN_SERVER_{variable})"
+                print(
+                    f"kimina-grpc: the {what} {path} does not exist (check LEAN_SERVER_WORKSPACE or"
+                    f" LEAN_SERVER_{variable}); not ready until it does",
+                    file=sys.stderr,
                 )
     log.configure(settings.log_level, settings.environment)
     try:

@@ -350,3 +350,25 @@ async def test_a_cancelled_large_decode_never_answers_the_next_one() -> None:
     reply = await asyncio.wait_for(decode.decode(deep), 30)
     assert reply.env == 1  # its own answer, not the cancelled one's
     await decode.shutdown()
+
+
+async def test_a_repl_that_exits_before_answering_is_not_ready_without_pre_warm(
+    started: Started, tmp_path: Path
+) -> None:
+    """`lake env /wrong/repl` starts (lake exists), prints an error and exits: with nothing to
+    pre-warm the pool still finds out at start-up, says why, and turns ready once it is fixed."""
+    script = tmp_path / "repl.sh"
+    script.write_text("#!/bin/sh\necho 'error: no such file or directory (error code: 2, /wrong/repl)' >&2\nexit 1\n")
+    script.chmod(0o755)
+    sup = await started(max_repls=1, spec=ReplSpec(argv=(str(script),)))
+    for _ in range(200):
+        if sup.not_ready_reason.startswith("the REPL exited"):
+            break
+        await asyncio.sleep(0.05)
+    assert not sup.ready and "/wrong/repl" in sup.not_ready_reason and str(script) in sup.not_ready_reason
+    script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
+    for _ in range(800):
+        if sup.ready:
+            break
+        await asyncio.sleep(0.05)
+    assert sup.ready and (await check(sup, "theorem t := 1")).verdict is Verdict.VALID

@@ -228,24 +228,65 @@ def test_tls_files_that_are_missing_or_junk_name_the_variable(tmp_path: Path, re
         assert re.search(message, one_line(run.stderr)), run.stderr
 
 
-def test_a_workspace_that_does_not_exist_is_one_line_not_a_server_that_fails_every_proof(tmp_path: Path) -> None:
-    env = serve_env(tmp_path, LEAN_SERVER_WORKSPACE=str(tmp_path / "nonexistent"))
+def test_a_workspace_that_does_not_exist_is_said_and_not_ready_until_it_does(tmp_path: Path) -> None:
+    """One line names the missing path; health is NOT_SERVING with the reason in GetServerInfo (not
+    SERVING with a REPL_ERROR for every proof); once the workspace is there, SERVING, no restart."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from kimina_grpc.testing import fake_repl_command
+    from kimina_grpc.v1 import verifier_pb2 as pb
+    from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    lake = bin_dir / "lake"  # `lake env CMD` runs CMD
+    lake.write_text('#!/bin/sh\n[ "$1" = env ] && shift\nexec "$@"\n')
+    lake.chmod(0o755)
+    ws = tmp_path / "ws"
+    env = serve_env(tmp_path, LEAN_SERVER_WORKSPACE=str(ws), PATH=f"{bin_dir}:{os.environ['PATH']}")
     del env["LEAN_SERVER_REPL_COMMAND"]
-    run = subprocess.run(
-        [sys.executable, "-m", "kimina_grpc.cli", "serve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env["LEAN_SERVER_PORT"] = str(port)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kimina_grpc.cli", "serve"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
     )
-    assert run.returncode == 2
-    repl = tmp_path / "nonexistent" / "repl/.lake/build/bin/repl"
-    assert (
-        one_line(run.stderr)
-        == f"kimina-grpc: the REPL binary {repl} does not exist (check LEAN_SERVER_WORKSPACE or LEAN_SERVER_REPL_PATH)"
-    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        repl = ws / "repl/.lake/build/bin/repl"
+        assert first == (
+            f"kimina-grpc: the REPL binary {repl} does not exist (check LEAN_SERVER_WORKSPACE or"
+            " LEAN_SERVER_REPL_PATH); not ready until it does\n"
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            grpc.channel_ready_future(channel).result(timeout=30)
+
+            def status() -> int:
+                request = health_pb2.HealthCheckRequest(service="kimina_grpc.v1.VerifierService")
+                return health.Check(request, timeout=5).status  # type: ignore[no-any-return]
+
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                info = pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
+                if "cannot start" in info.not_ready_reason:
+                    break
+                time.sleep(0.1)
+            assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert str(ws / "mathlib4") in info.not_ready_reason  # the REPL's working directory
+            repl.parent.mkdir(parents=True)
+            repl.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
+            repl.chmod(0o755)
+            (ws / "mathlib4").mkdir()
+            while time.monotonic() < deadline + 60 and status() != health_pb2.HealthCheckResponse.SERVING:
+                time.sleep(0.2)
+            assert status() == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -254,7 +295,7 @@ def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.Fi
     (ws / "repl").mkdir(parents=True)
     (ws / "repl" / "lean-toolchain").write_text("leanprover/lean4:v4.19.0\n")
     (ws / ".kimina").mkdir()  # the installer stopped after the REPL's clone
-    run = subprocess.run(
+    server = subprocess.Popen(
         [sys.executable, "-m", "kimina_grpc.cli", "serve"],
         cwd=tmp_path,
         env={
@@ -262,16 +303,21 @@ def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.Fi
             "LEAN_SERVER_WORKSPACE": str(ws),
             "LEAN_SERVER_CONFIG_FILE": str(tmp_path / "none.env"),
             "LEAN_SERVER_AUTH": "off",
+            "LEAN_SERVER_PORT": "0",
         },
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
-    assert run.stderr.startswith(f"kimina-grpc: {ws}: an interrupted install; resuming it (tools/install_lean.sh)\n")
-    assert (ws / ".kimina" / "complete").exists() and "git clone" in " ".join(calls(env)), run.stderr
-    # The stand-in installer builds no REPL: serve says so instead of serving REPL_ERRORs.
-    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("kimina-grpc: the REPL binary")
+    try:
+        assert server.stderr is not None
+        lines = [server.stderr.readline() for _ in range(2)]
+        assert lines[0] == f"kimina-grpc: {ws}: an interrupted install; resuming it (tools/install_lean.sh)\n"
+        assert (ws / ".kimina" / "complete").exists() and "git clone" in " ".join(calls(env)), lines
+        # The stand-in installer builds no REPL: serve says so, and is not ready until there is one.
+        assert lines[1].startswith("kimina-grpc: the REPL binary") and lines[1].endswith("not ready until it does\n")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def cli_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

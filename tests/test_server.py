@@ -373,6 +373,8 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
+        while not app.supervisor.ready:  # the start-up probe may still be on its way
+            await asyncio.sleep(0.02)
         # A blocking client in another thread; the endpoint answers from the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3

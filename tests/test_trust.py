@@ -60,7 +60,7 @@ def sent(tmp_path: Path) -> list[list[dict[str, Any]]]:
         text = re.sub(r"KiminaRef[0-9a-f]{12}", "KiminaRefN", json.dumps(row["request"]))
         text = re.sub(r'"[^"]*/kimina-judge-[^"/]*/proof\.olean"', '"TMP/proof.olean"', text)
         by_pid.setdefault(row["pid"], []).append(json.loads(text))
-    return list(by_pid.values())
+    return [requests for requests in by_pid.values() if requests != [{"cmd": ""}]]  # not the start-up probe
 
 
 async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) -> Outcome:

@@ -162,6 +162,7 @@ class Supervisor:
         self._kick_pending = False
         self._closing = False
         self._draining = False
+        self._probing = False  # the start-up probe (see `_probe_repl`) runs
         # Submitters waiting for room in a full queue, oldest first: each dequeue wakes one.
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._warmup: list[Worker] = []
@@ -195,13 +196,38 @@ class Supervisor:
         del self._to_start[self.s.max_repls :]
         self._warmup_total = len(self._to_start)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
+        if not self._to_start:
+            self._probing = True
+            self._spawn(self._probe_repl())
         self._kick()
+
+    async def _probe_repl(self) -> None:
+        """Nothing to pre-warm, but readiness must still know whether the configured REPL starts at
+        all: one REPL answers an empty header command, then goes (it takes no slot of the pool's)."""
+        try:
+            problem = await self._first_command_fails()
+        except (ReplCrashed, ReplyTooDeep, TimeoutError) as exc:
+            problem = str(exc) or "its first command timed out"
+        finally:
+            self._probing = False
+        if problem:
+            self._set_problem(None, f"{problem} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        self._kick()
+
+    async def _first_command_fails(self) -> str:
+        repl = await Repl.start(self.s.spec, "probe")
+        try:
+            reply, _ = await asyncio.wait_for(repl.run(protocol.command(""), measure=False), self.s.import_timeout)
+        finally:
+            await repl.kill()
+        return "" if reply.error is None and reply.env is not None else f"the REPL answered with {reply.error!r}"
 
     @property
     def ready(self) -> bool:
         """Pre-warming is done and nothing keeps the pool from serving."""
         return (
             self._problem is None
+            and not self._probing
             and len(self._warmup) == self._warmup_total
             and all(w.state is not WorkerState.STARTING for w in self._warmup)
         )
@@ -211,6 +237,8 @@ class Supervisor:
         """Why `ready` is False ("" when it is True)."""
         if self._problem is not None:
             return self._problem
+        if self._probing:
+            return "starting a REPL to see that it works"
         if not self.ready:
             done, total = self.warmup_progress()
             return f"pre-warming: {done} of {total} REPLs ready"
@@ -706,8 +734,9 @@ class Supervisor:
         await self._retire(worker, counter=None)
         failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
         log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=str(exc)[:500])
-        if worker.repl is None:
-            # The configured REPL cannot be started at all: nothing will work until that is fixed.
+        if worker.repl is None or not worker.key.header:
+            # The configured REPL cannot be started, or dies before it has imported nothing at all:
+            # nothing will work until that is fixed.
             self._set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
         elif worker in self._warmup:
             self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
