@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 from typing import Any
 
@@ -42,7 +43,12 @@ def count_calls(client: AsyncKiminaClient, method: str) -> Counter[str]:
 
 async def test_async_client_methods_and_result_fields() -> None:
     async with running() as (app, _), AsyncKiminaClient(f"127.0.0.1:{app.port}", batch_size=2) as client:
-        assert await client.health() and await client.health("liveness")
+        assert await client.health("liveness")  # at once; readiness once the start-up probe is done
+        for _ in range(500):
+            if await client.health():
+                break
+            await asyncio.sleep(0.02)
+        assert await client.health()
         results = await client.verify([VALID, Proof("mine", INVALID), SORRY], diagnostics=True)
         assert [r.id for r in results] == ["0", "mine", "2"]
         assert [r.verdict.name for r in results] == ["VALID", "INVALID", "SORRY"]
@@ -68,6 +74,9 @@ async def test_async_client_methods_and_result_fields() -> None:
 
 def test_sync_client_methods() -> None:
     with threaded_app() as (app, _), KiminaClient(f"127.0.0.1:{app.port}") as client:
+        deadline = time.monotonic() + 10
+        while not client.health() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert client.health()
         assert [r.verdict for r in client.verify([VALID, INVALID])] == [Verdict.VALID, Verdict.INVALID]
         got = list(client.verify_stream([Proof(f"s{i}", VALID) for i in range(10)], window=3))

@@ -38,7 +38,7 @@ HEADER_SHAPES = [
         "import Mathlib",
         f"              \r{CHEAT}\rtheorem t : False := cheat",
         0,
-        Verdict.SORRY,  # one line for Lean (lines end at \n only); a lone CR ends the header
+        Verdict.INVALID,  # one line for Lean (lines end at \n only); a lone CR ends the header, an error
         id="cr-only-line-endings",
     ),
     pytest.param(
@@ -62,7 +62,7 @@ HEADER_SHAPES = [
         "module\npublic import Mathlib\nmeta import Aesop",
         "theorem t : True := trivial",
         4,
-        Verdict.VALID,
+        Verdict.INVALID,  # Lean before 4.22 (the default v4.19.0) has no module files
         id="module-file",
     ),
     pytest.param(
@@ -70,7 +70,7 @@ HEADER_SHAPES = [
         "import Mathlib",
         f"              \u00a0{CHEAT}",
         0,
-        Verdict.SORRY,  # NBSP is not Lean whitespace: the header ends there, the rest is Lean's
+        Verdict.INVALID,  # NBSP is not Lean whitespace: the header ends there, and it starts no token
         id="nbsp",
     ),
     pytest.param(
@@ -78,7 +78,7 @@ HEADER_SHAPES = [
         "import Mathlib",
         f"              \u2028{CHEAT}",
         0,
-        Verdict.SORRY,
+        Verdict.INVALID,
         id="u2028",
     ),
     pytest.param(
@@ -104,6 +104,22 @@ HEADER_SHAPES = [
         1,
         Verdict.INVALID,
         id="doc-comment-between-imports",
+    ),
+    pytest.param(
+        "import theorem\ntheorem t : True := trivial",
+        "",
+        "import theorem",
+        0,
+        Verdict.INVALID,  # a keyword is no module name: Lean's header error, not an import of `theorem`
+        id="keyword-as-module",
+    ),
+    pytest.param(
+        "import Mathlib\nimport all\ntheorem t : True := trivial",
+        "import Mathlib\nimport all",
+        "theorem t : True := trivial",
+        2,
+        Verdict.VALID,  # `all` is a module here (what follows is a keyword): the stand-in's modules all exist
+        id="all-before-a-keyword",
     ),
 ]
 
@@ -262,6 +278,36 @@ def test_the_stand_in_exits_on_a_stray_blank_line_as_the_repl_does() -> None:
     assert done.returncode == 1 and done.stdout == b""
 
 
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        b'{"cmd": "theorem t := 1", "env": -1}\n\n',  # env is a natural number for the REPL
+        b'{"cmd": "theorem t := 1", "env": true}\n\n',
+        b'{"cmd": "theorem t := 1", "env": 0.0}\n\n',
+        b'{"cmd": "theorem t := 1", "allTactics": "yes"}\n\n',
+        b'{"cmd": "theorem t :=\n 1"}\n\n',  # a raw newline in a string: kept by REPL <= v4.21, not JSON
+    ],
+    ids=["env-negative", "env-bool", "env-float", "flag-not-bool", "raw-newline"],
+)
+def test_the_stand_in_exits_on_a_request_the_repl_cannot_read(request_text: bytes) -> None:
+    done = subprocess.run(
+        shlex.split(fake_repl_command()), input=request_text, capture_output=True, timeout=30, check=False
+    )
+    assert done.returncode == 1 and done.stdout == b"" and b"Could not parse" in done.stderr
+
+
+def test_the_stand_in_numbers_proof_states_as_the_repl_does() -> None:
+    done = subprocess.run(
+        shlex.split(fake_repl_command()),
+        input=command("theorem a := sorry\ntheorem b := sorry") + command("theorem c := sorry", env=0),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    replies = [json.loads(block) for block in done.stdout.split(b"\n\n") if block.strip()]
+    assert [s["proofState"] for r in replies for s in r["sorries"]] == [0, 1, 2]
+
+
 async def test_the_stand_in_reads_the_header_as_lean_and_elaborates_the_rest() -> None:
     repl = await Repl.start(ReplSpec(argv=ARGV), "t")
     try:
@@ -372,3 +418,21 @@ async def test_a_repl_that_exits_before_answering_is_not_ready_without_pre_warm(
             break
         await asyncio.sleep(0.05)
     assert sup.ready and (await check(sup, "theorem t := 1")).verdict is Verdict.VALID
+
+
+async def test_a_module_file_is_read_as_one_from_lean_4_22(started: Started) -> None:
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_LEAN_VERSION": "v4.22.0"})
+    sup = await started(max_repls=1, spec=spec)
+    code = "module\n\npublic import Mathlib\nmeta import Aesop\ntheorem t : True := trivial"
+    assert (await check(sup, code)).verdict is Verdict.VALID
+
+
+def test_the_stand_in_reports_what_leans_tokenizer_refuses_outside_comments_and_strings() -> None:
+    from kimina_grpc.testing.fake_repl import _lexical_errors
+
+    assert _lexical_errors('-- a\ttab\n/- and\t/- nested\t-/ -/\ndef s := "\t"\r\n', 1) == []
+    [error] = _lexical_errors("theorem t : True := by\n\ttrivial", 3)
+    assert (error["pos"], error["data"]) == (
+        {"line": 4, "column": 0},
+        "tabs are not allowed; please configure your editor to expand them",
+    )

@@ -95,3 +95,14 @@ def test_newer_header_commands() -> None:
 def test_word_starting_with_import_is_not_a_header() -> None:
     s = split_header("importance : Nat := 1")
     assert s.header == "" and s.line_offset == 0
+
+
+def test_a_keyword_is_no_module_name() -> None:
+    """`import theorem` is Lean's header error (the header parser's `ident` refuses a token), never an
+    import of a module `theorem`; after `import all`, a keyword means `all` was the module."""
+    s = split_header("import A\nimport theorem\ntheorem t := 1")
+    assert s.header == "import A" and s.body.startswith("import theorem\n")
+    s = split_header("import all\ntheorem t := 1")
+    assert (s.header, s.body) == ("import all", "theorem t := 1")
+    s = split_header("import Mathlib.Tactic theorem x := 1")  # a longer name is a name
+    assert s.header == "import Mathlib.Tactic"

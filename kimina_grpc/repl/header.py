@@ -49,6 +49,24 @@ class Split:
     """For each line of `header`, the 1-based line of the file it came from."""
 
 
+# Lean's builtin keywords that read as identifiers (the header is parsed with the builtin token table,
+# `getTokenTable` of an empty environment in `Lean.Parser.Module.parseHeader`): where a module name
+# should be, one of these is a token, not a name, and the header ends (`import theorem` is Lean's
+# error, never an import of a module `theorem`). Commands, term syntax and common core tactics
+# (not Mathlib's: those are no tokens before its import).
+KEYWORDS = frozenset(
+    """
+    abbrev attribute axiom by calc class decreasing_by def deriving do else end example export
+    extends fun have if in include inductive infix infixl infixr instance let local macro
+    macro_rules match mutual namespace noncomputable nonrec notation omit opaque open partial
+    postfix prefix private protected scoped section set_option show structure syntax termination_by
+    then theorem unsafe universe variable where with elab elab_rules at from import prelude module
+    Type Sort Prop exact intro intros apply refine rfl simp rw rewrite omega decide unfold cases
+    induction constructor exists sorry admit
+    """.split()  # noqa: SIM905
+)
+
+
 def _is_letter_like(c: str) -> bool:
     """Lean's `isLetterLike`: Greek and Coptic (but λ, Π, Σ), letter-like symbols, math script."""
     o = ord(c)
@@ -137,6 +155,11 @@ class _Reader:
                 continue
             return k
 
+    def name(self, i: int) -> int:
+        """Index after the module name at `i`, or `i` if none (a keyword is no name)."""
+        end = self.ident(i)
+        return i if self.code[i:end] in KEYWORDS else end
+
     def keyword(self, i: int, word: str) -> int | None:
         """Index after `word` at `i` when the identifier there is exactly that keyword."""
         if self.code.startswith(word, i) and self.ident(i) == i + len(word):
@@ -180,11 +203,11 @@ def split_header(code: str) -> Split:
             words.append("import")
             j = r.whitespace(k)
             for modifier in ("all", "runtime"):
-                if (k := r.keyword(j, modifier)) is not None and r.ident(after := r.whitespace(k)) > after:
+                if (k := r.keyword(j, modifier)) is not None and r.name(after := r.whitespace(k)) > after:
                     words.append(modifier)
                     j = after
                     break
-            k = r.ident(j)
+            k = r.name(j)
             if k == j:
                 break  # `import` without a module name: Lean's error, reported with the body
             words.append(code[j:k])

@@ -129,7 +129,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -238,19 +238,25 @@ class Env:
         return self.constants.get(name) or _CORE[name]
 
 
-def read_request(stdin: BinaryIO) -> str | None:
+_LEAN_SPACE = " \t\r\n"  # Lean's `Char.isWhitespace`, what `String.trim` removes
+
+
+def read_request(stdin: BinaryIO, *, trim: bool = False) -> str | None:
     """One request as the REPL reads it (`getLines`): lines up to and including the first blank
-    one, each right-trimmed, joined with no newline. A blank line where a request should start is
-    a request of its own (`"\\n"`, which is not JSON). None at EOF with nothing read."""
+    one (blank as Lean's `trim` sees it), joined as they are (REPL up to v4.21: a raw newline
+    inside a JSON string stays, and the JSON is then refused) or, with `trim` (v4.22 on), each
+    right-trimmed and joined with no newline (the raw newline disappears). A blank line where a
+    request should start is a request of its own (`"\\n"`, which is not JSON). None at EOF with
+    nothing read."""
     parts: list[str] = []
     while True:
         line = stdin.readline()
         if not line:
             return "".join(parts) if parts else None
         text = line.decode("utf-8", errors="replace")
-        if not text.strip():
+        if not text.strip(_LEAN_SPACE):
             return "".join(parts) + text
-        parts.append(text.rstrip())
+        parts.append(text.rstrip(_LEAN_SPACE) if trim else text)
 
 
 def write_reply(stdout: BinaryIO, obj: dict[str, Any]) -> None:
@@ -288,7 +294,15 @@ class Simulator:
         self.envs: list[Env] = []
         self.import_seconds = float(os.environ.get("KIMINA_FAKE_IMPORT_SECONDS", "0"))
         self.import_mb = int(float(os.environ.get("KIMINA_FAKE_IMPORT_MB", "0")))
+        version = re.findall(r"\d+", os.environ.get("KIMINA_FAKE_LEAN_VERSION", "v4.19.0"))
+        self.lean_version = tuple(int(v) for v in version[:2])
         self.ballast: list[bytearray] = []
+        self.proof_states = 0
+
+    def _proof_state(self) -> int:
+        """The id of the next proof state (every sorry records one; the REPL numbers them from 0)."""
+        self.proof_states += 1
+        return self.proof_states - 1
 
     def _allocate(self, mb: int) -> None:
         try:
@@ -343,6 +357,7 @@ class Simulator:
             split = split_header(cmd)
             self._import_header(split.header, split.header_lines, messages)
             new.header, cmd, first = split.header, split.body, split.line_offset + 1
+        messages.extend(_lexical_errors(cmd, first))
         lines = cmd.split("\n")
         # What directives say about this command's declarations.
         axioms_of: dict[str, frozenset[str]] = {}
@@ -365,7 +380,7 @@ class Simulator:
                     new.options[o.group(1)] = o.group(2)
             for m in _SORRY.finditer(line.split("--", 1)[0]):
                 uses_sorry = True
-                sorries.append(_sorry(lineno, m.start()))
+                sorries.append(_sorry(lineno, m.start(), self._proof_state()))
                 if options.get("warn.sorry") != "false":
                     messages.append(_msg("warning", lineno, m.start(), "declaration uses `sorry`"))
             d = _DIRECTIVE.match(line)
@@ -429,7 +444,7 @@ class Simulator:
                     messages.append(_msg(verb, lineno, 0, arg or f"fake {verb}"))
             elif verb == "sorry":
                 at = int(arg) if arg.isdigit() else lineno
-                sorries.append(_sorry(at, 2))
+                sorries.append(_sorry(at, 2, self._proof_state()))
                 messages.append(_msg("warning", at, 0, "declaration uses `sorry`"))
                 uses_sorry = True
             elif verb == "sorry-ax":
@@ -514,7 +529,11 @@ class Simulator:
         `Missing` does not exist; the import costs KIMINA_FAKE_IMPORT_* time and memory."""
         for lineno, command in zip(lines, header.split("\n") if header else [], strict=True):
             words = command.split()
-            if "import" in words and words[-1].split(".")[0] == "Missing":
+            if words[0] in ("module", "public", "meta") and self.lean_version < (4, 22):
+                # Module files came with Lean 4.22: before, `module` is no header keyword, so the
+                # header ends there and the rest are commands, `import` among them an error.
+                messages.append(_msg("error", lineno, 0, "unexpected identifier; expected command"))
+            elif "import" in words and words[-1].split(".")[0] == "Missing":
                 messages.append(
                     _msg(
                         "error",
@@ -572,6 +591,54 @@ def _as_type(signature: str) -> str:
     return f"∀ {binders}, {result}" if binders else result
 
 
+# Lean's `whitespace` (Lean/Parser/Basic.lean): between tokens only space and newline (CR before
+# newline) are whitespace; a tab or a lone CR is an error, and a character that starts no token (NBSP,
+# U+2028) is one too. Inside comments and string literals anything goes.
+_LEXICAL = {
+    "\t": "tabs are not allowed; please configure your editor to expand them",
+    "\r": "isolated carriage returns are not allowed",
+    "\u00a0": "unexpected token",
+    "\u2028": "unexpected token",
+}
+
+
+def _lexical_errors(code: str, first: int) -> list[dict[str, Any]]:
+    """Lean's errors for characters its tokenizer refuses outside comments and strings."""
+    errors = []
+    i, line, column, depth, in_string = 0, first, 0, 0, False
+    while i < len(code):
+        c = code[i]
+        if depth:
+            if code.startswith("/-", i):
+                depth, i, column = depth + 1, i + 1, column + 1
+            elif code.startswith("-/", i):
+                depth, i, column = depth - 1, i + 1, column + 1
+        elif in_string:
+            if c == "\\":
+                i, column = i + 1, column + 1
+            elif c == '"':
+                in_string = False
+        elif code.startswith("--", i):
+            end = code.find("\n", i)
+            end = len(code) if end < 0 else end
+            column += end - i
+            i = end
+            continue
+        elif code.startswith("/-", i):
+            depth, i, column = 1, i + 1, column + 1
+        elif c == '"':
+            in_string = True
+        elif c in _LEXICAL and not code.startswith("\r\n", i):
+            errors.append(_msg("error", line, column, _LEXICAL[c]))
+            break  # Lean stops at the first: the rest of the command does not parse
+        if c == "\n":
+            line, column = line + 1, 0
+        else:
+            column += 1
+        i += 1
+    return errors
+
+
 def _uncaught(text: str) -> NoReturn:
     """An exception the REPL's loop does not catch: Lean prints it and the process exits."""
     sys.stderr.write(f"uncaught exception: {text}\n")
@@ -588,9 +655,9 @@ def _msg(severity: str, line: int, column: int, data: str) -> dict[str, Any]:
     }
 
 
-def _sorry(line: int, column: int) -> dict[str, Any]:
+def _sorry(line: int, column: int, proof_state: int) -> dict[str, Any]:
     return {
-        "proofState": 0,
+        "proofState": proof_state,
         "pos": {"line": line, "column": column},
         "goal": "⊢ False",
         "endPos": {"line": line, "column": column + 5},
@@ -849,12 +916,40 @@ class Replayer:
         return None
 
 
+def _nat(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+_OPTIONAL: dict[str, Callable[[Any], bool]] = {"env": _nat, "allTactics": _bool, "rootGoals": _bool}
+
+
+def _request_form(req: Any) -> str | None:
+    """Which request form `req` is (as the REPL's `FromJson` instances read it), or None when it
+    matches none (a field of the wrong type: `env` must be a natural number, flags booleans)."""
+    if not isinstance(req, dict):
+        return None
+    if isinstance(req.get("pickleTo"), str) and _nat(req.get("env")):
+        return "pickleTo"
+    if isinstance(req.get("unpickleEnvFrom"), str):
+        return "unpickleEnvFrom"
+    if isinstance(req.get("cmd"), str):
+        fine = all(check(req[k]) for k, check in _OPTIONAL.items() if req.get(k) is not None)
+        return "cmd" if fine and isinstance(req.get("infotree", ""), str | type(None)) else None
+    return None
+
+
 def serve(replayer: Replayer | None) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sim = Simulator()
     log = os.environ.get("KIMINA_FAKE_LOG")
+    # Replay answers the REPL's own test transcripts, recorded with the REPL's newer `getLines`.
+    trim = replayer is not None or sim.lean_version >= (4, 22)
     while True:
-        text = read_request(stdin)
+        text = read_request(stdin, trim=trim)
         if text is None:
             return 0
         if text.startswith(("#", "--")):
@@ -880,11 +975,12 @@ def serve(replayer: Replayer | None) -> int:
         if log is not None:
             with open(log, "a") as f:
                 f.write(json.dumps({"pid": os.getpid(), "request": req}) + "\n")
-        if isinstance(req, dict) and isinstance(req.get("pickleTo"), str) and isinstance(req.get("env"), int):
+        form = _request_form(req)
+        if form == "pickleTo":
             reply: dict[str, Any] | None = sim.pickle_to(req["pickleTo"], req["env"])
-        elif isinstance(req, dict) and isinstance(req.get("unpickleEnvFrom"), str):
+        elif form == "unpickleEnvFrom":
             reply = sim.unpickle_env_from(req["unpickleEnvFrom"])
-        elif not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        elif form is None:
             sys.stderr.write(f"Could not parse as a valid JSON command:\n{text}\n")
             return 1
         else:
