@@ -407,3 +407,22 @@ async def test_a_large_proof_waiting_for_room_is_not_starved_by_small_ones(start
     assert all(o.verdict is Verdict.VALID for o in outs)
     for job in await asyncio.gather(*smalls):
         assert (await asyncio.wait_for(job.future, 20)).verdict is Verdict.VALID
+
+
+async def test_a_repl_sigkilled_from_outside_is_out_of_memory_after_a_retry_on_a_fresh_one(started: Started) -> None:
+    """The kernel's OOM killer leaves no last words: a SIGKILL the server did not send reads as
+    OUT_OF_MEMORY, and the proof gets one more try on a REPL of its own first."""
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    code = "theorem t := by\n  -- fake: sleep 30\n  trivial"
+    job = sup.submit(split_header(code), CheckOptions(timeout=60))
+    for attempt in range(2):
+        for _ in range(400):
+            busy = [w for w in sup._workers if w.job is job and w.repl is not None and w.repl._repl_pid]
+            if busy and job.attempts == attempt + 1:
+                break
+            await asyncio.sleep(0.02)
+        os.kill(busy[0].repl.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    out = await asyncio.wait_for(job.future, 20)
+    assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 2 and out.fresh_repl
+    assert "SIGKILL the server did not send" in out.error

@@ -82,6 +82,14 @@ async def test_header_rejected_makes_its_proofs_invalid(started: Started) -> Non
     assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
 
 
+async def test_a_header_error_points_at_the_import_in_the_users_file(started: Started) -> None:
+    sup = await started(max_repls=1)
+    out = await check(sup, "import A /- why -/ import Missing.X\ntheorem t := 1")
+    assert out.verdict is Verdict.INVALID and out.reply is not None
+    [message] = out.reply.messages
+    assert (message.pos.line, message.pos.column) == (1, 19)  # `import Missing.X`'s column, not 0
+
+
 async def test_cancel_frees_queued_jobs(started: Started) -> None:
     sup = await started(max_repls=1)
     first = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=5))

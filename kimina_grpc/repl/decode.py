@@ -31,6 +31,7 @@ _DEEP_STACK = 512 << 20
 _REQUEST = struct.Struct("!QQ")  # raw length, line shift
 _ANSWER = struct.Struct("!BQ")  # status, payload length
 _OK, _PROTOCOL, _TOO_DEEP = 0, 1, 2
+_stopping: set[asyncio.Future[None]] = set()  # helpers killed on a cancel, being reaped
 
 
 class _Helper:
@@ -62,16 +63,16 @@ class _Helper:
                 payload = await proc.stdout.readexactly(size)
             except asyncio.CancelledError:
                 # Cancelled mid-exchange: its answer would be read as the next request's. The helper
-                # goes; the next large reply starts another.
-                proc.kill()
+                # goes (reaped in the background); the next large reply starts another.
                 cls.proc = None
+                _stopping.add(task := asyncio.ensure_future(_stop(proc)))
+                task.add_done_callback(_stopping.discard)
                 raise
             except (asyncio.IncompleteReadError, ConnectionError, RuntimeError, OSError):
                 await _stop(proc)
                 cls.proc = None
                 raise ReplyTooDeep(
-                    f"the reply ({len(raw)} bytes) killed its parser (nested deeper than about "
-                    f"{_DEEP_RECURSION} levels?)"
+                    f"the reply ({len(raw)} bytes) killed its parser (too deep, or too large for its memory)"
                 ) from None
         if status == _OK:
             reply: Reply = pickle.loads(payload)  # our own process pickled our own type
@@ -118,6 +119,8 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             status, payload = _PROTOCOL, str(exc).encode()
         except ReplyTooDeep:
             status, payload = _TOO_DEEP, f"the reply nests deeper than {_DEEP_RECURSION} levels".encode()
+        except Exception as exc:  # anything else about this reply: the next one is parsed all the same
+            status, payload = _TOO_DEEP, f"the reply could not be parsed: {exc!r}"[:500].encode()
         stdout.write(_ANSWER.pack(status, len(payload)) + payload)
         stdout.flush()
 

@@ -47,6 +47,8 @@ class Split:
     """Lines before the body: a body line `n` is line `n + line_offset` of the file."""
     header_lines: tuple[int, ...]
     """For each line of `header`, the 1-based line of the file it came from."""
+    header_columns: tuple[int, ...] = ()
+    """For each line of `header`, the 0-based column of the file it starts at."""
 
 
 # Lean's builtin keywords that read as identifiers (the header is parsed with the builtin token table,
@@ -174,12 +176,14 @@ def split_header(code: str) -> Split:
     r = _Reader(code)
     commands: list[str] = []
     lines: list[int] = []
+    columns: list[int] = []
     end = 0  # just after the last header token
 
     def add(command: str, start: int) -> None:
         if command not in commands:
             commands.append(command)
             lines.append(code.count("\n", 0, start) + 1)
+            columns.append(start - code.rfind("\n", 0, start) - 1)
 
     try:
         i = r.whitespace(0)
@@ -216,7 +220,7 @@ def split_header(code: str) -> Split:
             i = r.whitespace(k)
     except _Stop:
         pass
-    return _cut(code, commands, lines, end)
+    return _cut(code, commands, lines, columns, end)
 
 
 def _rest_of_line_is_trivia(code: str, i: int) -> bool:
@@ -239,7 +243,7 @@ def _rest_of_line_is_trivia(code: str, i: int) -> bool:
     return True
 
 
-def _cut(code: str, commands: list[str], lines: list[int], end: int) -> Split:
+def _cut(code: str, commands: list[str], lines: list[int], columns: list[int], end: int) -> Split:
     line_start = code.rfind("\n", 0, end) + 1
     line_end = code.find("\n", end)
     line_end = len(code) if line_end < 0 else line_end
@@ -263,4 +267,5 @@ def _cut(code: str, commands: list[str], lines: list[int], end: int) -> Split:
         body=body,
         line_offset=code.count("\n", 0, start),
         header_lines=tuple(lines),
+        header_columns=tuple(columns),
     )

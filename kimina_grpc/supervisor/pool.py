@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
@@ -888,8 +889,9 @@ class Supervisor:
                 outcome = made(Verdict.REPL_ERROR, error="the REPL was stopped (SIGSTOP) and did not answer")
             else:
                 assert crash is not None
-                outcome = made(_crash_verdict(crash), error=str(crash))
-            if self._retry(job, outcome, history):
+                why = "; killed by a SIGKILL the server did not send (most likely the kernel's OOM killer)"
+                outcome = made(_crash_verdict(crash), error=str(crash) + (why if _sigkilled(crash) else ""))
+            if self._retry(job, outcome, history or _sigkilled(crash)):
                 return
             self._finish(job, outcome)
             return
@@ -986,8 +988,9 @@ class Supervisor:
 
     def _retry(self, job: Job, outcome: Outcome, history: bool) -> bool:
         """Try a proof once more when its failure may not be its own: a crash or a stopped REPL
-        (on any REPL of its header), or memory exhausted on a REPL that had run other proofs first
-        (on a REPL started for it alone: only a fresh REPL's death is this proof's)."""
+        (on any REPL of its header), or memory exhausted on a REPL that had run other proofs first,
+        or killed by something else (the kernel's OOM killer picks the largest process, not the
+        guilty proof): on a REPL started for it alone, where only its own death is this proof's."""
         if job.attempts >= 2 or self._closing or job.future.done():
             return False  # never retry a proof nobody waits for
         if outcome.verdict is Verdict.OUT_OF_MEMORY:
@@ -1024,27 +1027,29 @@ def _size(split: Split, options: CheckOptions) -> int:
 
 
 def _crash_verdict(exc: BaseException) -> Verdict:
+    """OUT_OF_MEMORY when Lean's runtime said so, or when something else SIGKILLed the REPL (the
+    server did not: that is a kill, not a crash): on Linux, the kernel's out-of-memory killer, which
+    leaves no last words. Retried on a fresh REPL when the REPL had run earlier proofs."""
     text = (str(exc) or "").lower()
-    return Verdict.OUT_OF_MEMORY if any(m in text for m in _OOM_MARKERS) else Verdict.REPL_ERROR
+    return Verdict.OUT_OF_MEMORY if _sigkilled(exc) or any(m in text for m in _OOM_MARKERS) else Verdict.REPL_ERROR
+
+
+def _sigkilled(exc: BaseException | None) -> bool:
+    """Whether the REPL died of a SIGKILL the server did not send (its wrapper reports it as 137)."""
+    return isinstance(exc, ReplCrashed) and exc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 def _header_reply_in_file(reply: Reply, split: Split) -> Reply:
-    """Move the header command's messages onto the user's import lines."""
+    """Move the header command's messages onto the user's import lines and columns (the header
+    sent is the normalised one: each of its lines is one import of the file)."""
 
-    def line(n: int) -> int:
-        if 1 <= n <= len(split.header_lines):
-            return split.header_lines[n - 1]
-        return n
+    def pos(p: protocol.Pos) -> protocol.Pos:
+        if 1 <= p.line <= len(split.header_lines):
+            return protocol.Pos(split.header_lines[p.line - 1], split.header_columns[p.line - 1] + p.column)
+        return p
 
     return replace(
         reply,
-        messages=tuple(
-            replace(
-                m,
-                pos=protocol.Pos(line(m.pos.line), m.pos.column),
-                end_pos=m.end_pos and protocol.Pos(line(m.end_pos.line), m.end_pos.column),
-            )
-            for m in reply.messages
-        ),
+        messages=tuple(replace(m, pos=pos(m.pos), end_pos=m.end_pos and pos(m.end_pos)) for m in reply.messages),
         sorries=(),
     )
