@@ -37,7 +37,7 @@ def repl_pids(sup: object) -> list[int]:
 
 
 async def warm(sup: object, n: int) -> None:
-    for _ in range(400):
+    for _ in range(1000):
         if sum(h.warm for h in sup.state().headers) == n:  # type: ignore[attr-defined]
             return
         await asyncio.sleep(0.02)

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import NoReturn
 
 import psutil
 
@@ -52,14 +53,11 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 class ReplCrashed(Exception):
     """The process died or broke the protocol; it has been killed and reaped."""
 
-    def __init__(self, reason: str, returncode: int | None, stderr: str, *, forged: bool = False) -> None:
+    def __init__(self, reason: str, returncode: int | None, stderr: str) -> None:
         super().__init__(reason)
         self.reason = reason
         self.returncode = returncode
         self.stderr = stderr
-        self.forged = forged
-        """What came back during this request was not (all) the REPL's own: something the proof
-        started, or did, wrote it. Not a crash of the REPL's; maybe the proof's doing."""
 
     def __str__(self) -> str:
         text = self.reason
@@ -299,7 +297,7 @@ class Repl:
             await self._proc.stdin.drain()
         except (ConnectionError, RuntimeError, OSError):
             # A dead REPL fails the write (uvloop: RuntimeError on a closed transport).
-            await self._die("the REPL exited")
+            await self._die("the REPL exited", exited=True)
             raise self._dead from None  # type: ignore[misc]  # set by _die
         raw = await self._next_reply()
         barrier = await self._next_reply()
@@ -313,10 +311,10 @@ class Repl:
             await self._check_alone()
         return raw
 
-    async def _forged(self, reason: str) -> None:
+    async def _forged(self, reason: str) -> NoReturn:
+        """What came back during this request was not (all) the REPL's own."""
         await self._die(reason)
         assert self._dead is not None
-        self._dead.forged = True
         raise self._dead
 
     async def _check_alone(self) -> None:
@@ -330,7 +328,7 @@ class Repl:
         delay = 0.0002
         while _reading_stdin(self._repl_pid) is False:
             if self._stdout_eof:
-                await self._die("the REPL exited")
+                await self._die("the REPL exited", exited=True)
                 raise self._dead  # type: ignore[misc]
             if time.monotonic() > deadline:
                 await self._forged("a reply came while the REPL was still at work (not the REPL's own)")
@@ -353,7 +351,7 @@ class Repl:
                 await self._die("the REPL wrote a reply larger than 1 GiB")
                 raise self._dead  # type: ignore[misc]
             if self._stdout_eof:
-                await self._die("the REPL exited")
+                await self._die("the REPL exited", exited=True)
                 raise self._dead  # type: ignore[misc]
             searched = max(0, len(self._pending) - 1)
             self._stdout_changed.clear()
@@ -484,9 +482,16 @@ class Repl:
         """Resident memory of the process tree, in bytes (0 once dead)."""
         return self.sample()[1]
 
-    async def _die(self, reason: str) -> None:
+    async def _die(self, reason: str, *, exited: bool = False) -> None:
+        """Kill the REPL for `reason` and remember why. After an EOF (`exited`) the process is on
+        its way out: its own exit code (a crash, Lean's out-of-memory exit, someone else's SIGKILL)
+        is waited for and kept; a REPL the server had to kill has none (the SIGKILL was ours)."""
+        if exited:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), _EXIT_GRACE)
+        own = self._exited.is_set()
         await self.kill()  # waits for the last words: the exit code and stderr tell an OOM from a crash
-        self._dead = ReplCrashed(reason, self._proc.returncode, self.stderr_since_command())
+        self._dead = ReplCrashed(reason, self._proc.returncode if own else None, self.stderr_since_command())
 
     async def kill(self) -> None:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""

@@ -207,8 +207,10 @@ class Supervisor:
         all: one REPL answers an empty header command, then goes (it takes no slot of the pool's)."""
         try:
             problem = await self._first_command_fails()
-        except (ReplCrashed, ReplyTooDeep, TimeoutError) as exc:
-            problem = str(exc) or "its first command timed out"
+        except TimeoutError:
+            problem = f"the REPL did not answer its first command within {self.s.import_timeout:g} s"
+        except Exception as exc:  # ReplCrashed above all; whatever it is, readiness says so
+            problem = str(exc) or repr(exc)
         finally:
             self._probing = False
         if problem:
@@ -916,7 +918,6 @@ class Supervisor:
         recycle = reply.error is not None  # a REPL-level failure: don't trust its state
         if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
             outcome, recycle = await self._review(worker, repl, outcome, reply.env, opts)
-            peak = max(peak, outcome.peak_memory_bytes)
         if watch is not None:
             watch.cancel()
         self._finish(job, outcome)

@@ -37,7 +37,7 @@ the Lean code of the form `-- fake: VERB ARGS`:
                        it inherited (default ENV: the id this command will get), before the REPL's
                        own reply, as `IO.Process.spawn` from `#eval` could
     forge-full [ENV]   likewise, followed by the answer the server's barrier request gets, so the
-                       forged exchange is complete; then the proof goes on for 0.3 s before the
+                       forged exchange is complete; then the proof goes on for 0.1 s before the
                        REPL's own reply
     infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
     infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
@@ -426,7 +426,7 @@ class Simulator:
                 # A child process with the inherited stdout, as `IO.Process.spawn` would start.
                 subprocess.run([sys.executable, "-c", f"import sys; sys.stdout.write({forged!r})"], check=False)
                 if verb == "forge-full":
-                    time.sleep(0.3)
+                    time.sleep(0.1)
             elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
                 infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
             elif verb == "stderr":
