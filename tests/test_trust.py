@@ -73,8 +73,10 @@ async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) ->
 
 
 HONEST = "theorem t : 1 + 1 = 2 := by norm_num"
-AXIOMS = "#print axioms _root_.t"  # the global constant: no namespace, `open` or variable of the proof's
-PRINTING = "set_option pp.all true in set_option pp.fullNames true in set_option pp.privateNames true in"
+NAMES = "set_option pp.fullNames true in set_option pp.privateNames true in"
+AXIOMS = f"{NAMES} #print axioms _root_.t"  # the global constant: no namespace, `open` or variable of the proof's
+EXHAUSTIVE = "set_option pp.maxSteps 1000000000 in set_option pp.deepTerms true in set_option pp.proofs true in"
+PRINTING = f"set_option pp.all true in {NAMES} {EXHAUSTIVE}"
 UNPICKLE = {"unpickleEnvFrom": "TMP/proof.olean"}
 JUDGE_PRINT = {"cmd": AXIOMS, "env": 0}
 
@@ -191,12 +193,13 @@ async def test_statement_check_commands_and_match(sup: Supervisor, tmp_path: Pat
     assert pool_repl == [
         {"cmd": "import Mathlib"},
         body,
+        {"cmd": f"{EXHAUSTIVE} #check Nat", "env": 0},  # once: does this Lean know the options?
         {**mine, "env": 1},  # audit: the proof's theorem in its environment, the reference in the header's
         reference,
         body,
-        {**mine, "env": 4},  # judge: the audit, then the pickle
+        {**mine, "env": 5},  # judge: the audit, then the pickle
         reference,
-        {"pickleTo": "TMP/proof.olean", "env": 4},
+        {"pickleTo": "TMP/proof.olean", "env": 5},
     ]
     assert judge == [UNPICKLE, {**mine, "env": 0}]
 
@@ -380,3 +383,53 @@ async def test_stand_in_exits_on_an_unreadable_pickle_as_the_repl_does(tmp_path:
         assert reply.error == "Unknown environment." and not (tmp_path / "x.olean").exists()
     finally:
         await repl.kill()
+
+
+def _reply(*infos: str) -> protocol.Reply:
+    return protocol.Reply(
+        env=3,
+        messages=tuple(
+            protocol.Message(protocol.Severity.INFO, protocol.Pos(line, 0), None, text)
+            for line, text in enumerate(infos, 1)
+        ),
+    )
+
+
+def test_only_leans_exact_axiom_answer_counts() -> None:
+    """`Name.toString` leaves a name starting with `?` unescaped: an axiom named
+    `«?x] depends on axioms: [propext»` would print as an innocent-looking list."""
+    from kimina_grpc.supervisor.trust import _axioms, _Rejected
+
+    assert _axioms(_reply("'t' depends on axioms: [propext, Quot.sound]"), 1, "t", "here") == ("Quot.sound", "propext")
+    assert _axioms(_reply("'t' does not depend on any axioms"), 1, "t", "here") == ()
+    for forged in (
+        "'t' depends on axioms: [?x] depends on axioms: [propext]",
+        "'u' does not depend on any axioms",  # another theorem's answer
+        "'t' depends on axioms: [propext] and more",
+    ):
+        with pytest.raises(_Rejected, match="unexpected answer"):
+            _axioms(_reply(forged), 1, "t", "here")
+
+
+def test_a_signature_printed_with_parts_elided_fails_closed_and_strings_keep_their_spaces() -> None:
+    from kimina_grpc.supervisor.trust import _Rejected, _signature
+
+    with pytest.raises(_Rejected, match="elided"):
+        _signature(_reply("x", "t (h₁ : P) (h₉ : ⋯) : ⋯"), 2, "t", "t")
+    assert _signature(_reply("x", 't : "a  b" =\n  "a b"'), 2, "t", "t") == ': "a  b" = "a b"'
+
+
+async def test_a_lean_without_the_newer_printer_options_is_asked_once_and_spared_them(tmp_path: Path) -> None:
+    log = tmp_path / "requests.jsonl"
+    env = {"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_LEAN_VERSION": "v4.10.0"}
+    s = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, env=env), max_repls=1, import_cost_hint=0.1))
+    await s.start()
+    try:
+        for _ in range(2):
+            out = await check(s, PROOF, AUDIT, statement=STATEMENT)
+            assert out.verdict is Verdict.VALID
+    finally:
+        await s.close()
+    probes = [r for r in sent(tmp_path)[0] if r.get("cmd", "").endswith("#check Nat")]
+    assert len(probes) == 1
+    assert not any("pp.maxSteps" in r.get("cmd", "") for r in sent(tmp_path)[0] if r not in probes)

@@ -65,13 +65,25 @@ from kimina_grpc.verdict import Verdict
 SORRY_AXIOM = "sorryAx"
 NATIVE_AXIOMS = frozenset({"Lean.ofReduceBool", "Lean.trustCompiler"})
 """What `native_decide` (and `decide +native`) rests on: the compiler's evaluation of Lean code."""
-_AXIOMS = re.compile(r"depends on axioms: \[(?P<list>[^\]]*)\]\s*$", re.S)
-_NO_AXIOMS = re.compile(r"does not depend on any axioms\s*$")
+# `#print axioms` answers exactly one of these (Lean's Elab/Print.lean); anything else fails closed.
+# Axiom names are plain dotted names: one whose printed form could imitate the list (`Name.toString`
+# leaves a name starting with `?` unescaped: `«?x] depends on axioms: [propext»`) cannot pass.
+_AXIOM_NAME = r"[^\W\d][\w'!?]*(?:\.[^\W\d][\w'!?]*)*"
+_AXIOMS = re.compile(rf"'(?P<name>[^'\n]+)' depends on axioms: \[(?P<list>{_AXIOM_NAME}(?:, {_AXIOM_NAME})*)\]")
+_NO_AXIOMS = re.compile(r"'(?P<name>[^'\n]+)' does not depend on any axioms")
 _DECLARES = re.compile(r"(?:^|\s)(?:theorem|lemma)\s+(?P<name>[^\s:({\[⦃]+)")
 
 
-# Explicit, so that the proof's own settings of them do not win over pp.all's defaults.
-_PRINTING = "set_option pp.all true in set_option pp.fullNames true in set_option pp.privateNames true in"
+# Names printed in full, explicitly: the proof's own settings of these options (carried into the
+# judge by the pickle) win over pp.all's defaults, and newer Lean prints `#print axioms`' names
+# relative to the current namespace and `open`s otherwise.
+_NAMES = "set_option pp.fullNames true in set_option pp.privateNames true in"
+_PRINTING = f"set_option pp.all true in {_NAMES}"
+# Nothing elided: the printer stops after pp.maxSteps (5000) and prints the rest as `⋯`, which would
+# make two long statements print alike. Newer options: used where the REPL's Lean knows them (see
+# `Reviewer.printing`); a signature with `⋯` in it fails closed either way.
+_EXHAUSTIVE = "set_option pp.maxSteps 1000000000 in set_option pp.deepTerms true in set_option pp.proofs true in"
+_ELIDED = "⋯"
 
 
 def statement_name(statement: str) -> str | None:
@@ -103,19 +115,19 @@ class _Plan:
     def new() -> _Plan:
         return _Plan(f"KiminaRef{secrets.token_hex(6)}")
 
-    def theorem_lines(self, policy: TrustPolicy) -> list[str]:
-        lines = [f"#print axioms _root_.{policy.theorem}"]
+    def theorem_lines(self, policy: TrustPolicy, printing: str = _PRINTING) -> list[str]:
+        lines = [f"{_NAMES} #print axioms _root_.{policy.theorem}"]
         if policy.statement is not None:
-            lines.append(f"{_PRINTING} #check _root_.{policy.theorem}")
+            lines.append(f"{printing} #check _root_.{policy.theorem}")
         return lines
 
-    def reference_lines(self, policy: TrustPolicy) -> list[str]:
+    def reference_lines(self, policy: TrustPolicy, printing: str = _PRINTING) -> list[str]:
         assert policy.statement is not None
         return [
             f"namespace {self.ns}",
             _reference(policy.statement),
             f"end {self.ns}",
-            f"{_PRINTING} #check _root_.{self.ns}.{policy.theorem}",
+            f"{printing} #check _root_.{self.ns}.{policy.theorem}",
         ]
 
 
@@ -144,19 +156,13 @@ def _axioms(reply: Reply, line: int, theorem: str, where: str) -> tuple[str, ...
     errors = [text for sev, text in found if sev is Severity.ERROR]
     if errors:
         raise _Rejected(f"missing-theorem: {where} has no theorem {theorem} (Lean: {errors[0][:300]})")
-    axioms: set[str] = set()
-    parsed = False
-    for _, text in found:
-        if m := _AXIOMS.search(text):
-            axioms.update(a.strip() for a in m.group("list").split(",") if a.strip())
-            parsed = True
-        elif _NO_AXIOMS.search(text):
-            parsed = True
-        else:
-            raise _Rejected(f"audit: unexpected answer to #print axioms {theorem}: {text[:300]}")
-    if not parsed:
-        raise _Rejected(f"audit: no answer to #print axioms {theorem} in {where}")
-    return tuple(sorted(axioms))
+    if len(found) != 1:
+        raise _Rejected(f"audit: {len(found)} answers to #print axioms {theorem} in {where}, not one")
+    text = found[0][1].strip()
+    m = _AXIOMS.fullmatch(text) or _NO_AXIOMS.fullmatch(text)
+    if m is None or m.group("name").removeprefix("_root_.") != theorem:
+        raise _Rejected(f"audit: unexpected answer to #print axioms {theorem} in {where}: {text[:300]}")
+    return tuple(sorted(set(m.group("list").split(", ")))) if "list" in m.groupdict() else ()
 
 
 def _signature(reply: Reply, line: int, name: str, what: str, first: int | None = None) -> str:
@@ -170,7 +176,35 @@ def _signature(reply: Reply, line: int, name: str, what: str, first: int | None 
     infos = [m for sev, text in _at(reply, line) if sev is Severity.INFO and (m := head.match(text))]
     if len(infos) != 1:
         raise _Rejected(f"statement: no single signature of {name} printed for {what}")
-    return " ".join(infos[0].string[infos[0].end() :].split())
+    signature = _collapse(infos[0].string[infos[0].end() :])
+    if _ELIDED in signature:
+        raise _Rejected(f"statement: the signature of {what} was printed with parts elided ({_ELIDED})")
+    return signature
+
+
+def _collapse(text: str) -> str:
+    """Whitespace runs as one space (where the printer breaks a line depends on the name's length),
+    except inside string literals and «escaped names», which are atoms: `"a  b"` is not `"a b"`."""
+    out: list[str] = []
+    quote: str | None = None  # the closing character while inside an atom
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote is not None:
+            out.append(c)
+            if c == "\\" and quote == '"' and i + 1 < len(text):
+                out.append(text[i + 1])
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c.isspace():
+            if out and out[-1] != " ":
+                out.append(" ")
+        else:
+            out.append(c)
+            quote = {'"': '"', "«": "»"}.get(c)
+        i += 1
+    return "".join(out).strip()
 
 
 def _check_axioms(theorem: str, axioms: Iterable[str], allowed: frozenset[str], where: str) -> None:
@@ -198,6 +232,9 @@ class Reviewer:
         self.import_timeout = import_timeout
         self.judges = asyncio.Semaphore(max_judges)
         self.started = 0
+        self.printing: str | None = None
+        """The `set_option ... in` prefix of signature queries: learned from the first statement
+        check (whether the REPL's Lean knows the options that turn elision off)."""
 
     async def review(
         self, repl: Repl, outcome: Outcome, *, env: int, base_env: int, policy: TrustPolicy, timeout: float
@@ -233,6 +270,7 @@ class _Review:
         self.found: dict[str, tuple[str, ...]] = {}  # the judge's answer replaces the audit's
         self.reference: str | None = None
         """The reference statement's signature, once elaborated (by the audit)."""
+        self.printing = _PRINTING
 
     async def run(self, repl: Repl, request: bytes, what: str, *, records_env: bool = True) -> Reply:
         try:
@@ -254,15 +292,27 @@ class _Review:
             _check_statement(theorem, _signature(reply, 2, theorem, f"{theorem} in {where}"), self.reference)
 
     async def audit(self) -> None:
-        cmd = "\n".join(self.plan.theorem_lines(self.policy))
+        if self.policy.statement is not None:
+            self.printing = await self.learn_printing()
+        cmd = "\n".join(self.plan.theorem_lines(self.policy, self.printing))
         reply = await self.run(self.repl, protocol.command(cmd, env=self.env), "the audit")
         if self.policy.statement is not None:
             self.reference = await self.elaborate_reference()
         self.check_theorem(reply, "the proof's environment")
 
+    async def learn_printing(self) -> str:
+        """Whether this Lean knows the options that turn elision off (pp.maxSteps is newer than some
+        supported versions): asked once, of the header's environment."""
+        if self.r.printing is None:
+            probe = protocol.command(f"{_EXHAUSTIVE} #check Nat", env=self.base_env)
+            reply = await self.run(self.repl, probe, "asking which printer options Lean knows")
+            known = not any(m.severity is Severity.ERROR for m in reply.messages)
+            self.r.printing = f"{_PRINTING} {_EXHAUSTIVE}" if known else _PRINTING
+        return self.r.printing
+
     async def elaborate_reference(self) -> str:
         """The reference statement's signature, elaborated in the header's environment."""
-        cmd = "\n".join(self.plan.reference_lines(self.policy))
+        cmd = "\n".join(self.plan.reference_lines(self.policy, self.printing))
         reply = await self.run(
             self.repl, protocol.command(cmd, env=self.base_env), "elaborating the reference statement"
         )
@@ -346,5 +396,5 @@ class _Review:
             raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL failed while unpickling: {exc}") from None
         if reply.error is not None or reply.env is None:
             raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL answered the unpickle with: {reply.error}")
-        cmd = "\n".join(self.plan.theorem_lines(self.policy))
+        cmd = "\n".join(self.plan.theorem_lines(self.policy, self.printing))
         return await self.run(judge, protocol.command(cmd, env=reply.env), "the judge's check")

@@ -373,6 +373,8 @@ class Simulator:
                 messages.append(_msg("warning", lineno, 0, "using 'exit' to interrupt Lean"))
                 active = index
                 break
+            if "pp.maxSteps" in line and self.lean_version < (4, 11):
+                messages.append(_msg("error", lineno, 11, "unknown option 'pp.maxSteps'"))
             o = _SET_OPTION.match(line)
             if o:
                 options[o.group(1)] = o.group(2)
