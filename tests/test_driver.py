@@ -139,7 +139,7 @@ async def test_children_of_the_repl_die_with_it() -> None:
     # A REPL run through a wrapper (like `lake env`) whose child is the real REPL.
     spec = ReplSpec(argv=("sh", "-c", f"{fake_repl_command()}; exit 0"))
     repl = await started(spec)
-    repl.settle()
+    await repl.settle()
     assert len(repl._pids()) >= 2
     await repl.kill()
     assert children() == []

@@ -275,7 +275,7 @@ async def test_killing_a_boxed_repl_kills_the_whole_box() -> None:
         json.dumps({"cmd": "theorem t : True := by\n  -- fake: grandchild\n  trivial"}).encode() + b"\n\n"
     )
     assert b"grandchild : ok pid" in raw
-    repl.settle()
+    await repl.settle()
     tree = [psutil.Process(pid) for pid in repl._pids()]
     assert len(tree) >= 4  # bwrap, the box's init, the REPL, its child
     await repl.kill()
@@ -288,7 +288,7 @@ async def test_cpu_peak_memory_and_the_memory_cap_work_inside_the_box() -> None:
     repl = await Repl.start(spec, "boxed")
     try:
         await repl.run(_cmd(""))
-        repl.settle()
+        await repl.settle()
         _, usage = await repl.run(_cmd("-- fake: cpu 0.3\n-- fake: spike 200", 0))
         assert usage.cpu_seconds >= 0.25 and usage.peak_bytes >= 200 << 20
         with pytest.raises(ReplCrashed, match="out of memory"):

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import struct
 import termios
 import time
@@ -24,11 +25,14 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import psutil
+import structlog
 
 from kimina_grpc.repl import reaper
 from kimina_grpc.repl.decode import decode
 from kimina_grpc.repl.protocol import BARRIER, BARRIER_REPLY, ProtocolError, Reply, ReplyTooDeep
 from kimina_grpc.repl.sandbox import OFF, Box, Limits
+
+log = structlog.get_logger("kimina_grpc.repl")
 
 # Replies carrying info trees can be tens of MiB on one line.
 _READ_LIMIT = 1 << 30
@@ -155,10 +159,20 @@ def _peak(pid: int) -> int:
 class Repl:
     """A running REPL process. Use `start`, then `request`/`run`, then `kill` (always)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event, spec: ReplSpec, repl_id: str) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        exited: asyncio.Event,
+        streams: tuple[asyncio.StreamWriter, asyncio.StreamReader, asyncio.StreamWriter],
+        spec: ReplSpec,
+        repl_id: str,
+    ) -> None:
         self.id = repl_id
         self._proc = proc
         self._exited = exited
+        # Its stdin, its stdout, and the stdout socket's own end (closed with it).
+        self._stdin, self._stdout, self._stdout_end = streams
+        self._stdout_fd: int = self._stdout_end.get_extra_info("socket").fileno()
         self._boxed = spec.box.enabled
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
@@ -177,7 +191,6 @@ class Repl:
         self._stdout_eof = False
         self._pump = asyncio.create_task(self._pump_stdout())
         self._exit_watch = asyncio.create_task(self._watch_exit())
-        self._stdout_fd: int | None = None  # our end of the REPL's stdout, found by `settle`
         self.next_env = 0
         """The id the REPL gives the next command that records an environment: every `cmd` (and
         `unpickleEnvFrom`) gets the next integer, from 0 (`recordCommandSnapshot` in REPL/Main.lean)."""
@@ -189,22 +202,36 @@ class Repl:
         if missing:
             raise ReplCrashed(f"cannot start the REPL: {missing}", None, "")
         loop = asyncio.get_running_loop()
+        # The protocol goes over sockets, not pipes: a pipe's end can be opened again, in either
+        # direction, through /proc/PID/fd/N by anything the proof starts (to steal the REPL's
+        # replies, or to write into its requests); a socket's cannot. Each carries one direction.
+        to_repl, repl_in = socket.socketpair()
+        from_repl, repl_out = socket.socketpair()
+        to_repl.shutdown(socket.SHUT_RD)  # what the REPL's side writes into its stdin goes nowhere
+        from_repl.shutdown(socket.SHUT_WR)  # and reading its stdout gets nothing
         try:
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
                 *_limited_argv(spec),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+                stdin=repl_in.fileno(),
+                stdout=repl_out.fileno(),
                 stderr=asyncio.subprocess.PIPE,
                 cwd=spec.cwd,
                 env=env,
                 start_new_session=True,  # its own process group: killed as one
             )
+            _, writer = await asyncio.open_connection(sock=to_repl, limit=_READ_LIMIT)
+            reader, from_repl_end = await asyncio.open_connection(sock=from_repl, limit=_READ_LIMIT)
         except (OSError, RuntimeError) as exc:
+            to_repl.close()
+            from_repl.close()
             raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+        finally:
+            repl_in.close()
+            repl_out.close()
         proc = asyncio.subprocess.Process(transport, protocol, loop)
         reaper.track(proc.pid)
-        return cls(proc, protocol.exited, spec, repl_id)
+        return cls(proc, protocol.exited, (writer, reader, from_repl_end), spec, repl_id)
 
     @property
     def pid(self) -> int:
@@ -255,10 +282,9 @@ class Repl:
     async def _pump_stdout(self) -> None:
         """Read stdout as it comes, between replies too: what arrives while no request is pending
         was not written by the REPL's loop and must be seen, not read as the next reply."""
-        assert self._proc.stdout is not None
         try:
             with contextlib.suppress(Exception):
-                while len(self._pending) <= _READ_LIMIT and (chunk := await self._proc.stdout.read(1 << 20)):
+                while len(self._pending) <= _READ_LIMIT and (chunk := await self._stdout.read(1 << 20)):
                     self._pending += chunk
                     self._stdout_changed.set()
         finally:  # cancelled too: whoever waits for a reply must learn there will be none
@@ -286,19 +312,24 @@ class Repl:
         """
         if self._dead is not None:
             raise self._dead
-        assert self._proc.stdin is not None
         if self._pending:
             # Not this request's fault (it was not sent): something left behind by an earlier one.
             await self._die("the REPL wrote output between replies (not the REPL's own)")
             raise self._dead  # type: ignore[misc]
         self._stderr_mark = self._stderr_written
         try:
-            self._proc.stdin.write(data + BARRIER)
-            await self._proc.stdin.drain()
-        except (ConnectionError, RuntimeError, OSError):
-            # A dead REPL fails the write (uvloop: RuntimeError on a closed transport).
-            await self._die("the REPL exited", exited=True)
-            raise self._dead from None  # type: ignore[misc]  # set by _die
+            sent = not (self._exited.is_set() or self._stdout_eof)
+            if sent:
+                self._stdin.write(data + BARRIER)
+                await self._stdin.drain()
+        except (ConnectionError, RuntimeError, OSError):  # uvloop: RuntimeError on a closed transport
+            sent = False
+        if not sent:
+            # Dead before the request reached it: how it died is no business of this request's.
+            await self._die("the REPL had exited before the request was sent")
+            assert self._dead is not None
+            self._dead.returncode = None
+            raise self._dead
         raw = await self._next_reply()
         barrier = await self._next_reply()
         try:
@@ -327,15 +358,15 @@ class Repl:
         deadline = time.monotonic() + _SETTLE_SECONDS
         delay = 0.0002
         while _reading_stdin(self._repl_pid) is False:
-            if self._stdout_eof:
-                await self._die("the REPL exited", exited=True)
+            if self._stdout_eof or self._exited.is_set():  # an honest REPL does not exit after a reply
+                await self._die("the REPL exited after its reply", exited=True)
                 raise self._dead  # type: ignore[misc]
             if time.monotonic() > deadline:
                 await self._forged("a reply came while the REPL was still at work (not the REPL's own)")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 0.02)
         await asyncio.sleep(0)  # let what is already in the pipe reach `_pending`
-        if self._pending or (self._stdout_fd is not None and _unread(self._stdout_fd)):
+        if self._pending or _unread(self._stdout_fd):
             await self._forged("the REPL's reply was followed by another (not all of it the REPL's own)")
         if (intruder := self._intruder()) is not None:
             await self._forged(
@@ -427,15 +458,28 @@ class Repl:
     def boxed(self) -> bool:
         return self._boxed
 
-    def settle(self) -> None:
+    async def settle(self) -> None:
         """The REPL has answered its first request: its process tree is complete (`lake env` has
-        started the REPL, the box its init). Remember the tree and the REPL process (its leaf):
-        from now on every reply must come from it alone (see `_check_alone`)."""
+        started the REPL, the box its init). Remember the tree and the REPL process: from now on
+        every reply must come from it alone (see `_check_alone`)."""
         self._tree = None
         pids = self._pids()
         self._known = frozenset(pids)
-        self._repl_pid = _leaf(pids)
-        self._stdout_fd = _our_end_of_stdout(self._repl_pid) if self._repl_pid is not None else None
+        # The REPL is the one process of the tree that waits for its next request on its stdin (lake
+        # waits for its child, the box's init for its own): in a moment, once it has written its
+        # answer. The deepest process if the kernel cannot tell.
+        deadline = time.monotonic() + _SETTLE_SECONDS
+        while len(reading := [pid for pid in pids if _reading_stdin(pid)]) != 1 and time.monotonic() < deadline:
+            if any(_reading_stdin(pid) is None for pid in pids):
+                break
+            await asyncio.sleep(0.005)
+        self._repl_pid = reading[0] if len(reading) == 1 else _leaf(pids)
+        if len(reading) != 1:
+            _warn_once(
+                "repl_not_found_reading",
+                f"the REPL process could not be told from its tree ({len(reading)} processes read their stdin);"
+                " the check that a reply comes from it falls back to the deepest process",
+            )
 
     def _intruder(self) -> int | None:
         """A process in the REPL's tree that was not there when it settled (the proof's), if any.
@@ -516,6 +560,8 @@ class Repl:
             pipe = transport.get_pipe_transport(fd)
             if pipe is not None:
                 pipe.close()
+        self._stdin.close()
+        self._stdout_end.close()
         await self._proc.wait()
         reaper.untrack(self._proc.pid)
         await _gone(tree, 2.0)
@@ -532,13 +578,18 @@ _READ_SYSCALL = {"x86_64": 0, "aarch64": 63}.get(os.uname().machine) if hasattr(
 
 def _reading_stdin(pid: int) -> bool | None:
     """Whether the process's main thread is blocked reading its stdin (fd 0): where the REPL's loop
-    waits for its next request. None when the kernel does not tell (then nothing is checked)."""
+    waits for its next request. False for a process that is gone; None when the kernel does not
+    tell (then nothing is checked, said once in the log)."""
     if _READ_SYSCALL is None:
+        _warn_once("syscall_check_off", f"no read syscall number known for {os.uname().machine}")
         return None
     try:
         with open(f"/proc/{pid}/syscall", "rb") as f:
             fields = f.read().split()
-    except OSError:
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    except OSError as exc:
+        _warn_once("syscall_check_off", f"/proc/PID/syscall cannot be read ({exc})")
         return None
     if not fields or fields[0] == b"running" or len(fields) < 2:
         return False
@@ -556,18 +607,14 @@ def _unread(fd: int) -> int:
         return 0
 
 
-def _our_end_of_stdout(pid: int) -> int | None:
-    """Our file descriptor reading the pipe that is `pid`'s stdout (asyncio does not tell it under
-    every event loop), or None."""
-    try:
-        target = os.readlink(f"/proc/{pid}/fd/1")
-        for fd in os.listdir("/proc/self/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/self/fd/{fd}") == target:
-                    return int(fd)
-    except OSError:
-        pass
-    return None
+def _warn_once(event: str, text: str) -> None:
+    """Log a weakened check once per process (it holds for every REPL alike)."""
+    if event not in _warned:
+        _warned.add(event)
+        log.warning(event, reason=text)
+
+
+_warned: set[str] = set()
 
 
 def _leaf(pids: list[int]) -> int | None:

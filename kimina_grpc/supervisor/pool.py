@@ -111,6 +111,8 @@ class Worker:
     job: Job | None = None
     stop: Callable[[str], None] | None = None
     """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
+    returns: PoolKey | None = None
+    """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,11 +627,14 @@ class Supervisor:
         return worker
 
     def _replace(self, worker: Worker, key: PoolKey) -> None:
-        """Retire `worker` and start one for `key` in its place."""
+        """Retire `worker` and start one for `key` in its place (a REPL for one proof gives the
+        place back when it is done: the pool keeps its strength)."""
         self._workers.discard(worker)
         self._spawn(self._retire(worker, counter="recycles"))
         if not self._closing:
-            self._new_worker(key)
+            new = self._new_worker(key)
+            if key.fresh and not worker.key.fresh:
+                new.returns = worker.key
 
     async def _retire(self, worker: Worker, counter: str | None) -> None:
         worker.state = WorkerState.GONE
@@ -682,7 +687,7 @@ class Supervisor:
             log.info("pool_recovered", problem=self._problem)
             self._problem = self._problem_key = None
             self._probe_delay = _PROBE_PERIOD
-        worker.repl.settle()
+        await worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
         worker.idle_since = time.monotonic()
@@ -979,6 +984,8 @@ class Supervisor:
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
             self._spawn(self._retire(worker, counter=None))
+            if worker.returns is not None and not self._closing:
+                self._to_start.append(worker.returns)
         elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
         else:
@@ -1016,8 +1023,8 @@ class Supervisor:
     async def _lost(self, worker: Worker) -> None:
         """A REPL died or was killed: reap it and start its replacement in the background."""
         await self._retire(worker, counter=None)
-        if not worker.key.fresh and not self._closing:
-            self._to_start.append(worker.key)
+        if not self._closing and (key := worker.returns if worker.key.fresh else worker.key) is not None:
+            self._to_start.append(key)
         self._kick()
 
 

@@ -341,7 +341,7 @@ class _Review:
                         await asyncio.wait_for(judge.ping(), self.r.import_timeout)  # it reads: its box is up
                     except (ReplCrashed, TimeoutError) as exc:
                         raise _Failed(Verdict.REPL_ERROR, f"the judge's REPL did not start: {exc}") from None
-                    judge.settle()
+                    await judge.settle()
                     if boxed:
                         await self.carry(pickle, judge)
                     reply = await self.unpickle_and_check(judge, pickle)
