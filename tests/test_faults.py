@@ -426,3 +426,30 @@ async def test_a_repl_sigkilled_from_outside_is_out_of_memory_after_a_retry_on_a
     out = await asyncio.wait_for(job.future, 20)
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 2 and out.fresh_repl
     assert "SIGKILL the server did not send" in out.error
+
+
+async def test_without_the_box_a_daemon_a_proof_leaves_is_seen_and_killed(started: Started) -> None:
+    """A double fork takes a daemon out of the REPL's tree, unless the REPL's command is a subreaper:
+    then it stays in the tree, the proof's reply is not trusted, and the daemon dies with the REPL."""
+    marker = f"kimina-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    sup = await started(max_repls=1)
+
+    def daemons() -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter(["cmdline", "status"]):
+            if marker in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        return out
+
+    try:
+        out = await check(sup, f"theorem t := 1\n-- fake: daemon 60 {marker}")
+        assert out.verdict is Verdict.REPL_ERROR and "started a process" in out.error
+        for _ in range(100):
+            if not daemons():
+                break
+            await asyncio.sleep(0.02)
+        assert daemons() == []
+        assert (await check(sup, "theorem u := 1")).verdict is Verdict.VALID
+    finally:
+        for p in daemons():
+            p.kill()

@@ -136,8 +136,11 @@ def test_unboxed_command_lines_die_with_the_server_also_through_lake() -> None:
     rest = argv[8:]
     assert rest[0] == shutil.which("prlimit")
     assert {"--core=0", f"--as={1 << 30}:{1 << 30}", f"--fsize={1 << 20}:{1 << 20}", "--nproc=100:100"} <= set(rest)
-    # lake runs the REPL as its child; a parent-death signal is not inherited, so the REPL gets its own.
-    assert rest[rest.index("--") + 1 :] == ["lake", "env", *setpriv, "/ws/repl"]
+    # The command is made a subreaper (what a proof orphans stays in its tree), then lake runs the
+    # REPL as its child; a parent-death signal is not inherited, so the REPL gets its own.
+    command = rest[rest.index("--") + 1 :]
+    assert command[:3] == [sys.executable, "-I", "-S"] and "prctl(36, 1" in command[4]
+    assert command[5:] == ["lake", "env", *setpriv, "/ws/repl"]
 
 
 def test_a_process_whose_server_died_while_it_started_gives_up() -> None:

@@ -174,7 +174,7 @@ class Box:
             return command
         limits = limits or NO_LIMITS
         if self.bwrap is None:
-            return [*_die_with(os.getpid()), *_rlimits(limits), *_through_lake(command, _setpriv())]
+            return [*_die_with(os.getpid()), *_rlimits(limits), *_SUBREAPER, *_through_lake(command, _setpriv())]
         needed = (command[0] if command else None, cwd, *keep)
         outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
         inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
@@ -354,6 +354,20 @@ def seccomp_file() -> str | None:
     os.chmod(folder, 0o755)  # not secret; readable by a server that runs bwrap as another user
     _SECCOMP_FILE[:] = [path]
     return path
+
+
+# Without the box, a process a proof starts and orphans (a daemon's double fork) would be reparented
+# to the server (a subreaper) or to init: out of the REPL's tree, where the driver looks for what a
+# proof left running (driver.Repl._intruder). The command is made a child subreaper before it runs
+# (the setting survives exec): orphans of its descendants stay in its tree. (In the box, its init
+# adopts them.)
+_SUBREAPER = (
+    sys.executable,
+    "-I",
+    "-S",
+    "-c",
+    "import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); os.execvp(sys.argv[1], sys.argv[1:])",
+)
 
 
 def _through_lake(argv: list[str], death: list[str]) -> list[str]:

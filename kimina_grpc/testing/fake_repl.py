@@ -82,6 +82,8 @@ its outcome as an info message on its line, the way `#eval` output comes back ("
     signal PID [SIG]   send a signal (default SIGKILL) to PID (or `parent`)
     spawn S MARKER     start a process in a new session that sleeps S seconds and outlives the
                        proof; MARKER is in its command line, so a test can look for it
+    daemon S MARKER    likewise, but the way a daemon leaves its parent: a double fork, so the
+                       REPL's tree no longer holds it (its parent is whoever reaps orphans)
     fill-tmp MB        write MB MiB to a file in /tmp
     fill PATH MB       write MB MiB to the file PATH (/dev/shm/x, /run/x, a masked directory...)
     grandchild         start a child process (same process group) that sleeps until killed: what
@@ -735,6 +737,17 @@ def _spawn(arg: str) -> str:
     return f"pid {child.pid}"
 
 
+def _daemon(arg: str) -> str:
+    seconds, marker = arg.split()
+    code = (
+        "import os, subprocess, sys; os.setsid(); "
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep({float(seconds)})', {marker!r}],"
+        " stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, stdin=subprocess.DEVNULL)  # the middle one exits
+    return "ok"
+
+
 def _fill_tmp(arg: str) -> str:
     return _fill(f"/tmp/kimina-fill-{os.getpid()}-{time.monotonic_ns()} {arg}")
 
@@ -869,6 +882,7 @@ _ATTACKS = {
     "connect": _connect,
     "signal": _signal,
     "spawn": _spawn,
+    "daemon": _daemon,
     "fill-tmp": _fill_tmp,
     "fill": _fill,
     "grandchild": _grandchild,
