@@ -837,6 +837,8 @@ class Supervisor:
 
         def sample() -> None:
             nonlocal peak, watch
+            if not repl.alive:
+                return  # the check is over, one way or another
             rss = repl.rss()
             peak = max(peak, rss)
             if limit is not None and rss > limit:
@@ -1007,6 +1009,9 @@ class Supervisor:
             job.retry_fresh = True
         elif outcome.verdict is not Verdict.REPL_ERROR:
             return False
+        if self._draining:  # another server will check it
+            self._finish(job, not_checked("the server is shutting down"))
+            return True
         self._running.discard(job)
         self._enqueue(job, first=True)
         self._arm_expiry(job, 0.0)  # its caller's deadline still holds; the wait bound was met once
