@@ -212,6 +212,7 @@ async def test_forged_replies_are_never_passed_on(started: Started) -> None:
         # The whole exchange forged, with the env id the REPL will give, and the proof's own reply
         # (an error) later: the REPL is still at work when the forgery comes.
         "forge-full": ("-- fake: forge-full\n  -- fake: error nope", Verdict.REPL_ERROR),
+        "forge-exit": ("-- fake: forge-exit", Verdict.REPL_ERROR),  # the REPL is gone after "its" reply
         "valid": ("", Verdict.VALID),
         "error": ("-- fake: error nope", Verdict.INVALID),
         "sorry": ("-- fake: sorry", Verdict.SORRY),
@@ -436,3 +437,12 @@ def test_the_stand_in_reports_what_leans_tokenizer_refuses_outside_comments_and_
         {"line": 4, "column": 0},
         "tabs are not allowed; please configure your editor to expand them",
     )
+
+
+async def test_the_repls_channels_cannot_be_opened_again_by_what_a_proof_starts(started: Started) -> None:
+    """Through /proc/self/fd a pipe's end opens again in either direction (to steal the REPL's
+    replies or write into its requests); the REPL's stdin and stdout are sockets, which do not."""
+    sup = await started(max_repls=1)
+    out = await check(sup, "theorem t := 1\n-- fake: reopen 0 w\n-- fake: reopen 1 r")
+    said = [m.data for m in out.reply.messages] if out.reply else []
+    assert len(said) == 2 and all("No such device or address" in text for text in said), said

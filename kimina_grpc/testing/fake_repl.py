@@ -39,6 +39,7 @@ the Lean code of the form `-- fake: VERB ARGS`:
     forge-full [ENV]   likewise, followed by the answer the server's barrier request gets, so the
                        forged exchange is complete; then the proof goes on for 0.1 s before the
                        REPL's own reply
+    forge-exit [ENV]   the forged exchange of forge-full, then the REPL exits (`IO.Process.exit`)
     infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
     infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
 
@@ -99,6 +100,7 @@ its outcome as an info message on its line, the way `#eval` output comes back ("
     unshare            make a new user namespace (`unshare(CLONE_NEWUSER)`)
     io-uring           set up an io_uring (`io_uring_setup`)
     unix PATH          connect to the unix socket at PATH
+    reopen FD MODE     open /proc/self/fd/FD again (MODE r or w): a pipe's other end, not a socket's
 
 Besides directives it models three things Lean does that the server must handle: declaring a name
 twice in one environment is an error ("'x' has already been declared"), which is how leaking state
@@ -422,13 +424,15 @@ class Simulator:
                 sys.stdout.buffer.write(b"this is not JSON {\n\n")
                 sys.stdout.buffer.flush()
                 return None
-            elif verb in ("forge-reply", "forge-full"):
+            elif verb in ("forge-reply", "forge-full", "forge-exit"):
                 forged = json.dumps({"env": int(arg) if arg else len(self.envs)}, indent=1) + "\n\n"
-                if verb == "forge-full":
+                if verb != "forge-reply":
                     forged += json.dumps({"message": "Unknown environment."}, indent=1) + "\n\n"
                 sys.stdout.flush()
                 # A child process with the inherited stdout, as `IO.Process.spawn` would start.
                 subprocess.run([sys.executable, "-c", f"import sys; sys.stdout.write({forged!r})"], check=False)
+                if verb == "forge-exit":
+                    os._exit(0)
                 if verb == "forge-full":
                     time.sleep(0.1)
             elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
@@ -748,6 +752,12 @@ def _daemon(arg: str) -> str:
     return "ok"
 
 
+def _reopen(arg: str) -> str:
+    fd, mode = arg.split()
+    with open(f"/proc/self/fd/{int(fd)}", "rb" if mode == "r" else "wb", buffering=0):
+        return "opened"
+
+
 def _fill_tmp(arg: str) -> str:
     return _fill(f"/tmp/kimina-fill-{os.getpid()}-{time.monotonic_ns()} {arg}")
 
@@ -883,6 +893,7 @@ _ATTACKS = {
     "signal": _signal,
     "spawn": _spawn,
     "daemon": _daemon,
+    "reopen": _reopen,
     "fill-tmp": _fill_tmp,
     "fill": _fill,
     "grandchild": _grandchild,
