@@ -224,7 +224,9 @@ async def test_forged_replies_are_never_passed_on(started: Started) -> None:
         )
         assert [o.verdict for o in outs] == [kinds[n][1] for n in names], names
         for name, out in zip(names, outs, strict=True):
-            if name.startswith("forge"):
+            if name == "forge-exit":
+                assert "exited after its reply" in out.error and out.attempts == 2
+            elif name.startswith("forge"):
                 assert "not" in out.error and "REPL's own" in out.error and out.attempts == 2
 
 
