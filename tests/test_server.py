@@ -336,7 +336,11 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pb_grpc.VerifierServiceStub(ch)
         call = stub.Verify(pb.VerifyRequest(proofs=[proof(f"p{i}", "  -- fake: sleep 0.7") for i in range(2)]))
-        await asyncio.sleep(0.4)
+        for _ in range(500):  # until both run (REPLs start slowly on a loaded machine)
+            info = await stub.GetServerInfo(pb.GetServerInfoRequest())
+            if sum(h.busy for h in info.headers) == 2:
+                break
+            await asyncio.sleep(0.01)
         repls = psutil.Process(proc.pid).children(recursive=True)
         assert repls
         proc.send_signal(signal.SIGTERM)

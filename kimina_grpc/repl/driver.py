@@ -210,6 +210,10 @@ class Repl:
         to_repl.shutdown(socket.SHUT_RD)  # what the REPL's side writes into its stdin goes nowhere
         from_repl.shutdown(socket.SHUT_WR)  # and reading its stdout gets nothing
         try:
+            # Our ends are wired first: once the process exists, nothing may stop before it is ours
+            # to kill (a cancel in between would leave it running).
+            _, writer = await asyncio.open_connection(sock=to_repl, limit=_READ_LIMIT)
+            reader, from_repl_end = await asyncio.open_connection(sock=from_repl, limit=_READ_LIMIT)
             transport, protocol = await loop.subprocess_exec(
                 lambda: _Protocol(loop),
                 *_limited_argv(spec),
@@ -220,12 +224,12 @@ class Repl:
                 env=env,
                 start_new_session=True,  # its own process group: killed as one
             )
-            _, writer = await asyncio.open_connection(sock=to_repl, limit=_READ_LIMIT)
-            reader, from_repl_end = await asyncio.open_connection(sock=from_repl, limit=_READ_LIMIT)
-        except (OSError, RuntimeError) as exc:
+        except BaseException as exc:
             to_repl.close()
             from_repl.close()
-            raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+            if isinstance(exc, OSError | RuntimeError):
+                raise ReplCrashed(f"cannot start the REPL: {exc}", None, "") from None
+            raise
         finally:
             repl_in.close()
             repl_out.close()
