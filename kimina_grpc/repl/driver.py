@@ -360,17 +360,19 @@ class Repl:
         there (a daemon) could do it again, to a later proof: the REPL is not trusted with it."""
         assert self._repl_pid is not None
         deadline = time.monotonic() + _SETTLE_SECONDS
-        delay = 0.0002
+        polls = 0
         while _reading_stdin(self._repl_pid) is False:
             if self._stdout_eof or self._exited.is_set():  # an honest REPL does not exit after a reply
                 await self._die("the REPL exited after its reply", exited=True)
                 raise self._dead  # type: ignore[misc]
             if time.monotonic() > deadline:
                 await self._forged("a reply came while the REPL was still at work (not the REPL's own)")
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 0.02)
-        await asyncio.sleep(0)  # let what is already in the pipe reach `_pending`
-        if self._pending or _unread(self._stdout_fd):
+            # It is usually on its way to its next read already: a few turns of the loop, then naps.
+            polls += 1
+            await asyncio.sleep(0 if polls < 20 else min(0.02, 0.0002 * 2 ** (polls - 20)))
+        # Whatever it wrote before it went back to reading is here, in the stream's buffer or in
+        # the socket.
+        if self._pending or len(getattr(self._stdout, "_buffer", b"")) or _unread(self._stdout_fd):
             await self._forged("the REPL's reply was followed by another (not all of it the REPL's own)")
         if (intruder := self._intruder()) is not None:
             await self._forged(
