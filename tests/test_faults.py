@@ -81,13 +81,39 @@ async def test_a_stopped_idle_repl_never_times_out_an_innocent_proof(started: St
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+async def busy(sup: object, n: int) -> None:
+    for _ in range(1000):
+        if sum(h.busy for h in sup.state().headers) == n:  # type: ignore[attr-defined]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the proofs did not start")
+
+
 async def test_a_repl_stopped_mid_proof_is_retried_not_blamed(started: Started) -> None:
-    sup = await started(max_repls=1)
-    job = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.3"), CheckOptions(timeout=1.5))
-    await asyncio.sleep(0.25)
+    sup = await started(max_repls=1, init_repls={"": 1})
+    await warm(sup, 1)
+    job = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=2))
+    await busy(sup, 1)  # sent: the stand-in is in its sleep
     os.kill(repl_pids(sup)[0], signal.SIGSTOP)
     out = await job.future
     assert out.verdict is Verdict.VALID and out.attempts == 2
+
+
+async def test_a_repl_stopped_while_importing_is_replaced_before_the_import_timeout(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "1")
+    sup = await started(max_repls=1, import_timeout=300)
+    job = sup.submit(split_header("import A\ntheorem t := 1"), CheckOptions(timeout=5))
+    for _ in range(500):
+        if repl_pids(sup):
+            break
+        await asyncio.sleep(0.01)
+    os.kill(repl_pids(sup)[0], signal.SIGSTOP)
+    # The old pool waited out the import timeout (300 s) with the proof queued behind it.
+    out = await asyncio.wait_for(job.future, 30)
+    assert out.verdict is Verdict.VALID
+    assert sup.counters["crashes"] == 1
 
 
 async def test_a_crash_reports_only_its_own_proofs_stderr(started: Started) -> None:

@@ -289,7 +289,7 @@ async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
 ) -> None:
     # 3 REPLs over 2 equal headers start 2/1; the header with one REPL would finish at twice the time.
     sup = await importing_pool(started, monkeypatch, repls=3)
-    runs = await run_interleaved(sup, ["import A", "import B"], per_header=30, cost=0.05)
+    runs = await run_interleaved(sup, ["import A", "import B"], per_header=30, cost=0.15)
     repls = {h: [r for _, hh, r in runs if hh == h] for h in ("import A", "import B")}
     assert len(set(repls["import B"])) >= 2
     first_b_on_a_new_repl = next(t for t, h, r in runs if h == "import B" and r != repls["import B"][0])

@@ -705,14 +705,21 @@ class Supervisor:
             await self._lost(worker)
 
     def _sweep(self) -> None:
-        """Replace idle REPLs that were stopped (SIGSTOP): they would time out an innocent proof."""
+        """Replace idle REPLs that were stopped (SIGSTOP): they would time out an innocent proof.
+        Kill importing ones that were: their start fails now (and is tried again), not after the
+        import timeout, with the header's proofs waiting all that time."""
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
-        for worker in [w for w in self._workers if w.state is WorkerState.IDLE]:
-            if worker.repl is not None and worker.repl.stopped():
-                log.warning("repl_stopped_idle", repl_id=worker.id, header=worker.key.header)
-                worker.state = WorkerState.GONE
-                self.counters["crashes"] += 1
-                self._spawn(self._lost(worker))
+        for worker in [w for w in self._workers if w.state in (WorkerState.IDLE, WorkerState.STARTING)]:
+            if worker.repl is None or not worker.repl.stopped():
+                continue
+            if worker.state is WorkerState.STARTING:
+                log.warning("repl_stopped_importing", repl_id=worker.id, header=worker.key.header)
+                self._spawn(worker.repl.kill())
+                continue
+            log.warning("repl_stopped_idle", repl_id=worker.id, header=worker.key.header)
+            worker.state = WorkerState.GONE
+            self.counters["crashes"] += 1
+            self._spawn(self._lost(worker))
 
     def _set_problem(self, key: PoolKey | None, problem: str) -> None:
         """The pool cannot serve: readiness says why until a start for `key` (any key when None)
@@ -741,7 +748,8 @@ class Supervisor:
         self.counters["crashes"] += 1
         await self._retire(worker, counter=None)
         failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
-        log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=str(exc)[:500])
+        error = (str(exc) or repr(exc))[:500]
+        log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=error)
         if worker.repl is None or not worker.key.header:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
