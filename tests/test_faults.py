@@ -154,10 +154,11 @@ async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path
 
 
 async def test_the_queue_is_bounded_in_bytes_and_gives_them_back(started: Started) -> None:
-    sup = await started(max_repls=1, max_queue_bytes=3 << 20)
+    sup = await started(max_repls=1, max_queue_bytes=3 << 20, init_repls={"": 1})
+    await warm(sup, 1)
     big = "theorem t := by\n  -- fake: sleep 5\n" + "-- pad\n" * (150_000)  # about 1 MiB
     running = sup.submit(split_header(big), CheckOptions(timeout=10))
-    await asyncio.sleep(0.3)
+    await busy(sup, 1)  # taken by the REPL: its bytes are no longer queued
     queued = sup.submit_many([(split_header(big), CheckOptions(timeout=10))] * 2)
     assert sup.queued_bytes > 2 << 20
     with pytest.raises(QueueFull):
