@@ -298,15 +298,17 @@ async def test_judge_leaves_nothing_behind_when_cancelled(tmp_path: Path, tmp: P
 
 
 async def test_judge_import_timeout_kills_it_and_cleans_up(tmp_path: Path, tmp: Path) -> None:
-    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "1"})
-    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1, import_timeout=5))
+    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "3"})
+    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1, import_timeout=30))
     await s.start()
-    s._reviewer.import_timeout = 0.3  # the judge's unpickle pays the 1 s import
+    # The judge's unpickle pays the 3 s import; its start (a Python process) fits in 1.5 s even on a
+    # slow machine.
+    s._reviewer.import_timeout = 1.5
     try:
         job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
         out = await job.future
         assert out.verdict is Verdict.TIMEOUT, out
-        assert out.error == "the judge's import ran past the import timeout of 0.3 s"
+        assert out.error == "the judge's import ran past the import timeout of 1.5 s"
         assert len(children()) == 1  # the judge's REPL is gone, the pool's stays
     finally:
         await s.close()
