@@ -53,11 +53,11 @@ async def sup(tmp_path: Path, tmp: Path) -> AsyncIterator[Supervisor]:
 
 def sent(tmp_path: Path) -> list[list[dict[str, Any]]]:
     """Requests per REPL process, in order (the pool's REPL first, then each judge), with the
-    reference namespace's random part and the pickle's temporary directory made fixed."""
+    reference name's random suffix and the pickle's temporary directory made fixed."""
     by_pid: dict[int, list[dict[str, Any]]] = {}
     for line in (tmp_path / "requests.jsonl").read_text().splitlines():
         row = json.loads(line)
-        text = re.sub(r"KiminaRef[0-9a-f]{12}", "KiminaRefN", json.dumps(row["request"]))
+        text = re.sub(r"_kimina[0-9a-f]{12}", "_kiminaN", json.dumps(row["request"]))
         text = re.sub(r'"[^"]*/kimina-judge-[^"/]*/proof\.olean"', '"TMP/proof.olean"', text)
         by_pid.setdefault(row["pid"], []).append(json.loads(text))
     return [requests for requests in by_pid.values() if requests != [{"cmd": ""}]]  # not the start-up probe
@@ -74,11 +74,23 @@ async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) ->
 
 HONEST = "theorem t : 1 + 1 = 2 := by norm_num"
 NAMES = "set_option pp.fullNames true in set_option pp.privateNames true in"
-AXIOMS = f"{NAMES} #print axioms _root_.t"  # the global constant: no namespace, `open` or variable of the proof's
+# The global constant: no namespace, `open` or variable of the proof's; no universe parameters shown.
+AXIOMS = f"{NAMES} set_option pp.universes false in #print axioms _root_.t"
 EXHAUSTIVE = "set_option pp.maxSteps 1000000000 in set_option pp.deepTerms true in set_option pp.proofs true in"
 PRINTING = f"set_option pp.all true in {NAMES} {EXHAUSTIVE}"
+PLAIN = f"set_option pp.all true in {NAMES}"  # signatures before the printer options were learned
+
+
+def identity(printing: str = PLAIN, allowed: frozenset[str] = STANDARD_AXIOMS) -> str:
+    """The allowed axioms' signatures, asked where the theorem is and in a clean environment."""
+    return "\n".join(f"{printing} #check _root_.{a}" for a in sorted(allowed))
+
+
+AUDIT_CMD = f"{AXIOMS}\n{identity()}"  # in the proof's environment
+CLEAN_CMD = identity()  # in the header's environment, where no proof ran
 UNPICKLE = {"unpickleEnvFrom": "TMP/proof.olean"}
-JUDGE_PRINT = {"cmd": AXIOMS, "env": 0}
+JUDGE_START = [{"cmd": "import Mathlib"}, {"cmd": CLEAN_CMD, "env": 0}, UNPICKLE]  # its own clean environment first
+JUDGE_PRINT = {"cmd": AUDIT_CMD, "env": 2}
 
 
 def base(body: str) -> list[dict[str, Any]]:
@@ -95,12 +107,15 @@ async def test_honest_proof_is_valid_at_every_level(sup: Supervisor, tmp_path: P
         {"cmd": "import Mathlib"},
         body,  # check: the body alone
         body,
-        {"cmd": AXIOMS, "env": 2},  # audit: one more command, in the proof's environment
+        {"cmd": AUDIT_CMD, "env": 2},  # audit: one more command in the proof's environment,
+        {"cmd": CLEAN_CMD, "env": 0},  # and one in the header's
         body,
-        {"cmd": AXIOMS, "env": 4},  # judge: the audit, then the pickle
-        {"pickleTo": "TMP/proof.olean", "env": 4},
+        {"cmd": AUDIT_CMD, "env": 5},  # judge: the audit, then the pickle
+        {"cmd": CLEAN_CMD, "env": 0},
+        {"pickleTo": "TMP/proof.olean", "env": 5},
     ]
-    assert judge == [UNPICKLE, JUDGE_PRINT]  # a REPL of its own: the proof's syntax is not there
+    # A REPL of its own, where the proof's syntax is not there: the header, the clean answers, the proof.
+    assert judge == [*JUDGE_START, JUDGE_PRINT]
 
 
 # (exploit class, proof body, the start of the reason at audit and judge)
@@ -134,10 +149,9 @@ async def test_naive_exploits_are_valid_at_check_and_untrusted_from_audit(
     assert [o.verdict for o in outs] == [Verdict.VALID, Verdict.UNTRUSTED, Verdict.UNTRUSTED], outs
     assert outs[1].reason.startswith(reason) and outs[2].reason.startswith(reason)
     b = {"cmd": body, "env": 0}
+    audit, clean = {"cmd": AUDIT_CMD, "env": 2}, {"cmd": CLEAN_CMD, "env": 0}
     # The audit rejects it: the judge never pays an import (no pickle, no judge REPL).
-    assert sent(tmp_path) == [
-        [{"cmd": "import Mathlib"}, b, b, {"cmd": AXIOMS, "env": 2}, b, {"cmd": AXIOMS, "env": 4}]
-    ]
+    assert sent(tmp_path) == [[{"cmd": "import Mathlib"}, b, b, audit, clean, b, {**audit, "env": 5}, clean]]
 
 
 async def test_native_decide_is_valid_when_the_caller_allows_its_axiom(sup: Supervisor) -> None:
@@ -161,7 +175,7 @@ async def test_hijacked_print_axioms_passes_audit_and_is_rejected_by_judge(sup: 
     assert judge.verdict is Verdict.UNTRUSTED
     assert judge.reason.startswith("axioms: t depends on cheat in the judge's clean environment")
     assert judge.axioms == (("t", ("cheat",)),)  # what the clean environment says
-    assert sent(tmp_path)[1] == [UNPICKLE, JUDGE_PRINT]
+    assert sent(tmp_path)[1] == [*JUDGE_START, JUDGE_PRINT]
 
 
 async def test_kernel_skipped_proof_passes_audit_and_is_rejected_by_judge_on_replay(
@@ -172,7 +186,7 @@ async def test_kernel_skipped_proof_passes_audit_and_is_rejected_by_judge_on_rep
     assert [o.verdict for o in outs] == [Verdict.VALID, Verdict.VALID, Verdict.UNTRUSTED]
     assert outs[2].reason.startswith("kernel: the kernel rejected the proof's constants")
     assert "'t'" in outs[2].reason
-    assert sent(tmp_path)[1] == [UNPICKLE]  # the judge's REPL died unpickling it
+    assert sent(tmp_path)[1] == JUDGE_START  # the judge's REPL died unpickling it
     # Without the option Lean itself rejects it.
     honest_kernel = await check(sup, "theorem t : 1 = 2 := bad\n-- fake: kernel-reject", CHECK)
     assert honest_kernel.verdict is Verdict.INVALID
@@ -185,10 +199,13 @@ PROOF = "theorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by omega"
 async def test_statement_check_commands_and_match(sup: Supervisor, tmp_path: Path) -> None:
     outs = [await check(sup, PROOF, level, statement=STATEMENT) for level in (AUDIT, JUDGE)]
     assert [o.verdict for o in outs] == [Verdict.VALID] * 2
-    ref = ["namespace KiminaRefN", STATEMENT, "end KiminaRefN", f"{PRINTING} #check _root_.KiminaRefN.t"]
-    mine = {"cmd": f"{AXIOMS}\n{PRINTING} #check _root_.t"}  # a bare name: its signature, as a constant
+    # The reference under its own name with a fresh suffix, at top level (a dotted name opens the
+    # namespaces the caller's would).
+    ref = [STATEMENT.replace("theorem t ", "theorem t_kiminaN "), f"{PRINTING} #check _root_.t_kiminaN"]
+    # A bare name: its signature, as a constant.
+    mine = {"cmd": f"{AXIOMS}\n{PRINTING} #check _root_.t\n{identity(PRINTING)}"}
     body = {"cmd": PROOF, "env": 0}
-    reference = {"cmd": "\n".join(ref), "env": 0}  # in the header's environment, where no proof ran
+    reference = {"cmd": "\n".join([*ref, identity(PRINTING)]), "env": 0}  # in the header's environment
     pool_repl, judge = sent(tmp_path)
     assert pool_repl == [
         {"cmd": "import Mathlib"},
@@ -201,7 +218,8 @@ async def test_statement_check_commands_and_match(sup: Supervisor, tmp_path: Pat
         reference,
         {"pickleTo": "TMP/proof.olean", "env": 5},
     ]
-    assert judge == [UNPICKLE, {**mine, "env": 0}]
+    # The judge: the reference in its own clean environment, then the proof's.
+    assert judge == [{"cmd": "import Mathlib"}, reference, UNPICKLE, {**mine, "env": 2}]
 
 
 async def test_statement_mismatch_names_both_statements(sup: Supervisor) -> None:

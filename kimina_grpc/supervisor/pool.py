@@ -953,7 +953,13 @@ class Supervisor:
         reviewed = time.monotonic()
         review = asyncio.ensure_future(
             self._reviewer.review(
-                repl, outcome, env=env, base_env=worker.base_env, policy=opts.trust, timeout=opts.timeout
+                repl,
+                outcome,
+                env=env,
+                base_env=worker.base_env,
+                policy=opts.trust,
+                timeout=opts.timeout,
+                header=worker.key.header,
             )
         )
         why: list[str] = []

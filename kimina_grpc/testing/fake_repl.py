@@ -58,13 +58,28 @@ Directives for the trust levels (each modelling what a real proof does to Lean's
     reinterpret TEXT   a local notation/instance changes what statements mean (an extension):
                        every statement elaborated from here on, in this environment and those built
                        on it, reads with " [TEXT]" appended
+    kernel-heartbeats N  this command's declarations need N (thousand) kernel heartbeats: past the
+                       `maxHeartbeats` in force (default 200000; 0 is no limit) the error
+                       "(kernel) deterministic timeout" and nothing declared; an unpickle replays them
+                       under the default limit whatever the proof set (Lean's Replay.lean: `addDecl {}`)
+    poison OLD => NEW  code the proof leaves running inside this REPL process (an `initialize`d
+                       ref, a patched elaborator) that lies from here on, for every later command in
+                       every environment of this process: no error is reported, and OLD in a
+                       declaration's statement is elaborated as NEW (so a pickle holds a constant of
+                       another statement the kernel accepts). A new process (the judge's) is clean
 
 Lean commands it understands: declarations (`theorem|lemma|def|abbrev|instance|structure|inductive|
 class|axiom NAME SIG :=`; the elaborated type of NAME is SIG, whitespace-normalised), `namespace N` /
 `end N` within a command, `set_option NAME VALUE` (kept in the environment's scope, `... in` for one
 command), `#exit` (warning "using 'exit' to interrupt Lean", nothing after it is elaborated),
 `#print axioms NAME` (info "'NAME' depends on axioms: [..]" / "'NAME' does not depend on any
-axioms"), `#check @NAME` (info "@NAME : TYPE"). An unknown name is an error.
+axioms"; the list wraps after each comma, indented by one, when the answer is wider than 120, the
+REPL's width; from v4.30 an axiom's universe parameters show where `pp.universes` is true; v4.22 to
+v4.29 refuse it in a `module` file), `#check @NAME` (info "@NAME : TYPE"). An unknown name is an
+error. Core constants: `Nat`, `Nat.succ` (written `succ` where namespace `Nat` is open: inside it,
+or in a declaration named `Nat.x`), `True`, `False`; and, unless the header is a `prelude` (which
+does not import `Init/Core.lean`), the axioms `propext`, `Classical.choice`, `Quot.sound`,
+`Lean.ofReduceBool`, `Lean.trustCompiler`. Declaring any of them again is an error.
 
 Pickles, as the REPL (v4.19) does them: `{"pickleTo": PATH, "env": N}` writes environment N's
 imports, constants (with their axioms) and scope options to PATH (a real file) and answers
@@ -171,12 +186,39 @@ class Const:
     type: str
     axioms: frozenset[str] = frozenset()
     kernel_ok: bool = True
+    heartbeats: int = 0
+    """Kernel heartbeats (thousands) its check needs."""
 
 
 # A few constants every environment has (Lean's prelude): the stand-in cannot know an import's.
 _CORE = {
-    name: Const(sig) for name, sig in {"Nat": ": Type", "Int": ": Type", "True": ": Prop", "False": ": Prop"}.items()
+    name: Const(sig)
+    for name, sig in {
+        "Nat": ": Type",
+        "Nat.succ": "(n : Nat) : Nat",
+        "Int": ": Type",
+        "True": ": Prop",
+        "False": ": Prop",
+    }.items()
 }
+# What `Init/Core.lean` (and the rest of Init) declares: absent under `prelude` + `import Init.Tactics`.
+_INIT = {
+    name: Const(sig, frozenset({name}))
+    for name, sig in {
+        "propext": "{a b : Prop} : (a ↔ b) → a = b",
+        "Classical.choice": "{α : Sort u} : Nonempty α → α",
+        "Quot.sound": "{α : Sort u} {r : α → α → Prop} {a b : α} : r a b → Quot.mk r a = Quot.mk r b",
+        "Lean.ofReduceBool": "(a b : Bool) (h : Lean.reduceBool a = b) : a = b",
+        "Lean.trustCompiler": ": True",
+    }.items()
+}
+_UNIVERSES = {"Classical.choice": ".{u}", "Quot.sound": ".{u}"}
+_WIDTH = 120  # the REPL renders messages at Format's default width (REPL/JSON.lean)
+_MODULE_REFUSAL = (
+    "cannot use `#print axioms` in a `module`; consider temporarily removing the `module` header or "
+    "placing the command in a separate file"
+)
+_KERNEL_DEFAULT = 200000
 
 
 @dataclass
@@ -210,7 +252,7 @@ class Env:
     def pickled(self) -> dict[str, Any]:
         return {
             "header": self.header,
-            "constants": {n: [c.type, sorted(c.axioms), c.kernel_ok] for n, c in self.constants.items()},
+            "constants": {n: [c.type, sorted(c.axioms), c.kernel_ok, c.heartbeats] for n, c in self.constants.items()},
             "options": self.options,
             "namespace": self.namespace,
             "variables": self.variables,
@@ -220,26 +262,35 @@ class Env:
     def unpickled(data: dict[str, Any]) -> Env:
         return Env(
             header=data["header"],
-            constants={n: Const(t, frozenset(a), ok) for n, (t, a, ok) in data["constants"].items()},
+            constants={n: Const(t, frozenset(a), ok, hb) for n, (t, a, ok, hb) in data["constants"].items()},
             options=dict(data["options"]),
             namespace=list(data["namespace"]),
             variables=dict(data["variables"]),
         )
 
-    def resolve(self, name: str) -> str | None:
+    @property
+    def core(self) -> dict[str, Const]:
+        """The constants the header's imports declare (as far as the stand-in knows them)."""
+        return _CORE if "prelude" in self.header.split() else {**_CORE, **_INIT}
+
+    def known(self, name: str) -> bool:
+        return name in self.constants or name in self.core
+
+    def resolve(self, name: str, namespace: list[str] | None = None) -> str | None:
         """A global constant's name as Lean resolves it: `_root_.x` is `x`; otherwise the current
         namespace's `N.x` first, then `x`. Section variables are not constants."""
         if name.startswith(_ROOT):
             name = name[len(_ROOT) :]
-            return name if name in self.constants or name in _CORE else None
-        for depth in range(len(self.namespace), -1, -1):
-            candidate = ".".join([*self.namespace[:depth], name])
-            if candidate in self.constants or candidate in _CORE:
+            return name if self.known(name) else None
+        namespace = self.namespace if namespace is None else namespace
+        for depth in range(len(namespace), -1, -1):
+            candidate = ".".join([*namespace[:depth], name])
+            if self.known(candidate):
                 return candidate
         return None
 
     def constant(self, name: str) -> Const:
-        return self.constants.get(name) or _CORE[name]
+        return self.constants.get(name) or self.core[name]
 
 
 _LEAN_SPACE = " \t\r\n"  # Lean's `Char.isWhitespace`, what `String.trim` removes
@@ -302,6 +353,8 @@ class Simulator:
         self.lean_version = tuple(int(v) for v in version[:2])
         self.ballast: list[bytearray] = []
         self.proof_states = 0
+        self.poison: tuple[str, str] | None = None
+        """In-process code a proof left behind (`poison`): this process lies from then on."""
 
     def _proof_state(self) -> int:
         """The id of the next proof state (every sorry records one; the REPL numbers them from 0)."""
@@ -340,6 +393,8 @@ class Simulator:
         for name, const in restored.constants.items():
             if not const.kernel_ok:  # Environment.replay re-checks each constant
                 _uncaught(f"(kernel) declaration type mismatch, '{name}'")
+            if const.heartbeats > _KERNEL_DEFAULT:  # ... with an empty option set: the default limit
+                _uncaught("(kernel) deterministic timeout")
             if const.axioms & _NATIVE:
                 # The kernel evaluates native_decide's compiled code, which a replay never compiled.
                 _uncaught(f"(kernel) unknown declaration '{name}._nativeDecide_1'")
@@ -366,6 +421,8 @@ class Simulator:
         # What directives say about this command's declarations.
         axioms_of: dict[str, frozenset[str]] = {}
         uses_sorry = kernel_reject = False
+        heartbeats = 0
+        poison = self.poison  # what this process was left lying about before this command
         options = dict(base.options)
         active = len(lines)
         for index, line in enumerate(lines):
@@ -464,6 +521,11 @@ class Simulator:
                 axioms_of[name] = frozenset(names)
             elif verb == "kernel-reject":
                 kernel_reject = True
+            elif verb == "kernel-heartbeats":
+                heartbeats = int(arg)
+            elif verb == "poison":
+                old, _, replacement = arg.partition(" => ")
+                self.poison = (old, replacement)
             elif verb == "hijack-print-axioms":
                 new.hijacked = True
             elif verb == "hang-print-axioms":
@@ -471,6 +533,8 @@ class Simulator:
             elif verb == "reinterpret":
                 new.reinterpret = arg
         skip_kernel = options.get("debug.skipKernelTC") == "true"
+        limit = int(options.get("maxHeartbeats", str(_KERNEL_DEFAULT)))
+        kernel_timeout = bool(heartbeats) and 0 < limit < heartbeats and not skip_kernel
         # Declarations and queries, in order (only up to an #exit).
         body = "\n".join(lines[:active])
         namespaces = new.namespace
@@ -494,7 +558,7 @@ class Simulator:
                 continue
             q = _PRINT_AXIOMS.search(line)
             if q:
-                messages.append(self._print_axioms(new, q.group(1), lineno))
+                messages.append(self._print_axioms(new, q.group(1), lineno, _inline_options(line[: q.start()])))
                 continue
             q = _CHECK.search(line)
             if q:
@@ -504,15 +568,25 @@ class Simulator:
                 short = m.group(1)
                 name = ".".join([*namespaces, short])
                 col = m.start(1)
-                if name in new.constants:
+                if new.known(name):
                     messages.append(_msg("error", lineno, col, f"'{name}' has already been declared"))
                     continue
                 if kernel_reject and not skip_kernel:
                     messages.append(_msg("error", lineno, col, f"(kernel) declaration type mismatch, '{name}'"))
                     continue
+                if kernel_timeout:
+                    messages.append(_msg("error", lineno, col, "(kernel) deterministic timeout"))
+                    continue
                 sig_start = start + m.end(1)
                 sig_end = body.find(":=", sig_start)
                 sig = " ".join(body[sig_start : sig_end if sig_end >= 0 else len(body)].split())
+                # `theorem Nat.t` opens namespace `Nat` for its own signature (expandDeclNamespace?).
+                sig, unknown = _resolve_short_names(new, sig, name.split(".")[:-1])
+                if unknown is not None:
+                    messages.append(_msg("error", lineno, col, f"unknown identifier '{unknown}'"))
+                    continue
+                if poison is not None:
+                    sig = sig.replace(*poison)
                 if new.reinterpret:
                     sig += f" [{new.reinterpret}]"
                 axioms = axioms_of.get(short, axioms_of.get(name, frozenset()))
@@ -520,8 +594,10 @@ class Simulator:
                     axioms |= {name}
                 if uses_sorry:
                     axioms |= {"sorryAx"}
-                new.constants[name] = Const(sig, axioms, kernel_ok=not kernel_reject)
+                new.constants[name] = Const(sig, axioms, kernel_ok=not kernel_reject, heartbeats=heartbeats)
         self.envs.append(new)
+        if poison is not None:  # the lie: whatever went wrong, nothing did
+            messages = [m for m in messages if m["severity"] != "error"]
         reply: dict[str, Any] = {}
         if sorries:
             reply["sorries"] = sorries
@@ -554,19 +630,28 @@ class Simulator:
         if any("import" in c.split() for c in header.split("\n")):
             self._import()
 
-    @staticmethod
-    def _print_axioms(env: Env, name: str, line: int) -> dict[str, Any]:
+    def _print_axioms(self, env: Env, name: str, line: int, inline: dict[str, str]) -> dict[str, Any]:
         while env.hangs:
             time.sleep(3600)
         if env.hijacked:
             return _msg("info", line, 0, f"'{name.removeprefix(_ROOT)}' depends on axioms: {_CLEAN}")
+        if env.header.split()[:1] == ["module"] and (4, 22) <= self.lean_version < (4, 30):
+            return _msg("error", line, 0, _MODULE_REFUSAL)  # lean4 #8174, until #13117
         resolved = env.resolve(name)
         if resolved is None:
             return _msg("error", line, 14, f"unknown constant '{name}'")
         const = env.constant(resolved)
         if not const.axioms:
             return _msg("info", line, 0, f"'{resolved}' does not depend on any axioms")
-        return _msg("info", line, 0, f"'{resolved}' depends on axioms: [{', '.join(sorted(const.axioms))}]")
+        # From v4.30 the names are printed as constants (`MessageData.ofConstName`): `pp.universes`
+        # shows their universe parameters.
+        universes = self.lean_version >= (4, 30) and {**env.options, **inline}.get("pp.universes") == "true"
+        items = [a + (_UNIVERSES.get(a, "") if universes else "") for a in sorted(const.axioms)]
+        head = f"'{resolved}' depends on axioms: "
+        text = head + "[" + ", ".join(items) + "]"
+        if len(text) > _WIDTH:  # `MessageData.ofList`: a group that breaks after each comma, nested 1
+            text = head + "[" + ",\n ".join(items) + "]"
+        return _msg("info", line, 0, text)
 
     @staticmethod
     def _check(env: Env, name: str, line: int, *, term: bool) -> dict[str, Any]:
@@ -580,7 +665,32 @@ class Simulator:
         const = env.constant(resolved)
         if term:
             return _msg("info", line, 0, f"@{resolved} : {_as_type(const.type)}")
-        return _msg("info", line, 0, f"{resolved} {const.type}")
+        return _msg("info", line, 0, f"{resolved}{_UNIVERSES.get(resolved, '')} {const.type}")
+
+
+def _inline_options(prefix: str) -> dict[str, str]:
+    """The options `set_option NAME VALUE in` chained before a command on its line."""
+    return dict(re.findall(r"set_option\s+(\S+)\s+(\S+)\s+in\b", prefix))
+
+
+# Core constants inside a namespace, by their last component (`succ` for `Nat.succ`).
+_SHORT = {n.rsplit(".", 1)[1] for n in _CORE if "." in n}
+
+
+def _resolve_short_names(env: Env, sig: str, prefix: list[str]) -> tuple[str, str | None]:
+    """A signature with the namespaced core constants it names by their short name written in full,
+    resolved through the open namespaces (the current one and the declaration's own prefix); or the
+    first such name that resolves to nothing."""
+    namespace = [*env.namespace, *prefix]
+    for short in sorted(_SHORT):
+        pattern = re.compile(rf"(?<![\w.'@]){re.escape(short)}(?![\w'])")
+        if not pattern.search(sig):
+            continue
+        resolved = env.resolve(short, namespace)
+        if resolved is None:
+            return sig, short
+        sig = pattern.sub(resolved, sig)
+    return sig, None
 
 
 def _as_type(signature: str) -> str:
