@@ -13,8 +13,9 @@ import pytest
 
 from kimina_grpc.repl import ReplSpec, Verdict, protocol, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
-from kimina_grpc.supervisor.answers import Rejected, axioms_answer
 from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, Outcome, TrustPolicy
+from kimina_grpc.supervisor.trust import _axioms as axioms_answer
+from kimina_grpc.supervisor.trust import _Rejected as Rejected
 
 from .conftest import children
 from .test_trust import ARGV, AUDIT, CHECK, JUDGE, check, sent, sup, tmp
