@@ -53,17 +53,23 @@ class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
       `open`s and section variables cannot redirect it: `#print axioms` of it, in the proof's own
       environment right after it, must list only allowed axioms (see allowed_axioms), never sorryAx
       however it was written (rule "axioms" / "sorry"); the theorem must exist (rule
-      "missing-theorem": catches `#exit` before it and renamed theorems); with a statement, the
-      reference is elaborated in the header's environment (where no proof ran: a local notation or
+      "missing-theorem": catches `#exit` before it and renamed theorems); each listed axiom must have
+      the signature the header's clean environment gives it (one it lacks was declared by the proof:
+      rule "axioms"); a `prelude` file is refused (rule "prelude": it can declare its own `propext`);
+      Lean v4.22-v4.29 refuse `#print axioms` in a `module` file (rule "module"); with a statement, the
+      reference (declared as `<name>_kimina<hex>` at top level, so a dotted name opens its namespaces)
+      is elaborated in the header's environment (where no proof ran: a local notation or
       instance of the proof's is not in force there) and the two signatures (`#check` of the bare
       constant, printed with pp.all, pp.fullNames and pp.privateNames set explicitly) must be equal
       (rule "statement"). Two more REPL commands, no import. Limit: the proof's own syntax is in
       force in its environment, so a proof that redefines `#print axioms` or `#check` passes the
       audit; nor does the audit see `debug.skipKernelTC`.
     - JUDGE: the audit, then the proof's environment is pickled and unpickled into a separate REPL
-      started for this proof (the same command, box and limits as the pool's; an import per proof,
-      10-20 s for Mathlib) where its macros, elaborators, notations and instances do not exist;
-      there the same queries run again and are compared with the same reference. Up to REPL v4.29
+      started for this proof (the same command, box and limits as the pool's; it costs
+      two imports, 10-20 s each for Mathlib) where its macros, elaborators, notations and instances
+      do not exist; it imports the header first and elaborates the reference and the axioms there,
+      then unpickles the proof and runs the same queries: from the shared REPL it takes only the
+      pickle. A kernel heartbeat timeout on its replay is TIMEOUT, not a rejection. Up to REPL v4.29
       unpickling re-checks every constant with the kernel, so a proof that skipped the kernel
       (`debug.skipKernelTC`) is rejected (rule "kernel"), and so is `native_decide` even when its
       axiom is allowed (the kernel's evaluation needs compiled code a pickle does not carry: use
@@ -522,7 +528,7 @@ class ProofResult(_message.Message):
     """
     reason: _builtins.str
     """Why the trust policy rejected the proof (VERDICT_UNTRUSTED): "<rule>: <detail>", the rule one
-    of axioms, sorry, missing-theorem, statement, kernel (see TrustLevel) or audit (`#print axioms`
+    of axioms, sorry, missing-theorem, statement, kernel, prelude, module (see TrustLevel) or audit (`#print axioms`
     gave no answer it could read), the detail naming the culprit (the axiom, both statements...)
     and where it was found (the proof's environment, the judge's clean one). Empty otherwise.
     """
