@@ -205,3 +205,17 @@ async def test_a_poisoned_shared_repl_cannot_make_a_wrong_proof_valid_at_judge(o
     assert judged.verdict is Verdict.UNTRUSTED
     # The pickle's constant is what the poisoned REPL made of it; the reference is the judge's own.
     assert judged.reason == "statement: victim proves `: 1 = 1` but the reference statement is `: 1 = 2`"
+
+
+def test_the_reference_is_declared_under_its_own_name_with_the_callers_namespaces() -> None:
+    from kimina_grpc.supervisor.audit import reference_command
+
+    text, name = reference_command(
+        "import Mathlib\nopen Nat\n-- theorem no\ntheorem Nat.t (n : ℕ) : succ n ≠ 0 := by", "_k1"
+    )
+    assert (text, name) == ("open Nat\n-- theorem no\ntheorem Nat.t_k1 (n : ℕ) : succ n ≠ 0 := by sorry", "Nat.t_k1")
+    assert reference_command("theorem A.«b c».d : True := by", "_k1")[1] == "A.«b c».d_k1"
+    assert reference_command("theorem «my thm» : True := by", "_k1")[1] == "«my thm_k1»"  # inside the guillemets
+    assert reference_command("/- lemma x -/ theorem _root_.foo' : True := trivial", "_k1")[1] == "foo'_k1"
+    with pytest.raises(Rejected, match="declares no theorem"):
+        reference_command("def f := 1", "_k1")

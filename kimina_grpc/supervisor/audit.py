@@ -17,7 +17,7 @@ from kimina_grpc.verdict import Verdict
 SORRY_AXIOM = "sorryAx"
 NATIVE_AXIOMS = frozenset({"Lean.ofReduceBool", "Lean.trustCompiler"})
 """What `native_decide` (and `decide +native`) rests on: the compiler's evaluation of Lean code."""
-_DECLARES = re.compile(r"(?:^|\s)(?:theorem|lemma)\s+(?P<name>[^\s:({\[⦃]+)")
+_DECLARES = re.compile(r"(?:^|\s)(?:theorem|lemma)\s+(?P<name>(?:«[^»\n]*»|[^\s:({\[⦃«])+)")
 
 
 # Names printed in full, explicitly: the proof's own settings of these options (carried into the
@@ -58,7 +58,9 @@ def reference_command(statement: str, suffix: str) -> tuple[str, str]:
     m = _DECLARES.search(_blank_comments(text))
     if m is None:
         raise Rejected("statement: the reference statement declares no theorem or lemma")
-    name = m.group("name") + suffix
+    declared = m.group("name")
+    # `«my thm»` takes the suffix inside its guillemets: after them it would be another token.
+    name = declared[:-1] + suffix + "»" if declared.endswith("»") else declared + suffix
     text = text[: m.start("name")] + name + text[m.end("name") :]
     if re.search(r":=\s*(by)?$", text):
         text += " sorry"
