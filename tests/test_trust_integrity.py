@@ -219,3 +219,30 @@ def test_the_reference_is_declared_under_its_own_name_with_the_callers_namespace
     assert reference_command("/- lemma x -/ theorem _root_.foo' : True := trivial", "_k1")[1] == "foo'_k1"
     with pytest.raises(Rejected, match="declares no theorem"):
         reference_command("def f := 1", "_k1")
+
+
+@pytest.mark.parametrize(
+    ("stderr", "verdict", "start"),
+    [
+        ("uncaught exception: (kernel) deterministic timeout", Verdict.TIMEOUT, "the judge's kernel re-check ran out"),
+        ("uncaught exception: (kernel) deep recursion detected", Verdict.REPL_ERROR, "the judge's kernel re-check hit"),
+        (
+            "uncaught exception: (kernel) excessive memory consumption detected",
+            Verdict.REPL_ERROR,
+            "the judge's kernel re-check hit",
+        ),
+    ],
+)
+def test_the_kernels_resource_limits_on_the_judges_replay_are_no_rejection(
+    stderr: str, verdict: Verdict, start: str
+) -> None:
+    """Lean's texts (`KernelException.toMessageData`): the kernel stopped, it did not reject."""
+    from kimina_grpc.supervisor.audit import Failed, Review
+    from kimina_grpc.supervisor.judge import _kernel_verdict
+
+    review = Review.__new__(Review)
+    review.found, review.policy = {}, TrustPolicy(JUDGE, "t")
+    with pytest.raises(Failed) as failed:
+        _kernel_verdict(review, stderr)
+    assert failed.value.verdict is verdict and failed.value.error.startswith(start)
+    assert failed.value.error.endswith(f"(Lean: {stderr})")

@@ -44,6 +44,9 @@ from kimina_grpc.verdict import Verdict
 
 KERNEL_TIMEOUT = "(kernel) deterministic timeout"
 """`KernelException.deterministicTimeout`'s text (Lean/Message.lean)."""
+# The kernel's other resource limits (`deepRecursion`, `excessiveMemory`): the replay stopped, which
+# says nothing against the proof the pool's kernel accepted; the judge cannot vouch for it either.
+KERNEL_LIMITS = ("(kernel) deep recursion detected", "(kernel) excessive memory consumption detected")
 
 
 async def judge(review: Review) -> None:
@@ -131,6 +134,9 @@ def _kernel_verdict(review: Review, stderr: str) -> None:
             " under Lean's default maxHeartbeats (200000), whatever the proof set, and nothing from"
             f" outside raises it (Lean: {tail})",
         )
+    limit = next((text for text in KERNEL_LIMITS if text in stderr), None)
+    if limit is not None:
+        raise Failed(Verdict.REPL_ERROR, f"the judge's kernel re-check hit a resource limit: {limit} (Lean: {tail})")
     native = sorted(set(review.found.get(review.policy.theorem, ())) & NATIVE_AXIOMS)
     if native:
         raise Rejected(
