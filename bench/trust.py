@@ -1,9 +1,10 @@
 """What trust costs: seconds per proof at audit and judge over check, on the pool with the stand-in.
 
 Each proof costs PROOF_SECONDS of "Lean" (a sleep in the stand-in) and every import, the pool's and
-the judge's unpickle alike, IMPORT_SECONDS (KIMINA_FAKE_IMPORT_SECONDS: scale it to your header, 10-20
-s for Mathlib). Proofs run one at a time on one warm REPL, with a reference statement, so the table
-reads as the added latency of one proof; the judge's extra is about one import plus process start.
+the judge's header and unpickle alike, IMPORT_SECONDS (KIMINA_FAKE_IMPORT_SECONDS: scale it to your
+header, 10-20 s for Mathlib). Proofs run one at a time on one warm REPL, with a reference statement, so the table
+reads as the added latency of one proof; the judge's extra is about two imports (the header's, where it
+elaborates the reference, and the pickle's) plus process start.
 """
 
 from __future__ import annotations
