@@ -157,8 +157,9 @@ async def test_a_self_declared_propext_under_prelude_is_refused(sup: Supervisor,
     for out in outs[1:]:
         assert out.reason.startswith("prelude: a `prelude` file chooses which of Lean's core modules it imports")
     # Refused before anything is asked: no audit command, no judge.
-    pool = [r for r in sent(tmp_path)[-1] if "#print axioms" in r.get("cmd", "")]
-    assert pool == []
+    asked = [r for repl in sent(tmp_path) for r in repl if "#print axioms" in r.get("cmd", "") or "pickleTo" in r]
+    assert asked == []
+    assert len(sent(tmp_path)) == 1  # no judge's REPL either
     # Without `prelude`, Init declares propext: Lean itself refuses the second one.
     again = await check(sup, PROPEXT, CHECK)
     assert again.verdict is Verdict.INVALID
