@@ -11,6 +11,7 @@ no import.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -97,6 +98,19 @@ async def test_the_pool_answers_a_budget_below_the_minimum_without_sending_anyth
     after = sup.state()
     assert (after.kills, after.imports, after.completed) == (before.kills, before.imports, before.completed + 1)
     assert (await check(sup, "import A\ntheorem u : True := trivial")).verdict is Verdict.VALID
+    assert sup.state().imports == before.imports
+    # Nor does it make the pool start a REPL: on a REPL of its own (reuse off), of another header,
+    # or with a deadline that leaves too little.
+    for code, timeout, reuse, deadline_in in [
+        (SLOW, 0.05, False, None),
+        ("import B\ntheorem t : True := trivial", 0.05, True, None),
+        ("import C\ntheorem t : True := trivial", 10.0, True, 0.05),
+    ]:
+        deadline = None if deadline_in is None else time.monotonic() + deadline_in
+        options = CheckOptions(timeout=timeout, reuse=reuse, deadline=deadline)
+        out = await asyncio.wait_for(sup.submit(split_header(code), options).future, 10)
+        assert out.verdict is Verdict.NOT_CHECKED and "LEAN_SERVER_MIN_TIMEOUT" in out.error
+    assert sup.queued == 0 and len(sup.state().headers) == 1
     assert sup.state().imports == before.imports
 
 

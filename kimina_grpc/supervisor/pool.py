@@ -274,9 +274,13 @@ class Supervisor:
         jobs = []
         for (split, options), size in zip(batch, sizes, strict=True):
             job = Job(split, options, loop.create_future(), size=size)
+            jobs.append(job)
+            if (budget := _budget(options, job.submitted)) < self.s.min_timeout:
+                # Never queued: it would only make the pool start a REPL it cannot use.
+                self._finish(job, not_checked(_too_short(budget, self.s.min_timeout, "when it came")))
+                continue
             self._enqueue(job)
             self._arm_expiry(job, self.s.max_wait)
-            jobs.append(job)
         self._kick()
         return jobs
 
