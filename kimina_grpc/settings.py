@@ -143,6 +143,10 @@ class Settings(BaseSettings):
     """The trust level of proofs that set none (see the contract's TrustLevel); audit and judge
     need every proof to name its theorem (theorem_name or statement)."""
     max_timeout: float = Field(3600.0, gt=0)
+    min_timeout: float = Field(0.1, ge=0)
+    """The shortest check: a timeout below it is refused, and a proof whose caller's deadline leaves
+    less is answered NOT_CHECKED without a REPL (a check cut that short only kills a warm REPL,
+    and its replacement pays the import)."""
     max_code_bytes: int = Field(1 << 20, gt=0)
     max_batch: int = Field(10_000, gt=0)
     max_queue: int = Field(100_000, gt=0)
@@ -266,6 +270,8 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.max_timeout < self.default_timeout:
             raise ValueError("LEAN_SERVER_DEFAULT_TIMEOUT must not exceed LEAN_SERVER_MAX_TIMEOUT")
+        if self.default_timeout < self.min_timeout:
+            raise ValueError("LEAN_SERVER_MIN_TIMEOUT must not exceed LEAN_SERVER_DEFAULT_TIMEOUT")
         if self.repl_command is not None and not shlex.split(self.repl_command):
             raise ValueError("LEAN_SERVER_REPL_COMMAND is empty")
         if (self.tls_cert is None) != (self.tls_key is None):

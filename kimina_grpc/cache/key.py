@@ -1,9 +1,18 @@
 """Cache keys: a hash of everything that decides a proof's reply, and nothing that does not.
 
-In: the Lean environment (Lean version, the project the REPL runs in, the REPL command), the
-normalised header, the body, where the body sits in the file (the reply's positions are positions
-in the user's file), and each option that changes the reply. Out: the id and the timeout (a hit is
-served only when the original check fit in the caller's timeout, see layer.py).
+In: the version of the verdict rules (kimina_grpc/rules.py), the Lean environment (Lean version,
+the project the REPL runs in, the REPL command), every field of the header cut (`Split`: the
+normalised header, the body, and where each header command and the body sit in the file, since the
+reply's positions are positions in the user's file), and each option that changes the reply. Out:
+the id and the timeout (a hit is served only when the original check fit in the caller's timeout,
+see layer.py).
+
+What the cut drops never reaches Lean nor the reply, so it can stay out (tests/test_cache_key.py
+proves each against an uncached check): CRLF (read as LF), spaces and comments inside and between
+header commands (only each command's line and column are kept), a repeated import (sent once,
+reported on its first line), and the blank lines between header and body (the body's first line is
+kept). The reply is built from the `Split` alone, so a key over all its fields is a key over
+everything of the file that changes the reply's bytes.
 """
 
 from __future__ import annotations
@@ -11,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
+from kimina_grpc import rules
 from kimina_grpc.repl import Split
 from kimina_grpc.supervisor.jobs import CheckOptions
 
@@ -47,8 +58,8 @@ def _reply_options(options: CheckOptions) -> list[Any]:
 
 
 def proof_key(environment: str, split: Split, options: CheckOptions) -> str:
+    # Every field of the split, so that one added later cannot be forgotten here.
     material = json.dumps(
-        [environment, split.header, split.body, split.line_offset, split.header_lines, _reply_options(options)],
-        ensure_ascii=False,
+        [rules.RULES_VERSION, environment, astuple(split), _reply_options(options)], ensure_ascii=False
     )
     return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()

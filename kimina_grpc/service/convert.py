@@ -67,8 +67,8 @@ class Effective:
 
 def check_options(opts: pb.ProofOptions, where: str, settings: Settings) -> list[tuple[str, str]]:
     problems = []
-    if opts.HasField("timeout_seconds") and not 0 < opts.timeout_seconds <= settings.max_timeout:
-        problems.append((f"{where}.timeout_seconds", f"must be in (0, {settings.max_timeout:g}]"))
+    if opts.HasField("timeout_seconds") and (why := _bad_timeout(opts.timeout_seconds, settings)):
+        problems.append((f"{where}.timeout_seconds", why))
     if opts.infotree != pb.INFOTREE_MODE_UNSPECIFIED and opts.infotree not in _INFOTREE:
         problems.append((f"{where}.infotree", f"unknown infotree mode {opts.infotree}"))
     if opts.trust != pb.TRUST_LEVEL_UNSPECIFIED and opts.trust not in _TRUST:
@@ -83,6 +83,19 @@ def check_options(opts: pb.ProofOptions, where: str, settings: Settings) -> list
     if opts.HasField("statement") and len(opts.statement.encode()) > settings.max_code_bytes:
         problems.append((f"{where}.statement", f"must be at most {settings.max_code_bytes} bytes"))
     return problems
+
+
+def _bad_timeout(timeout: float, settings: Settings) -> str:
+    """Why a proof's timeout is refused ("" when it is not). Below the minimum a check would only
+    kill a warm REPL (LEAN_SERVER_MIN_TIMEOUT)."""
+    low, high = settings.min_timeout, settings.max_timeout
+    if timeout > 0 and low <= timeout <= high:
+        return ""
+    return (
+        f"must be in [{low:g}, {high:g}] (LEAN_SERVER_MIN_TIMEOUT, _MAX_TIMEOUT)"
+        if low
+        else f"must be in (0, {high:g}]"
+    )
 
 
 def _trust(own: pb.ProofOptions, request: pb.ProofOptions | None, settings: Settings) -> TrustPolicy | None:

@@ -113,6 +113,7 @@ def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
         min_free_memory=settings.min_free_memory,
         import_cost_hint=settings.import_cost_hint,
         init_repls=settings.init_repls,
+        min_timeout=settings.min_timeout,
     )
 
 

@@ -90,6 +90,9 @@ class PoolSettings:
     import_timeout: float = 1800.0
     import_cost_hint: float = 15.0
     init_repls: dict[str, int] = field(default_factory=dict)
+    min_timeout: float = 0.1
+    """A proof whose budget (its timeout, or what its caller's deadline leaves) is below this is
+    answered NOT_CHECKED without a REPL: a check cut that short only kills a warm REPL."""
 
 
 class WorkerState(Enum):
@@ -271,9 +274,13 @@ class Supervisor:
         jobs = []
         for (split, options), size in zip(batch, sizes, strict=True):
             job = Job(split, options, loop.create_future(), size=size)
+            jobs.append(job)
+            if (budget := _budget(options, job.submitted)) < self.s.min_timeout:
+                # Never queued: it would only make the pool start a REPL it cannot use.
+                self._finish(job, not_checked(_too_short(budget, self.s.min_timeout, "when it came")))
+                continue
             self._enqueue(job)
             self._arm_expiry(job, self.s.max_wait)
-            jobs.append(job)
         self._kick()
         return jobs
 
@@ -282,7 +289,8 @@ class Supervisor:
         or at its caller's deadline."""
         waits = [max_wait] if max_wait > 0 else []
         if job.options.deadline is not None:
-            waits.append(job.options.deadline - time.monotonic())
+            # Out of the queue while the deadline still leaves the shortest check.
+            waits.append(job.options.deadline - self.s.min_timeout - time.monotonic())
         if waits:
             job.expiry = asyncio.get_running_loop().call_later(max(0.0, min(waits)), self._expire, job)
 
@@ -605,8 +613,10 @@ class Supervisor:
         if not self._dequeue(job):
             return
         deadline = job.options.deadline
-        if deadline is not None and time.monotonic() >= deadline - 0.01:
-            job.answer(not_checked("the caller's deadline came before a REPL was free; not checked"))
+        if deadline is not None and time.monotonic() >= deadline - self.s.min_timeout - 0.01:
+            job.answer(
+                not_checked(_too_short(deadline - time.monotonic(), self.s.min_timeout, "before a REPL was free"))
+            )
         else:
             job.answer(
                 not_checked(f"waited {self.s.max_wait:g} s for a REPL (LEAN_SERVER_MAX_WAIT) and was not checked")
@@ -811,6 +821,11 @@ class Supervisor:
         assert worker.repl is not None
         if job.abandoned:  # its caller left between dispatch and now: nothing to run
             self._running.discard(job)
+            self._after_check(worker, recycle=False)
+            return
+        budget = _budget(job.options, time.monotonic())
+        if budget < self.s.min_timeout:  # nothing is sent: the REPL stays warm and in step
+            self._finish(job, not_checked(_too_short(budget, self.s.min_timeout, "when a REPL was free")))
             self._after_check(worker, recycle=False)
             return
         repl = worker.repl
@@ -1045,6 +1060,20 @@ class Supervisor:
         if not self._closing and (key := worker.returns if worker.key.fresh else worker.key) is not None:
             self._to_start.append(key)
         self._kick()
+
+
+def _budget(options: CheckOptions, now: float) -> float:
+    """Seconds a proof may run from `now`: its timeout, or less when its caller's deadline is nearer."""
+    return options.timeout if options.deadline is None else min(options.timeout, options.deadline - now)
+
+
+def _too_short(budget: float, minimum: float, when: str) -> str:
+    if budget <= 0:
+        return f"the caller's deadline came {when}; not checked"
+    return (
+        f"{budget:.3g} s left to check it {when} (the caller's deadline or timeout), less than the "
+        f"shortest check of {minimum:g} s (LEAN_SERVER_MIN_TIMEOUT); not checked"
+    )
 
 
 def _size(split: Split, options: CheckOptions) -> int:

@@ -161,8 +161,9 @@ class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.Value
     """
     VERDICT_NOT_CHECKED: _Verdict.ValueType  # 7
     """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
-    caller's deadline, or a server shutdown (queued when it began, still running after the drain, or
-    read during it; see ProofResult.retryable). `error` says which. Not a statement about the proof.
+    caller's deadline (or until it left less than LEAN_SERVER_MIN_TIMEOUT), or a server shutdown
+    (queued when it began, still running after the drain, or read during it; see
+    ProofResult.retryable). `error` says which. Not a statement about the proof.
     """
     VERDICT_UNTRUSTED: _Verdict.ValueType  # 8
     """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
@@ -197,8 +198,9 @@ stderr during this proof.
 """
 VERDICT_NOT_CHECKED: Verdict.ValueType  # 7
 """The proof was not checked: an invalid stream item, a queue wait past LEAN_SERVER_MAX_WAIT or the
-caller's deadline, or a server shutdown (queued when it began, still running after the drain, or
-read during it; see ProofResult.retryable). `error` says which. Not a statement about the proof.
+caller's deadline (or until it left less than LEAN_SERVER_MIN_TIMEOUT), or a server shutdown
+(queued when it began, still running after the drain, or read during it; see
+ProofResult.retryable). `error` says which. Not a statement about the proof.
 """
 VERDICT_UNTRUSTED: Verdict.ValueType  # 8
 """Lean accepted the proof (it would be VALID at TRUST_LEVEL_CHECK) but the trust level's policy
@@ -393,9 +395,10 @@ class ProofOptions(_message.Message):
     THEOREM_NAME_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     timeout_seconds: _builtins.float
-    """Seconds the proof may take once it runs on a REPL, in (0, 3600] (LEAN_SERVER_MAX_TIMEOUT).
-    Default: LEAN_SERVER_DEFAULT_TIMEOUT (60). Past it the REPL is killed and the verdict is TIMEOUT.
-    The caller's remaining deadline, when smaller, takes its place.
+    """Seconds the proof may take once it runs on a REPL, in [0.1, 3600] (LEAN_SERVER_MIN_TIMEOUT,
+    LEAN_SERVER_MAX_TIMEOUT). Default: LEAN_SERVER_DEFAULT_TIMEOUT (60). Past it the REPL is killed
+    and the verdict is TIMEOUT. The caller's remaining deadline, when smaller, takes its place (one
+    leaving less than the minimum: NOT_CHECKED, without a REPL).
     """
     infotree: Global___InfotreeMode.ValueType
     """Which Lean info tree to return in ProofResult.infotree. UNSPECIFIED inherits (default: none)."""

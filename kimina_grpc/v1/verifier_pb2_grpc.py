@@ -91,7 +91,7 @@ class VerifierServiceServicer:
         - `proofs` is non-empty and has at most 10,000 proofs (LEAN_SERVER_MAX_BATCH);
         - every `id` is non-empty, at most 256 UTF-8 bytes, and unique within the batch;
         - every `code` is at most 1 MiB of UTF-8 (LEAN_SERVER_MAX_CODE_BYTES);
-        - every timeout, when set, is in (0, 3600] seconds (LEAN_SERVER_MAX_TIMEOUT);
+        - every timeout, when set, is in [0.1, 3600] seconds (LEAN_SERVER_MIN_TIMEOUT, _MAX_TIMEOUT);
         - every enum value is one this version knows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

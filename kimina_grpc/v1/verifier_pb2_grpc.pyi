@@ -63,7 +63,7 @@ class VerifierServiceStub:
     - `proofs` is non-empty and has at most 10,000 proofs (LEAN_SERVER_MAX_BATCH);
     - every `id` is non-empty, at most 256 UTF-8 bytes, and unique within the batch;
     - every `code` is at most 1 MiB of UTF-8 (LEAN_SERVER_MAX_CODE_BYTES);
-    - every timeout, when set, is in (0, 3600] seconds (LEAN_SERVER_MAX_TIMEOUT);
+    - every timeout, when set, is in [0.1, 3600] seconds (LEAN_SERVER_MIN_TIMEOUT, _MAX_TIMEOUT);
     - every enum value is one this version knows.
     """
     StreamVerify: _grpc.StreamStreamMultiCallable[_verifier_pb2.StreamVerifyRequest, _verifier_pb2.StreamVerifyResponse]
@@ -124,7 +124,7 @@ class VerifierServiceAsyncStub(VerifierServiceStub):
     - `proofs` is non-empty and has at most 10,000 proofs (LEAN_SERVER_MAX_BATCH);
     - every `id` is non-empty, at most 256 UTF-8 bytes, and unique within the batch;
     - every `code` is at most 1 MiB of UTF-8 (LEAN_SERVER_MAX_CODE_BYTES);
-    - every timeout, when set, is in (0, 3600] seconds (LEAN_SERVER_MAX_TIMEOUT);
+    - every timeout, when set, is in [0.1, 3600] seconds (LEAN_SERVER_MIN_TIMEOUT, _MAX_TIMEOUT);
     - every enum value is one this version knows.
     """
     StreamVerify: _aio.StreamStreamMultiCallable[_verifier_pb2.StreamVerifyRequest, _verifier_pb2.StreamVerifyResponse]  # type: ignore[assignment]
@@ -188,7 +188,7 @@ class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
         - `proofs` is non-empty and has at most 10,000 proofs (LEAN_SERVER_MAX_BATCH);
         - every `id` is non-empty, at most 256 UTF-8 bytes, and unique within the batch;
         - every `code` is at most 1 MiB of UTF-8 (LEAN_SERVER_MAX_CODE_BYTES);
-        - every timeout, when set, is in (0, 3600] seconds (LEAN_SERVER_MAX_TIMEOUT);
+        - every timeout, when set, is in [0.1, 3600] seconds (LEAN_SERVER_MIN_TIMEOUT, _MAX_TIMEOUT);
         - every enum value is one this version knows.
         """
 
