@@ -127,6 +127,7 @@ import contextlib
 import ctypes
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -138,14 +139,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-from kimina_grpc import extras
-
-try:  # the REPL room needs the server extra (psutil)
-    from kimina_grpc.repl import seccomp
-    from kimina_grpc.repl.header import split_header
-except ModuleNotFoundError as exc:
-    print(f"fake_repl {extras.hint('server', exc.name or 'a module')}", file=sys.stderr)
-    raise SystemExit(2) from None
+from kimina_grpc.testing.lean_header import Header, read_header
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
@@ -153,7 +147,8 @@ _DECL = re.compile(
     re.M,
 )
 _DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
-_IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import\s+(.+?)\s*$")
+_IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import(?![\w'.!?])")
+_HEADER_WORD = re.compile(r"^\s*(?:module|prelude)\s*$")  # a header keyword where a command should be
 _INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of the file"
 _SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
 _SET_OPTION = re.compile(r"^\s*set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
@@ -358,9 +353,15 @@ class Simulator:
         infotree: Any = None
         first = 1  # the file line of the command's first line (after a header: its body's)
         if env is None:
-            split = split_header(cmd)
-            self._import_header(split.header, split.header_lines, messages)
-            new.header, cmd, first = split.header, split.body, split.line_offset + 1
+            # The header as Lean reads it (lean_header.py, not the server's split); the commands
+            # start where it ends, on the same line (what precedes them there blanked).
+            cmd = cmd.replace("\r\n", "\n")
+            head = read_header(cmd, modules=self.lean_version >= (4, 22))
+            self._import_header(head, messages)
+            line_start = cmd.rfind("\n", 0, head.end) + 1
+            new.header = "\n".join(head.commands)
+            first = cmd.count("\n", 0, head.end) + 1
+            cmd = " " * (head.end - line_start) + cmd[head.end :]
         messages.extend(_lexical_errors(cmd, first))
         lines = cmd.split("\n")
         # What directives say about this command's declarations.
@@ -372,6 +373,9 @@ class Simulator:
             lineno = index + first
             if _IMPORT.match(line):
                 messages.append(_msg("error", lineno, 0, _INVALID_IMPORT))
+                continue
+            if _HEADER_WORD.match(line):  # e.g. `module` before Lean 4.22, where it is no header keyword
+                messages.append(_msg("error", lineno, 0, "unexpected identifier; expected command"))
                 continue
             if line.strip().startswith("#exit"):
                 messages.append(_msg("warning", lineno, 0, "using 'exit' to interrupt Lean"))
@@ -532,16 +536,12 @@ class Simulator:
         reply["env"] = len(self.envs) - 1
         return reply
 
-    def _import_header(self, header: str, lines: tuple[int, ...], messages: list[dict[str, Any]]) -> None:
+    def _import_header(self, head: Header, messages: list[dict[str, Any]]) -> None:
         """Import a header (as Lean's header parser read it): a module whose first component is
         `Missing` does not exist; the import costs KIMINA_FAKE_IMPORT_* time and memory."""
-        for lineno, command in zip(lines, header.split("\n") if header else [], strict=True):
+        for lineno, command in zip(head.lines, head.commands, strict=True):
             words = command.split()
-            if words[0] in ("module", "public", "meta") and self.lean_version < (4, 22):
-                # Module files came with Lean 4.22: before, `module` is no header keyword, so the
-                # header ends there and the rest are commands, `import` among them an error.
-                messages.append(_msg("error", lineno, 0, "unexpected identifier; expected command"))
-            elif "import" in words and words[-1].split(".")[0] == "Missing":
+            if "import" in words and words[-1].split(".")[0] == "Missing":
                 messages.append(
                     _msg(
                         "error",
@@ -551,7 +551,7 @@ class Simulator:
                         "in the search path entries",
                     )
                 )
-        if any("import" in c.split() for c in header.split("\n")):
+        if any("import" in c.split() for c in head.commands):
             self._import()
 
     @staticmethod
@@ -838,11 +838,20 @@ def _libc_call(name: str, *args: Any) -> int:
     return result
 
 
+# The attacks' syscall numbers, from the kernel's tables (arch/x86/entry/syscalls/syscall_64.tbl,
+# include/uapi/asm-generic/unistd.h), not from the server's seccomp filter: a wrong number there
+# must not be mirrored here (tests/test_header_rule.py checks both against this machine's headers).
+SYSCALLS = {
+    "x86_64": {"add_key": 248, "io_uring_setup": 425},
+    "aarch64": {"add_key": 217, "io_uring_setup": 425},
+}
+
+
 def _syscall(name: str, *args: Any) -> int:
-    arch = seccomp.native()
-    if arch is None:
-        raise OSError(f"no syscall table for {name} here")
-    return _libc_call("syscall", ctypes.c_long(arch.denied[name]), *args)
+    number = SYSCALLS.get(platform.machine(), {}).get(name)
+    if number is None:
+        raise OSError(f"no syscall number for {name} on {platform.machine()}")
+    return _libc_call("syscall", ctypes.c_long(number), *args)
 
 
 def _ptrace(arg: str) -> str:
