@@ -151,7 +151,18 @@ _IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import(?![\w'.!?])")
 _HEADER_WORD = re.compile(r"^\s*(?:module|prelude)\s*$")  # a header keyword where a command should be
 _INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of the file"
 _SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
-_SET_OPTION = re.compile(r"^\s*set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
+_SET_OPTION = re.compile(r"(?<![\w.])set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
+# What the stand-in's Lean version changes (KIMINA_FAKE_LEAN_VERSION, default v4.19.0; tests/real_lean
+# marks each case by the versions it holds for). Options Lean lacks before a version: `set_option` of
+# one is "unknown option", and with `in` the command under it is not elaborated.
+_OPTION_SINCE = {
+    "pp.maxSteps": (4, 11),
+    "warn.sorry": (4, 22),  # lean4 PR #8662 (June 2025), after v4.21's release branch
+}
+_MODULES_SINCE = (4, 22)  # `module`, `public`/`meta import`, `import all` (the module system)
+_REPLAY_UNPICKLE = ((4, 10), (4, 30))  # REPL/Snapshots.lean: unpickling runs Environment.replay (kernel)
+_GOALS_ACCOMPLISHED = ((4, 19), (4, 20))  # an info "Goals accomplished!" over each finished proof
+_PROOF = re.compile(r"^(\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable)\s+)*)(?:theorem|lemma|example)\b")
 _PRINT_AXIOMS = re.compile(r"#print\s+axioms\s+(\S+)")
 _CHECK = re.compile(r"#check\s+(@?)(\S+)")
 _NAMESPACE = re.compile(r"^\s*(namespace|end)\s+(\S+)\s*$")
@@ -332,7 +343,8 @@ class Simulator:
             _uncaught(f"failed to read file '{path}': {exc}")
         if restored.header:
             self._import()
-        for name, const in restored.constants.items():
+        replays = _REPLAY_UNPICKLE[0] <= self.lean_version < _REPLAY_UNPICKLE[1]
+        for name, const in restored.constants.items() if replays else ():
             if not const.kernel_ok:  # Environment.replay re-checks each constant
                 _uncaught(f"(kernel) declaration type mismatch, '{name}'")
             if const.axioms & _NATIVE:
@@ -356,7 +368,7 @@ class Simulator:
             # The header as Lean reads it (lean_header.py, not the server's split); the commands
             # start where it ends, on the same line (what precedes them there blanked).
             cmd = cmd.replace("\r\n", "\n")
-            head = read_header(cmd, modules=self.lean_version >= (4, 22))
+            head = read_header(cmd, modules=self.lean_version >= _MODULES_SINCE)
             self._import_header(head, messages)
             line_start = cmd.rfind("\n", 0, head.end) + 1
             new.header = "\n".join(head.commands)
@@ -369,8 +381,8 @@ class Simulator:
         uses_sorry = kernel_reject = False
         options = dict(base.options)
         active = len(lines)
-        for index, line in enumerate(lines):
-            lineno = index + first
+        for index in range(len(lines)):
+            line, lineno = lines[index], index + first
             if _IMPORT.match(line):
                 messages.append(_msg("error", lineno, 0, _INVALID_IMPORT))
                 continue
@@ -381,13 +393,20 @@ class Simulator:
                 messages.append(_msg("warning", lineno, 0, "using 'exit' to interrupt Lean"))
                 active = index
                 break
-            if "pp.maxSteps" in line and self.lean_version < (4, 11):
-                messages.append(_msg("error", lineno, 11, "unknown option 'pp.maxSteps'"))
-            o = _SET_OPTION.match(line)
-            if o:
-                options[o.group(1)] = o.group(2)
-                if not o.group(3):
-                    new.options[o.group(1)] = o.group(2)
+            for o in _SET_OPTION.finditer(line.split("--", 1)[0]):
+                name, value, scoped = o.groups()
+                if self.lean_version < _OPTION_SINCE.get(name, (0, 0)):
+                    messages.append(_msg("error", lineno, o.start(1), f"unknown option '{name}'"))
+                    if scoped:  # the command under `in` (to the next blank line here) is not elaborated
+                        line = lines[index] = line[: o.start()]
+                        for k in range(index + 1, len(lines)):
+                            if not lines[k].strip():
+                                break
+                            lines[k] = ""
+                    break
+                options[name] = value
+                if not scoped:
+                    new.options[name] = value
             for m in _SORRY.finditer(line.split("--", 1)[0]):
                 uses_sorry = True
                 sorries.append(_sorry(lineno, m.start(), self._proof_state()))
@@ -475,6 +494,7 @@ class Simulator:
             elif verb == "reinterpret":
                 new.reinterpret = arg
         skip_kernel = options.get("debug.skipKernelTC") == "true"
+        proofs: list[tuple[int, int, str | None]] = []  # (line index, column, name) of theorem/example
         # Declarations and queries, in order (only up to an #exit).
         body = "\n".join(lines[:active])
         namespaces = new.namespace
@@ -504,6 +524,9 @@ class Simulator:
             if q:
                 messages.append(self._check(new, q.group(2), lineno, term=bool(q.group(1))))
                 continue
+            p = _PROOF.match(line)
+            if p:
+                proofs.append((index, len(p.group(1)), None))
             for m in _DECL.finditer(line):
                 short = m.group(1)
                 name = ".".join([*namespaces, short])
@@ -525,6 +548,12 @@ class Simulator:
                 if uses_sorry:
                     axioms |= {"sorryAx"}
                 new.constants[name] = Const(sig, axioms, kernel_ok=not kernel_reject)
+                if p:
+                    proofs[-1] = (index, proofs[-1][1], name)
+        if _GOALS_ACCOMPLISHED[0] <= self.lean_version < _GOALS_ACCOMPLISHED[1]:
+            messages.extend(
+                _goals_accomplished(proofs, lines[:active], first, messages=messages, sorries=sorries, env=new)
+            )
         self.envs.append(new)
         reply: dict[str, Any] = {}
         if sorries:
@@ -645,6 +674,39 @@ def _lexical_errors(code: str, first: int) -> list[dict[str, Any]]:
             column += 1
         i += 1
     return errors
+
+
+def _goals_accomplished(
+    proofs: list[tuple[int, int, str | None]],
+    lines: list[str],
+    first: int,
+    *,
+    messages: list[dict[str, Any]],
+    sorries: list[dict[str, Any]],
+    env: Env,
+) -> list[dict[str, Any]]:
+    """Lean 4.19's info "Goals accomplished!" over each theorem or example that was elaborated without
+    an error or a sorry (REPL v4.19.0's expected outputs): from its keyword to the end of its text
+    (up to the next line that starts a command at column 0)."""
+    out = []
+    for index, column, name in proofs:
+        stop = next(
+            (k for k in range(index + 1, len(lines)) if lines[k][:1].strip() and not lines[k].startswith(("--", "/-"))),
+            len(lines),
+        )
+        while stop > index + 1 and not lines[stop - 1].split("--", 1)[0].strip():
+            stop -= 1
+        span = range(index + first, stop + first)
+        spoiled = any(
+            m["pos"]["line"] in span and (m["severity"] == "error" or "declaration uses" in m["data"]) for m in messages
+        ) or any(s["pos"]["line"] in span for s in sorries)
+        if spoiled or (name is not None and name not in env.constants):
+            continue
+        end_line = lines[stop - 1].split("--", 1)[0].rstrip()
+        message = _msg("info", index + first, column, "Goals accomplished!")
+        message["endPos"] = {"line": stop - 1 + first, "column": len(end_line)}
+        out.append(message)
+    return out
 
 
 def _uncaught(text: str) -> NoReturn:
