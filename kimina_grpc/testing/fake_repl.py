@@ -66,12 +66,19 @@ command), `#exit` (warning "using 'exit' to interrupt Lean", nothing after it is
 `#print axioms NAME` (info "'NAME' depends on axioms: [..]" / "'NAME' does not depend on any
 axioms"), `#check @NAME` (info "@NAME : TYPE"). An unknown name is an error.
 
-Pickles, as the REPL (v4.19) does them: `{"pickleTo": PATH, "env": N}` writes environment N's
-imports, constants (with their axioms) and scope options to PATH (a real file) and answers
-`{"env": N}`, recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every
-constant with the "kernel" (a `kernel-reject`ed constant, or an unreadable file, is an uncaught
-exception: the process exits), and records the next environment: the constants and options come
-back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
+Pickles, as the REPL does them: `{"pickleTo": PATH, "env": N}` writes environment N's imports,
+constants (with their axioms) and scope options to PATH (a real file) and answers `{"env": N}`,
+recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every constant with
+the "kernel" at REPL v4.10 to v4.29 (a `kernel-reject`ed constant, or an unreadable file, is an
+uncaught exception: the process exits), and records the next environment: the constants and options
+come back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
+
+The Lean version it models (KIMINA_FAKE_LEAN_VERSION, default v4.19.0, the installer's) switches what
+real Lean does differently (tests/test_lean_versions.py): `set_option warn.sorry` is an unknown option
+before 4.22 (the command under `in` is then not elaborated), `pp.maxSteps` before 4.11; module headers
+(`module`, `public`/`meta import`, `import all`) from 4.22; the kernel re-check at unpickle from 4.10 to
+4.29; at 4.19 an info "Goals accomplished!" over each theorem or example elaborated without an error or
+a sorry; from 4.22 the REPL right-trims request lines.
 
 Attacks, as `#eval` in a proof could make them (IO.FS.writeFile, IO.Process.spawn, ...); each reports
 its outcome as an info message on its line, the way `#eval` output comes back ("VERB ...: ok ..." or
