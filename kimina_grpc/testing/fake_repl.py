@@ -164,7 +164,7 @@ _SET_OPTION = re.compile(r"(?<![\w.])set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
 # one is "unknown option", and with `in` the command under it is not elaborated.
 _OPTION_SINCE = {
     "pp.maxSteps": (4, 11),
-    "warn.sorry": (4, 22),  # lean4 PR #8662 (June 2025), after v4.21's release branch
+X
 }
 _MODULES_SINCE = (4, 22)  # `module`, `public`/`meta import`, `import all` (the module system)
 _REPLAY_UNPICKLE = ((4, 10), (4, 30))  # REPL/Snapshots.lean: unpickling runs Environment.replay (kernel)
