@@ -164,11 +164,13 @@ _SET_OPTION = re.compile(r"(?<![\w.])set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
 # one is "unknown option", and with `in` the command under it is not elaborated.
 _OPTION_SINCE = {
     "pp.maxSteps": (4, 11),
-X
+    "warn.sorry": (4, 22),  # lean4 PR #8662, in the Lean v4.22.0 release notes
 }
 _MODULES_SINCE = (4, 22)  # `module`, `public`/`meta import`, `import all` (the module system)
 _REPLAY_UNPICKLE = ((4, 10), (4, 30))  # REPL/Snapshots.lean: unpickling runs Environment.replay (kernel)
-_GOALS_ACCOMPLISHED = ((4, 19), (4, 20))  # an info "Goals accomplished!" over each finished proof
+# An info "Goals accomplished!" over each finished proof: in the REPL's expected outputs at v4.19.0-rc2
+# and v4.19.0, not at v4.18.0 nor from v4.20.1-rc1 (a silent message there).
+_GOALS_ACCOMPLISHED = ((4, 19), (4, 20))
 _PROOF = re.compile(r"^(\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable)\s+)*)(?:theorem|lemma|example)\b")
 _PRINT_AXIOMS = re.compile(r"#print\s+axioms\s+(\S+)")
 _CHECK = re.compile(r"#check\s+(@?)(\S+)")
