@@ -68,7 +68,7 @@ async def test_the_suite_at_the_installers_default_expects_what_that_lean_does(l
     version lacks), through the stand-in modelling that version: the same verdicts, at each level."""
     default = installer_default()
     cases = [c for c in suite.CASES if c.holds_for(default) and Verdict.INVALID in c.expected]
-    assert {c.name for c in cases} == {"warn.sorry-sorryAx-before-4.22", "sorryAx-from-characters-before-4.22"}
+    assert {"warn.sorry-sorryAx-before-4.22", "sorryAx-from-characters-before-4.22"} <= {c.name for c in cases}
     env = {"KIMINA_FAKE_LEAN_VERSION": f"v{default[0]}.{default[1]}.0"}
     sup = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, env=env), max_repls=1, import_cost_hint=0.1))
     await sup.start()
@@ -79,8 +79,9 @@ async def test_the_suite_at_the_installers_default_expects_what_that_lean_does(l
                 split_header(suite.HEADER + case.body), CheckOptions(timeout=30, trust=trust)
             ).future
             assert outcome.verdict is case.expected[level.value - 1], (case.name, outcome)
-            assert outcome.reply is not None
-            assert any(m.data == "unknown option 'warn.sorry'" for m in outcome.reply.messages)
+            if "warn.sorry" in case.body:
+                assert outcome.reply is not None
+                assert any(m.data == "unknown option 'warn.sorry'" for m in outcome.reply.messages)
     finally:
         await sup.close()
 
