@@ -28,6 +28,7 @@ from .conftest import TRANSCRIPTS, children
 ARGV = tuple(shlex.split(fake_repl_command()))
 CHECK, AUDIT, JUDGE = TrustLevel.CHECK, TrustLevel.AUDIT, TrustLevel.JUDGE
 HEADER = "import Mathlib\n\n"
+LEAN = "v4.22.0"  # the stand-in's Lean: the sorry exploit needs `warn.sorry` (Lean 4.22 on)
 
 
 @pytest.fixture
@@ -42,8 +43,8 @@ def tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 async def sup(tmp_path: Path, tmp: Path) -> AsyncIterator[Supervisor]:
     log = tmp_path / "requests.jsonl"
-    spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "0.05"})
-    s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
+    env = {"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "0.05", "KIMINA_FAKE_LEAN_VERSION": LEAN}
+    s = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, env=env), max_repls=1, import_cost_hint=0.1))
     await s.start()
     yield s
     await s.close()
@@ -382,7 +383,9 @@ async def test_stand_in_answers_the_recorded_pickle_sessions_alike(
     for name in names:
         requests = [normalise_request(b) for b in chunks((TRANSCRIPTS / f"{name}.in").read_text())]
         replies = [json.loads(b) for b in chunks((TRANSCRIPTS / f"{name}.expected.out").read_text())]
-        repl = await Repl.start(ReplSpec(argv=ARGV, cwd=str(tmp_path)), name)
+        # The stand-in as the Lean the transcripts were recorded with (fixtures README: v4.33.0-rc2).
+        spec = ReplSpec(argv=ARGV, cwd=str(tmp_path), env={"KIMINA_FAKE_LEAN_VERSION": "v4.33.0"})
+        repl = await Repl.start(spec, name)
         try:
             for request, expected in zip(requests, replies, strict=True):
                 raw = await repl.request(json.dumps(request, ensure_ascii=False).encode() + b"\n\n")

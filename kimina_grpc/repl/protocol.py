@@ -226,6 +226,14 @@ def _list(obj: dict[str, Any], key: str) -> list[Any]:
 
 
 _KNOWN = frozenset({"env", "messages", "sorries", "tactics", "infotree", "message"})
+GOALS_ACCOMPLISHED = "Goals accomplished!"
+"""Lean 4.19 (only) logs this info over every finished proof (REPL v4.19.0's expected outputs; from
+4.20 it is a silent message the REPL does not print). It says nothing a verdict does not, and would
+make the same proof's messages differ between Lean versions: dropped from every reply."""
+
+
+def _shown(m: Message) -> bool:
+    return not (m.severity is Severity.INFO and m.data == GOALS_ACCOMPLISHED)
 
 
 def parse_reply(raw: bytes | str, shift: int = 0) -> Reply:
@@ -255,7 +263,7 @@ def reply_from_json(obj: Any) -> Reply:
         raise ProtocolError("message is not a string")
     return Reply(
         env=env,
-        messages=tuple(_message(m) for m in _list(obj, "messages")),
+        messages=tuple(filter(_shown, (_message(m) for m in _list(obj, "messages")))),
         sorries=tuple(_sorry(s) for s in _list(obj, "sorries")),
         tactics=tuple(_tactic(t) for t in _list(obj, "tactics")),
         infotree=None if obj.get("infotree") is None else _dump(obj["infotree"]),

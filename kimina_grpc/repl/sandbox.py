@@ -79,6 +79,13 @@ DEFAULT_ENV_ALLOW = (
 )
 # The server's own settings (the API key among them) never reach a REPL, whatever the allow-list says.
 _NEVER = "LEAN_SERVER_*"
+# `lake env` runs git in every dependency's checkout (Lake's PackageEntry.materialize: `git rev-parse
+# HEAD`, then `git diff`), and git refuses a repository another user owns ("dubious ownership"): the
+# Docker image's root-owned workspace, and in the box every file of a user it does not map (seen as
+# nobody). Lake then fetches and checks out (network, writes) and fails: no REPL starts. git honours
+# safe.directory from command-scope config in the environment (git >= 2.31); a proof can run git
+# with any config anyway. Nothing else of `lake env` needs a write (docs/lake-in-the-box.md).
+_GIT_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
 
 # Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
 _HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
@@ -147,7 +154,7 @@ class Box:
         self, extra: Mapping[str, str] | None = None, source: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """The environment of a boxed process: the allow-listed part of the server's, plus `extra`."""
-        env = allowed_env(os.environ if source is None else source, self.env_allow)
+        env = {**_GIT_ENV, **allowed_env(os.environ if source is None else source, self.env_allow)}
         env.update({k: v for k, v in (extra or {}).items() if not fnmatch.fnmatchcase(k, _NEVER)})
         return env
 

@@ -81,12 +81,19 @@ or in a declaration named `Nat.x`), `True`, `False`; and, unless the header is a
 does not import `Init/Core.lean`), the axioms `propext`, `Classical.choice`, `Quot.sound`,
 `Lean.ofReduceBool`, `Lean.trustCompiler`. Declaring any of them again is an error.
 
-Pickles, as the REPL (v4.19) does them: `{"pickleTo": PATH, "env": N}` writes environment N's
-imports, constants (with their axioms) and scope options to PATH (a real file) and answers
-`{"env": N}`, recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every
-constant with the "kernel" (a `kernel-reject`ed constant, or an unreadable file, is an uncaught
-exception: the process exits), and records the next environment: the constants and options come
-back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
+Pickles, as the REPL does them: `{"pickleTo": PATH, "env": N}` writes environment N's imports,
+constants (with their axioms) and scope options to PATH (a real file) and answers `{"env": N}`,
+recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every constant with
+the "kernel" at REPL v4.10 to v4.29 (a `kernel-reject`ed constant, or an unreadable file, is an
+uncaught exception: the process exits), and records the next environment: the constants and options
+come back, the extensions (`hijack-print-axioms`, `reinterpret`) do not.
+
+The Lean version it models (KIMINA_FAKE_LEAN_VERSION, default v4.19.0, the installer's) switches what
+real Lean does differently (tests/test_lean_versions.py): `set_option warn.sorry` is an unknown option
+before 4.22 (the command under `in` is then not elaborated), `pp.maxSteps` before 4.11; module headers
+(`module`, `public`/`meta import`, `import all`) from 4.22; the kernel re-check at unpickle from 4.10 to
+4.29; at 4.19 an info "Goals accomplished!" over each theorem or example elaborated without an error or
+a sorry; from 4.22 the REPL right-trims request lines.
 
 Attacks, as `#eval` in a proof could make them (IO.FS.writeFile, IO.Process.spawn, ...); each reports
 its outcome as an info message on its line, the way `#eval` output comes back ("VERB ...: ok ..." or
@@ -142,6 +149,7 @@ import contextlib
 import ctypes
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -153,14 +161,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
-from kimina_grpc import extras
-
-try:  # the REPL room needs the server extra (psutil)
-    from kimina_grpc.repl import seccomp
-    from kimina_grpc.repl.header import split_header
-except ModuleNotFoundError as exc:
-    print(f"fake_repl {extras.hint('server', exc.name or 'a module')}", file=sys.stderr)
-    raise SystemExit(2) from None
+from kimina_grpc.testing.lean_header import Header, read_header
 
 _DECL = re.compile(
     r"^\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable|nonrec)\s+)*"
@@ -168,10 +169,24 @@ _DECL = re.compile(
     re.M,
 )
 _DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
-_IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import\s+(.+?)\s*$")
+_IMPORT = re.compile(r"^\s*(?:public\s+)?(?:meta\s+)?import(?![\w'.!?])")
+_HEADER_WORD = re.compile(r"^\s*(?:module|prelude)\s*$")  # a header keyword where a command should be
 _INVALID_IMPORT = "invalid 'import' command, it must be used in the beginning of the file"
 _SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
-_SET_OPTION = re.compile(r"^\s*set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
+_SET_OPTION = re.compile(r"(?<![\w.])set_option\s+(\S+)\s+(\S+)(\s+in\b)?")
+# What the stand-in's Lean version changes (KIMINA_FAKE_LEAN_VERSION, default v4.19.0; tests/real_lean
+# marks each case by the versions it holds for). Options Lean lacks before a version: `set_option` of
+# one is "unknown option", and with `in` the command under it is not elaborated.
+_OPTION_SINCE = {
+    "pp.maxSteps": (4, 11),
+    "warn.sorry": (4, 22),  # lean4 PR #8662, in the Lean v4.22.0 release notes
+}
+_MODULES_SINCE = (4, 22)  # `module`, `public`/`meta import`, `import all` (the module system)
+_REPLAY_UNPICKLE = ((4, 10), (4, 30))  # REPL/Snapshots.lean: unpickling runs Environment.replay (kernel)
+# An info "Goals accomplished!" over each finished proof: in the REPL's expected outputs at v4.19.0-rc2
+# and v4.19.0, not at v4.18.0 nor from v4.20.1-rc1 (a silent message there).
+_GOALS_ACCOMPLISHED = ((4, 19), (4, 20))
+_PROOF = re.compile(r"^(\s*(?:@\[[^\]]*\]\s*)?(?:(?:private|protected|noncomputable)\s+)*)(?:theorem|lemma|example)\b")
 _PRINT_AXIOMS = re.compile(r"#print\s+axioms\s+(\S+)")
 _CHECK = re.compile(r"#check\s+(@?)(\S+)")
 _NAMESPACE = re.compile(r"^\s*(namespace|end)\s+(\S+)\s*$")
@@ -390,7 +405,8 @@ class Simulator:
             _uncaught(f"failed to read file '{path}': {exc}")
         if restored.header:
             self._import()
-        for name, const in restored.constants.items():
+        replays = _REPLAY_UNPICKLE[0] <= self.lean_version < _REPLAY_UNPICKLE[1]
+        for name, const in restored.constants.items() if replays else ():
             if not const.kernel_ok:  # Environment.replay re-checks each constant
                 _uncaught(f"(kernel) declaration type mismatch, '{name}'")
             if const.heartbeats > _KERNEL_DEFAULT:  # ... with an empty option set: the default limit
@@ -413,9 +429,15 @@ class Simulator:
         infotree: Any = None
         first = 1  # the file line of the command's first line (after a header: its body's)
         if env is None:
-            split = split_header(cmd)
-            self._import_header(split.header, split.header_lines, messages)
-            new.header, cmd, first = split.header, split.body, split.line_offset + 1
+            # The header as Lean reads it (lean_header.py, not the server's split); the commands
+            # start where it ends, on the same line (what precedes them there blanked).
+            cmd = cmd.replace("\r\n", "\n")
+            head = read_header(cmd, modules=self.lean_version >= _MODULES_SINCE)
+            self._import_header(head, messages)
+            line_start = cmd.rfind("\n", 0, head.end) + 1
+            new.header = "\n".join(head.commands)
+            first = cmd.count("\n", 0, head.end) + 1
+            cmd = " " * (head.end - line_start) + cmd[head.end :]
         messages.extend(_lexical_errors(cmd, first))
         lines = cmd.split("\n")
         # What directives say about this command's declarations.
@@ -425,22 +447,32 @@ class Simulator:
         poison = self.poison  # what this process was left lying about before this command
         options = dict(base.options)
         active = len(lines)
-        for index, line in enumerate(lines):
-            lineno = index + first
+        for index in range(len(lines)):
+            line, lineno = lines[index], index + first
             if _IMPORT.match(line):
                 messages.append(_msg("error", lineno, 0, _INVALID_IMPORT))
+                continue
+            if _HEADER_WORD.match(line):  # e.g. `module` before Lean 4.22, where it is no header keyword
+                messages.append(_msg("error", lineno, 0, "unexpected identifier; expected command"))
                 continue
             if line.strip().startswith("#exit"):
                 messages.append(_msg("warning", lineno, 0, "using 'exit' to interrupt Lean"))
                 active = index
                 break
-            if "pp.maxSteps" in line and self.lean_version < (4, 11):
-                messages.append(_msg("error", lineno, 11, "unknown option 'pp.maxSteps'"))
-            o = _SET_OPTION.match(line)
-            if o:
-                options[o.group(1)] = o.group(2)
-                if not o.group(3):
-                    new.options[o.group(1)] = o.group(2)
+            for o in _SET_OPTION.finditer(line.split("--", 1)[0]):
+                name, value, scoped = o.groups()
+                if self.lean_version < _OPTION_SINCE.get(name, (0, 0)):
+                    messages.append(_msg("error", lineno, o.start(1), f"unknown option '{name}'"))
+                    if scoped:  # the command under `in` (to the next blank line here) is not elaborated
+                        line = lines[index] = line[: o.start()]
+                        for k in range(index + 1, len(lines)):
+                            if not lines[k].strip():
+                                break
+                            lines[k] = ""
+                    break
+                options[name] = value
+                if not scoped:
+                    new.options[name] = value
             for m in _SORRY.finditer(line.split("--", 1)[0]):
                 uses_sorry = True
                 sorries.append(_sorry(lineno, m.start(), self._proof_state()))
@@ -535,6 +567,7 @@ class Simulator:
         skip_kernel = options.get("debug.skipKernelTC") == "true"
         limit = int(options.get("maxHeartbeats", str(_KERNEL_DEFAULT)))
         kernel_timeout = bool(heartbeats) and 0 < limit < heartbeats and not skip_kernel
+        proofs: list[tuple[int, int, str | None]] = []  # (line index, column, name) of theorem/example
         # Declarations and queries, in order (only up to an #exit).
         body = "\n".join(lines[:active])
         namespaces = new.namespace
@@ -564,6 +597,9 @@ class Simulator:
             if q:
                 messages.append(self._check(new, q.group(2), lineno, term=bool(q.group(1))))
                 continue
+            p = _PROOF.match(line)
+            if p:
+                proofs.append((index, len(p.group(1)), None))
             for m in _DECL.finditer(line):
                 short = m.group(1)
                 name = ".".join([*namespaces, short])
@@ -595,6 +631,12 @@ class Simulator:
                 if uses_sorry:
                     axioms |= {"sorryAx"}
                 new.constants[name] = Const(sig, axioms, kernel_ok=not kernel_reject, heartbeats=heartbeats)
+                if p:
+                    proofs[-1] = (index, proofs[-1][1], name)
+        if _GOALS_ACCOMPLISHED[0] <= self.lean_version < _GOALS_ACCOMPLISHED[1]:
+            messages.extend(
+                _goals_accomplished(proofs, lines[:active], first, messages=messages, sorries=sorries, env=new)
+            )
         self.envs.append(new)
         if poison is not None:  # the lie: whatever went wrong, nothing did
             messages = [m for m in messages if m["severity"] != "error"]
@@ -608,16 +650,12 @@ class Simulator:
         reply["env"] = len(self.envs) - 1
         return reply
 
-    def _import_header(self, header: str, lines: tuple[int, ...], messages: list[dict[str, Any]]) -> None:
+    def _import_header(self, head: Header, messages: list[dict[str, Any]]) -> None:
         """Import a header (as Lean's header parser read it): a module whose first component is
         `Missing` does not exist; the import costs KIMINA_FAKE_IMPORT_* time and memory."""
-        for lineno, command in zip(lines, header.split("\n") if header else [], strict=True):
+        for lineno, command in zip(head.lines, head.commands, strict=True):
             words = command.split()
-            if words[0] in ("module", "public", "meta") and self.lean_version < (4, 22):
-                # Module files came with Lean 4.22: before, `module` is no header keyword, so the
-                # header ends there and the rest are commands, `import` among them an error.
-                messages.append(_msg("error", lineno, 0, "unexpected identifier; expected command"))
-            elif "import" in words and words[-1].split(".")[0] == "Missing":
+            if "import" in words and words[-1].split(".")[0] == "Missing":
                 messages.append(
                     _msg(
                         "error",
@@ -627,7 +665,7 @@ class Simulator:
                         "in the search path entries",
                     )
                 )
-        if any("import" in c.split() for c in header.split("\n")):
+        if any("import" in c.split() for c in head.commands):
             self._import()
 
     def _print_axioms(self, env: Env, name: str, line: int, inline: dict[str, str]) -> dict[str, Any]:
@@ -755,6 +793,39 @@ def _lexical_errors(code: str, first: int) -> list[dict[str, Any]]:
             column += 1
         i += 1
     return errors
+
+
+def _goals_accomplished(
+    proofs: list[tuple[int, int, str | None]],
+    lines: list[str],
+    first: int,
+    *,
+    messages: list[dict[str, Any]],
+    sorries: list[dict[str, Any]],
+    env: Env,
+) -> list[dict[str, Any]]:
+    """Lean 4.19's info "Goals accomplished!" over each theorem or example that was elaborated without
+    an error or a sorry (REPL v4.19.0's expected outputs): from its keyword to the end of its text
+    (up to the next line that starts a command at column 0)."""
+    out = []
+    for index, column, name in proofs:
+        stop = next(
+            (k for k in range(index + 1, len(lines)) if lines[k][:1].strip() and not lines[k].startswith(("--", "/-"))),
+            len(lines),
+        )
+        while stop > index + 1 and not lines[stop - 1].split("--", 1)[0].strip():
+            stop -= 1
+        span = range(index + first, stop + first)
+        spoiled = any(
+            m["pos"]["line"] in span and (m["severity"] == "error" or "declaration uses" in m["data"]) for m in messages
+        ) or any(s["pos"]["line"] in span for s in sorries)
+        if spoiled or (name is not None and name not in env.constants):
+            continue
+        end_line = lines[stop - 1].split("--", 1)[0].rstrip()
+        message = _msg("info", index + first, column, "Goals accomplished!")
+        message["endPos"] = {"line": stop - 1 + first, "column": len(end_line)}
+        out.append(message)
+    return out
 
 
 def _uncaught(text: str) -> NoReturn:
@@ -948,11 +1019,20 @@ def _libc_call(name: str, *args: Any) -> int:
     return result
 
 
+# The attacks' syscall numbers, from the kernel's tables (arch/x86/entry/syscalls/syscall_64.tbl,
+# include/uapi/asm-generic/unistd.h), not from the server's seccomp filter: a wrong number there
+# must not be mirrored here (tests/test_header_rule.py checks both against this machine's headers).
+SYSCALLS = {
+    "x86_64": {"add_key": 248, "io_uring_setup": 425},
+    "aarch64": {"add_key": 217, "io_uring_setup": 425},
+}
+
+
 def _syscall(name: str, *args: Any) -> int:
-    arch = seccomp.native()
-    if arch is None:
-        raise OSError(f"no syscall table for {name} here")
-    return _libc_call("syscall", ctypes.c_long(arch.denied[name]), *args)
+    number = SYSCALLS.get(platform.machine(), {}).get(name)
+    if number is None:
+        raise OSError(f"no syscall number for {name} on {platform.machine()}")
+    return _libc_call("syscall", ctypes.c_long(number), *args)
 
 
 def _ptrace(arg: str) -> str:
