@@ -1,0 +1,121 @@
+"""Every resource of a box counted and every secret out of its reach (issue 24): the memory of the
+processes a proof starts, the box's host uid, secrets replaced by rename, the decode helper's
+environment, work before authentication, and what ExportAst leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
+from kimina_grpc.repl.decode import INLINE_BYTES
+from kimina_grpc.service.server import App, create_app
+from kimina_grpc.testing import serve_process
+
+from .conftest import children
+from .test_server import settings
+
+KEY = "k-" + uuid.uuid4().hex
+SETPRIV = shutil.which("setpriv")
+ROOT = os.geteuid() == 0
+
+
+@contextlib.asynccontextmanager
+async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
+    app = create_app(settings(**kw))
+    await app.start()
+    client = AsyncKiminaClient(f"127.0.0.1:{app.port}", kw.get("api_key") or KEY, max_attempts=1)
+    try:
+        yield app, client
+    finally:
+        await client.close()
+        await app.stop()
+        assert children() == []
+
+
+def proof(*directives: str, header: str = "") -> str:
+    body = "".join(f"  -- fake: {d}\n" for d in directives)
+    return f"{header}\ntheorem t : True := by\n{body}  trivial\n"
+
+
+@pytest.fixture
+def outside() -> Iterator[Path]:
+    """A world-readable directory outside /tmp (the box replaces /tmp with its own)."""
+    path = Path(tempfile.mkdtemp(prefix="kimina-test-", dir="/var/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- 4: the memory of the processes a proof starts --------------------------------------------------
+
+
+async def test_the_memory_of_children_a_proof_starts_counts_against_the_limit() -> None:
+    # Two children of 200 MiB each, started after the REPL's tree was first seen: together past the
+    # 300 MiB limit, each alone and the REPL under it.
+    async with app_with(max_repls=1, max_repl_rss=300 << 20) as (_, client):
+        [result] = await client.verify([Proof("kids", proof("children 2 200 60"))], timeout=120, diagnostics=True)
+    assert result.verdict is Verdict.OUT_OF_MEMORY, (result.verdict, result.error)
+    assert result.diagnostics is not None and result.diagnostics.peak_memory_bytes > 300 << 20
+
+
+# ---- 7: the decode helper's environment ------------------------------------------------------------
+
+
+def _decode_helpers(server: int) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.Process(server).children(recursive=True)
+        if any("kimina_grpc.repl.decode" in part for part in p.cmdline())
+    ]
+
+
+# The server's uid without capabilities: the server runs so, and so does the reader (an unboxed
+# proof). Root with its capabilities reads any process; without them, as any other uid would.
+_NO_CAPS = [SETPRIV or "setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+
+
+def _read(path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*_NO_CAPS, "cat", path], capture_output=True, text=True, check=False)
+
+
+@pytest.mark.skipif(SETPRIV is None, reason="needs util-linux setpriv to drop capabilities")
+def test_the_decode_helper_carries_no_secret_and_is_not_readable_by_the_servers_uid() -> None:
+    # The attack: the box off; an unboxed proof (the server's uid) reads the helper's
+    # /proc/PID/environ, which held the API key and the Redis password the server was given.
+    secret = "redis-" + uuid.uuid4().hex
+    env = {"LEAN_SERVER_API_KEY": KEY, "LEAN_SERVER_CACHE_PASSWORD": secret}
+    with serve_process(env, wrapper=_NO_CAPS) as (server, port):
+
+        async def big() -> None:
+            async with AsyncKiminaClient(f"127.0.0.1:{port}", KEY, max_attempts=1) as client:
+                mb = 4 * INLINE_BYTES / (1 << 20)  # a reply over INLINE_BYTES: parsed by the helper
+                [r] = await client.verify([Proof("big", proof(f"infotree-mb {mb}"))], infotree="full", timeout=60)
+                assert r.verdict is Verdict.VALID, r.error
+
+        asyncio.run(big())
+        [helper] = _decode_helpers(server.pid)
+        environ = helper.environ()  # with the test's capabilities
+        assert KEY not in str(environ) and secret not in str(environ), environ
+        assert environ == {}, environ
+        stolen = _read(f"/proc/{helper.pid}/environ")
+        assert stolen.returncode != 0 and "Permission denied" in stolen.stderr, (stolen.returncode, stolen.stdout)
+    # The reader does read a process of the same uid and capabilities that is not protected.
+    with subprocess.Popen([*_NO_CAPS, "sleep", "60"]) as other:
+        try:
+            assert _read(f"/proc/{other.pid}/environ").returncode == 0
+        finally:
+            other.kill()
