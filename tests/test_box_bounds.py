@@ -21,7 +21,7 @@ import pytest
 from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
 from kimina_grpc.repl.decode import INLINE_BYTES
 from kimina_grpc.service.server import App, create_app
-from kimina_grpc.testing import serve_process
+from kimina_grpc.testing import fake_ast_export_command, serve_process
 
 from .conftest import children
 from .test_server import settings
@@ -119,3 +119,25 @@ def test_the_decode_helper_carries_no_secret_and_is_not_readable_by_the_servers_
             assert _read(f"/proc/{other.pid}/environ").returncode == 0
         finally:
             other.kill()
+
+
+# ---- 10: what ExportAst leaves behind ----------------------------------------------------------------
+
+
+def _dirs(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
+
+
+async def test_export_ast_removes_the_directories_it_made_and_forgets_module_names(tmp_path: Path) -> None:
+    lib = tmp_path / ".lake" / "build" / "lib"
+    (lib / "Mine" / "Kept").mkdir(parents=True)  # the project's own build output stays
+    (lib / "Mine" / "Kept" / "X.olean").write_bytes(b"")
+    before = _dirs(tmp_path)
+    deep = [".".join(["Mine", *(f"L{i}N{j}" for j in range(30))]) for i in range(20)]
+    kw = {"ast_export_command": fake_ast_export_command(), "ast_export_project_dir": tmp_path, "max_ast_jobs": 4}
+    async with app_with(**kw) as (app, client):
+        results = await client.export_ast([*deep, "Mine.Kept.Y"], one=True, timeout=60)
+        assert len(results) == 21
+        assert _dirs(tmp_path) == before
+        assert (lib / "Mine" / "Kept" / "X.olean").exists()
+        assert app.servicer.exporter is not None and app.servicer.exporter.busy_names == 0
