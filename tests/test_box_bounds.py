@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
+import sysconfig
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -70,6 +72,74 @@ async def test_the_memory_of_children_a_proof_starts_counts_against_the_limit() 
         [result] = await client.verify([Proof("kids", proof("children 2 200 60"))], timeout=120, diagnostics=True)
     assert result.verdict is Verdict.OUT_OF_MEMORY, (result.verdict, result.error)
     assert result.diagnostics is not None and result.diagnostics.peak_memory_bytes > 300 << 20
+
+
+# ---- 5: the box's host uid --------------------------------------------------------------------------
+
+REPO = str(Path(__file__).resolve().parents[1])
+BWRAP = shutil.which("bwrap")
+FAKE = "kimina_grpc.testing.fake_repl"
+
+
+def _nobody_stand_in() -> str | None:
+    """A stand-in REPL command that uid nobody can run (the test interpreter may be root's alone,
+    as pyenv's under /root): the system's python3 with this checkout and its packages on its path.
+    None if there is none (the checkout is not readable by others, no system python3 of a version
+    the packages fit)."""
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None or SETPRIV is None:
+        return None
+    path = [REPO, sysconfig.get_paths()["purelib"]]  # this checkout and its virtualenv's packages
+    boot = f"import runpy, sys; sys.path[:0] = {path!r}; runpy.run_module({FAKE!r}, run_name='__main__')"
+    load = f"import sys; sys.path[:0] = {path!r}; import {FAKE}"
+    check = [SETPRIV, "--reuid=65534", "--regid=65534", "--clear-groups", "--", system, "-c", load]
+    if subprocess.run(check, capture_output=True, check=False, cwd="/").returncode != 0:
+        return None
+    return shlex.join([system, "-c", boot])
+
+
+NOBODY_REPL = _nobody_stand_in() if ROOT else None
+NOBODY_EXPORT = NOBODY_REPL.replace(FAKE, "kimina_grpc.testing.fake_ast_export") if NOBODY_REPL else None
+
+
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+@pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
+async def test_a_root_servers_box_cannot_read_root_only_files(outside: Path) -> None:
+    secret = outside / "root-only"
+    secret.write_text("the root-only secret")
+    secret.chmod(0o600)
+    public = outside / "public"
+    public.write_text("world-readable")
+    public.chmod(0o644)
+    code = proof(f"read {secret}", f"read {public}", "environ self")
+    async with app_with(sandbox="bwrap", sandbox_uid=65534, repl_command=NOBODY_REPL, project_dir=outside) as (
+        app,
+        client,
+    ):
+        [result] = await client.verify([Proof("shadow", code)], timeout=60)
+        warnings = app.posture.warnings
+    texts = [m.text for m in result.messages]
+    assert result.verdict is Verdict.VALID, (result.error, texts)
+    [denied] = [t for t in texts if t.startswith(f"read {secret}")]
+    [allowed] = [t for t in texts if t.startswith(f"read {public}")]
+    assert "Permission denied" in denied and "root-only secret" not in denied, denied
+    assert "world-readable" in allowed, allowed
+    assert not any("SANDBOX_UID" in w for w in warnings), warnings
+
+
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+@pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
+async def test_a_named_module_exports_from_a_box_that_is_not_root(outside: Path) -> None:
+    (outside / "Foo").mkdir(mode=0o755)
+    (outside / "Foo" / "Bar.lean").write_text("theorem foo_bar : True := trivial\n")
+    (outside / "Foo" / "Bar.lean").chmod(0o644)
+    kw = {"ast_export_command": NOBODY_EXPORT, "ast_export_project_dir": outside, "repl_command": NOBODY_REPL}
+    async with app_with(sandbox="bwrap", sandbox_uid=65534, **kw) as (_, client):
+        [item] = await client.export_ast(["Foo.Bar"], timeout=60)
+    assert item.error == "" and "foo_bar" in item.ast, item.error
+    assert _dirs(outside) == [".lake", ".lake/build", ".lake/build/lib", "Foo"]
 
 
 # ---- 7: the decode helper's environment ------------------------------------------------------------

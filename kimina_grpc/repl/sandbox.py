@@ -22,6 +22,12 @@ does not inherit lake's), but a process a proof starts in a new session outlives
 
 The process count (RLIMIT_NPROC) is set inside the box, after bubblewrap made the box's user
 namespace: the kernel (>= 5.14) then counts it per box, not per user id. It is never enforced on root.
+
+A server running as root starts bubblewrap as another uid (Box.uid, 65534 by default): bubblewrap maps
+the box's user to the uid that starts it, so a box started by root is host root inside (uid_map
+`0 0 1`) and reads every root-only file; as nobody it reads what is world-readable only, and the
+process count binds. What the box runs (the REPL, the project, the toolchain) must then be readable
+by that uid.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import fnmatch
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -134,10 +141,21 @@ class Box:
     hide: tuple[str, ...] = ()
     """Paths masked inside the box (directories get an empty tmpfs, files /dev/null)."""
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    uid: int | None = None
+    """Host uid (and gid) the box runs as when the server is root: bubblewrap maps the box's user to
+    the uid that starts it, and host root there reads every root-only file (/etc/shadow, keys off the
+    hide list). None or 0: the server's own."""
 
     @property
     def enabled(self) -> bool:
         return self.bwrap is not None
+
+    @property
+    def runs_as(self) -> int | None:
+        """The host uid boxed processes run as, when it is not the server's (see `uid`)."""
+        if self.bwrap is None or not self.uid or not LINUX or os.geteuid() != 0:
+            return None
+        return self.uid
 
     @property
     def name(self) -> str:
@@ -181,10 +199,21 @@ class Box:
         return [
             *_die_with(os.getpid(), seccomp_file()),
             *_rlimits(outside),
+            *self._as_user(),
             *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed),
             *inside,
             *command,
         ]
+
+    def _as_user(self) -> list[str]:
+        """Become `runs_as` before bubblewrap starts (it then maps the box to that uid). Changing
+        uids clears the parent-death signal: it is set again, and the parent checked again."""
+        uid = self.runs_as
+        if uid is None:
+            return []
+        setpriv = _tool("setpriv", "a box that is not root")
+        drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        return [*drop, *_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(os.getpid())]
 
     def bwrap_args(
         self,
@@ -214,6 +243,8 @@ class Box:
         for path in kept:
             args += ["--ro-bind", path, path]
         for path in self.hide:
+            if self.runs_as is not None and not _reachable(path, self.runs_as):
+                continue  # the box's uid cannot reach it (and bubblewrap, as that uid, cannot mask it)
             mask, directory = _mask(path, kept)
             if directory:
                 args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
@@ -279,6 +310,26 @@ def _mask(path: str, kept: Sequence[str]) -> tuple[str, bool]:
     if os.path.isdir(real):
         return real, True
     return (real, False) if os.path.exists(real) else ("", False)
+
+
+def _reachable(path: str, uid: int) -> bool:
+    """Whether `uid` (with gid `uid` and no other group) can look up `path`: every directory on the
+    way lets it search. It may still not read the file itself (a mask costs nothing then)."""
+    real = Path(os.path.realpath(path))
+    for folder in reversed(real.parents):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == uid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
 
 
 def undumpable() -> bool:
@@ -416,9 +467,11 @@ class Resolved:
     """Set when processes run unboxed (shown at start, in GetServerInfo and as a metric)."""
 
 
-def resolve(mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_allow: tuple[str, ...]) -> Resolved:
+def resolve(
+    mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_allow: tuple[str, ...], uid: int | None = None
+) -> Resolved:
     """The box for LEAN_SERVER_SANDBOX: `bwrap` must work (else RuntimeError), `auto` falls back to
-    no box with a warning, `off` is no box (with a warning too)."""
+    no box with a warning, `off` is no box (with a warning too). `uid`: see Box.uid."""
     unboxed = Box(tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
     if mode == "off":
         return Resolved(
@@ -429,11 +482,16 @@ def resolve(mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_all
     path = shutil.which("bwrap") if LINUX else None
     reason: str | None = "bubblewrap needs Linux" if not LINUX else "bubblewrap (bwrap) is not installed"
     if path is not None:
-        box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
+        box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow, uid=uid)
         reason = probe(box)
         if reason is None:
             if seccomp_file() is None:
                 return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")
+            if LINUX and os.geteuid() == 0 and box.runs_as is None:
+                return Resolved(
+                    box,
+                    "the box runs as host root (LEAN_SERVER_SANDBOX_UID=0): a proof reads root-only files",
+                )
             return Resolved(box)
     if mode == "bwrap":
         raise SandboxUnavailable(f"LEAN_SERVER_SANDBOX=bwrap but {reason}")

@@ -163,6 +163,7 @@ def resolve_box(settings: Settings) -> Resolved:
         tmp_bytes=settings.sandbox_tmp_size,
         hide=sandbox.default_hide([*settings.secret_paths(), *extra]),
         env_allow=(*sandbox.DEFAULT_ENV_ALLOW, *allow),
+        uid=settings.sandbox_uid,
     )
 
 

@@ -154,6 +154,8 @@ class AstExporter:
                     dirs = self._claim(out)
                     if self.box.enabled:
                         out.touch()  # the bind's source
+                        if (uid := self.box.runs_as) is not None:
+                            os.chown(out, uid, uid)  # the box's own uid writes it
                         mounts = Mounts(binds=[(str(out), str(out))])
                 run = await self._run(module, one=one, timeout=timeout, mounts=mounts or Mounts())
             except OSError as exc:
