@@ -142,6 +142,34 @@ async def test_a_named_module_exports_from_a_box_that_is_not_root(outside: Path)
     assert _dirs(outside) == [".lake", ".lake/build", ".lake/build/lib", "Foo"]
 
 
+# ---- 6: a secret replaced by rename ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+async def test_a_secret_rotated_by_rename_stays_masked_in_a_running_box(outside: Path) -> None:
+    # Editors, config management, certbot and Kubernetes' secret volumes replace a file by rename;
+    # a mount on the old file then covers nothing, and the box that was already running read the
+    # new key.
+    secrets = outside / "secrets"
+    secrets.mkdir(mode=0o755)
+    key = secrets / "api-key"
+    key.write_text(KEY)
+    rotated = "k-" + uuid.uuid4().hex
+    async with app_with(sandbox="bwrap", api_key_file=key, max_repls=1, project_dir=outside) as (app, client):
+        [before] = await client.verify([Proof("before", proof(f"read {key}"))], timeout=60, diagnostics=True)
+        fresh = secrets / "api-key.new"
+        fresh.write_text(rotated)
+        fresh.chmod(0o644)
+        os.rename(fresh, key)
+        [after] = await client.verify([Proof("after", proof(f"read {key}", "info 2"))], timeout=60, diagnostics=True)
+        assert before.diagnostics and after.diagnostics
+        assert after.diagnostics.repl_id == before.diagnostics.repl_id  # the box that was running
+        for result in (before, after):
+            texts = " ".join(m.text for m in result.messages)
+            assert result.verdict is Verdict.VALID, (result.error, texts)
+            assert f"read {key}: failed" in texts and KEY not in texts and rotated not in texts, texts
+
+
 # ---- 7: the decode helper's environment ------------------------------------------------------------
 
 

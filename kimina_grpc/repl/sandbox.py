@@ -193,7 +193,9 @@ class Box:
         limits = limits or NO_LIMITS
         if self.bwrap is None:
             return [*_die_with(os.getpid()), *_rlimits(limits), *_SUBREAPER, *_through_lake(command, _setpriv())]
-        needed = (command[0] if command else None, cwd, *keep)
+        program = shutil.which(command[0]) if command else None
+        args = [a for a in command[1:] if os.path.isabs(a) and os.path.exists(a)]
+        needed = (command[0] if command else None, program, cwd, *keep, *args)
         outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
         inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
         return [
@@ -214,6 +216,37 @@ class Box:
         setpriv = _tool("setpriv", "a box that is not root")
         drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
         return [*drop, *_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(os.getpid())]
+
+    def _masks(self, kept: Sequence[str], needed: Sequence[str | None]) -> list[tuple[str, bool]]:
+        """(path, is a directory) to mask, outermost first, none under another. A file's mount stays
+        on the file it covered: once the file is replaced by rename (editors, config management,
+        certbot, Kubernetes' secret volumes) the box sees the new one. So a secret file's directory
+        is masked instead, unless the box needs something in it (its program, cwd, PATH, the paths
+        its environment names, the server's interpreter); only then the file itself."""
+        masks: set[tuple[str, bool]] = set()
+        for path in self.hide:
+            if self.runs_as is not None and not _reachable(path, self.runs_as):
+                continue  # the box's uid cannot reach it (and bubblewrap, as that uid, cannot mask it)
+            mask, directory = _mask(path, kept)
+            if not mask or directory:
+                masks.update([(mask, True)] if mask else [])
+                continue
+            folders = [f for f in _folders_of(path, kept) if _maskable(f, needed)]
+            masks.update((f, True) for f in folders)
+            if not any(_under(mask, f) for f in folders):
+                masks.add((mask, False))
+        out: list[tuple[str, bool]] = []
+        for mask, directory in sorted(masks, key=lambda m: (m[0].count("/"), m[0])):
+            if not any(d and _under(mask, m) for m, d in out):
+                out.append((mask, directory))
+        return out
+
+    def _env_paths(self) -> list[str]:
+        """Absolute paths the box's environment names (PATH's entries, HOME, ELAN_HOME, ...)."""
+        found: list[str] = []
+        for value in self.environ().values():
+            found += [p for p in value.split(os.pathsep) if os.path.isabs(p)]
+        return found
 
     def bwrap_args(
         self,
@@ -239,17 +272,15 @@ class Box:
         if os.path.isdir("/run"):
             args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", "/run"]
             read_only.append("/run")
-        kept = _under_fresh_mounts([*keep, sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2])])
+        kept = _under_fresh_mounts([*keep, *_SERVER_PATHS])
         for path in kept:
             args += ["--ro-bind", path, path]
-        for path in self.hide:
-            if self.runs_as is not None and not _reachable(path, self.runs_as):
-                continue  # the box's uid cannot reach it (and bubblewrap, as that uid, cannot mask it)
-            mask, directory = _mask(path, kept)
+        needed = [cwd, *keep, *binds_and(binds, tmpfs, files), *self._env_paths(), *_SERVER_PATHS]
+        for mask, directory in self._masks(kept, needed):
             if directory:
                 args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
                 read_only.append(mask)
-            elif mask:
+            else:
                 args += ["--ro-bind", "/dev/null", mask]
         for src, dst in binds:
             args += ["--bind", src, dst]
@@ -281,6 +312,8 @@ class Box:
         return [*args, "--"]
 
 
+# This server's interpreter and package: a boxed command may be a module of ours (the stand-ins).
+_SERVER_PATHS = (sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2]))
 OFF = Box()
 NO_LIMITS = Limits()
 
@@ -310,6 +343,41 @@ def _mask(path: str, kept: Sequence[str]) -> tuple[str, bool]:
     if os.path.isdir(real):
         return real, True
     return (real, False) if os.path.exists(real) else ("", False)
+
+
+def binds_and(binds: Sequence[tuple[str, str]], tmpfs: Sequence[str], files: Sequence[tuple[int, str]]) -> list[str]:
+    """The box paths a command's own mounts use."""
+    return [*(dst for _, dst in binds), *tmpfs, *(dst for _, dst in files)]
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _folders_of(path: str, kept: Sequence[str]) -> list[str]:
+    """The directory holding `path` as named and the one holding what it resolves to (a symlink
+    such as Kubernetes' `..data/key`), where the box would see them."""
+    absolute = os.path.abspath(path)
+    out = []
+    for folder in (os.path.dirname(absolute), os.path.dirname(os.path.realpath(absolute))):
+        mask, directory = _mask(folder, kept)
+        if directory and mask not in out:
+            out.append(mask)
+    return out
+
+
+def _maskable(folder: str, needed: Sequence[str | None]) -> bool:
+    """Whether hiding `folder` hides nothing the box needs: it is not /, not a fresh mount, and
+    holds none of `needed` (nor is one)."""
+    if folder == "/" or folder in _FRESH:
+        return False
+    for path in needed:
+        if not path or not os.path.isabs(path):
+            continue
+        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
+            if _under(candidate, folder):
+                return False
+    return True
 
 
 def _reachable(path: str, uid: int) -> bool:
