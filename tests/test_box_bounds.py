@@ -155,7 +155,7 @@ async def test_a_secret_rotated_by_rename_stays_masked_in_a_running_box(outside:
     key = secrets / "api-key"
     key.write_text(KEY)
     rotated = "k-" + uuid.uuid4().hex
-    async with app_with(sandbox="bwrap", api_key_file=key, max_repls=1, project_dir=outside) as (app, client):
+    async with app_with(sandbox="bwrap", api_key_file=key, max_repls=1, project_dir=outside) as (_, client):
         [before] = await client.verify([Proof("before", proof(f"read {key}"))], timeout=60, diagnostics=True)
         fresh = secrets / "api-key.new"
         fresh.write_text(rotated)
