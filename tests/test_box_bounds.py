@@ -9,23 +9,29 @@ import contextlib
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sysconfig
 import tempfile
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psutil
 import pytest
 
-from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
+from kimina_grpc.client import AsyncKiminaClient, KiminaClient, Proof, Verdict
 from kimina_grpc.repl.decode import INLINE_BYTES
 from kimina_grpc.service.server import App, create_app
-from kimina_grpc.testing import fake_ast_export_command, serve_process
+from kimina_grpc.testing import fake_ast_export_command, free_port, serve_process
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .conftest import children
+from .helpers import eventually_sync
 from .test_server import settings
 
 KEY = "k-" + uuid.uuid4().hex
@@ -70,6 +76,7 @@ async def test_the_memory_of_children_a_proof_starts_counts_against_the_limit() 
     # 300 MiB limit, each alone and the REPL under it.
     async with app_with(max_repls=1, max_repl_rss=300 << 20) as (_, client):
         [result] = await client.verify([Proof("kids", proof("children 2 200 60"))], timeout=120, diagnostics=True)
+        assert (await client.server_info()).memory_accounting == "process-tree"
     assert result.verdict is Verdict.OUT_OF_MEMORY, (result.verdict, result.error)
     assert result.diagnostics is not None and result.diagnostics.peak_memory_bytes > 300 << 20
 
@@ -214,6 +221,7 @@ def test_the_decode_helper_carries_no_secret_and_is_not_readable_by_the_servers_
     # The reader does read a process of the same uid and capabilities that is not protected.
     with subprocess.Popen([*_NO_CAPS, "sleep", "60"]) as other:
         try:
+            eventually_sync(lambda: psutil.Process(other.pid).name() == "sleep", what="setpriv ran sleep")
             assert _read(f"/proc/{other.pid}/environ").returncode == 0
         finally:
             other.kill()
@@ -239,3 +247,65 @@ async def test_export_ast_removes_the_directories_it_made_and_forgets_module_nam
         assert _dirs(tmp_path) == before
         assert (lib / "Mine" / "Kept" / "X.olean").exists()
         assert app.servicer.exporter is not None and app.servicer.exporter.busy_names == 0
+
+
+# ---- 8: load before authentication, descriptors ------------------------------------------------------
+
+
+def _peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmHWM")
+
+
+def test_unauthenticated_calls_are_refused_before_their_message_is_read() -> None:
+    # 16 unauthenticated 60 MiB Verify calls took the server from 67 to 1,226 MiB: gRPC read each
+    # message whole before the key was checked.
+    calls, size = 8, 60 << 20
+    with serve_process({"LEAN_SERVER_API_KEY": KEY}) as (server, port):
+        before = _peak_rss(server.pid)
+
+        async def flood() -> list[grpc.StatusCode]:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.VerifierServiceStub(channel)
+                request = pb.VerifyRequest(proofs=[pb.Proof(id="big", code="x" * size)])
+                codes = []
+                for outcome in await asyncio.gather(
+                    *(stub.Verify(request, timeout=120) for _ in range(calls)), return_exceptions=True
+                ):
+                    assert isinstance(outcome, grpc.aio.AioRpcError), outcome
+                    codes.append(outcome.code())
+                return codes
+
+        assert asyncio.run(flood()) == [grpc.StatusCode.UNAUTHENTICATED] * calls
+        grown = _peak_rss(server.pid) - before
+    assert grown < 2 * size, f"the server's peak grew by {grown >> 20} MiB"
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
+def test_the_server_raises_its_open_files_limit_to_the_hard_one() -> None:
+    with serve_process(wrapper=["prlimit", "--nofile=512:4096", "--"]) as (server, _):
+        assert psutil.Process(server.pid).rlimit(psutil.RLIMIT_NOFILE) == (4096, 4096)
+
+
+@pytest.mark.skipif(shutil.which("prlimit") is None, reason="needs util-linux prlimit")
+def test_idle_metrics_connections_cannot_take_the_servers_descriptors() -> None:
+    # 600 idle connections to the metrics port took every descriptor: a new REPL failed with "Too
+    # many open files". Here the server's hard limit is 256, so raising the soft one does not help.
+    metrics = free_port()
+    env = {"LEAN_SERVER_METRICS_PORT": str(metrics), "LEAN_SERVER_MAX_REPLS": "2"}
+    idle: list[socket.socket] = []
+    with serve_process(env, wrapper=["prlimit", "--nofile=256:256", "--"]) as (_, port):
+        try:
+            for _ in range(400):
+                idle.append(socket.create_connection(("127.0.0.1", metrics), timeout=10))
+            # Accepted in order: once this scrape is answered, every idle one was accepted before it.
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=30) as page:
+                assert page.status == 200 and b"kimina_" in page.read()
+            with KiminaClient(f"127.0.0.1:{port}", max_attempts=1) as client:
+                results = client.verify([Proof(str(i), proof()) for i in range(3)], reuse=False, timeout=60)
+            assert [r.verdict for r in results] == [Verdict.VALID] * 3, [r.error for r in results]
+        finally:
+            for sock in idle:
+                sock.close()

@@ -119,6 +119,9 @@ def _missing(argv0: str, cwd: str | None, env: Mapping[str, str]) -> str | None:
     return None
 
 
+MEMORY_ACCOUNTING = "process-tree"
+"""How a REPL's memory is counted (GetServerInfo, the start-up log): Repl.rss walks its process tree
+afresh each time. No cgroup is made per box."""
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _PROC = os.path.isdir("/proc/self")

@@ -76,16 +76,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def deny(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
 
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(deny)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(deny)
+        # A request-streaming handler whatever the method: gRPC reads a unary request whole (up to
+        # the receive limit, 64 MiB) before its handler runs; a stream's messages only when the
+        # handler asks, and this one never does. An unauthenticated call costs a flow-control window.
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(deny)
-        return grpc.unary_unary_rpc_method_handler(deny)
+            return grpc.stream_stream_rpc_method_handler(deny)
+        return grpc.stream_unary_rpc_method_handler(deny)
 
 
 def limits(settings: Settings) -> Limits:
@@ -245,6 +244,7 @@ class App:
             sandbox=self.posture.sandbox,
             auth=self.posture.auth_required,
             tls=self.posture.tls,
+            memory_accounting=self.posture.memory_accounting,
         )
 
     async def _become_ready(self) -> None:
@@ -384,9 +384,24 @@ def create_app(settings: Settings) -> App:
     return app
 
 
+def raise_open_files() -> None:
+    """The soft limit on open files up to the hard one: connections, REPLs' sockets and pipes all
+    take descriptors, and the usual soft limit (1024) is far below what a busy server holds."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open_files_limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0], was=soft)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order."""
     app = create_app(settings)
+    raise_open_files()
     # Orphans of `lake env`, of proofs and of killed boxes are reparented to us and reaped here;
     # and a process of the same uid (an unboxed REPL) cannot read our memory or environment.
     reaper.become_subreaper()
