@@ -81,6 +81,14 @@ async def test_the_memory_of_children_a_proof_starts_counts_against_the_limit() 
     assert result.diagnostics is not None and result.diagnostics.peak_memory_bytes > 300 << 20
 
 
+async def test_the_reported_peak_counts_the_children_a_proof_starts() -> None:
+    # No memory limit: the peak in the diagnostics was the REPL's own (30 MiB for 2.87 GiB).
+    async with app_with(max_repls=1) as (_, client):
+        [result] = await client.verify([Proof("kids", proof("children 2 100 2"))], timeout=120, diagnostics=True)
+    assert result.verdict is Verdict.VALID, result.error
+    assert result.diagnostics is not None and result.diagnostics.peak_memory_bytes > 200 << 20
+
+
 # ---- 5: the box's host uid --------------------------------------------------------------------------
 
 REPO = str(Path(__file__).resolve().parents[1])
