@@ -157,6 +157,22 @@ async def test_a_named_module_exports_from_a_box_that_is_not_root(outside: Path)
     assert _dirs(outside) == [".lake", ".lake/build", ".lake/build/lib", "Foo"]
 
 
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+@pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
+async def test_the_judge_carries_its_pickle_into_a_box_that_is_not_root(outside: Path) -> None:
+    # The server creates the pickle in the judge's /tmp, a tmpfs of the box's user namespace where
+    # root is not mapped: as root the create failed (EOVERFLOW) and every judged proof was REPL_ERROR.
+    honest = Proof("honest", "theorem t : True := by\n  trivial\n", theorem_name="t")
+    cheat = Proof(
+        "cheat", "axiom c : False\ntheorem t : True := by\n  -- fake: axioms t c\n  trivial\n", theorem_name="t"
+    )
+    kw = {"repl_command": NOBODY_REPL, "project_dir": outside}
+    async with app_with(sandbox="bwrap", sandbox_uid=65534, **kw) as (_, client):
+        results = await client.verify([honest, cheat], trust="judge", timeout=60)
+    assert [r.verdict for r in results] == [Verdict.VALID, Verdict.UNTRUSTED], [r.error for r in results]
+
+
 # ---- 6: a secret replaced by rename ----------------------------------------------------------------
 
 
