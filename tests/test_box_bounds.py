@@ -146,15 +146,25 @@ async def test_a_root_servers_box_cannot_read_root_only_files(outside: Path) -> 
 @pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
 @pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
 @pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
-async def test_a_named_module_exports_from_a_box_that_is_not_root(outside: Path) -> None:
+async def test_modules_and_raw_code_export_from_a_box_that_is_not_root(outside: Path) -> None:
     (outside / "Foo").mkdir(mode=0o755)
     (outside / "Foo" / "Bar.lean").write_text("theorem foo_bar : True := trivial\n")
     (outside / "Foo" / "Bar.lean").chmod(0o644)
     kw = {"ast_export_command": NOBODY_EXPORT, "ast_export_project_dir": outside, "repl_command": NOBODY_REPL}
     async with app_with(sandbox="bwrap", sandbox_uid=65534, **kw) as (_, client):
         [item] = await client.export_ast(["Foo.Bar"], timeout=60)
+        [raw] = await client.export_ast(code="theorem raw_one : True := trivial\n", module="My.Raw", timeout=60)
     assert item.error == "" and "foo_bar" in item.ast, item.error
-    assert _dirs(outside) == [".lake", ".lake/build", ".lake/build/lib", "Foo"]
+    assert raw.error == "" and "raw_one" in raw.ast, raw.error
+    # What stays: the project's build directory, and raw code's two (empty) mount points.
+    assert _dirs(outside) == [
+        ".lake",
+        ".lake/build",
+        ".lake/build/lib",
+        ".lake/build/lib/KiminaTmp",
+        "Foo",
+        "KiminaTmp",
+    ]
 
 
 @pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
