@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from kimina_grpc.client import AsyncKiminaClient, KiminaClient, Proof, Verdict
+from kimina_grpc.repl import sandbox
 from kimina_grpc.repl.decode import INLINE_BYTES
 from kimina_grpc.service.server import App, create_app
 from kimina_grpc.testing import fake_ast_export_command, free_port, serve_process
@@ -141,6 +142,25 @@ async def test_a_root_servers_box_cannot_read_root_only_files(outside: Path) -> 
     assert "Permission denied" in denied and "root-only secret" not in denied, denied
     assert "world-readable" in allowed, allowed
     assert not any("SANDBOX_UID" in w for w in warnings), warnings
+
+
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+def test_where_bubblewrap_cannot_box_as_nobody_the_box_runs_as_root_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Hosts without unprivileged user namespaces (or Ubuntu's AppArmor restriction): a box as root
+    # is better than none, and the operator is told.
+    real = sandbox.probe
+    monkeypatch.setattr(
+        sandbox, "probe", lambda box, timeout=20.0: "no user namespace" if box.runs_as else real(box, timeout)
+    )
+    for mode in ("auto", "bwrap"):
+        resolved = sandbox.resolve(mode, tmp_bytes=1 << 20, hide=(), env_allow=(), uid=65534)
+        assert resolved.box.enabled and resolved.box.runs_as is None
+        assert resolved.warning is not None
+        assert "cannot box as uid 65534 here (no user namespace)" in resolved.warning
+        assert "root-only files" in resolved.warning
 
 
 @pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")

@@ -39,16 +39,16 @@ import fnmatch
 import os
 import platform
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from kimina_grpc.repl import seccomp
+from kimina_grpc.repl.masks import binds_and, masks, under_fresh_mounts
 
 _PR_SET_DUMPABLE = 4
 SandboxMode = Literal["auto", "bwrap", "off"]
@@ -90,9 +90,6 @@ _NEVER = "LEAN_SERVER_*"
 # Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
 _HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
 _SYSTEM_SECRETS = ("/var/run/secrets", "/run/secrets", "/etc/ssl/private")
-# Replaced wholesale by fresh mounts inside the box; what lies under /tmp or /run is visible again
-# only where its top directory is bound back (see Box.bwrap_args).
-_FRESH = ("/tmp", "/dev", "/proc", "/run")
 SHM_BYTES = 64 << 20
 """Size of the box's /dev/shm (POSIX shared memory and semaphores)."""
 _RO_TMPFS_BYTES = 1 << 20
@@ -217,30 +214,6 @@ class Box:
         drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
         return [*drop, *_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(os.getpid())]
 
-    def _masks(self, kept: Sequence[str], needed: Sequence[str | None]) -> list[tuple[str, bool]]:
-        """(path, is a directory) to mask, outermost first, none under another. A file's mount stays
-        on the file it covered: once the file is replaced by rename (editors, config management,
-        certbot, Kubernetes' secret volumes) the box sees the new one. So a secret file's directory
-        is masked instead, unless the box needs something in it (its program, cwd, PATH, the paths
-        its environment names, the server's interpreter); only then the file itself."""
-        masks: set[tuple[str, bool]] = set()
-        for path in self.hide:
-            if self.runs_as is not None and not _reachable(path, self.runs_as):
-                continue  # the box's uid cannot reach it (and bubblewrap, as that uid, cannot mask it)
-            mask, directory = _mask(path, kept)
-            if not mask or directory:
-                masks.update([(mask, True)] if mask else [])
-                continue
-            folders = [f for f in _folders_of(path, kept) if _maskable(f, needed)]
-            masks.update((f, True) for f in folders)
-            if not any(_under(mask, f) for f in folders):
-                masks.add((mask, False))
-        out: list[tuple[str, bool]] = []
-        for mask, directory in sorted(masks, key=lambda m: (m[0].count("/"), m[0])):
-            if not any(d and _under(mask, m) for m, d in out):
-                out.append((mask, directory))
-        return out
-
     def _env_paths(self) -> list[str]:
         """Absolute paths the box's environment names (PATH's entries, HOME, ELAN_HOME, ...)."""
         found: list[str] = []
@@ -272,11 +245,11 @@ class Box:
         if os.path.isdir("/run"):
             args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", "/run"]
             read_only.append("/run")
-        kept = _under_fresh_mounts([*keep, *_SERVER_PATHS])
+        kept = under_fresh_mounts([*keep, *_SERVER_PATHS])
         for path in kept:
             args += ["--ro-bind", path, path]
         needed = [cwd, *keep, *binds_and(binds, tmpfs, files), *self._env_paths(), *_SERVER_PATHS]
-        for mask, directory in self._masks(kept, needed):
+        for mask, directory in masks(self.hide, kept, needed, self.runs_as):
             if directory:
                 args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
                 read_only.append(mask)
@@ -316,88 +289,6 @@ class Box:
 _SERVER_PATHS = (sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2]))
 OFF = Box()
 NO_LIMITS = Limits()
-
-
-def _under_fresh_mounts(paths: Iterable[str | None]) -> list[str]:
-    """For each path under /tmp or /run (which the box replaces), its top directory there."""
-    tops: list[str] = []
-    for path in paths:
-        if not path or not os.path.isabs(path):
-            continue
-        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-            parts = Path(candidate).parts
-            if len(parts) > 2 and parts[1] in ("tmp", "run"):
-                top = os.path.join("/", parts[1], parts[2])
-                if os.path.exists(top) and top not in tops:
-                    tops.append(top)
-    return tops
-
-
-def _mask(path: str, kept: Sequence[str]) -> tuple[str, bool]:
-    """(where to mask `path` in the box, whether it is a directory); ("", False) when the box cannot
-    see it anyway: it does not exist, or it lies under a fresh mount and no directory bound back."""
-    real = os.path.realpath(path)
-    fresh = any(real == root or real.startswith(root + "/") for root in _FRESH)
-    if fresh and not any(real == top or real.startswith(top + "/") for top in kept):
-        return "", False
-    if os.path.isdir(real):
-        return real, True
-    return (real, False) if os.path.exists(real) else ("", False)
-
-
-def binds_and(binds: Sequence[tuple[str, str]], tmpfs: Sequence[str], files: Sequence[tuple[int, str]]) -> list[str]:
-    """The box paths a command's own mounts use."""
-    return [*(dst for _, dst in binds), *tmpfs, *(dst for _, dst in files)]
-
-
-def _under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _folders_of(path: str, kept: Sequence[str]) -> list[str]:
-    """The directory holding `path` as named and the one holding what it resolves to (a symlink
-    such as Kubernetes' `..data/key`), where the box would see them."""
-    absolute = os.path.abspath(path)
-    out = []
-    for folder in (os.path.dirname(absolute), os.path.dirname(os.path.realpath(absolute))):
-        mask, directory = _mask(folder, kept)
-        if directory and mask not in out:
-            out.append(mask)
-    return out
-
-
-def _maskable(folder: str, needed: Sequence[str | None]) -> bool:
-    """Whether hiding `folder` hides nothing the box needs: it is not /, not a fresh mount, and
-    holds none of `needed` (nor is one)."""
-    if folder == "/" or folder in _FRESH:
-        return False
-    for path in needed:
-        if not path or not os.path.isabs(path):
-            continue
-        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-            if _under(candidate, folder):
-                return False
-    return True
-
-
-def _reachable(path: str, uid: int) -> bool:
-    """Whether `uid` (with gid `uid` and no other group) can look up `path`: every directory on the
-    way lets it search. It may still not read the file itself (a mask costs nothing then)."""
-    real = Path(os.path.realpath(path))
-    for folder in reversed(real.parents):
-        try:
-            st = os.stat(folder)
-        except OSError:
-            return False
-        if st.st_uid == uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == uid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
 
 
 def undumpable() -> bool:
@@ -552,14 +443,19 @@ def resolve(
     if path is not None:
         box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow, uid=uid)
         reason = probe(box)
+        as_root = ""
+        if reason is not None and box.runs_as is not None:
+            # E.g. unprivileged user namespaces are off, or AppArmor restricts them (Ubuntu >= 23.10):
+            # a box as root is still a box, better than none.
+            as_root = f"bubblewrap cannot box as uid {box.runs_as} here ({reason})"
+            box = replace(box, uid=None)
+            reason = probe(box)
         if reason is None:
             if seccomp_file() is None:
                 return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")
             if LINUX and os.geteuid() == 0 and box.runs_as is None:
-                return Resolved(
-                    box,
-                    "the box runs as host root (LEAN_SERVER_SANDBOX_UID=0): a proof reads root-only files",
-                )
+                why = as_root or "LEAN_SERVER_SANDBOX_UID=0"
+                return Resolved(box, f"the box runs as host root ({why}): a proof reads root-only files")
             return Resolved(box)
     if mode == "bwrap":
         raise SandboxUnavailable(f"LEAN_SERVER_SANDBOX=bwrap but {reason}")
