@@ -146,6 +146,18 @@ async def test_a_root_servers_box_cannot_read_root_only_files(outside: Path) -> 
 
 @pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
 @pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+@pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
+async def test_the_process_limit_binds_in_a_root_servers_box(outside: Path) -> None:
+    # The kernel never enforces RLIMIT_NPROC on root: 40 processes in a box of at most 16 ran.
+    kw = {"repl_command": NOBODY_REPL, "project_dir": outside, "max_repl_procs": 16}
+    async with app_with(sandbox="bwrap", sandbox_uid=65534, **kw) as (_, client):
+        [result] = await client.verify([Proof("many", proof("children 40 1 0.5"))], timeout=60)
+    # The stand-in dies of the failed fork (Lean's `IO.Process.spawn` would throw an IO error).
+    assert result.verdict is not Verdict.VALID and "Resource temporarily unavailable" in result.error, result
+
+
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
 def test_where_bubblewrap_cannot_box_as_nobody_the_box_runs_as_root_with_a_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
