@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import psutil
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kimina_grpc.client import AsyncKiminaClient, KiminaClient, Proof, Verdict
 from kimina_grpc.repl import sandbox
@@ -375,3 +376,13 @@ def test_idle_metrics_connections_cannot_take_the_servers_descriptors() -> None:
         finally:
             for sock in idle:
                 sock.close()
+
+
+async def test_the_health_port_reads_no_request_bigger_than_a_service_name() -> None:
+    async with app_with(api_key=KEY, health_port=0) as (app, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.health_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            assert (await stub.Check(health_pb2.HealthCheckRequest(service="liveness"))).status == 1  # SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as big:
+                await stub.Check(health_pb2.HealthCheckRequest(service="x" * (1 << 20)))
+    assert big.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -41,6 +41,8 @@ LIVENESS = "liveness"
 READINESS = (SERVICE_NAME, "")
 """Health service names that are SERVING once pre-warm is done, until drain (readinessProbe)."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_HEALTH_PORT_MAX_BYTES = 64 << 10
+"""The health port's receive limit (a health request is a service name)."""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -373,7 +375,10 @@ def create_app(settings: Settings) -> App:
         health_address = f"{settings.host}:{settings.health_port}"
         if _in_use(settings.host, settings.health_port):
             raise BindError(f"cannot listen on {health_address} (LEAN_SERVER_HEALTH_PORT): the port is in use")
-        app.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # A health request is a service name: nothing bigger is read on this unauthenticated port.
+        app.health_server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", _HEALTH_PORT_MAX_BYTES)]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(health, app.health_server)
         try:
             app.health_port = app.health_server.add_insecure_port(health_address)
