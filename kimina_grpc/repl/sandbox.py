@@ -190,16 +190,16 @@ class Box:
         limits = limits or NO_LIMITS
         if self.bwrap is None:
             return [*_die_with(os.getpid()), *_rlimits(limits), *_SUBREAPER, *_through_lake(command, _setpriv())]
-        program = shutil.which(command[0]) if command else None
-        args = [a for a in command[1:] if os.path.isabs(a) and os.path.exists(a)]
-        needed = (command[0] if command else None, program, cwd, *keep, *args)
+        needed = (command[0] if command else None, cwd, *keep)
+        # More paths it reads (no mask may hide them): its program found on PATH, absolute arguments.
+        uses = [shutil.which(command[0]) or "", *(a for a in command[1:] if os.path.isabs(a))] if command else []
         outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
         inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
         return [
             *_die_with(os.getpid(), seccomp_file()),
             *_rlimits(outside),
             *self._as_user(),
-            *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed),
+            *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed, uses=uses),
             *inside,
             *command,
         ]
@@ -229,6 +229,7 @@ class Box:
         tmpfs: Sequence[str] = (),
         files: Sequence[tuple[int, str]] = (),
         keep: Iterable[str | None] = (),
+        uses: Iterable[str] = (),
     ) -> list[str]:
         """bwrap and its options, up to `--`; its seccomp program is read from fd 9 (see _die_with).
 
@@ -236,8 +237,10 @@ class Box:
         (/tmp, /run), its top directory there is bound back read-only, with this server's interpreter
         and package (a checkout or virtualenv under /tmp, as CI clones are). Masks come after those
         binds (a secret under a bound-back directory is masked too), and the fresh mounts that need
-        no writes are made read-only last, once every mount point in them exists."""
+        no writes are made read-only last, once every mount point in them exists. No directory mask
+        hides a path of `keep` or `uses` (see masks.py)."""
         assert self.bwrap is not None
+        keep = list(keep)
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         args += ["--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
@@ -248,7 +251,7 @@ class Box:
         kept = under_fresh_mounts([*keep, *_SERVER_PATHS])
         for path in kept:
             args += ["--ro-bind", path, path]
-        needed = [cwd, *keep, *binds_and(binds, tmpfs, files), *self._env_paths(), *_SERVER_PATHS]
+        needed = [cwd, *keep, *uses, *binds_and(binds, tmpfs, files), *self._env_paths(), *_SERVER_PATHS]
         for mask, directory in masks(self.hide, kept, needed, self.runs_as):
             if directory:
                 args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
