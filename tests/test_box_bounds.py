@@ -178,6 +178,19 @@ def test_where_bubblewrap_cannot_box_as_nobody_the_box_runs_as_root_with_a_warni
 
 @pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
 @pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
+async def test_a_repl_the_boxs_uid_cannot_read_is_boxed_as_root_with_a_warning(outside: Path) -> None:
+    # A root server with its workspace under /root: boxed as nobody, no REPL would ever start.
+    private = outside / "private"
+    private.mkdir(mode=0o700)
+    async with app_with(sandbox="bwrap", sandbox_uid=65534, project_dir=private) as (app, client):
+        [result] = await client.verify([Proof("p", proof())], timeout=60)
+        warnings = app.posture.warnings
+    assert result.verdict is Verdict.VALID, result.error
+    assert any("uid 65534 cannot read " in w and "root-only files" in w for w in warnings), warnings
+
+
+@pytest.mark.skipif(not ROOT, reason="the box's uid is changed only when the server is root")
+@pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (.ci/run installs it)")
 @pytest.mark.skipif(ROOT and NOBODY_REPL is None, reason="no python3 and checkout that uid nobody can run")
 async def test_modules_and_raw_code_export_from_a_box_that_is_not_root(outside: Path) -> None:
     (outside / "Foo").mkdir(mode=0o755)

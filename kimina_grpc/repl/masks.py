@@ -110,17 +110,25 @@ def _reachable(path: str, uid: int) -> bool:
     """Whether `uid` (with gid `uid` and no other group) can look up `path`: every directory on the
     way lets it search. It may still not read the file itself (a mask costs nothing then)."""
     real = Path(os.path.realpath(path))
-    for folder in reversed(real.parents):
-        try:
-            st = os.stat(folder)
-        except OSError:
-            return False
-        if st.st_uid == uid:
-            bit = stat.S_IXUSR
-        elif st.st_gid == uid:
-            bit = stat.S_IXGRP
-        else:
-            bit = stat.S_IXOTH
-        if not st.st_mode & bit:
-            return False
-    return True
+    return all(_allows(folder, uid, "x") for folder in reversed(real.parents))
+
+
+def usable(path: str, uid: int) -> bool:
+    """Whether `uid` (gid `uid`, no other group) can reach `path` and read it (list and enter it,
+    for a directory)."""
+    real = os.path.realpath(path)
+    return _reachable(real, uid) and _allows(Path(real), uid, "rx" if os.path.isdir(real) else "r")
+
+
+def _allows(path: Path, uid: int, what: str) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid == uid:
+        bits = {"r": stat.S_IRUSR, "x": stat.S_IXUSR}
+    elif st.st_gid == uid:
+        bits = {"r": stat.S_IRGRP, "x": stat.S_IXGRP}
+    else:
+        bits = {"r": stat.S_IROTH, "x": stat.S_IXOTH}
+    return all(st.st_mode & bits[c] for c in what)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Literal
 
 from kimina_grpc.repl import seccomp
-from kimina_grpc.repl.masks import binds_and, masks, under_fresh_mounts
+from kimina_grpc.repl.masks import binds_and, masks, under_fresh_mounts, usable
 
 _PR_SET_DUMPABLE = 4
 SandboxMode = Literal["auto", "bwrap", "off"]
@@ -430,10 +430,18 @@ class Resolved:
 
 
 def resolve(
-    mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_allow: tuple[str, ...], uid: int | None = None
+    mode: SandboxMode,
+    *,
+    tmp_bytes: int,
+    hide: tuple[str, ...],
+    env_allow: tuple[str, ...],
+    uid: int | None = None,
+    needs: Iterable[str] = (),
 ) -> Resolved:
     """The box for LEAN_SERVER_SANDBOX: `bwrap` must work (else RuntimeError), `auto` falls back to
-    no box with a warning, `off` is no box (with a warning too). `uid`: see Box.uid."""
+    no box with a warning, `off` is no box (with a warning too). `uid`: see Box.uid; `needs`: paths
+    the boxed commands read (programs, projects), which that uid must reach, or the box runs as root
+    (with a warning) rather than fail on every start."""
     unboxed = Box(tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
     if mode == "off":
         return Resolved(
@@ -447,12 +455,16 @@ def resolve(
         box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow, uid=uid)
         reason = probe(box)
         as_root = ""
-        if reason is not None and box.runs_as is not None:
-            # E.g. unprivileged user namespaces are off, or AppArmor restricts them (Ubuntu >= 23.10):
-            # a box as root is still a box, better than none.
-            as_root = f"bubblewrap cannot box as uid {box.runs_as} here ({reason})"
-            box = replace(box, uid=None)
-            reason = probe(box)
+        if (runs_as := box.runs_as) is not None:
+            # A box as root is still a box: better than none, or than one where nothing starts.
+            blocked = [p for p in needs if os.path.exists(p) and not usable(p, runs_as)]
+            if blocked:
+                as_root = f"uid {runs_as} cannot read {blocked[0]}: make it readable by others"
+            elif reason is not None:  # no unprivileged user namespaces, Ubuntu's AppArmor restriction
+                as_root = f"bubblewrap cannot box as uid {runs_as} here ({reason})"
+            if as_root:
+                box = replace(box, uid=None)
+                reason = probe(box)
         if reason is None:
             if seccomp_file() is None:
                 return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")

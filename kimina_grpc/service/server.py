@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import os
+import shutil
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -165,7 +167,23 @@ def resolve_box(settings: Settings) -> Resolved:
         hide=sandbox.default_hide([*settings.secret_paths(), *extra]),
         env_allow=(*sandbox.DEFAULT_ENV_ALLOW, *allow),
         uid=settings.sandbox_uid,
+        needs=_boxed_paths(settings),
     )
+
+
+def _boxed_paths(settings: Settings) -> list[str]:
+    """What the boxed commands read: their programs, absolute arguments and working directories."""
+    commands = []
+    with contextlib.suppress(ValueError):
+        commands.append(settings.repl_argv())
+    with contextlib.suppress(ValueError):
+        argv, project = settings.ast_argv()
+        commands.append((argv, str(project)))
+    paths = []
+    for argv, cwd in commands:
+        program = shutil.which(argv[0]) if argv else None
+        paths += [p for p in (program, cwd, *argv[1:]) if p and os.path.isabs(p)]
+    return paths
 
 
 def _unboxed_shared_cache(settings: Settings, resolved: Resolved) -> bool:
