@@ -177,6 +177,8 @@ class Settings(BaseSettings):
     """Size of each box's private /tmp (e.g. 512M)."""
     sandbox_hide: str = ""
     """More paths to mask in the box, colon-separated (secrets the server knows of are masked already)."""
+    sandbox_uid: int = Field(65534, ge=0, lt=1 << 32)
+    """Host uid (and gid) a box runs as when the server is root (65534: nobody); 0 keeps root's."""
     repl_env_allow: str = ""
     """More environment variable names (or NAME_* patterns) passed to REPLs, comma-separated."""
     max_repl_file_size: int | None = 1 << 30

@@ -44,6 +44,9 @@ def settings(**kw: Any) -> Settings:
         "import_cost_hint": 0.1,
         # Test fixtures live in /tmp, which the box replaces with its own: the box has its own tests.
         "sandbox": "off",
+        # This interpreter and the fixtures may be root's alone (pyenv under /root, mkdtemp): a box
+        # that is not root could not run them. The uid a root server's box takes has its own tests.
+        "sandbox_uid": 0,
         "auth": "on" if kw.get("api_key") or kw.get("api_key_file") else "off",
     }
     return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import stat
 from collections.abc import Iterator
@@ -126,12 +127,13 @@ def write_file(pid: int, path: str, data: bytes) -> None:
     (blocking; see `write_into_box`)."""
     with _parent(pid, path) as (parent, name):
         try:
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                0o600,
-                dir_fd=parent,
-            )
+            with _as_owner_of(parent):
+                fd = os.open(
+                    name,
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                    0o600,
+                    dir_fd=parent,
+                )
         except OSError as exc:
             raise BoxFileError(f"cannot create {path} in the box: {exc.strerror}") from None
         try:
@@ -142,6 +144,26 @@ def write_file(pid: int, path: str, data: bytes) -> None:
             raise BoxFileError(f"cannot write {path} in the box: {exc.strerror}") from None
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def _as_owner_of(folder: int) -> Iterator[None]:
+    """A root server creates files in a box that runs as another uid (sandbox.Box.uid) as that uid:
+    the box's tmpfs belongs to its user namespace, where root is not mapped (EOVERFLOW), and the
+    file must be the box's to read. The filesystem uid is per thread (this runs in a worker thread)
+    and is restored after."""
+    st = os.fstat(folder)
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or st.st_uid == 0:
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.setfsgid(st.st_gid)
+    libc.setfsuid(st.st_uid)
+    try:
+        yield
+    finally:
+        libc.setfsuid(0)
+        libc.setfsgid(0)
 
 
 def remove_file(pid: int, path: str) -> None:

@@ -21,7 +21,7 @@ import sys
 import threading
 from typing import BinaryIO
 
-from kimina_grpc.repl import reaper
+from kimina_grpc.repl import reaper, sandbox
 from kimina_grpc.repl.protocol import ProtocolError, Reply, ReplyTooDeep, parse_reply
 
 INLINE_BYTES = 128 << 10
@@ -47,11 +47,10 @@ class _Helper:
         async with cls.lock:
             if cls.proc is None or cls.proc.returncode is not None:
                 cls.proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-c",
-                    f"from {__name__} import main; main()",  # not -m: the package imports this module
+                    *_helper_argv(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
+                    env={},  # the server's environment (API key, Redis password) is none of its business
                 )
                 reaper.track(cls.proc.pid)  # asyncio reaps it, not the adopted-children reaper
             proc = cls.proc
@@ -79,6 +78,13 @@ class _Helper:
             return reply
         error = ProtocolError if status == _PROTOCOL else ReplyTooDeep
         raise error(payload.decode())
+
+
+def _helper_argv() -> list[str]:
+    """The helper's command line. It starts with an empty environment, so it is told the server's
+    import path instead (-I: no PYTHON* variable or user site would apply anyway); not -m: the
+    package imports this module."""
+    return [sys.executable, "-I", "-c", f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"]
 
 
 async def decode(raw: bytes, shift: int = 0) -> Reply:
@@ -126,6 +132,9 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 
 
 def main() -> None:
+    # Like the server: a process of the same uid (an unboxed REPL) cannot read its memory (replies
+    # of other proofs) or attach to it.
+    sandbox.undumpable()
     sys.setrecursionlimit(_DEEP_RECURSION)
     threading.stack_size(_DEEP_STACK)
     worker = threading.Thread(target=_serve, args=(sys.stdin.buffer, sys.stdout.buffer))

@@ -119,6 +119,9 @@ def _missing(argv0: str, cwd: str | None, env: Mapping[str, str]) -> str | None:
     return None
 
 
+MEMORY_ACCOUNTING = "process-tree"
+"""How a REPL's memory is counted (GetServerInfo, the start-up log): Repl.rss walks its process tree
+afresh each time. No cgroup is made per box."""
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _PROC = os.path.isdir("/proc/self")
@@ -529,8 +532,13 @@ class Repl:
         return cpu, rss
 
     def rss(self) -> int:
-        """Resident memory of the process tree, in bytes (0 once dead)."""
-        return self.sample()[1]
+        """Resident memory of the whole process tree now, in bytes (0 once dead): walked afresh on
+        each call, so processes a proof started since (children of `IO.Process.spawn`) count too."""
+        total = 0
+        for pid in _tree_of(self._proc.pid):
+            with contextlib.suppress(OSError, psutil.Error, ValueError, IndexError):
+                total += _proc_stat(pid)[1]
+        return total
 
     async def _die(self, reason: str, *, exited: bool = False) -> None:
         """Kill the REPL for `reason` and remember why. After an EOF (`exited`) the process is on
@@ -638,6 +646,27 @@ def _leaf(pids: list[int]) -> int | None:
         return depth[pid]
 
     return max(parents, key=level) if parents else None
+
+
+def _tree_of(root: int) -> list[int]:
+    """`root` and its descendants now, from each thread's /proc children list (no scan of every
+    process); psutil where there is no /proc."""
+    if not _PROC:
+        with contextlib.suppress(psutil.Error):
+            return [root, *(c.pid for c in psutil.Process(root).children(recursive=True))]
+        return []
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        found.append(pid)
+        for tid in tids:
+            with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                todo.extend(int(child) for child in f.read().split())
+    return found
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:

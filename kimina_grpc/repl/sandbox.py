@@ -22,6 +22,12 @@ does not inherit lake's), but a process a proof starts in a new session outlives
 
 The process count (RLIMIT_NPROC) is set inside the box, after bubblewrap made the box's user
 namespace: the kernel (>= 5.14) then counts it per box, not per user id. It is never enforced on root.
+
+A server running as root starts bubblewrap as another uid (Box.uid, 65534 by default): bubblewrap maps
+the box's user to the uid that starts it, so a box started by root is host root inside (uid_map
+`0 0 1`) and reads every root-only file; as nobody it reads what is world-readable only, and the
+process count binds. What the box runs (the REPL, the project, the toolchain) must then be readable
+by that uid.
 """
 
 from __future__ import annotations
@@ -37,11 +43,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from kimina_grpc.repl import seccomp
+from kimina_grpc.repl.masks import binds_and, masks, under_fresh_mounts, usable
 
 _PR_SET_DUMPABLE = 4
 SandboxMode = Literal["auto", "bwrap", "off"]
@@ -90,9 +97,6 @@ _GIT_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_
 # Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
 _HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
 _SYSTEM_SECRETS = ("/var/run/secrets", "/run/secrets", "/etc/ssl/private")
-# Replaced wholesale by fresh mounts inside the box; what lies under /tmp or /run is visible again
-# only where its top directory is bound back (see Box.bwrap_args).
-_FRESH = ("/tmp", "/dev", "/proc", "/run")
 SHM_BYTES = 64 << 20
 """Size of the box's /dev/shm (POSIX shared memory and semaphores)."""
 _RO_TMPFS_BYTES = 1 << 20
@@ -141,10 +145,21 @@ class Box:
     hide: tuple[str, ...] = ()
     """Paths masked inside the box (directories get an empty tmpfs, files /dev/null)."""
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
+    uid: int | None = None
+    """Host uid (and gid) the box runs as when the server is root: bubblewrap maps the box's user to
+    the uid that starts it, and host root there reads every root-only file (/etc/shadow, keys off the
+    hide list). None or 0: the server's own."""
 
     @property
     def enabled(self) -> bool:
         return self.bwrap is not None
+
+    @property
+    def runs_as(self) -> int | None:
+        """The host uid boxed processes run as, when it is not the server's (see `uid`)."""
+        if self.bwrap is None or not self.uid or not LINUX or os.geteuid() != 0:
+            return None
+        return self.uid
 
     @property
     def name(self) -> str:
@@ -183,15 +198,35 @@ class Box:
         if self.bwrap is None:
             return [*_die_with(os.getpid()), *_rlimits(limits), *_SUBREAPER, *_through_lake(command, _setpriv())]
         needed = (command[0] if command else None, cwd, *keep)
+        # More paths it reads (no mask may hide them): its program found on PATH, absolute arguments.
+        uses = [shutil.which(command[0]) or "", *(a for a in command[1:] if os.path.isabs(a))] if command else []
         outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
         inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
         return [
             *_die_with(os.getpid(), seccomp_file()),
             *_rlimits(outside),
-            *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed),
+            *self._as_user(),
+            *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed, uses=uses),
             *inside,
             *command,
         ]
+
+    def _as_user(self) -> list[str]:
+        """Become `runs_as` before bubblewrap starts (it then maps the box to that uid). Changing
+        uids clears the parent-death signal: it is set again, and the parent checked again."""
+        uid = self.runs_as
+        if uid is None:
+            return []
+        setpriv = _tool("setpriv", "a box that is not root")
+        drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
+        return [*drop, *_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(os.getpid())]
+
+    def _env_paths(self) -> list[str]:
+        """Absolute paths the box's environment names (PATH's entries, HOME, ELAN_HOME, ...)."""
+        found: list[str] = []
+        for value in self.environ().values():
+            found += [p for p in value.split(os.pathsep) if os.path.isabs(p)]
+        return found
 
     def bwrap_args(
         self,
@@ -201,6 +236,7 @@ class Box:
         tmpfs: Sequence[str] = (),
         files: Sequence[tuple[int, str]] = (),
         keep: Iterable[str | None] = (),
+        uses: Iterable[str] = (),
     ) -> list[str]:
         """bwrap and its options, up to `--`; its seccomp program is read from fd 9 (see _die_with).
 
@@ -208,8 +244,10 @@ class Box:
         (/tmp, /run), its top directory there is bound back read-only, with this server's interpreter
         and package (a checkout or virtualenv under /tmp, as CI clones are). Masks come after those
         binds (a secret under a bound-back directory is masked too), and the fresh mounts that need
-        no writes are made read-only last, once every mount point in them exists."""
+        no writes are made read-only last, once every mount point in them exists. No directory mask
+        hides a path of `keep` or `uses` (see masks.py)."""
         assert self.bwrap is not None
+        keep = list(keep)
         args = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--size", str(SHM_BYTES), "--tmpfs", "/dev/shm"]
         args += ["--size", str(self.tmp_bytes), "--tmpfs", "/tmp"]
@@ -217,15 +255,15 @@ class Box:
         if os.path.isdir("/run"):
             args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", "/run"]
             read_only.append("/run")
-        kept = _under_fresh_mounts([*keep, sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2])])
+        kept = under_fresh_mounts([*keep, *_SERVER_PATHS])
         for path in kept:
             args += ["--ro-bind", path, path]
-        for path in self.hide:
-            mask, directory = _mask(path, kept)
+        needed = [cwd, *keep, *uses, *binds_and(binds, tmpfs, files), *self._env_paths(), *_SERVER_PATHS]
+        for mask, directory in masks(self.hide, kept, needed, self.runs_as):
             if directory:
                 args += ["--size", str(_RO_TMPFS_BYTES), "--tmpfs", mask]
                 read_only.append(mask)
-            elif mask:
+            else:
                 args += ["--ro-bind", "/dev/null", mask]
         for src, dst in binds:
             args += ["--bind", src, dst]
@@ -257,35 +295,10 @@ class Box:
         return [*args, "--"]
 
 
+# This server's interpreter and package: a boxed command may be a module of ours (the stand-ins).
+_SERVER_PATHS = (sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2]))
 OFF = Box()
 NO_LIMITS = Limits()
-
-
-def _under_fresh_mounts(paths: Iterable[str | None]) -> list[str]:
-    """For each path under /tmp or /run (which the box replaces), its top directory there."""
-    tops: list[str] = []
-    for path in paths:
-        if not path or not os.path.isabs(path):
-            continue
-        for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-            parts = Path(candidate).parts
-            if len(parts) > 2 and parts[1] in ("tmp", "run"):
-                top = os.path.join("/", parts[1], parts[2])
-                if os.path.exists(top) and top not in tops:
-                    tops.append(top)
-    return tops
-
-
-def _mask(path: str, kept: Sequence[str]) -> tuple[str, bool]:
-    """(where to mask `path` in the box, whether it is a directory); ("", False) when the box cannot
-    see it anyway: it does not exist, or it lies under a fresh mount and no directory bound back."""
-    real = os.path.realpath(path)
-    fresh = any(real == root or real.startswith(root + "/") for root in _FRESH)
-    if fresh and not any(real == top or real.startswith(top + "/") for top in kept):
-        return "", False
-    if os.path.isdir(real):
-        return real, True
-    return (real, False) if os.path.exists(real) else ("", False)
 
 
 def undumpable() -> bool:
@@ -423,9 +436,19 @@ class Resolved:
     """Set when processes run unboxed (shown at start, in GetServerInfo and as a metric)."""
 
 
-def resolve(mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_allow: tuple[str, ...]) -> Resolved:
+def resolve(
+    mode: SandboxMode,
+    *,
+    tmp_bytes: int,
+    hide: tuple[str, ...],
+    env_allow: tuple[str, ...],
+    uid: int | None = None,
+    needs: Iterable[str] = (),
+) -> Resolved:
     """The box for LEAN_SERVER_SANDBOX: `bwrap` must work (else RuntimeError), `auto` falls back to
-    no box with a warning, `off` is no box (with a warning too)."""
+    no box with a warning, `off` is no box (with a warning too). `uid`: see Box.uid; `needs`: paths
+    the boxed commands read (programs, projects), which that uid must reach, or the box runs as root
+    (with a warning) rather than fail on every start."""
     unboxed = Box(tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
     if mode == "off":
         return Resolved(
@@ -436,11 +459,25 @@ def resolve(mode: SandboxMode, *, tmp_bytes: int, hide: tuple[str, ...], env_all
     path = shutil.which("bwrap") if LINUX else None
     reason: str | None = "bubblewrap needs Linux" if not LINUX else "bubblewrap (bwrap) is not installed"
     if path is not None:
-        box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow)
+        box = Box(bwrap=path, tmp_bytes=tmp_bytes, hide=hide, env_allow=env_allow, uid=uid)
         reason = probe(box)
+        as_root = ""
+        if (runs_as := box.runs_as) is not None:
+            # A box as root is still a box: better than none, or than one where nothing starts.
+            blocked = [p for p in needs if os.path.exists(p) and not usable(p, runs_as)]
+            if blocked:
+                as_root = f"uid {runs_as} cannot read {blocked[0]}: make it readable by others"
+            elif reason is not None:  # no unprivileged user namespaces, Ubuntu's AppArmor restriction
+                as_root = f"bubblewrap cannot box as uid {runs_as} here ({reason})"
+            if as_root:
+                box = replace(box, uid=None)
+                reason = probe(box)
         if reason is None:
             if seccomp_file() is None:
                 return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")
+            if LINUX and os.geteuid() == 0 and box.runs_as is None:
+                why = as_root or "LEAN_SERVER_SANDBOX_UID=0"
+                return Resolved(box, f"the box runs as host root ({why}): a proof reads root-only files")
             return Resolved(box)
     if mode == "bwrap":
         raise SandboxUnavailable(f"LEAN_SERVER_SANDBOX=bwrap but {reason}")

@@ -34,6 +34,10 @@ _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 18
 READ_TIMEOUT = 10.0
 """Seconds a metrics connection may take to send its request (and to read the answer)."""
 _MAX_HEAD = 16 << 10
+MAX_CONNECTIONS = 64
+"""Metrics connections open at once; a new one past it closes the oldest still waiting for its
+request (a scraper's request follows its connect at once; idle ones would hold a descriptor each
+for READ_TIMEOUT, and 600 of them took every descriptor the server had)."""
 
 
 class Metrics:
@@ -82,6 +86,8 @@ class Metrics:
         if cache is not None:
             self.registry.register(_CacheCollector(cache))
         self._http: Any = None
+        self._open = 0
+        self._waiting: dict[asyncio.StreamWriter, None] = {}  # connections yet to send a request, oldest first
 
     def posture(self, posture: Posture) -> None:
         self._sandboxed.set(int(posture.sandbox != "off"))
@@ -115,10 +121,18 @@ class Metrics:
         return int(self._http.sockets[0].getsockname()[1])
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One request per connection (HTTP/1.1 with `Connection: close`), all within READ_TIMEOUT."""
+        """One request per connection (HTTP/1.1 with `Connection: close`), all within READ_TIMEOUT;
+        at most MAX_CONNECTIONS at once."""
+        self._open += 1
+        if self._open > MAX_CONNECTIONS and self._waiting:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            oldest.transport.abort()
+        self._waiting[writer] = None
         try:
             async with asyncio.timeout(READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
+                self._waiting.pop(writer, None)
                 method, _, rest = head.partition(b" ")
                 path = rest.partition(b" ")[0].partition(b"?")[0]
                 if method not in (b"GET", b"HEAD"):
@@ -137,6 +151,8 @@ class Metrics:
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.transport.abort()  # silent, slow or oversized: drop it without waiting on the peer
         finally:
+            self._open -= 1
+            self._waiting.pop(writer, None)
             writer.close()
 
     def close(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import os
+import shutil
 import signal
 import socket
 from collections.abc import Awaitable, Callable
@@ -41,6 +43,8 @@ LIVENESS = "liveness"
 READINESS = (SERVICE_NAME, "")
 """Health service names that are SERVING once pre-warm is done, until drain (readinessProbe)."""
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
+_HEALTH_PORT_MAX_BYTES = 64 << 10
+"""The health port's receive limit (a health request is a service name)."""
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -76,16 +80,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
 
-        async def deny(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def deny(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong API key")
 
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(deny)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(deny)
+        # A request-streaming handler whatever the method: gRPC reads a unary request whole (up to
+        # the receive limit, 64 MiB) before its handler runs; a stream's messages only when the
+        # handler asks, and this one never does. An unauthenticated call costs a flow-control window.
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(deny)
-        return grpc.unary_unary_rpc_method_handler(deny)
+            return grpc.stream_stream_rpc_method_handler(deny)
+        return grpc.stream_unary_rpc_method_handler(deny)
 
 
 def limits(settings: Settings) -> Limits:
@@ -164,7 +167,24 @@ def resolve_box(settings: Settings) -> Resolved:
         tmp_bytes=settings.sandbox_tmp_size,
         hide=sandbox.default_hide([*settings.secret_paths(), *extra]),
         env_allow=(*sandbox.DEFAULT_ENV_ALLOW, *allow),
+        uid=settings.sandbox_uid,
+        needs=_boxed_paths(settings),
     )
+
+
+def _boxed_paths(settings: Settings) -> list[str]:
+    """What the boxed commands read: their programs, absolute arguments and working directories."""
+    commands = []
+    with contextlib.suppress(ValueError):
+        commands.append(settings.repl_argv())
+    with contextlib.suppress(ValueError):
+        argv, project = settings.ast_argv()
+        commands.append((argv, str(project)))
+    paths = []
+    for argv, cwd in commands:
+        program = shutil.which(argv[0]) if argv else None
+        paths += [p for p in (program, cwd, *argv[1:]) if p and os.path.isabs(p)]
+    return paths
 
 
 def _unboxed_shared_cache(settings: Settings, resolved: Resolved) -> bool:
@@ -245,6 +265,7 @@ class App:
             sandbox=self.posture.sandbox,
             auth=self.posture.auth_required,
             tls=self.posture.tls,
+            memory_accounting=self.posture.memory_accounting,
         )
 
     async def _become_ready(self) -> None:
@@ -373,7 +394,10 @@ def create_app(settings: Settings) -> App:
         health_address = f"{settings.host}:{settings.health_port}"
         if _in_use(settings.host, settings.health_port):
             raise BindError(f"cannot listen on {health_address} (LEAN_SERVER_HEALTH_PORT): the port is in use")
-        app.health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # A health request is a service name: nothing bigger is read on this unauthenticated port.
+        app.health_server = grpc.aio.server(
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", _HEALTH_PORT_MAX_BYTES)]
+        )
         health_pb2_grpc.add_HealthServicer_to_server(health, app.health_server)
         try:
             app.health_port = app.health_server.add_insecure_port(health_address)
@@ -384,9 +408,24 @@ def create_app(settings: Settings) -> App:
     return app
 
 
+def raise_open_files() -> None:
+    """The soft limit on open files up to the hard one: connections, REPLs' sockets and pipes all
+    take descriptors, and the usual soft limit (1024) is far below what a busy server holds."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    log.info("open_files_limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0], was=soft)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down in order."""
     app = create_app(settings)
+    raise_open_files()
     # Orphans of `lake env`, of proofs and of killed boxes are reparented to us and reaped here;
     # and a process of the same uid (an unboxed REPL) cannot read our memory or environment.
     reaper.become_subreaper()

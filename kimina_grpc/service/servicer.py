@@ -15,6 +15,7 @@ import grpc
 import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
+from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
@@ -56,6 +57,7 @@ class Posture:
     tls: bool = False
     tls_client_auth: bool = False
     warnings: tuple[str, ...] = ()
+    memory_accounting: str = MEMORY_ACCOUNTING
 
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):
@@ -198,6 +200,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             tls=self.posture.tls,
             tls_client_auth=self.posture.tls_client_auth,
             security_warnings=self.posture.warnings,
+            memory_accounting=self.posture.memory_accounting,
             cache=pb.CacheState(
                 enabled=cache.enabled,
                 backend=cache.backend,

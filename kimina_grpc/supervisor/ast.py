@@ -1,5 +1,7 @@
 """ExportAst behind a bound: at most `max_jobs` exports at once (held for the whole export), one at a
 time per module (the tool writes one output file per module), raw code in private temporary modules.
+What a call creates is removed when it ends: its output file, the directories made for it (once no
+other export writes below them) and its per-name lock.
 
 In the box, the project is read-only but for the one file the tool writes: for named modules (the
 project's own, trusted code) its output file, bound writable; for raw code (untrusted) nothing of the
@@ -18,6 +20,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +59,70 @@ class AstExporter:
         self.box = box
         self.limits = limits
         self._slots = asyncio.Semaphore(max_jobs)
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Per module name, only while an export of it runs or waits: names come from callers.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Output directories exports created (not the project's own), and how many running exports
+        # write below each: the last one out removes what is empty.
+        self._made: set[Path] = set()
+        self._using: dict[Path, int] = {}
+
+    @property
+    def busy_names(self) -> int:
+        """Module names with an export running or waiting (the per-name state held)."""
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, module: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(module, (asyncio.Lock(), 0))
+        self._locks[module] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[module]
+            if users == 1:
+                del self._locks[module]
+            else:
+                self._locks[module] = (lock, users - 1)
+
+    def _claim(self, out: Path) -> list[Path]:
+        """The output file's directories below the project's lib, deepest first: those missing are
+        made here (and remembered as ours) and each is marked in use until `_release`."""
+        lib = self._lib
+        dirs = [d for d in out.parents if d != lib and lib in d.parents]
+        claimed: list[Path] = []
+        try:
+            lib.mkdir(parents=True, exist_ok=True)  # the project's build directory: it stays
+            for d in reversed(dirs):
+                if not d.is_dir():
+                    d.mkdir(mode=0o755)
+                    self._made.add(d)
+                self._using[d] = self._using.get(d, 0) + 1
+                claimed.insert(0, d)
+        except OSError:
+            self._release(claimed)
+            raise
+        return dirs
+
+    def _release(self, dirs: list[Path]) -> None:
+        """Unmark `dirs`; remove, deepest first, those exports made that are now empty and unused."""
+        for d in dirs:
+            left = self._using.get(d, 1) - 1
+            if left:
+                self._using[d] = left
+            else:
+                self._using.pop(d, None)
+        for d in dirs:
+            if d not in self._made or d in self._using:
+                break
+            try:
+                d.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError:
+                self._made.discard(d)  # not empty: something else lives there now, it is not ours
+                break
+            self._made.discard(d)
 
     @property
     def _lib(self) -> Path:
@@ -80,14 +146,16 @@ class AstExporter:
         the host is removed before and after, and in the box it is the only file bound writable."""
         start = time.monotonic()
         out, named = self.project / output_path(module), mounts is None
-        lock = self._locks.setdefault(module, asyncio.Lock())
-        async with self._slots, lock:
+        async with self._slots, self._exclusive(module):
+            dirs: list[Path] = []
             try:
                 if named:
                     out.unlink(missing_ok=True)
+                    dirs = self._claim(out)
                     if self.box.enabled:
-                        out.parent.mkdir(parents=True, exist_ok=True)
                         out.touch()  # the bind's source
+                        if (uid := self.box.runs_as) is not None:
+                            os.chown(out, uid, uid)  # the box's own uid writes it
                         mounts = Mounts(binds=[(str(out), str(out))])
                 run = await self._run(module, one=one, timeout=timeout, mounts=mounts or Mounts())
             except OSError as exc:
@@ -96,6 +164,7 @@ class AstExporter:
                 if named:
                     with contextlib.suppress(OSError):
                         out.unlink(missing_ok=True)
+                    self._release(dirs)
         return AstItem(name, run.ast or "", run.error, time.monotonic() - start)
 
     async def modules(self, names: list[str], *, one: bool, timeout: float) -> list[AstItem]:

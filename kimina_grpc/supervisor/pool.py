@@ -874,7 +874,7 @@ class Supervisor:
         # No longer than the caller's deadline leaves: its call must get every answer in time.
         run_for = opts.timeout if opts.deadline is None else max(0.001, min(opts.timeout, opts.deadline - started))
         timer = loop.call_later(run_for, stop, "timeout")
-        if limit is not None:
+        if limit is not None or opts.diagnostics:  # the peak of processes the proof starts shows only here
             watch = loop.call_later(_WATCHDOG_PERIOD, sample)
         crash: ReplCrashed | None = None
         too_deep: ReplyTooDeep | None = None

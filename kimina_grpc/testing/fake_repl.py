@@ -26,6 +26,8 @@ the Lean code of the form `-- fake: VERB ARGS`:
                        address-space cap forbids it, print "INTERNAL PANIC: out of memory" on
                        stderr and exit 1, as Lean's runtime does
     spike MB           allocate and touch MB MiB, free it, then reply (a transient peak)
+    children N MB S    start N child processes that each allocate and touch MB MiB and hold it S
+                       seconds, wait for them, then reply (`IO.Process.output` of a hungry program)
     garbage            reply with text that is not JSON
     stderr BYTES       write BYTES bytes to stderr before replying
     repl-error TEXT    reply {"message": TEXT} (a REPL-level failure)
@@ -509,6 +511,8 @@ class Simulator:
             elif verb == "spike":
                 self._allocate(int(float(arg)))
                 self.ballast.pop()  # large blocks are unmapped at once: resident memory falls back
+            elif verb == "children":
+                _children(*arg.split())
             elif verb == "garbage":
                 sys.stdout.buffer.write(b"this is not JSON {\n\n")
                 sys.stdout.buffer.flush()
@@ -851,6 +855,14 @@ def _sorry(line: int, column: int, proof_state: int) -> dict[str, Any]:
         "goal": "⊢ False",
         "endPos": {"line": line, "column": column + 5},
     }
+
+
+def _children(count: str, mb: str, seconds: str) -> None:
+    size = int(float(mb)) << 20
+    hold = f"b = bytearray({size}); b[::4096] = b'x' * len(b[::4096]); import time; time.sleep({float(seconds)})"
+    kids = [subprocess.Popen([sys.executable, "-c", hold]) for _ in range(int(count))]
+    for kid in kids:
+        kid.wait()
 
 
 def _deep_tree(depth: int, line: int) -> str:

@@ -969,6 +969,7 @@ class GetServerInfoResponse(_message.Message):
     TLS_FIELD_NUMBER: _builtins.int
     TLS_CLIENT_AUTH_FIELD_NUMBER: _builtins.int
     SECURITY_WARNINGS_FIELD_NUMBER: _builtins.int
+    MEMORY_ACCOUNTING_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
@@ -1000,6 +1001,10 @@ class GetServerInfoResponse(_message.Message):
     """Whether the gRPC port speaks TLS."""
     tls_client_auth: _builtins.bool
     """Whether callers must present a client certificate (mutual TLS, LEAN_SERVER_TLS_CLIENT_CA)."""
+    memory_accounting: _builtins.str
+    """How a REPL's memory is counted against LEAN_SERVER_MAX_REPL_RSS: "process-tree" (each sample
+    sums every process of the REPL's tree, found afresh, so processes a proof starts count too).
+    """
     @_builtins.property
     def headers(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeaderState]:
         """Per import header."""
@@ -1035,11 +1040,12 @@ class GetServerInfoResponse(_message.Message):
         tls: _builtins.bool = ...,
         tls_client_auth: _builtins.bool = ...,
         security_warnings: _abc.Iterable[_builtins.str] | None = ...,
+        memory_accounting: _builtins.str = ...,
         cache: Global___CacheState | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "memory_accounting", b"memory_accounting", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
