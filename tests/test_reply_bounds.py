@@ -16,7 +16,7 @@ from kimina_grpc.client import AsyncKiminaClient
 from kimina_grpc.repl import ReplyInvalid, Severity, decode, verdict_of
 from kimina_grpc.repl.bounds import bound, keep, parse
 from kimina_grpc.service import results
-from kimina_grpc.service.server import App, create_app
+from kimina_grpc.service.server import SERVICE_NAME, App, create_app
 from kimina_grpc.settings import Settings
 from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.v1 import verifier_pb2 as pb
@@ -46,7 +46,7 @@ def settings(**kw: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(**kw: Any) -> AsyncIterator[tuple[App, pb_grpc.VerifierServiceStub]]:
+async def running(**kw: Any) -> AsyncIterator[tuple[App, pb_grpc.VerifierServiceAsyncStub]]:
     app = create_app(settings(**kw))
     await app.start()
     # The caller reads whatever the server may send.
@@ -64,7 +64,7 @@ def proof(pid: str, *directives: str, **opts: Any) -> pb.Proof:
     return pb.Proof(id=pid, code=f"theorem t : True := by\n{body}\n  trivial", options=pb.ProofOptions(**opts))
 
 
-async def stream(stub: pb_grpc.VerifierServiceStub, proofs: list[pb.Proof]) -> dict[str, pb.ProofResult]:
+async def stream(stub: pb_grpc.VerifierServiceAsyncStub, proofs: list[pb.Proof]) -> dict[str, pb.ProofResult]:
     async def items() -> AsyncIterator[pb.StreamVerifyRequest]:
         for p in proofs:
             yield pb.StreamVerifyRequest(proof=p)
@@ -178,7 +178,7 @@ def test_bounding_never_changes_a_verdict() -> None:
     infos = [{"severity": "info", "pos": {"line": 2, "column": 0}, "data": "x"}] * 50
     sorry = {"severity": "warning", "pos": {"line": 3, "column": 0}, "data": "declaration uses `sorry`"}
     error = {"severity": "error", "pos": {"line": 4, "column": 0}, "data": "bad"}
-    for messages in (infos + [sorry], infos + [error], infos + [sorry, error], infos):
+    for messages in ([*infos, sorry], [*infos, error], [*infos, sorry, error], infos):
         raw = json.dumps({"env": 0, "messages": messages})
         full, bounded = parse(raw, 0, 10**6), parse(raw, 0, 5)
         assert verdict_of(bounded) == verdict_of(full)
@@ -234,19 +234,22 @@ def test_a_shift_past_int32_is_refused() -> None:
         parse(raw, (1 << 31) - 3)
 
 
-class _Forgetful(pb_grpc.VerifierServiceServicer):
-    """A server that reads the whole stream and ends it as done without answering anything."""
-
-    async def StreamVerify(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.StreamVerifyResponse]:
-        async for _ in request_iterator:
-            pass
-        return
-        yield  # an async generator
+async def _forgetful(requests: AsyncIterator[pb.StreamVerifyRequest], context: Any) -> AsyncIterator[Any]:
+    """A StreamVerify that reads the whole stream and ends it as done without answering anything."""
+    async for _ in requests:
+        pass
+    return
+    yield  # an async generator
 
 
 async def test_the_client_never_waits_forever_for_an_id_the_server_drops() -> None:
     server = grpc.aio.server()
-    pb_grpc.add_VerifierServiceServicer_to_server(_Forgetful(), server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        _forgetful,
+        request_deserializer=pb.StreamVerifyRequest.FromString,
+        response_serializer=pb.StreamVerifyResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE_NAME, {"StreamVerify": handler})])
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
