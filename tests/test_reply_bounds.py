@@ -15,10 +15,11 @@ import pytest
 from kimina_grpc.client import AsyncKiminaClient
 from kimina_grpc.repl import ReplyInvalid, Severity, decode, verdict_of
 from kimina_grpc.repl.bounds import bound, keep, parse
+from kimina_grpc.rewards import trl_reward
 from kimina_grpc.service import results
 from kimina_grpc.service.server import SERVICE_NAME, App, create_app
 from kimina_grpc.settings import Settings
-from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
@@ -120,6 +121,52 @@ async def test_results_that_fit_alone_share_the_batch_limit() -> None:
         assert reply.ByteSize() <= limit
         assert [r.verdict for r in reply.results] == [pb.VERDICT_VALID] * 4
         assert all("cut to fit" in r.error for r in reply.results)
+
+
+def test_the_trl_reward_scores_a_group_with_a_loud_completion() -> None:
+    """Before: the group's response passed the send limit, and the reward raised RewardServerError
+    after checking the loud completion again on every retry."""
+    env = {"LEAN_SERVER_MAX_MESSAGE_BYTES": "2M", "LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_CACHE_ENABLED": "false"}
+    with serve_process(env) as (_, port):
+        reward = trl_reward(target=f"127.0.0.1:{port}")
+        try:
+            completions = [
+                f"```lean4\ntheorem t : True := by\n{body}\n  trivial\n```"
+                for body in ("  -- fake: output 3", "", "  -- fake: error no")
+            ]
+            assert reward(completions=completions, formal_statement="theorem t : True := by sorry") == [1.0, 1.0, 0.0]
+        finally:
+            reward.close()
+
+
+@pytest.mark.parametrize("limit", [6_000, 50_000, 300_000, 2_000_000])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"texts": [3_000_000]},
+        {"texts": [100] * 20_000, "error_at": 15_000},
+        {"texts": [50_000] * 40, "goals": [50_000] * 40, "tactics": 500, "infotree": 400_000},
+        {"texts": [10] * 5, "goals": [5_000_000]},
+    ],
+)
+def test_a_cut_result_fits_its_limit_and_keeps_the_first_error(limit: int, shape: dict[str, Any]) -> None:
+    result = pb.ProofResult(id="p", verdict=pb.VERDICT_INVALID)
+    for i, n in enumerate(shape["texts"]):
+        severity = pb.SEVERITY_ERROR if i == shape.get("error_at") else pb.SEVERITY_INFO
+        result.messages.add(severity=severity, text="é" * (n // 2), start=pb.Position(line=i + 1))
+    for n in shape.get("goals", []):
+        result.sorries.add(goal="g" * n)
+    for _ in range(shape.get("tactics", 0)):
+        result.tactics.add(tactic="simp", goals="⊢ True" * 50)
+    if "infotree" in shape:
+        result.infotree = "[" + " " * shape["infotree"] + "]"
+    errors = [m.text[:100] for m in result.messages if m.severity == pb.SEVERITY_ERROR]
+    results.fit(result, limit)
+    assert result.ByteSize() <= limit
+    assert result.verdict == pb.VERDICT_INVALID and "cut to fit" in result.error
+    if limit >= 50_000:
+        assert [m.text[:100] for m in result.messages if m.severity == pb.SEVERITY_ERROR] == errors
+        assert result.messages[-1].text.startswith("kimina-grpc: ") or len(result.messages) == len(shape["texts"])
 
 
 def test_share_keeps_small_results_whole() -> None:

@@ -28,6 +28,7 @@ MARGIN = 64 << 10
 """Kept free of the send limit: the response's own fields and each result's framing."""
 _ITEM_OVERHEAD = 8  # a repeated field's tag and length
 _KEEP_TEXT = 4096  # bytes of text kept of the first error when it would not fit whole
+_NOTE_ROOM = 2048  # what cutting adds: the note in `error`, the marker message
 
 
 async def build(proof_id: str, outcome: Outcome, diagnostics: bool, max_bytes: int) -> pb.ProofResult:
@@ -66,16 +67,17 @@ def fit(result: pb.ProofResult, max_bytes: int) -> None:
     size = result.ByteSize()
     if size <= max_bytes:
         return
+    target = max_bytes - _NOTE_ROOM  # the note in `error` and the marker message come on top
     notes = []
     if result.HasField("infotree"):
         before = result.ByteSize()
         result.ClearField("infotree")
         notes.append(f"the info tree ({before - result.ByteSize():,} bytes) dropped")
-    if result.ByteSize() > max_bytes and len(result.tactics):
+    if result.ByteSize() > target and len(result.tactics):
         notes.append(f"the {len(result.tactics):,} tactics dropped")
         del result.tactics[:]
-    if result.ByteSize() > max_bytes:
-        notes += _cut_lists(result, max_bytes)
+    if result.ByteSize() > target:
+        notes += _cut_lists(result, target)
     cut = f"this result was cut to fit {max_bytes:,} bytes (from {size:,}; LEAN_SERVER_MAX_MESSAGE_BYTES): "
     result.error = (result.error + "; " if result.error else "") + cut + ", ".join(notes)
     if result.ByteSize() > max_bytes:  # what is left (error, axioms, diagnostics) is the server's own
@@ -85,10 +87,10 @@ def fit(result: pb.ProofResult, max_bytes: int) -> None:
 
 def _cut_lists(result: pb.ProofResult, max_bytes: int) -> list[str]:
     """Messages and sorries share what the rest of the result leaves, in proportion to their sizes."""
-    msg_sizes = [m.ByteSize() + _ITEM_OVERHEAD for m in result.messages]
-    sorry_sizes = [s.ByteSize() + _ITEM_OVERHEAD for s in result.sorries]
+    msg_sizes = [_framed(m.ByteSize()) for m in result.messages]
+    sorry_sizes = [_framed(s.ByteSize()) for s in result.sorries]
     lists = sum(msg_sizes) + sum(sorry_sizes)
-    room = max(0, max_bytes - (result.ByteSize() - lists) - 2048)  # the marker and the note
+    room = max(0, max_bytes - (result.ByteSize() - lists))
     msg_room = room * sum(msg_sizes) // max(1, lists)
     all_messages = list(result.messages)
     first_error = next((i for i, m in enumerate(all_messages) if m.severity == pb.SEVERITY_ERROR), None)
@@ -110,6 +112,11 @@ def _cut_lists(result: pb.ProofResult, max_bytes: int) -> list[str]:
     if msg_bytes + sorry_bytes:
         notes.append(f"{msg_bytes + sorry_bytes:,} bytes of text cut from the ones kept")
     return notes
+
+
+def _framed(size: int) -> int:
+    """Bytes an element of `size` takes in a repeated field: its tag, its length, itself."""
+    return 1 + (max(1, size.bit_length()) + 6) // 7 + size
 
 
 def _copy(message: Any) -> Any:
@@ -161,7 +168,7 @@ def _shorten(item: Any, text: str, keep: int) -> int:
 def fit_all(results: Sequence[pb.ProofResult], max_bytes: int) -> None:
     """Cut a batch's results so that together they fit `max_bytes`: small ones stay whole, the
     largest share what is left equally (each at most its share)."""
-    sizes = [r.ByteSize() + _ITEM_OVERHEAD for r in results]
+    sizes = [_framed(r.ByteSize()) for r in results]
     if sum(sizes) <= max_bytes:
         return
     cap = share(sizes, max_bytes)
