@@ -296,7 +296,11 @@ class _Stream:
                 self.window.release()
                 self._maybe_end()
                 return
-            self._deliver(proof_id, future.result(), diagnostics)
+            try:
+                outcome = future.result()
+            except Exception as exc:  # no outcome: still this id's answer, never a lost one
+                outcome = Outcome(Verdict.REPL_ERROR, error=f"internal error while checking: {exc!r}"[:1000])
+            self._deliver(proof_id, outcome, diagnostics)
 
         job.future.add_done_callback(done)
 
