@@ -85,8 +85,12 @@ async def _many_messages() -> dict[str, Any]:
 
         return work
 
+    async def idle() -> None:
+        await asyncio.sleep(3)
+
     rows = {}
     shapes = (
+        ("nothing (the machine's own noise)", idle),
         ("unpickled whole, converted on the loop (before)", before),
         (f"decode + results.build, at most {bounds.MAX_ITEMS:,} kept (after)", after(bounds.MAX_ITEMS)),
         ("decode + results.build, all kept (slices alone)", after(MESSAGES + 1)),

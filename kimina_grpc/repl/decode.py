@@ -125,7 +125,8 @@ class _Helper:
             proc = cls.proc
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(_REQUEST.pack(len(raw), shift, max_items) + raw)
+                proc.stdin.write(_REQUEST.pack(len(raw), shift, max_items))
+                proc.stdin.write(raw)  # not concatenated: a copy of tens of MB is a stall of its own
                 await proc.stdin.drain()
                 status, size = _ANSWER.unpack(await proc.stdout.readexactly(_ANSWER.size))
                 payload = await proc.stdout.readexactly(size)
