@@ -400,7 +400,7 @@ class Repl:
             if len(self._pending) > self._max_reply:
                 await self._die(
                     f"the REPL's reply passed {self._max_reply:,} bytes (LEAN_SERVER_MAX_REPLY_BYTES); the REPL"
-                    " was stopped before the rest of it was read",
+                    " was stopped before the rest of it was read (print less, or ask for a smaller infotree mode)",
                     kind=ReplyTooLarge,
                 )
                 raise self._dead  # type: ignore[misc]
