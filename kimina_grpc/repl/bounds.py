@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from kimina_grpc.repl.protocol import Message, Pos, Reply, ReplyInvalid, Severity, Tactic, parse_reply
+from kimina_grpc.repl.verdict import SORRY_WARNINGS
 
 MAX_POSITION = (1 << 31) - 1
 """Lines and columns travel as int32 (the contract's Position); no file within the code bound has more."""
@@ -21,7 +22,6 @@ MAX_ITEMS = 10_000
 """Messages (and sorries, and tactics) per reply, unless the server's settings say otherwise."""
 MARKER = "kimina-grpc: "
 """How the server's own notes among Lean's messages begin."""
-_SORRY_WARNINGS = ("declaration uses 'sorry'", "declaration uses `sorry`")
 
 T = TypeVar("T")
 
@@ -132,7 +132,7 @@ def _is_error(m: Message) -> bool:
 
 
 def _is_sorry_warning(m: Message) -> bool:
-    return m.severity is Severity.WARNING and m.data.startswith(_SORRY_WARNINGS)
+    return m.severity is Severity.WARNING and m.data.startswith(SORRY_WARNINGS)
 
 
 def _first_dropped(full: Sequence[Message], kept: Sequence[Message]) -> Pos | None:
