@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     """Bytes of code queued at most, over all callers (a count bound alone lets 1 MiB proofs fill
     the machine). Default: an eighth of the machine's memory, at least 256 MiB."""
     stream_window: int = Field(64, gt=0)
+    max_reply_bytes: int = Field(32 << 20, gt=0)
+    """The largest REPL reply read (e.g. 32M): a REPL writing more is stopped and its proof answered
+    REPL_ERROR. Reading and parsing a reply counts against the proof's timeout."""
+    max_reply_messages: int = Field(10_000, ge=2)
+    """Messages (and sorries, and tactics) kept per reply; the rest are counted in a note."""
+    max_decoding_bytes: int = Field(128 << 20, gt=0)
+    """Bytes of large replies parsed at once over the whole server; others wait (within their timeout)."""
 
     # Who may call, and how.
     api_key: str | None = None
@@ -229,6 +236,8 @@ class Settings(BaseSettings):
         "max_code_bytes",
         "max_queue_bytes",
         "max_message_bytes",
+        "max_reply_bytes",
+        "max_decoding_bytes",
         "sandbox_tmp_size",
         "max_repl_file_size",
         "cache_max_bytes",

@@ -321,26 +321,28 @@ async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replace
 # ---------------------------------------------------------------- the proof's time is the REPL's
 
 
-async def test_parsing_a_reply_never_times_out_a_proof_that_was_answered(
+async def test_parsing_a_reply_counts_against_the_timeout_but_never_kills_the_repl(
     started: Started, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The timeout covers the REPL's work, not the parsing of its reply (a large info tree takes a
-    while in the decode helper): a REPL that answered in time is never killed for it."""
+    """The timeout covers the REPL's work and the parsing of its reply (issue 24: 28 s of parsing no
+    timeout covered): a parse past it is the proof's TIMEOUT, but the REPL answered in time, so it is
+    never killed for it and the next proof runs on it."""
     from kimina_grpc.repl import decode as decoding
-    from kimina_grpc.repl import driver
 
-    slow = decoding.decode
+    slow = decoding._Helper.parse
 
-    async def decode(raw: bytes, shift: int = 0) -> object:
+    async def parse(raw: bytes, shift: int, max_items: int) -> object:
         await asyncio.sleep(1.0)  # as a reply of tens of MiB takes
-        return await slow(raw, shift)
+        return await slow(raw, shift, max_items)
 
-    monkeypatch.setattr(driver, "decode", decode)
+    monkeypatch.setattr(decoding._Helper, "parse", parse)
     sup = await started(max_repls=1)
-    out = await check(sup, "theorem t := 1", timeout=0.5)
-    assert out.verdict is Verdict.VALID
+    out = await check(sup, "theorem t := 1\n-- fake: output 0.5", timeout=0.5)  # over 128 KiB: the helper's
+    assert out.verdict is Verdict.TIMEOUT and "could not be read within the proof's timeout" in out.error
     assert out.time_seconds < 0.5  # the REPL's time, not the parse's
     assert sup.counters["kills"] == 0
+    again = await check(sup, "theorem u := 1", timeout=5)
+    assert again.verdict is Verdict.VALID and again.repl_id == out.repl_id
 
 
 # ---------------------------------------------------------------- gone callers

@@ -155,10 +155,11 @@ class AsyncKiminaClient:
             request = pb.VerifyRequest(proofs=todo, options=opts)
             reply = await self._call(lambda r=request: self._stub.Verify(r, metadata=self._metadata))  # type: ignore[misc]
             answers.update((r.id, r) for r in reply.results)
-            todo = [p for p in todo if answers[p.id].retryable]
+            todo = [p for p in todo if p.id in answers and answers[p.id].retryable]
             if not todo:
                 break
-        return [from_proto(answers[p.id]) for p in proofs]
+        lost = "the server's response had no result for this proof"
+        return [from_proto(answers[p.id]) if p.id in answers else not_checked(p.id, lost) for p in proofs]
 
     async def verify_stream(
         self,
@@ -223,6 +224,17 @@ class AsyncKiminaClient:
                     yield from_proto(response.result)
                 if exhausted and not pending:
                     return
+                # The server ended the call as done, yet owes these ids: sent again, a few times,
+                # then answered here, so no caller waits for them forever.
+                failures += 1
+                if failures >= self._max_attempts:
+                    lost = list(pending)
+                    pending.clear()
+                    for proof_id in lost:
+                        yield not_checked(proof_id, "the server ended the stream without answering this proof")
+                    if exhausted:
+                        return
+                await asyncio.sleep(reconnect_delay(failures))
             except asyncio.CancelledError:
                 if refused is None:
                     raise

@@ -1,6 +1,6 @@
 """The REPL driver room: one Lean REPL process, its wire protocol, header split and verdicts."""
 
-from kimina_grpc.repl.driver import Repl, ReplCrashed, ReplSpec, Usage
+from kimina_grpc.repl.driver import Repl, ReplCrashed, ReplSpec, ReplyTooLarge, Usage
 from kimina_grpc.repl.header import Split, split_header
 from kimina_grpc.repl.protocol import (
     InfotreeMode,
@@ -8,7 +8,10 @@ from kimina_grpc.repl.protocol import (
     Pos,
     ProtocolError,
     Reply,
+    ReplyInvalid,
+    ReplyRefused,
     ReplyTooDeep,
+    ReplyTooSlow,
     Severity,
     Sorry,
     Tactic,
@@ -24,7 +27,11 @@ __all__ = [
     "ReplCrashed",
     "ReplSpec",
     "Reply",
+    "ReplyInvalid",
+    "ReplyRefused",
     "ReplyTooDeep",
+    "ReplyTooLarge",
+    "ReplyTooSlow",
     "Severity",
     "Sorry",
     "Split",

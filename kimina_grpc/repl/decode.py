@@ -9,28 +9,96 @@ its info tree as JSON text (see `Reply.infotree`), so the loop never walks the t
 
 The helper is this module's `main` in its own interpreter, started on the first reply that needs it, fed
 over a pipe (length-prefixed requests; replies as a status byte, a length and a pickle of our own
-`Reply`), and it exits when its stdin closes (so it never outlives the server).
+`Reply`), and it exits when its stdin closes (so it never outlives the server). The reply comes back
+in slices of `SLICE` messages (sorries, tactics), each unpickled in its own turn of the loop: one
+pickle of 300,000 messages held the loop for 3 s.
+
+Every reply is checked and bounded as it is parsed (`bounds.parse`). Replies parsed in the helper
+hold a share of one server-wide budget of bytes (`configure`) while they wait for it and are parsed,
+and all of it happens within what is left of the proof's timeout (`deadline`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import pickle
 import struct
 import sys
 import threading
-from typing import BinaryIO
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any, BinaryIO
 
-from kimina_grpc.repl import reaper, sandbox
-from kimina_grpc.repl.protocol import ProtocolError, Reply, ReplyTooDeep, parse_reply
+from kimina_grpc.repl import bounds, reaper, sandbox
+from kimina_grpc.repl.protocol import ProtocolError, Reply, ReplyInvalid, ReplyTooDeep, ReplyTooSlow
 
 INLINE_BYTES = 128 << 10
 """Replies up to this size are parsed on the loop (a few ms at most), unless they nest too deeply."""
 _DEEP_RECURSION = 20_000
 _DEEP_STACK = 512 << 20
-_REQUEST = struct.Struct("!QQ")  # raw length, line shift
+SLICE = 1_000
+"""Messages (sorries, tactics) per pickled slice: a few ms of the loop's time each."""
+_REQUEST = struct.Struct("!QQQ")  # raw length, line shift, most items kept
 _ANSWER = struct.Struct("!BQ")  # status, payload length
-_OK, _PROTOCOL, _TOO_DEEP = 0, 1, 2
+_OK, _PROTOCOL, _TOO_DEEP, _INVALID = 0, 1, 2, 3
+_ERRORS: dict[int, type[Exception]] = {_PROTOCOL: ProtocolError, _TOO_DEEP: ReplyTooDeep, _INVALID: ReplyInvalid}
+
+
+class ByteBudget:
+    """Bytes of replies being decoded at once, over every REPL of the server: a reply waits (first
+    come, first served) until its bytes fit; one larger than the whole budget waits until it is
+    alone. Replies are bounded one by one (LEAN_SERVER_MAX_REPLY_BYTES); this bounds them together."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, size: int) -> AsyncIterator[None]:
+        if self._waiters or not self._fits(size):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((size, waiter))
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self.used -= size  # granted, then cancelled: give it back
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove((size, waiter))
+                self._wake()
+                raise
+        else:
+            self.used += size
+        try:
+            yield
+        finally:
+            self.used -= size
+            self._wake()
+
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.capacity
+
+    def _wake(self) -> None:
+        while self._waiters and self._fits(self._waiters[0][0]):
+            size, waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.used += size
+                waiter.set_result(None)
+
+
+BUDGET = ByteBudget(128 << 20)
+
+
+def configure(budget_bytes: int) -> None:
+    """The server-wide budget of reply bytes being decoded at once (LEAN_SERVER_MAX_DECODING_BYTES)."""
+    BUDGET.capacity = budget_bytes
+    BUDGET._wake()
+
+
 _stopping: set[asyncio.Future[None]] = set()  # helpers killed on a cancel, being reaped
 
 
@@ -41,7 +109,7 @@ class _Helper:
     lock: asyncio.Lock | None = None
 
     @classmethod
-    async def parse(cls, raw: bytes, shift: int) -> Reply:
+    async def parse(cls, raw: bytes, shift: int, max_items: int) -> Reply:
         if cls.lock is None:
             cls.lock = asyncio.Lock()
         async with cls.lock:
@@ -56,7 +124,8 @@ class _Helper:
             proc = cls.proc
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(_REQUEST.pack(len(raw), shift) + raw)
+                proc.stdin.write(_REQUEST.pack(len(raw), shift, max_items))
+                proc.stdin.write(raw)  # not concatenated: a copy of tens of MB is a stall of its own
                 await proc.stdin.drain()
                 status, size = _ANSWER.unpack(await proc.stdout.readexactly(_ANSWER.size))
                 payload = await proc.stdout.readexactly(size)
@@ -74,10 +143,8 @@ class _Helper:
                     f"the reply ({len(raw)} bytes) killed its parser (too deep, or too large for its memory)"
                 ) from None
         if status == _OK:
-            reply: Reply = pickle.loads(payload)  # our own process pickled our own type
-            return reply
-        error = ProtocolError if status == _PROTOCOL else ReplyTooDeep
-        raise error(payload.decode())
+            return await _unpickle(payload)
+        raise _ERRORS.get(status, ReplyTooDeep)(payload.decode())
 
 
 def _helper_argv() -> list[str]:
@@ -87,15 +154,51 @@ def _helper_argv() -> list[str]:
     return [sys.executable, "-I", "-c", f"import sys; sys.path[:] = {sys.path!r}; from {__name__} import main; main()"]
 
 
-async def decode(raw: bytes, shift: int = 0) -> Reply:
-    """The parsed reply, positions moved down by `shift` lines. Raises ProtocolError when it is not
-    a reply, ReplyTooDeep when it nests deeper than even the helper process parses."""
+async def _unpickle(payload: bytes) -> Reply:
+    """The reply from the helper's slices, one slice per turn of the loop."""
+    head, slices = pickle.loads(payload)  # our own process pickled our own types
+    parts: list[list[Any]] = []
+    for chunks in slices:
+        items: list[Any] = []
+        for chunk in chunks:
+            await asyncio.sleep(0)
+            items.extend(pickle.loads(chunk))
+        parts.append(items)
+    reply: Reply = replace(head, messages=tuple(parts[0]), sorries=tuple(parts[1]), tactics=tuple(parts[2]))
+    return reply
+
+
+def _sliced(reply: Reply) -> bytes:
+    head = replace(reply, messages=(), sorries=(), tactics=())
+    slices = [
+        [pickle.dumps(items[i : i + SLICE], protocol=pickle.HIGHEST_PROTOCOL) for i in range(0, len(items), SLICE)]
+        for items in (reply.messages, reply.sorries, reply.tactics)
+    ]
+    return pickle.dumps((head, slices), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+async def decode(
+    raw: bytes, shift: int = 0, *, max_items: int = bounds.MAX_ITEMS, deadline: float | None = None
+) -> Reply:
+    """The parsed reply, positions moved down by `shift` lines, checked and bounded (`bounds.parse`).
+    Raises ProtocolError when it is not a reply, ReplyTooDeep when it nests deeper than even the
+    helper process parses, ReplyInvalid when a field cannot be carried, ReplyTooSlow when it is not
+    parsed by `deadline` (time.monotonic(); the proof's timeout: the REPL's output counts against it)."""
     if len(raw) <= INLINE_BYTES:
         try:
-            return parse_reply(raw, shift)
+            return bounds.parse(raw, shift, max_items)
         except ReplyTooDeep:
             pass  # small but deep: the helper parses with a deeper bound
-    return await _Helper.parse(raw, shift)
+    left = None if deadline is None else deadline - time.monotonic()
+    try:
+        async with asyncio.timeout(left):
+            async with BUDGET.hold(len(raw)):
+                return await _Helper.parse(raw, shift, max_items)
+    except TimeoutError:
+        raise ReplyTooSlow(
+            f"the reply ({len(raw):,} bytes) could not be read within the proof's timeout"
+            + (f" (the server was reading {BUDGET.used:,} bytes of other replies)" if BUDGET.used else "")
+        ) from None
 
 
 async def shutdown() -> None:
@@ -117,12 +220,14 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     while header := stdin.read(_REQUEST.size):
         if len(header) < _REQUEST.size:
             return
-        size, shift = _REQUEST.unpack(header)
+        size, shift, max_items = _REQUEST.unpack(header)
         raw = stdin.read(size)
         try:
-            status, payload = _OK, pickle.dumps(parse_reply(raw, shift), protocol=pickle.HIGHEST_PROTOCOL)
+            status, payload = _OK, _sliced(bounds.parse(raw, shift, max_items))
         except ProtocolError as exc:
             status, payload = _PROTOCOL, str(exc).encode()
+        except ReplyInvalid as exc:
+            status, payload = _INVALID, str(exc).encode()
         except ReplyTooDeep:
             status, payload = _TOO_DEEP, f"the reply nests deeper than {_DEEP_RECURSION} levels".encode()
         except Exception as exc:  # anything else about this reply: the next one is parsed all the same

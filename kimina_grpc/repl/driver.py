@@ -28,13 +28,14 @@ import psutil
 import structlog
 
 from kimina_grpc.repl import reaper
+from kimina_grpc.repl.bounds import MAX_ITEMS
 from kimina_grpc.repl.decode import decode
-from kimina_grpc.repl.protocol import BARRIER, BARRIER_REPLY, ProtocolError, Reply, ReplyTooDeep
+from kimina_grpc.repl.protocol import BARRIER, BARRIER_REPLY, ProtocolError, Reply, ReplyRefused
 from kimina_grpc.repl.sandbox import OFF, Box, Limits
 
 log = structlog.get_logger("kimina_grpc.repl")
 
-# Replies carrying info trees can be tens of MiB on one line.
+# The stream reader's line bound (replies are read in chunks, not lines; see `ReplSpec.max_reply_bytes`).
 _READ_LIMIT = 1 << 30
 # After the REPL exits, what it wrote (its reply, its last words on stderr, which tell an
 # out-of-memory death from a crash) is already in its pipes: this long to read it.
@@ -72,6 +73,12 @@ class ReplCrashed(Exception):
         return text
 
 
+class ReplyTooLarge(ReplCrashed):
+    """The REPL's reply passed `ReplSpec.max_reply_bytes`: the REPL was killed before the rest of it
+    was read (it cannot be skipped without reading it). The proof's own doing: the same proof would
+    write the same reply again."""
+
+
 @dataclass(frozen=True, slots=True)
 class ReplSpec:
     """How to start a REPL process."""
@@ -88,6 +95,10 @@ class ReplSpec:
     """RLIMIT_FSIZE of the process and its children."""
     max_processes: int | None = None
     """RLIMIT_NPROC (per user id, see sandbox.Limits)."""
+    max_reply_bytes: int = 1 << 30
+    """The largest reply read: a REPL writing more is killed (ReplyTooLarge)."""
+    max_reply_items: int = MAX_ITEMS
+    """Messages (sorries, tactics) kept per reply; the rest are counted (see bounds.bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +188,8 @@ class Repl:
         self._stdin, self._stdout, self._stdout_end = streams
         self._stdout_fd: int = self._stdout_end.get_extra_info("socket").fileno()
         self._boxed = spec.box.enabled
+        self._max_reply = spec.max_reply_bytes
+        self._max_items = spec.max_reply_items
         self._stderr: deque[bytes] = deque()
         self._stderr_size = 0
         self._tail_limit = spec.stderr_tail_bytes
@@ -291,7 +304,7 @@ class Repl:
         was not written by the REPL's loop and must be seen, not read as the next reply."""
         try:
             with contextlib.suppress(Exception):
-                while len(self._pending) <= _READ_LIMIT and (chunk := await self._stdout.read(1 << 20)):
+                while len(self._pending) <= self._max_reply and (chunk := await self._stdout.read(1 << 20)):
                     self._pending += chunk
                     self._stdout_changed.set()
         finally:  # cancelled too: whoever waits for a reply must learn there will be none
@@ -387,8 +400,12 @@ class Repl:
         """The next reply from what stdout brought (waiting for it), without its blank line."""
         searched = 0
         while (end := self._pending.find(b"\n\n", searched)) < 0:
-            if len(self._pending) > _READ_LIMIT:
-                await self._die("the REPL wrote a reply larger than 1 GiB")
+            if len(self._pending) > self._max_reply:
+                await self._die(
+                    f"the REPL's reply passed {self._max_reply:,} bytes (LEAN_SERVER_MAX_REPLY_BYTES); the REPL"
+                    " was stopped before the rest of it was read (print less, or ask for a smaller infotree mode)",
+                    kind=ReplyTooLarge,
+                )
                 raise self._dead  # type: ignore[misc]
             if self._stdout_eof:
                 await self._die("the REPL exited", exited=True)
@@ -408,16 +425,19 @@ class Repl:
         shift: int = 0,
         records_env: bool = True,
         answered: Callable[[], None] | None = None,
+        deadline: float | None = None,
     ) -> tuple[Reply, Usage]:
         """Send one encoded request; return the parsed reply (positions moved down by `shift`
         lines) and its cost (CPU and memory only when `measure`; they cost a /proc read per process).
         `answered` is called as soon as the REPL's reply is in, before it is parsed (parsing a large
-        reply takes a while, and is not the REPL's time).
+        reply takes a while, and is not the REPL's time); the parse must end by `deadline`
+        (time.monotonic(): what the proof's timeout leaves), or ReplyTooSlow.
 
         A request that records an environment (`records_env`: every `cmd`) must be answered with
         exactly the next env id, or with a REPL-level error. Raises ReplCrashed, after killing the
-        process, on EOF or output that is not the REPL's reply; ReplyTooDeep (the REPL is still in
-        step) for a reply too deep to parse.
+        process, on EOF or output that is not the REPL's reply (ReplyTooLarge past the reply bound);
+        ReplyRefused (the REPL is still in step) for a reply that cannot be handed on: too deep,
+        invalid, or too slow to parse.
         """
         # A REPL between commands is idle, so the sample taken after the previous command stands for
         # "before" and a command costs one sample; after an unmeasured command, take one now.
@@ -432,11 +452,11 @@ class Repl:
             answered()
         expected = self.next_env
         try:
-            reply = await decode(raw, shift)
+            reply = await decode(raw, shift, max_items=self._max_items, deadline=deadline)
         except ProtocolError as exc:
             await self._die(f"the REPL broke the protocol: {exc}")
             raise self._dead from None  # type: ignore[misc]
-        except ReplyTooDeep:
+        except ReplyRefused:
             if records_env:
                 self.next_env += 1  # the REPL recorded it all the same
             raise
@@ -540,7 +560,7 @@ class Repl:
                 total += _proc_stat(pid)[1]
         return total
 
-    async def _die(self, reason: str, *, exited: bool = False) -> None:
+    async def _die(self, reason: str, *, exited: bool = False, kind: type[ReplCrashed] = ReplCrashed) -> None:
         """Kill the REPL for `reason` and remember why. After an EOF (`exited`) the process is on
         its way out: its own exit code (a crash, Lean's out-of-memory exit, someone else's SIGKILL)
         is waited for and kept; a REPL the server had to kill has none (the SIGKILL was ours)."""
@@ -549,7 +569,7 @@ class Repl:
                 await asyncio.wait_for(self._exited.wait(), _EXIT_GRACE)
         own = self._exited.is_set()
         await self.kill()  # waits for the last words: the exit code and stderr tell an OOM from a crash
-        self._dead = ReplCrashed(reason, self._proc.returncode if own else None, self.stderr_since_command())
+        self._dead = kind(reason, self._proc.returncode if own else None, self.stderr_since_command())
 
     async def kill(self) -> None:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""

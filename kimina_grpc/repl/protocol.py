@@ -19,9 +19,22 @@ class ProtocolError(Exception):
     """The REPL wrote something that is not a reply: the process cannot be trusted any more."""
 
 
-class ReplyTooDeep(Exception):
-    """A well-formed reply nests deeper than the parser's bound (info trees of huge proofs): the
-    REPL is still in step, but this reply cannot be handed on."""
+class ReplyRefused(Exception):
+    """A well-formed reply that cannot be handed on: the REPL is still in step (it recorded the
+    command's environment), but this proof gets no reply of Lean's."""
+
+
+class ReplyTooDeep(ReplyRefused):
+    """A well-formed reply nests deeper than the parser's bound (info trees of huge proofs)."""
+
+
+class ReplyInvalid(ReplyRefused):
+    """A reply with a field the contract cannot carry (a position past int32, text that is not
+    Unicode): no honest REPL writes one, so its REPL is recycled too (see `bounds.check`)."""
+
+
+class ReplyTooSlow(ReplyRefused):
+    """The reply could not be read within what was left of the proof's timeout."""
 
 
 class Severity(StrEnum):
@@ -208,6 +221,8 @@ def _tactic(obj: Any) -> Tactic:
     if not isinstance(obj, dict):
         raise ProtocolError(f"not a tactic: {obj!r:.200}")
     used = obj.get("usedConstants")
+    if used is not None and not isinstance(used, list):
+        raise ProtocolError(f"usedConstants is not a list: {used!r:.200}")
     return Tactic(
         _pos(obj.get("pos")),
         _opt_pos(obj.get("endPos")),

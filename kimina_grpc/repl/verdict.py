@@ -9,7 +9,7 @@ __all__ = ["Verdict", "verdict_of"]
 
 
 # Older Lean quotes with '…', newer with `…`.
-_SORRY_WARNINGS = ("declaration uses 'sorry'", "declaration uses `sorry`")
+SORRY_WARNINGS = ("declaration uses 'sorry'", "declaration uses `sorry`")
 
 
 def verdict_of(reply: Reply) -> Verdict:
@@ -20,7 +20,7 @@ def verdict_of(reply: Reply) -> Verdict:
     if any(m.severity is Severity.ERROR for m in reply.messages):
         return Verdict.INVALID
     if reply.sorries or any(
-        m.severity is Severity.WARNING and m.data.startswith(_SORRY_WARNINGS) for m in reply.messages
+        m.severity is Severity.WARNING and m.data.startswith(SORRY_WARNINGS) for m in reply.messages
     ):
         return Verdict.SORRY
     return Verdict.VALID

@@ -20,7 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
-from kimina_grpc.repl import ReplSpec, reaper, sandbox
+from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
@@ -105,6 +105,8 @@ def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
             max_file_bytes=settings.max_repl_file_size,
             max_processes=settings.max_repl_procs,
             box=box,
+            max_reply_bytes=settings.max_reply_bytes,
+            max_reply_items=settings.max_reply_messages,
         ),
         max_repls=settings.max_repls,
         max_repl_uses=settings.max_repl_uses,
@@ -348,6 +350,7 @@ def create_app(settings: Settings) -> App:
             "LEAN_SERVER_CACHE_ALLOW_UNBOXED=true to accept it"
         )
     box = resolved.box
+    decode.configure(settings.max_decoding_bytes)
     supervisor = Supervisor(pool_settings(settings, box))
     cache = check_cache(settings, supervisor)
     interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]

@@ -16,7 +16,7 @@ import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
-from kimina_grpc.service import convert
+from kimina_grpc.service import convert, results
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.settings import Settings
@@ -114,11 +114,20 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             self.metrics.result(o)
             log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
         log.info("verify_done", proofs=len(outcomes))
-        answers = zip(request.proofs, outcomes, effs, strict=True)
-        return pb.VerifyResponse(results=[self._result(p.id, o, eff.diagnostics) for p, o, eff in answers])
+        limit = self._result_limit()
+        answers = [
+            await self._result(p.id, o, eff.diagnostics, limit)
+            for p, o, eff in zip(request.proofs, outcomes, effs, strict=True)
+        ]
+        results.fit_all(answers, limit)  # one response carries them all
+        return pb.VerifyResponse(results=answers)
 
-    def _result(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> pb.ProofResult:
-        result = convert.to_result(proof_id, outcome, diagnostics)
+    def _result_limit(self) -> int:
+        """Bytes one response may carry: gRPC's send limit, less room for the response's framing."""
+        return max(4096, self.settings.max_message_bytes - results.MARGIN)
+
+    async def _result(self, proof_id: str, outcome: Outcome, diagnostics: bool, limit: int) -> pb.ProofResult:
+        result = await results.build(proof_id, outcome, diagnostics, limit)
         # Not checked while shutting down: the reason is this server's, another one checks the proof.
         result.retryable = self.draining and outcome.verdict is Verdict.NOT_CHECKED
         return result
@@ -225,10 +234,11 @@ class _Stream:
     def __init__(self, servicer: VerifierServicer) -> None:
         self.servicer = servicer
         self.window = asyncio.Semaphore(servicer.settings.stream_window)
-        self.in_flight: dict[str, Ticket] = {}
+        self.in_flight: dict[str, Ticket | None] = {}  # None: answered at once, its result being built
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue(servicer.settings.stream_window + 1)
         self.reading = True
         self.reader: asyncio.Task[None] | None = None
+        self.delivering: set[asyncio.Task[None]] = set()  # results being built
         self.stopped = False
         self._holds_nothing = False  # the reader waits for a slot or an item: cancelling it loses nothing
 
@@ -277,26 +287,48 @@ class _Stream:
             with contextlib.suppress(ShuttingDown):  # the queue's room went to shutdown
                 # A full queue holds this item (and, through the window, the stream) until there is room.
                 job = await checks.submit_when_room(*convert.to_job(proof, eff, None))
-        if job is None:
-            self._answer(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
-            return
         self.in_flight[proof.id] = job
+        if job is None:
+            self._deliver(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
+            return
         proof_id, diagnostics = proof.id, eff.diagnostics
 
         def done(future: asyncio.Future[Outcome]) -> None:
-            self.in_flight.pop(proof_id, None)
             if future.cancelled():  # the call is over: no result to write
+                self.in_flight.pop(proof_id, None)
                 self.window.release()
-            else:
-                self._answer(proof_id, future.result(), diagnostics)
-            self._maybe_end()
+                self._maybe_end()
+                return
+            try:
+                outcome = future.result()
+            except Exception as exc:  # no outcome: still this id's answer, never a lost one
+                outcome = Outcome(Verdict.REPL_ERROR, error=f"internal error while checking: {exc!r}"[:1000])
+            self._deliver(proof_id, outcome, diagnostics)
 
         job.future.add_done_callback(done)
 
-    def _answer(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
-        self.servicer.metrics.result(outcome)
-        log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
-        self.results.put_nowait(self.servicer._result(proof_id, outcome, diagnostics))
+    def _deliver(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
+        """Build the proof's result off this callback (large ones take many turns of the loop); the
+        id stays in flight until its result is queued, and every id gets one."""
+        task = asyncio.ensure_future(self._answer(proof_id, outcome, diagnostics))
+        self.delivering.add(task)
+        task.add_done_callback(self.delivering.discard)
+
+    async def _answer(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
+        try:
+            self.servicer.metrics.result(outcome)
+            log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
+            limit = self.servicer._result_limit()
+            result = await self.servicer._result(proof_id, outcome, diagnostics, limit)
+        except Exception as exc:  # never a lost id: whatever failed, this proof is answered
+            log.exception("result_failed", proof_id=proof_id)
+            result = pb.ProofResult(
+                id=proof_id, verdict=pb.VERDICT_REPL_ERROR, error=f"the server failed to answer: {exc!r}"[:1000]
+            )
+        finally:
+            self.in_flight.pop(proof_id, None)
+        self.results.put_nowait(result)
+        self._maybe_end()
 
     def _maybe_end(self) -> None:
         if not self.reading and not self.in_flight:
@@ -304,4 +336,7 @@ class _Stream:
 
     def cancel_all(self) -> None:
         for job in list(self.in_flight.values()):
-            self.servicer.checks.cancel(job)
+            if job is not None:
+                self.servicer.checks.cancel(job)
+        for task in list(self.delivering):
+            task.cancel()

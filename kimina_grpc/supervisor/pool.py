@@ -32,7 +32,10 @@ from kimina_grpc.repl import (
     ReplCrashed,
     ReplSpec,
     Reply,
-    ReplyTooDeep,
+    ReplyInvalid,
+    ReplyRefused,
+    ReplyTooLarge,
+    ReplyTooSlow,
     Split,
     Verdict,
     decode,
@@ -662,7 +665,7 @@ class Supervisor:
             reply, _ = await asyncio.wait_for(
                 worker.repl.run(protocol.command(worker.key.header), measure=False), self.s.import_timeout
             )
-        except (ReplCrashed, ReplyTooDeep, TimeoutError) as exc:
+        except (ReplCrashed, ReplyRefused, TimeoutError) as exc:
             self._importing -= 1
             await self._import_failed(worker, exc)
             return
@@ -877,18 +880,19 @@ class Supervisor:
         if limit is not None or opts.diagnostics:  # the peak of processes the proof starts shows only here
             watch = loop.call_later(_WATCHDOG_PERIOD, sample)
         crash: ReplCrashed | None = None
-        too_deep: ReplyTooDeep | None = None
+        refused: ReplyRefused | None = None
         try:
             reply, usage = await repl.run(
                 request,
                 measure=opts.diagnostics or limit is not None,
                 shift=job.split.line_offset,
                 answered=answered,
+                deadline=started + run_for,  # reading the REPL's output is the proof's time too
             )
         except ReplCrashed as exc:
             crash = exc
-        except ReplyTooDeep as exc:
-            too_deep = exc
+        except ReplyRefused as exc:
+            refused = exc
         finally:
             worker.stop = None
             timer.cancel()
@@ -923,17 +927,19 @@ class Supervisor:
                 assert crash is not None
                 why = "; killed by a SIGKILL the server did not send (most likely the kernel's OOM killer)"
                 outcome = made(_crash_verdict(crash), error=str(crash) + (why if _sigkilled(crash) else ""))
-            if self._retry(job, outcome, history or _sigkilled(crash)):
+            # A reply past the bound is the proof's own: the same proof writes it again.
+            if not isinstance(crash, ReplyTooLarge) and self._retry(job, outcome, history or _sigkilled(crash)):
                 return
             self._finish(job, outcome)
             return
-        if too_deep is not None:
+        if refused is not None:
             # The REPL answered and is still in step; only this reply cannot be handed on.
             if watch is not None:
                 watch.cancel()
             worker.uses += 1
-            self._finish(job, made(Verdict.REPL_ERROR, error=f"{too_deep}; ask for a smaller infotree mode"))
-            self._after_check(worker, recycle=False)
+            self._finish(job, _refused(made, refused, run_for))
+            # No honest REPL writes an invalid reply: its state is not trusted with the next proof.
+            self._after_check(worker, recycle=isinstance(refused, ReplyInvalid))
             return
         self._proof_cost.add(elapsed)
         worker.uses += 1
@@ -1080,6 +1086,15 @@ def _size(split: Split, options: CheckOptions) -> int:
     """Bytes a queued proof holds (the queue is bounded in bytes): its code and reference statement."""
     statement = options.trust.statement if options.trust is not None and options.trust.statement else ""
     return len(split.header.encode()) + len(split.body.encode()) + len(statement.encode())
+
+
+def _refused(made: Callable[..., Outcome], exc: ReplyRefused, run_for: float) -> Outcome:
+    """The outcome of a proof whose reply the REPL wrote but the server cannot hand on."""
+    if isinstance(exc, ReplyTooSlow):
+        return made(Verdict.TIMEOUT, error=f"{exc} of {run_for:g} s")
+    if isinstance(exc, ReplyInvalid):
+        return made(Verdict.REPL_ERROR, error=f"the REPL's reply cannot be represented: {exc}")
+    return made(Verdict.REPL_ERROR, error=f"{exc}; ask for a smaller infotree mode")
 
 
 def _crash_verdict(exc: BaseException) -> Verdict:

@@ -44,6 +44,9 @@ the Lean code of the form `-- fake: VERB ARGS`:
     forge-exit [ENV]   the forged exchange of forge-full, then the REPL exits (`IO.Process.exit`)
     infotree-depth N   when the request asks for an info tree, answer one nested N levels deep
     infotree-mb MB     when the request asks for an info tree, answer one of about MB MiB
+    output MB          an info message of MB MiB on its line (an `#eval` printing a long string)
+    messages N [CHARS] N info messages on its line, CHARS characters each (default 8): `logInfo` in a loop
+    position LINE [COL]  an info message at LINE:COL (e.g. 1099511627776: a reply no real REPL writes)
 
 Directives for the trust levels (each modelling what a real proof does to Lean's state):
     axioms NAME A B..  NAME (declared in this command) depends on axioms A B.. (default: none), as
@@ -530,6 +533,15 @@ class Simulator:
                     time.sleep(0.1)
             elif verb in ("infotree-depth", "infotree-mb") and req.get("infotree") is not None:
                 infotree = _deep_tree(int(arg), lineno) if verb == "infotree-depth" else _big_tree(float(arg), lineno)
+            elif verb == "output":
+                messages.append(_msg("info", lineno, 0, "x" * int(float(arg) * (1 << 20))))
+            elif verb == "messages":
+                count, _, chars = arg.partition(" ")
+                text = "y" * int(chars or 8)
+                messages.extend(_msg("info", lineno, 0, text) for _ in range(int(count)))
+            elif verb == "position":
+                at, _, col = arg.partition(" ")
+                messages.append(_msg("info", int(at), int(col or 0), "far away"))
             elif verb == "stderr":
                 sys.stderr.write("x" * int(arg) + "\n")
                 sys.stderr.flush()
