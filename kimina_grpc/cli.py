@@ -107,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from kimina_grpc import log
+    from kimina_grpc.prooflog import ProofLogError
     from kimina_grpc.repl.sandbox import SandboxUnavailable
     from kimina_grpc.service.server import BindError, serve
 
@@ -149,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(serve(settings))
-    except (BindError, SandboxUnavailable) as exc:
+    except (BindError, SandboxUnavailable, ProofLogError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # before the server's own signal handling is in place
         print("kimina-grpc: interrupted", file=sys.stderr)

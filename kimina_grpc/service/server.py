@@ -18,11 +18,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
+from kimina_grpc.prooflog import ProofLog
+from kimina_grpc.prooflog.metrics import ProofLogCollector
+from kimina_grpc.prooflog.open import open_log
 from kimina_grpc.repl import ReplSpec, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
-from kimina_grpc.service.servicer import Posture, VerifierServicer
+from kimina_grpc.service.servicer import Posture, VerifierServicer, server_version
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
@@ -213,6 +216,7 @@ class App:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     metrics_port: int | None = None
+    prooflog: ProofLog | None = None
     _readiness: asyncio.Task[None] | None = None
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -221,6 +225,8 @@ class App:
         self._hurry.set()
 
     async def start(self) -> None:
+        if self.prooflog is not None:  # first: a database that cannot be used stops start-up (ProofLogError)
+            await self.prooflog.start()
         if self.settings.metrics_port is not None:  # first: a port in use stops start-up with nothing begun
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
@@ -291,6 +297,8 @@ class App:
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.cache.close()
+        if self.prooflog is not None:  # every answer is handed out: write (or spool) the last rows
+            await self.prooflog.close()
         self.metrics.close()
         log.info("stopped")
 
@@ -346,7 +354,12 @@ def create_app(settings: Settings) -> App:
     info = posture(settings, resolved, api_key)
     metrics = Metrics(supervisor, cache)
     metrics.posture(info)
-    servicer = VerifierServicer(supervisor, cache, settings, metrics, exporter=exporter, posture=info)
+    prooflog = open_log(settings, cache.environment, server_version())
+    if prooflog is not None:
+        metrics.registry.register(ProofLogCollector(prooflog))
+    servicer = VerifierServicer(
+        supervisor, cache, settings, metrics, exporter=exporter, posture=info, prooflog=prooflog
+    )
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -365,7 +378,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    app = App(settings, server, supervisor, cache, health, metrics, servicer, port, info)
+    app = App(settings, server, supervisor, cache, health, metrics, servicer, port, info, prooflog=prooflog)
     if settings.health_port is not None:
         # Health only, no auth, no TLS: what a kubelet's gRPC probe can speak. It tells nothing but
         # SERVING or NOT_SERVING.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
 
@@ -15,6 +16,7 @@ import grpc
 import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
+from kimina_grpc.prooflog import Call, ProofLog
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
@@ -36,7 +38,7 @@ NO_IMPORTS = "(no imports)"
 _SHUTDOWN = "the server is shutting down"
 
 
-def _server_version() -> str:
+def server_version() -> str:
     with contextlib.suppress(PackageNotFoundError):
         return version("kimina_grpc")
     return "unknown"
@@ -68,6 +70,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         *,
         exporter: AstExporter | None = None,
         posture: Posture | None = None,
+        prooflog: ProofLog | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.checks = checks
@@ -75,6 +78,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.metrics = metrics
         self.exporter = exporter
         self.posture = posture or Posture()
+        self.prooflog = prooflog
         self.draining = False
         self._streams: set[_Stream] = set()
 
@@ -94,7 +98,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
     @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
-        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="Verify")
+        call = Call("Verify", uuid.uuid4().hex[:12], time.time(), request.tags)
+        structlog.contextvars.bind_contextvars(request_id=call.request_id, rpc="Verify")
         self._refuse_when_draining()
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
@@ -108,8 +113,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             for job in jobs:
                 self.checks.cancel(job)
             raise
-        for p, o in zip(request.proofs, outcomes, strict=True):
+        for p, o, eff in zip(request.proofs, outcomes, effs, strict=True):
             self.metrics.result(o)
+            if self.prooflog is not None:
+                self.prooflog.record(call, p, o, eff.trust)
             log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
         log.info("verify_done", proofs=len(outcomes))
         answers = zip(request.proofs, outcomes, effs, strict=True)
@@ -125,9 +132,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
-        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
+        request_id = uuid.uuid4().hex[:12]
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc="StreamVerify")
         self._refuse_when_draining()
-        stream = _Stream(self)
+        stream = _Stream(self, request_id)
         reader = stream.reader = asyncio.create_task(stream.read(request_iterator))
         self._streams.add(stream)
         try:
@@ -168,7 +176,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         except ValueError as exc:
             command = f"(none: {exc})"
         return pb.GetServerInfoResponse(
-            server_version=_server_version(),
+            server_version=server_version(),
             lean_version=self.settings.lean_version,
             repl_command=command,
             ready=state.ready,
@@ -210,6 +218,9 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 backend_errors=cache.backend_errors,
                 environment=cache.environment,
             ),
+            proof_log=pb.ProofLogState(**asdict(self.prooflog.state()))
+            if self.prooflog is not None
+            else pb.ProofLogState(backend="off"),
         )
 
 
@@ -219,8 +230,9 @@ class _Stream:
     or results the client has not read yet) reads nothing more, so HTTP/2 flow control slows the client
     down, and at most `window` results ever wait here."""
 
-    def __init__(self, servicer: VerifierServicer) -> None:
+    def __init__(self, servicer: VerifierServicer, request_id: str) -> None:
         self.servicer = servicer
+        self.request_id = request_id
         self.window = asyncio.Semaphore(servicer.settings.stream_window)
         self.in_flight: dict[str, Ticket] = {}
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue(servicer.settings.stream_window + 1)
@@ -269,31 +281,34 @@ class _Stream:
             self.results.put_nowait(convert.not_checked(proof.id, "invalid: " + convert.InvalidInput(problems).args[0]))
             return
         eff = convert.effective(proof.options, None, settings)
+        call = Call("StreamVerify", self.request_id, time.time())
         job = None
         if not self.servicer.draining:
             with contextlib.suppress(ShuttingDown):  # the queue's room went to shutdown
                 # A full queue holds this item (and, through the window, the stream) until there is room.
                 job = await checks.submit_when_room(*convert.to_job(proof, eff, None))
         if job is None:
-            self._answer(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
+            self._answer(proof, not_checked(_SHUTDOWN), eff, call)
             return
         self.in_flight[proof.id] = job
-        proof_id, diagnostics = proof.id, eff.diagnostics
+        proof_id = proof.id
 
         def done(future: asyncio.Future[Outcome]) -> None:
             self.in_flight.pop(proof_id, None)
             if future.cancelled():  # the call is over: no result to write
                 self.window.release()
             else:
-                self._answer(proof_id, future.result(), diagnostics)
+                self._answer(proof, future.result(), eff, call)
             self._maybe_end()
 
         job.future.add_done_callback(done)
 
-    def _answer(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
+    def _answer(self, proof: pb.Proof, outcome: Outcome, eff: convert.Effective, call: Call) -> None:
         self.servicer.metrics.result(outcome)
-        log.debug("proof_done", proof_id=proof_id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
-        self.results.put_nowait(self.servicer._result(proof_id, outcome, diagnostics))
+        if self.servicer.prooflog is not None:
+            self.servicer.prooflog.record(call, proof, outcome, eff.trust)
+        log.debug("proof_done", proof_id=proof.id, repl_id=outcome.repl_id, verdict=outcome.verdict.name)
+        self.results.put_nowait(self.servicer._result(proof.id, outcome, eff.diagnostics))
 
     def _maybe_end(self) -> None:
         if not self.reading and not self.in_flight:

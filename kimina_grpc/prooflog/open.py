@@ -1,0 +1,46 @@
+"""The log as the settings describe it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from kimina_grpc.prooflog.backends import Backend, PostgresBackend, SqliteBackend
+from kimina_grpc.prooflog.record import Origin
+from kimina_grpc.prooflog.spool import Spool
+from kimina_grpc.prooflog.url import Target, parse
+from kimina_grpc.prooflog.writer import ProofLog, Tuning
+from kimina_grpc.settings import Settings
+
+DEFAULT_SPOOL = Path.home() / ".cache" / "kimina-grpc" / "prooflog-spool"
+
+
+def target(settings: Settings) -> Target | None:
+    if not settings.database_url:
+        return None
+    return parse(settings.database_url, settings.database_password())
+
+
+def backend(t: Target, timeout: float) -> Backend:
+    if t.backend == "postgresql":
+        return PostgresBackend(t.dsn, t.password, timeout)
+    return SqliteBackend(t.dsn, timeout)
+
+
+def open_log(settings: Settings, environment: str, server_version: str) -> ProofLog | None:
+    """None when LEAN_SERVER_DATABASE_URL is unset. Not started: `await log.start()`."""
+    t = target(settings)
+    if t is None:
+        return None
+    spool = Spool(settings.log_spool_dir or DEFAULT_SPOOL, settings.log_spool_max_bytes or (1 << 62))
+    tuning = Tuning(
+        batch_size=settings.log_batch_size,
+        flush_seconds=settings.log_flush_seconds,
+        max_pending=settings.log_max_pending,
+        timeout=settings.database_timeout,
+        retry_seconds=settings.database_retry_seconds,
+        retention_days=settings.log_retention_days or None,
+        migrate=settings.database_migrate,
+    )
+    origin = Origin(environment, server_version, socket.gethostname())
+    return ProofLog(backend(t, settings.database_timeout), spool, origin, t.shown, tuning)

@@ -1,0 +1,277 @@
+"""The log's writer: answered proofs in, rows out, never in the way of a verdict.
+
+`record` is all the request path pays: an append to a bounded deque. A task batches the entries
+(LEAN_SERVER_LOG_BATCH_SIZE, or whatever came in LEAN_SERVER_LOG_FLUSH_SECONDS), encodes them in a
+worker thread and writes each batch in one transaction, bounded by LEAN_SERVER_DATABASE_TIMEOUT. A
+batch the database does not take in time goes to the local spool; while the database is down no
+write is tried for LEAN_SERVER_DATABASE_RETRY_SECONDS, batches go straight to the spool, and once a
+write succeeds the spool is written back, oldest first. Rows lost (the spool or the deque full, a
+batch the database rejects) are counted and logged once per episode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from kimina_grpc.prooflog import schema
+from kimina_grpc.prooflog.backends import Backend, Rejected, one_line
+from kimina_grpc.prooflog.record import Call, Entry, Origin, encode
+from kimina_grpc.prooflog.spool import Spool
+from kimina_grpc.prooflog.url import VARIABLE, ProofLogError
+from kimina_grpc.supervisor.jobs import Outcome, TrustPolicy
+from kimina_grpc.v1 import verifier_pb2 as pb
+
+log = structlog.get_logger("kimina_grpc.prooflog")
+
+RETENTION_EVERY = 3600.0
+"""Seconds between two retention sweeps (the first runs at start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogState:
+    enabled: bool
+    backend: str
+    up: bool
+    written: int
+    pending: int
+    spooled: int
+    dropped: int
+    lag_seconds: float
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    batch_size: int = 500
+    flush_seconds: float = 0.25
+    max_pending: int = 100_000
+    timeout: float = 5.0
+    retry_seconds: float = 2.0
+    retention_days: float | None = None
+    migrate: bool = False
+
+
+class ProofLog:
+    def __init__(self, backend: Backend, spool: Spool, origin: Origin, shown: str, tuning: Tuning) -> None:
+        self.backend = backend
+        self.spool = spool
+        self.origin = origin
+        self.shown = shown
+        self.t = tuning
+        self.written = 0
+        self.dropped = 0
+        self.up = True
+        self.last_error = ""
+        self._pending: deque[Entry] = deque()
+        self._in_flight: float | None = None  # the oldest answer of the batch being written
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._retry_at = 0.0
+        self._loss_logged = False
+        self._task: asyncio.Task[None] | None = None
+
+    # ----------------------------------------------------------------- the request path
+
+    def record(self, call: Call, proof: pb.Proof, outcome: Outcome, trust: TrustPolicy | None) -> None:
+        """One answered proof. Never blocks, never raises."""
+        if len(self._pending) >= self.t.max_pending:
+            self._lost(1, "the in-memory queue is full (the database and the spool are behind)")
+            return
+        self._pending.append(Entry(call, proof, outcome, trust, time.time()))
+        if len(self._pending) >= self.t.batch_size:
+            self._wake.set()
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        """Reach the database and check its schema (ProofLogError, one line, when either fails), take
+        over what an earlier run left in the spool, and start writing."""
+        try:
+            await asyncio.wait_for(self.backend.connect(), self.t.timeout + 1)
+            if self.t.migrate:
+                applied = await asyncio.wait_for(self.backend.upgrade(), max(30.0, self.t.timeout))
+                if applied:
+                    log.info("prooflog_migrated", versions=applied)
+            version = await asyncio.wait_for(self.backend.version(), self.t.timeout)
+        except TimeoutError:
+            raise ProofLogError(f"{VARIABLE}: {self.shown} did not answer within {self.t.timeout:g} s") from None
+        except Exception as exc:
+            raise ProofLogError(f"{VARIABLE}: cannot use {self.shown}: {one_line(exc)}") from None
+        head = schema.head(self.backend.name)
+        if version < head:
+            await self.backend.close()
+            raise ProofLogError(
+                f"{VARIABLE}: {self.shown} holds proof-log schema version {version}, this server writes {head}: "
+                "run `kimina-grpc db upgrade` (or set LEAN_SERVER_DATABASE_MIGRATE=true)"
+            )
+        if version > head:
+            await self.backend.close()
+            raise ProofLogError(
+                f"{VARIABLE}: {self.shown} holds proof-log schema version {version}, newer than this server's "
+                f"{head}: upgrade kimina-grpc"
+            )
+        try:
+            await asyncio.to_thread(self.spool.open)
+        except OSError as exc:
+            raise ProofLogError(f"LEAN_SERVER_LOG_SPOOL_DIR: cannot use {self.spool.directory}: {exc}") from None
+        if self.spool.rows:
+            log.info("prooflog_spool_found", rows=self.spool.rows, directory=str(self.spool.directory))
+        self._task = asyncio.create_task(self._run())
+        log.info("prooflog_on", database=self.shown, schema=version)
+
+    async def close(self, seconds: float = 10.0) -> None:
+        """Write what is left (bounded by `seconds`); what the database does not take is spooled."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, seconds)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        while self._pending:
+            rows, oldest = self._take()
+            if not await self._write(rows):
+                self._spool(rows, oldest)
+        await self.backend.close()
+        log.info("prooflog_closed", written=self.written, spooled=self.spool.rows, dropped=self.dropped)
+
+    def state(self) -> LogState:
+        waiting = [t for t in (self._in_flight, self.spool.oldest_time()) if t is not None]
+        if self._pending:
+            waiting.append(self._pending[0].answered_at)
+        return LogState(
+            enabled=True,
+            backend=self.backend.name,
+            up=self.up,
+            written=self.written,
+            pending=len(self._pending),
+            spooled=self.spool.rows,
+            dropped=self.dropped,
+            lag_seconds=max(0.0, time.time() - min(waiting)) if waiting else 0.0,
+            last_error=self.last_error,
+        )
+
+    # ----------------------------------------------------------------- the writer task
+
+    async def _run(self) -> None:
+        next_sweep = 0.0
+        while not self._closing:
+            if len(self._pending) < self.t.batch_size:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.t.flush_seconds)
+            try:
+                if self._pending:
+                    await self._flush()
+                if self.spool.rows and self._may_try() and not self._closing:
+                    await self._replay()
+                if self.t.retention_days and time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + RETENTION_EVERY
+                    await self._sweep()
+            except Exception:  # a bug must not stop the log: say it, and go on with the next batch
+                log.exception("prooflog_writer_failed")
+                await asyncio.sleep(self.t.flush_seconds)
+
+    def _take(self) -> tuple[list[dict[str, Any]], float]:
+        batch = [self._pending.popleft() for _ in range(min(self.t.batch_size, len(self._pending)))]
+        rows = []
+        for entry in batch:
+            try:
+                rows.append(encode(entry, self.origin))
+            except Exception:  # a bug, not the database: lose this row, not the batch
+                log.exception("prooflog_encode_failed", proof_id=entry.proof.id)
+                self.dropped += 1
+        return rows, batch[0].answered_at
+
+    async def _flush(self) -> None:
+        rows, oldest = self._take()
+        self._in_flight = oldest
+        try:
+            if not await self._write(rows):
+                await asyncio.to_thread(self._spool, rows, oldest)
+        except asyncio.CancelledError:
+            self._spool(rows, oldest)  # shutting down mid-write: keep the rows for the next start
+            raise
+        finally:
+            self._in_flight = None
+
+    async def _write(self, rows: list[dict[str, Any]]) -> bool:
+        """True when the rows are in the database (or never will be: rejected, counted)."""
+        if not rows:
+            return True
+        if not self._may_try():
+            return False
+        try:
+            written = await asyncio.wait_for(self.backend.write(rows), self.t.timeout)
+        except Rejected as exc:
+            self._lost(len(rows), f"the database rejected a batch: {exc}")
+            return True
+        except Exception as exc:
+            self._failed(f"no answer within {self.t.timeout:g} s" if isinstance(exc, TimeoutError) else one_line(exc))
+            return False
+        self.written += written
+        if not self.spool.rows and len(self._pending) < self.t.max_pending // 2:
+            self._loss_logged = False  # the episode is over: the next loss is said again
+        if not self.up:
+            self.up = True
+            self.last_error = ""
+            log.warning("prooflog_database_back", spooled=self.spool.rows)
+        return True
+
+    def _spool(self, rows: list[dict[str, Any]], oldest: float) -> None:
+        try:
+            kept = self.spool.put(rows, oldest)
+        except OSError as exc:
+            self._lost(len(rows), f"cannot write the spool ({exc})")
+            return
+        if not kept:
+            self._lost(len(rows), f"the spool is full (LEAN_SERVER_LOG_SPOOL_MAX_BYTES={self.spool.max_bytes})")
+
+    async def _replay(self) -> None:
+        path = self.spool.oldest()
+        if path is None:
+            return
+        try:
+            rows = await asyncio.to_thread(self.spool.read, path)
+        except OSError:  # taken by another replica sharing the directory
+            await asyncio.to_thread(self.spool.remove, path)
+            return
+        if await self._write(rows):
+            await asyncio.to_thread(self.spool.remove, path)
+            if not self.spool.rows:
+                log.info("prooflog_spool_written")
+
+    async def _sweep(self) -> None:
+        cutoff = time.time() - 86400 * (self.t.retention_days or 0)
+        try:
+            deleted = await asyncio.wait_for(self.backend.delete_before(cutoff), max(60.0, self.t.timeout))
+        except Exception as exc:
+            log.warning("prooflog_retention_failed", error=one_line(exc))
+            return
+        if deleted:
+            log.info("prooflog_retention", deleted=deleted, days=self.t.retention_days)
+
+    # ----------------------------------------------------------------- bookkeeping
+
+    def _may_try(self) -> bool:
+        return self.up or time.monotonic() >= self._retry_at
+
+    def _failed(self, error: str) -> None:
+        self._retry_at = time.monotonic() + self.t.retry_seconds
+        self.last_error = error
+        if self.up:  # once per outage
+            self.up = False
+            log.warning("prooflog_database_down", error=error, retry_seconds=self.t.retry_seconds)
+
+    def _lost(self, rows: int, why: str) -> None:
+        self.dropped += rows
+        if not self._loss_logged:  # once, until the spool has drained again
+            self._loss_logged = True
+            log.error("prooflog_rows_dropped", rows=rows, reason=why)
