@@ -16,7 +16,8 @@ import grpc
 import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
-from kimina_grpc.prooflog import Call, ProofLog
+from kimina_grpc.prooflog.record import Call
+from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
