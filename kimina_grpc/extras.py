@@ -6,7 +6,16 @@ from __future__ import annotations
 import importlib.util
 
 EXTRAS = {
-    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis", "psycopg"),
+    "server": (
+        "pydantic",
+        "pydantic_settings",
+        "structlog",
+        "psutil",
+        "prometheus_client",
+        "grpc_reflection",
+        "redis",
+        "psycopg",
+    ),
     "bench": ("datasets", "matplotlib", "tqdm"),
     "log": ("psycopg", "pyarrow", "datasets"),
 }

@@ -8,6 +8,7 @@ arrays `unnest`ed) and SQLite (the standard library's driver in a worker thread)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -208,19 +209,16 @@ class PostgresBackend:
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # a dead connection may fail to close: it is gone either way
                 await conn.close()
-            except Exception:  # a dead connection may fail to close: it is gone either way
-                pass
 
     async def _run(self, work: Any) -> Any:
         import psycopg
 
         try:
             conn = await self._connection()
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    return await work(cur)
+            async with conn.transaction(), conn.cursor() as cur:
+                return await work(cur)
         except (psycopg.DataError, psycopg.ProgrammingError) as exc:
             raise Rejected(one_line(exc)) from exc
         except BaseException:

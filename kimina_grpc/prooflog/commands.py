@@ -147,7 +147,9 @@ def _filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", type=_when, help="answered at or after (ISO date/time, UTC unless a zone is given)")
     p.add_argument("--until", type=_when, help="answered before")
     p.add_argument("--verdict", action="append", default=[], help="VALID, INVALID, ... (repeatable)")
-    p.add_argument("--tag", action="append", default=[], type=_tag, metavar="KEY=VALUE", help="repeatable: all must match")
+    p.add_argument(
+        "--tag", action="append", default=[], type=_tag, metavar="KEY=VALUE", help="repeatable: all must match"
+    )
 
 
 def add_parsers(sub: Any) -> None:

@@ -131,10 +131,8 @@ class ProofLog:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, seconds)
-            except (TimeoutError, asyncio.CancelledError):
-                pass
         while self._pending:
             rows, oldest = self._take()
             if not await self._write(rows):

@@ -18,9 +18,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
-from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.prooflog.metrics import ProofLogCollector
 from kimina_grpc.prooflog.open import open_log
+from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.repl import ReplSpec, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors

@@ -11,7 +11,9 @@ MAX_VALUE_BYTES = 256
 _KEY = re.compile(r"[A-Za-z0-9_.\-/:]{1,64}")
 
 
-def check_tags(tags: Mapping[str, str], where: str, inherited: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
+def check_tags(
+    tags: Mapping[str, str], where: str, inherited: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
     """One violation per broken rule; `inherited` (the request's tags) counts towards the bound."""
     problems = []
     count = len(set(tags) | set(inherited or {}))

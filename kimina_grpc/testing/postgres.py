@@ -54,7 +54,9 @@ class PostgresServer:
 
     def start(self) -> None:
         """Returns once the server takes connections."""
-        self._as_owner(str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-l", str(self.base / "log"), "-w", "start")
+        self._as_owner(
+            str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-l", str(self.base / "log"), "-w", "start"
+        )
 
     def stop(self) -> None:
         """A fast shutdown: open connections are cut, as when a database goes away."""
