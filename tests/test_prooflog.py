@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from kimina_grpc import cli
+from kimina_grpc.client import AsyncKiminaClient, Proof
 from kimina_grpc.prooflog import load
 from kimina_grpc.testing.postgres import PASSWORD, PostgresServer, postgres_server
 from kimina_grpc.v1 import verifier_pb2 as pb
@@ -99,6 +100,7 @@ async def test_thousand_proofs_over_streams_and_batches_are_thousand_rows(
         environment = app.cache.environment
     assert (info.proof_log.enabled, info.proof_log.backend, info.proof_log.up) == (True, backend, True)
     assert (info.proof_log.written, info.proof_log.dropped, info.proof_log.spooled) == (1000, 0, 0)
+    assert any("proof log with the sandbox off" in w for w in info.security_warnings)
     got_rows = rows(url)
     assert sorted(r["proof_id"] for r in got_rows) == sorted(expected)  # each proof once
     for r in got_rows:
@@ -227,3 +229,38 @@ def test_db_upgrade_is_idempotent_and_the_server_asks_for_it(
     assert cli.main(["log", "stats", "--url", f"sqlite:///{tmp_path}/none.db"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "LEAN_SERVER_DATABASE_URL" in err and "none.db" in err
+
+
+async def test_nul_characters_reach_postgresql_as_replacement_characters_and_cost_no_row(
+    pg_url: str, tmp_path: Path, password_file: Path
+) -> None:
+    """PostgreSQL's text and jsonb refuse U+0000, which a proof's code, a tag value and Lean's message
+    may all hold: the row is written with U+FFFD instead, and its batch with it."""
+    nul = "import A\n\ntheorem t : True := by\n  -- fake: error bad\x00byte\n  trivial\n-- \x00\n"
+    proofs = [pb.Proof(id=f"n{i}", code=code(i)) for i in range(9)]
+    proofs.append(pb.Proof(id="nul", code=nul, tags={"problem": "p\x00"}))
+    async with running(**_log_settings(pg_url, tmp_path, password_file)) as (app, ch):
+        reply = await pb_grpc.VerifierServiceStub(ch).Verify(pb.VerifyRequest(proofs=proofs))
+        assert reply.results[-1].verdict == pb.VERDICT_INVALID and "\x00" in reply.results[-1].messages[0].text
+        log = app.prooflog
+        assert log is not None
+        await eventually(lambda: log.state().written == 10)
+        assert log.state().dropped == 0
+    row = next(r for r in rows(pg_url) if r["proof_id"] == "nul")
+    assert row["code"] == nul.replace("\x00", "\ufffd") and row["tags"] == {"problem": "p\ufffd"}
+    assert row["messages"][0]["text"] == "bad\ufffdbyte"
+
+
+async def test_the_python_clients_proof_tags_reach_the_log(tmp_path: Path, password_file: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    async with running(**_log_settings(url, tmp_path, password_file)) as (app, _):
+        async with AsyncKiminaClient(f"127.0.0.1:{app.port}") as client:
+            await client.verify([Proof("a", code(0), tags={"problem": "p0", "model": "m"})])
+            async for _ in client.verify_stream([Proof("b", code(1), tags={"problem": "p1"}), Proof("c", code(2))]):
+                pass
+        await eventually(lambda: app.prooflog is not None and app.prooflog.state().written == 3)
+    assert {r["proof_id"]: r["tags"] for r in rows(url)} == {
+        "a": {"problem": "p0", "model": "m"},
+        "b": {"problem": "p1"},
+        "c": {},
+    }

@@ -35,6 +35,13 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+def to_json(value: Any) -> str:
+    """A JSON column's text (most are empty: no messages, no tags)."""
+    if not value:
+        return "[]" if isinstance(value, list) else "{}"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def one_line(exc: BaseException) -> str:
     """A driver's (often multi-line) message as one line."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -110,10 +117,7 @@ class SqliteBackend:
         headers, codes, proofs = tables(rows)
         columns = ", ".join(PROOF_COLUMNS)
         marks = ", ".join("?" * len(PROOF_COLUMNS))
-        values = [
-            tuple(json.dumps(r[c], ensure_ascii=False) if c in JSON_COLUMNS else r[c] for c in PROOF_COLUMNS)
-            for r in proofs
-        ]
+        values = [tuple(to_json(r[c]) if c in JSON_COLUMNS else r[c] for c in PROOF_COLUMNS) for r in proofs]
 
         def work(conn: sqlite3.Connection) -> int:
             conn.executemany("INSERT OR IGNORE INTO kimina_headers (hash, header) VALUES (?, ?)", headers.items())
@@ -181,8 +185,15 @@ _PG_INSERT = _pg_select()
 
 
 def _text(value: Any) -> Any:
-    """PostgreSQL's text and jsonb hold no NUL character: it becomes U+FFFD."""
-    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+    """PostgreSQL's text and jsonb hold no NUL character (not even as a JSON `\\u0000`): it becomes
+    U+FFFD, in strings nested in lists and dicts too."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_text(k): _text(v) for k, v in value.items()}
+    return value
 
 
 class PostgresBackend:
@@ -262,10 +273,7 @@ class PostgresBackend:
 
     async def write(self, rows: list[dict[str, Any]]) -> int:
         headers, codes, proofs = tables(rows)
-        columns = [
-            [_text(json.dumps(r[c], ensure_ascii=False) if c in JSON_COLUMNS else r[c]) for r in proofs]
-            for c in PROOF_COLUMNS
-        ]
+        columns = [[to_json(_text(r[c])) if c in JSON_COLUMNS else _text(r[c]) for r in proofs] for c in PROOF_COLUMNS]
 
         async def work(cur: Any) -> int:
             await cur.execute(

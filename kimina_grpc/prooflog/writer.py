@@ -126,15 +126,17 @@ class ProofLog:
         self._task = asyncio.create_task(self._run())
         log.info("prooflog_on", database=self.shown, schema=version)
 
-    async def close(self, seconds: float = 10.0) -> None:
-        """Write what is left (bounded by `seconds`); what the database does not take is spooled."""
+    async def close(self, seconds: float | None = None) -> None:
+        """Write what is left (the writer gets `seconds`, default the write timeout and one more); what
+        the database does not take is spooled."""
+        seconds = self.t.timeout + 1 if seconds is None else seconds
         self._closing = True
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(self._task, seconds)
         while self._pending:
-            rows, oldest = self._take()
+            rows, oldest = self._encode(self._take())
             if not await self._write(rows):
                 self._spool(rows, oldest)
         await self.backend.close()
@@ -177,8 +179,10 @@ class ProofLog:
                 log.exception("prooflog_writer_failed")
                 await asyncio.sleep(self.t.flush_seconds)
 
-    def _take(self) -> tuple[list[dict[str, Any]], float]:
-        batch = [self._pending.popleft() for _ in range(min(self.t.batch_size, len(self._pending)))]
+    def _take(self) -> list[Entry]:
+        return [self._pending.popleft() for _ in range(min(self.t.batch_size, len(self._pending)))]
+
+    def _encode(self, batch: list[Entry]) -> tuple[list[dict[str, Any]], float]:
         rows = []
         for entry in batch:
             try:
@@ -189,13 +193,15 @@ class ProofLog:
         return rows, batch[0].answered_at
 
     async def _flush(self) -> None:
-        rows, oldest = self._take()
-        self._in_flight = oldest
+        batch = self._take()
+        self._in_flight = batch[0].answered_at
+        encoded: tuple[list[dict[str, Any]], float] | None = None
         try:
-            if not await self._write(rows):
-                await asyncio.to_thread(self._spool, rows, oldest)
-        except asyncio.CancelledError:
-            self._spool(rows, oldest)  # shutting down mid-write: keep the rows for the next start
+            encoded = await asyncio.to_thread(self._encode, batch)  # off the loop: requests go on meanwhile
+            if not await self._write(encoded[0]):
+                await asyncio.to_thread(self._spool, *encoded)
+        except asyncio.CancelledError:  # shutting down mid-write: keep the rows for the next start
+            self._spool(*(encoded or self._encode(batch)))  # (spooled twice at worst: the keys dedupe)
             raise
         finally:
             self._in_flight = None
@@ -209,7 +215,9 @@ class ProofLog:
         try:
             written = await asyncio.wait_for(self.backend.write(rows), self.t.timeout)
         except Rejected as exc:
-            self._lost(len(rows), f"the database rejected a batch: {exc}")
+            if len(rows) > 1:  # find the culprit: one bad row must not cost its batch
+                return await self._one_by_one(rows)
+            self._lost(1, f"the database rejected a row: {exc}")
             return True
         except Exception as exc:
             self._failed(f"no answer within {self.t.timeout:g} s" if isinstance(exc, TimeoutError) else one_line(exc))
@@ -221,6 +229,14 @@ class ProofLog:
             self.up = True
             self.last_error = ""
             log.warning("prooflog_database_back", spooled=self.spool.rows)
+        return True
+
+    async def _one_by_one(self, rows: list[dict[str, Any]]) -> bool:
+        """A rejected batch, row by row: the rows the database takes are written, the others counted."""
+        for i, row in enumerate(rows):
+            if not await self._write([row]):  # the database went away meanwhile: keep the rest
+                await asyncio.to_thread(self._spool, rows[i:], row["answered_at"])
+                return True
         return True
 
     def _spool(self, rows: list[dict[str, Any]], oldest: float) -> None:

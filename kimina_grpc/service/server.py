@@ -180,6 +180,11 @@ def posture(settings: Settings, resolved: Resolved, api_key: str | None) -> Post
             "shared cache with the sandbox off (LEAN_SERVER_CACHE_ALLOW_UNBOXED): a proof can reach Redis "
             "and write any verdict for every replica"
         )
+    if settings.database_url and not resolved.box.enabled:
+        warnings.append(
+            "proof log with the sandbox off: a proof can read the database password and write rows "
+            "(LEAN_SERVER_DATABASE_URL, docs/prooflog.md)"
+        )
     if api_key is None:
         warnings.append("authentication off (LEAN_SERVER_AUTH=off): anyone who reaches the port may call")
     return Posture(
