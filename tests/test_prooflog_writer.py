@@ -1,0 +1,86 @@
+"""The log's writer against a stand-in database: what it does with a row the database rejects, and
+with the rows it holds when the server stops while the database is away."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from kimina_grpc.prooflog.backends import Rejected
+from kimina_grpc.prooflog.record import Call, Origin
+from kimina_grpc.prooflog.spool import Spool
+from kimina_grpc.prooflog.writer import ProofLog, Tuning
+from kimina_grpc.repl import Verdict
+from kimina_grpc.supervisor.jobs import Outcome
+from kimina_grpc.v1 import verifier_pb2 as pb
+
+from .helpers import eventually
+
+
+class Stand:
+    """A database that rejects any batch holding a proof whose id starts with "bad", or is down."""
+
+    name = "sqlite"
+
+    def __init__(self, down: bool = False) -> None:
+        self.down = down
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    async def connect(self) -> None: ...
+
+    async def version(self) -> int:
+        return 1
+
+    async def upgrade(self) -> list[int]:
+        return []
+
+    async def write(self, rows: list[dict[str, Any]]) -> int:
+        if self.down:
+            raise ConnectionError("down")
+        if any(r["proof_id"].startswith("bad") for r in rows):
+            raise Rejected("bad data")
+        new = [r for r in rows if r["key"] not in self.rows]
+        self.rows.update((r["key"], r) for r in new)
+        return len(new)
+
+    async def delete_before(self, cutoff: float) -> int:
+        return 0
+
+    async def close(self) -> None: ...
+
+
+def _log(db: Stand, tmp_path: Path) -> ProofLog:
+    tuning = Tuning(batch_size=50, flush_seconds=0.02, timeout=1.0, retry_seconds=60)
+    return ProofLog(db, Spool(tmp_path / "spool", 1 << 20), Origin("env", "v", "host"), "stand-in", tuning)
+
+
+def _record(log: ProofLog, ids: list[str]) -> None:
+    call = Call("Verify", "r", time.time())
+    for pid in ids:
+        log.record(call, pb.Proof(id=pid, code="theorem t : True := trivial"), Outcome(Verdict.VALID), None)
+
+
+async def test_a_rejected_row_costs_only_itself_not_its_batch(tmp_path: Path) -> None:
+    db = Stand()
+    log = _log(db, tmp_path)
+    await log.start()
+    _record(log, [f"ok{i}" for i in range(10)] + ["bad"] + [f"ok{i}" for i in range(10, 20)])
+    await eventually(lambda: log.state().written == 20 and log.state().dropped == 1)
+    await log.close()
+    assert sorted(r["proof_id"] for r in db.rows.values()) == sorted(f"ok{i}" for i in range(20))
+
+
+async def test_stopping_while_the_database_is_down_spools_every_row_for_the_next_start(tmp_path: Path) -> None:
+    db = Stand(down=True)
+    log = _log(db, tmp_path)
+    await log.start()
+    _record(log, [f"p{i}" for i in range(120)])
+    await log.close()
+    assert (log.state().spooled, log.state().written, log.state().dropped) == (120, 0, 0)
+    db.down = False
+    again = _log(db, tmp_path)
+    await again.start()
+    await eventually(lambda: again.state().spooled == 0)
+    await again.close()
+    assert (again.state().written, len(db.rows)) == (120, 120)
