@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kimina_grpc.prooflog.backends import Rejected
 from kimina_grpc.prooflog.record import Call, Origin
 from kimina_grpc.prooflog.spool import Spool
+from kimina_grpc.prooflog.url import parse
 from kimina_grpc.prooflog.writer import ProofLog, Tuning
 from kimina_grpc.repl import Verdict
 from kimina_grpc.supervisor.jobs import Outcome
@@ -84,3 +87,20 @@ async def test_stopping_while_the_database_is_down_spools_every_row_for_the_next
     await eventually(lambda: again.state().spooled == 0)
     await again.close()
     assert (again.state().written, len(db.rows)) == (120, 120)
+
+
+def test_the_password_is_never_shown() -> None:
+    for url in (
+        "postgresql://u:hunter2@h:5432/db",
+        "postgresql://u:hunter2@h:5432/db?sslmode=require&password=hunter2",
+        "postgresql://h/db?PASSWORD=hunter2",
+        "postgres://u:hunter2@h/db",
+    ):
+        target = parse(url, "from-file")
+        assert "hunter2" not in target.shown and "***" in target.shown
+        assert target.password is None  # the URL's password wins over the file's
+    with pytest.raises(ValueError, match="LEAN_SERVER_DATABASE_URL") as err:
+        parse("mysql://u:hunter2@h/db")
+    assert "hunter2" not in str(err.value)
+    assert parse("postgresql://u@h/db", "from-file").password == "from-file"
+    assert parse("sqlite:////var/log.db").dsn == "/var/log.db" and parse("sqlite:///log.db").dsn == "log.db"

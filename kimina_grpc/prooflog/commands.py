@@ -75,7 +75,12 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def _when(text: str) -> datetime:
     """ISO date or time; without a zone, UTC."""
-    value = datetime.fromisoformat(text)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or time (2026-01-31, 2026-01-31T12:00)"
+        ) from None
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 

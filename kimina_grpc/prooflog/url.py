@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 VARIABLE = "LEAN_SERVER_DATABASE_URL"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -29,14 +29,16 @@ class Target:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL with its password (in the authority or a `password=` parameter) replaced by ***."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+        if parts.password is not None:
+            netloc = parts.netloc.rsplit("@", 1)[1]
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{netloc}")
+        if "password" in parts.query.lower():
+            query = [(k, "***" if k.lower() == "password" else v) for k, v in parse_qsl(parts.query, True)]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return urlunsplit(parts)
     except ValueError:
         return "(a URL that does not parse)"
 
@@ -56,7 +58,8 @@ def parse(url: str, password: str | None = None) -> Target:
             raise ValueError(f"{VARIABLE}: {redact(url)} names no host (postgresql://user@host:5432/db)")
         if not parts.path.strip("/"):
             raise ValueError(f"{VARIABLE}: {redact(url)} names no database (postgresql://user@host:5432/db)")
-        return Target("postgresql", url, redact(url), None if parts.password is not None else password)
+        in_url = parts.password is not None or "password=" in parts.query.lower()
+        return Target("postgresql", url, redact(url), None if in_url else password)
     if url.startswith(SQLITE_SCHEME):
         path = url[len(SQLITE_SCHEME) :].split("?", 1)[0]
         if not path or path.endswith("/"):
