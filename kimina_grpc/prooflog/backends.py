@@ -1,6 +1,7 @@
-"""The two databases behind the log: PostgreSQL (psycopg 3, async; one statement per table per batch,
-arrays `unnest`ed) and SQLite (the standard library's driver in a worker thread). Both insert with
-`ON CONFLICT DO NOTHING` on the row's key: a batch written twice is stored once.
+"""The two databases behind the log: PostgreSQL (psycopg 3, async; a batch is COPYed into a temporary
+table and moved from there, headers and codes go as `unnest`ed arrays) and SQLite (the standard
+library's driver in a worker thread). Both insert with `ON CONFLICT DO NOTHING` on the row's key: a
+batch written twice is stored once.
 
 `write` raises `Rejected` for a batch the database will never take (bad data), anything else for
 "not now" (down, slow, restarted): the writer spools those and tries again later."""
@@ -167,21 +168,23 @@ _PG_TYPES = {
 }
 
 
-def _pg_select() -> str:
-    """INSERT ... SELECT FROM unnest(one array per column): a whole batch in one statement."""
-    arrays = ", ".join(f"%s::{_PG_TYPES.get(c, 'text')}[]" for c in PROOF_COLUMNS)
-    picks = ", ".join(
-        f"u.{c}::jsonb" if c in JSON_COLUMNS else f"to_timestamp(u.{c})" if c.endswith("_at") else f"u.{c}"
-        for c in PROOF_COLUMNS
+_STAGE = "kimina_proofs_in"
+"""A session's temporary table: a batch is COPYed in, then moved with ON CONFLICT DO NOTHING (COPY
+alone cannot skip a key already there). Created in every transaction if missing, so a pooler that
+hands out another session per transaction (PgBouncer) still works."""
+_STAGE_CREATE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{c} {_PG_TYPES.get(c, 'text')}" for c in PROOF_COLUMNS)
+    + ") ON COMMIT DELETE ROWS"
+)
+_STAGE_COPY = f"COPY {_STAGE} ({', '.join(PROOF_COLUMNS)}) FROM STDIN"
+_STAGE_MOVE = (
+    f"INSERT INTO kimina_proofs ({', '.join(PROOF_COLUMNS)}) SELECT "
+    + ", ".join(
+        f"{c}::jsonb" if c in JSON_COLUMNS else f"to_timestamp({c})" if c.endswith("_at") else c for c in PROOF_COLUMNS
     )
-    columns = ", ".join(PROOF_COLUMNS)
-    return (
-        f"INSERT INTO kimina_proofs ({columns}) SELECT {picks} FROM unnest({arrays}) AS u({columns})"
-        " ON CONFLICT (key) DO NOTHING"
-    )
-
-
-_PG_INSERT = _pg_select()
+    + f" FROM {_STAGE} ON CONFLICT (key) DO NOTHING"
+)
 
 
 def _text(value: Any) -> Any:
@@ -273,7 +276,7 @@ class PostgresBackend:
 
     async def write(self, rows: list[dict[str, Any]]) -> int:
         headers, codes, proofs = tables(rows)
-        columns = [[to_json(_text(r[c])) if c in JSON_COLUMNS else _text(r[c]) for r in proofs] for c in PROOF_COLUMNS]
+        values = [[to_json(_text(r[c])) if c in JSON_COLUMNS else _text(r[c]) for c in PROOF_COLUMNS] for r in proofs]
 
         async def work(cur: Any) -> int:
             await cur.execute(
@@ -286,7 +289,11 @@ class PostgresBackend:
                 " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
                 (list(codes), [hh for hh, _ in codes.values()], [_text(c) for _, c in codes.values()]),
             )
-            await cur.execute(_PG_INSERT, columns)
+            await cur.execute(_STAGE_CREATE)
+            async with cur.copy(_STAGE_COPY) as copy:
+                for row in values:
+                    await copy.write_row(row)
+            await cur.execute(_STAGE_MOVE)
             return int(cur.rowcount)
 
         return int(await self._run(work))
