@@ -104,3 +104,15 @@ def test_the_password_is_never_shown() -> None:
     assert "hunter2" not in str(err.value)
     assert parse("postgresql://u@h/db", "from-file").password == "from-file"
     assert parse("sqlite:////var/log.db").dsn == "/var/log.db" and parse("sqlite:///log.db").dsn == "log.db"
+
+
+async def test_the_in_memory_queue_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    """Rows wait in memory with their code (up to 1 MiB each): a row count alone would let a slow
+    database hold gigabytes."""
+    log = ProofLog(
+        Stand(), Spool(tmp_path / "spool", 1 << 20), Origin("e", "v", "h"), "stand-in", Tuning(max_pending_bytes=10_000)
+    )
+    call = Call("Verify", "r", time.time())
+    for i in range(5):  # not started: nothing is written, every row waits
+        log.record(call, pb.Proof(id=f"big{i}", code="x" * 4000), Outcome(Verdict.VALID), None)
+    assert (log.state().pending, log.state().dropped) == (2, 3)

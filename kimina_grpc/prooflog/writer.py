@@ -52,6 +52,8 @@ class Tuning:
     batch_size: int = 500
     flush_seconds: float = 0.25
     max_pending: int = 100_000
+    max_pending_bytes: int = 256 << 20
+    """Bytes of code held by the rows waiting in memory (proofs of up to 1 MiB each)."""
     timeout: float = 5.0
     retry_seconds: float = 2.0
     retention_days: float | None = None
@@ -70,6 +72,7 @@ class ProofLog:
         self.up = True
         self.last_error = ""
         self._pending: deque[Entry] = deque()
+        self._pending_bytes = 0
         self._in_flight: float | None = None  # the oldest answer of the batch being written
         self._wake = asyncio.Event()
         self._closing = False
@@ -81,9 +84,11 @@ class ProofLog:
 
     def record(self, call: Call, proof: pb.Proof, outcome: Outcome, trust: TrustPolicy | None) -> None:
         """One answered proof. Never blocks, never raises."""
-        if len(self._pending) >= self.t.max_pending:
+        size = len(proof.code)
+        if len(self._pending) >= self.t.max_pending or self._pending_bytes + size > self.t.max_pending_bytes:
             self._lost(1, "the in-memory queue is full (the database and the spool are behind)")
             return
+        self._pending_bytes += size
         self._pending.append(Entry(call, proof, outcome, trust, time.time()))
         if len(self._pending) >= self.t.batch_size:
             self._wake.set()
@@ -180,7 +185,9 @@ class ProofLog:
                 await asyncio.sleep(self.t.flush_seconds)
 
     def _take(self) -> list[Entry]:
-        return [self._pending.popleft() for _ in range(min(self.t.batch_size, len(self._pending)))]
+        batch = [self._pending.popleft() for _ in range(min(self.t.batch_size, len(self._pending)))]
+        self._pending_bytes -= sum(len(e.proof.code) for e in batch)
+        return batch
 
     def _encode(self, batch: list[Entry]) -> tuple[list[dict[str, Any]], float]:
         rows = []
