@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from kimina_grpc.prooflog.backends import Backend, PostgresBackend, SqliteBackend
@@ -27,7 +28,14 @@ def backend(t: Target, timeout: float) -> Backend:
     return SqliteBackend(t.dsn, timeout)
 
 
-def open_log(settings: Settings, environment: str, server_version: str) -> ProofLog | None:
+def _version() -> str:
+    try:
+        return version("kimina_grpc")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def open_log(settings: Settings, environment: str) -> ProofLog | None:
     """None when LEAN_SERVER_DATABASE_URL is unset. Not started: `await log.start()`."""
     t = target(settings)
     if t is None:
@@ -42,5 +50,5 @@ def open_log(settings: Settings, environment: str, server_version: str) -> Proof
         retention_days=settings.log_retention_days or None,
         migrate=settings.database_migrate,
     )
-    origin = Origin(environment, server_version, socket.gethostname())
+    origin = Origin(environment, _version(), socket.gethostname())
     return ProofLog(backend(t, settings.database_timeout), spool, origin, t.shown, tuning)

@@ -25,7 +25,7 @@ from kimina_grpc.repl import ReplSpec, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
-from kimina_grpc.service.servicer import Posture, VerifierServicer, server_version
+from kimina_grpc.service.servicer import Posture, VerifierServicer
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
@@ -182,7 +182,7 @@ def posture(settings: Settings, resolved: Resolved, api_key: str | None) -> Post
         )
     if settings.database_url and not resolved.box.enabled:
         warnings.append(
-            "proof log with the sandbox off: a proof can read the database password and write rows "
+            "proof log with the sandbox off: a proof can reach the database (its password, its file) and write rows "
             "(LEAN_SERVER_DATABASE_URL, docs/prooflog.md)"
         )
     if api_key is None:
@@ -359,7 +359,7 @@ def create_app(settings: Settings) -> App:
     info = posture(settings, resolved, api_key)
     metrics = Metrics(supervisor, cache)
     metrics.posture(info)
-    prooflog = open_log(settings, cache.environment, server_version())
+    prooflog = open_log(settings, cache.environment)
     if prooflog is not None:
         metrics.registry.register(ProofLogCollector(prooflog))
     servicer = VerifierServicer(

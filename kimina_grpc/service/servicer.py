@@ -8,7 +8,7 @@ import shlex
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
 
@@ -17,7 +17,7 @@ import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.prooflog.record import Call
-from kimina_grpc.prooflog.writer import ProofLog
+from kimina_grpc.prooflog.writer import ProofLog, state_message
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
@@ -39,7 +39,7 @@ NO_IMPORTS = "(no imports)"
 _SHUTDOWN = "the server is shutting down"
 
 
-def server_version() -> str:
+def _server_version() -> str:
     with contextlib.suppress(PackageNotFoundError):
         return version("kimina_grpc")
     return "unknown"
@@ -177,7 +177,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         except ValueError as exc:
             command = f"(none: {exc})"
         return pb.GetServerInfoResponse(
-            server_version=server_version(),
+            proof_log=state_message(self.prooflog),
+            server_version=_server_version(),
             lean_version=self.settings.lean_version,
             repl_command=command,
             ready=state.ready,
@@ -219,9 +220,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 backend_errors=cache.backend_errors,
                 environment=cache.environment,
             ),
-            proof_log=pb.ProofLogState(**asdict(self.prooflog.state()))
-            if self.prooflog is not None
-            else pb.ProofLogState(backend="off"),
         )
 
 
