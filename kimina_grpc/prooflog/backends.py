@@ -16,7 +16,8 @@ import threading
 from typing import Any, Protocol
 
 from kimina_grpc.prooflog import schema
-from kimina_grpc.prooflog.record import JSON_COLUMNS, PROOF_COLUMNS, tables
+from kimina_grpc.prooflog.columns import JSON_COLUMNS, PROOF_COLUMNS, tables
+from kimina_grpc.prooflog.url import Target
 
 _LOCK_ID = 0x6B696D696E61  # pg_advisory_xact_lock: one migration at a time, over every replica
 
@@ -311,3 +312,9 @@ class PostgresBackend:
 
     async def close(self) -> None:
         await self._drop()
+
+
+def backend_for(target: Target, timeout: float) -> Backend:
+    if target.backend == "postgresql":
+        return PostgresBackend(target.dsn, target.password, timeout)
+    return SqliteBackend(target.dsn, timeout)

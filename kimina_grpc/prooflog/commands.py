@@ -47,8 +47,7 @@ def _target(args: argparse.Namespace) -> Any:
 def _upgrade(args: argparse.Namespace) -> int:
     import asyncio
 
-    from kimina_grpc.prooflog.backends import one_line
-    from kimina_grpc.prooflog.open import backend
+    from kimina_grpc.prooflog.backends import backend_for, one_line
     from kimina_grpc.prooflog.url import VARIABLE
 
     target = _target(args)
@@ -56,7 +55,7 @@ def _upgrade(args: argparse.Namespace) -> int:
         return _fail(target)
 
     async def run() -> tuple[list[int], int]:
-        db = backend(target, args.timeout)
+        db = backend_for(target, args.timeout)
         try:
             await db.connect()
             applied = await db.upgrade()

@@ -6,7 +6,7 @@ import socket
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from kimina_grpc.prooflog.backends import Backend, PostgresBackend, SqliteBackend
+from kimina_grpc.prooflog.backends import backend_for
 from kimina_grpc.prooflog.record import Origin
 from kimina_grpc.prooflog.spool import Spool
 from kimina_grpc.prooflog.url import Target, parse
@@ -20,12 +20,6 @@ def target(settings: Settings) -> Target | None:
     if not settings.database_url:
         return None
     return parse(settings.database_url, settings.database_password())
-
-
-def backend(t: Target, timeout: float) -> Backend:
-    if t.backend == "postgresql":
-        return PostgresBackend(t.dsn, t.password, timeout)
-    return SqliteBackend(t.dsn, timeout)
 
 
 def _version() -> str:
@@ -51,4 +45,4 @@ def open_log(settings: Settings, environment: str) -> ProofLog | None:
         migrate=settings.database_migrate,
     )
     origin = Origin(environment, _version(), socket.gethostname())
-    return ProofLog(backend(t, settings.database_timeout), spool, origin, t.shown, tuning)
+    return ProofLog(backend_for(t, settings.database_timeout), spool, origin, t.shown, tuning)

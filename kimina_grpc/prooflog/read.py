@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kimina_grpc.prooflog.record import JSON_COLUMNS, PROOF_COLUMNS, TIME_COLUMNS
+from kimina_grpc.prooflog.columns import JSON_COLUMNS, PROOF_COLUMNS, TIME_COLUMNS
 from kimina_grpc.prooflog.url import Target, parse
 
 CHUNK = 5000

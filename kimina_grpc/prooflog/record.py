@@ -20,33 +20,6 @@ from kimina_grpc.repl.protocol import Pos
 from kimina_grpc.supervisor.jobs import Outcome, TrustPolicy
 from kimina_grpc.v1 import verifier_pb2 as pb
 
-PROOF_COLUMNS = (
-    "key",
-    "proof_id",
-    "request_id",
-    "rpc",
-    "tags",
-    "code_hash",
-    "verdict",
-    "reason",
-    "error",
-    "messages",
-    "sorries",
-    "time_seconds",
-    "review_seconds",
-    "queue_seconds",
-    "trust_level",
-    "axioms",
-    "environment",
-    "from_cache",
-    "shared_check",
-    "server_version",
-    "server_host",
-    "repl_id",
-    "received_at",
-    "answered_at",
-)
-JSON_COLUMNS = frozenset({"tags", "messages", "sorries", "axioms"})
 _PROCESS = uuid.uuid4().hex[:20]
 _SERIAL = itertools.count()
 
@@ -55,9 +28,6 @@ def new_key() -> str:
     """A row key unique over processes and restarts (a random prefix per process, then a counter):
     cheaper than a uuid4 per proof (no system call on the request path)."""
     return f"{_PROCESS}{next(_SERIAL):012x}"
-
-
-TIME_COLUMNS = ("received_at", "answered_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +122,3 @@ def encode(entry: Entry, origin: Origin) -> dict[str, Any]:
         "received_at": entry.call.received_at,
         "answered_at": entry.answered_at,
     }
-
-
-def tables(rows: list[dict[str, Any]]) -> tuple[dict[str, str], dict[str, tuple[str, str]], list[dict[str, Any]]]:
-    """A batch as the three tables want it: headers by hash, codes by hash (header hash, code), and the
-    proof rows with each key once (a batch replayed with a row twice inserts it once)."""
-    headers: dict[str, str] = {}
-    codes: dict[str, tuple[str, str]] = {}
-    proofs: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        headers[row["header_hash"]] = row["header"]
-        codes[row["code_hash"]] = (row["header_hash"], row["code"])
-        proofs.setdefault(row["key"], row)
-    return headers, codes, list(proofs.values())
