@@ -3,14 +3,15 @@ with the rows it holds when the server stops while the database is away."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kimina_grpc.prooflog.backends import Rejected
-from kimina_grpc.prooflog.record import Call, Origin
+from kimina_grpc.prooflog.backends import Rejected, SqliteBackend
+from kimina_grpc.prooflog.record import Call, Entry, Origin, encode
 from kimina_grpc.prooflog.spool import Spool
 from kimina_grpc.prooflog.url import parse
 from kimina_grpc.prooflog.writer import ProofLog, Tuning
@@ -47,7 +48,7 @@ class Stand:
         self.rows.update((r["key"], r) for r in new)
         return len(new)
 
-    async def delete_before(self, cutoff: float) -> int:
+    async def delete_before(self, cutoff: float, limit: int) -> int:
         return 0
 
     async def close(self) -> None: ...
@@ -116,3 +117,27 @@ async def test_the_in_memory_queue_is_bounded_in_bytes_too(tmp_path: Path) -> No
     for i in range(5):  # not started: nothing is written, every row waits
         log.record(call, pb.Proof(id=f"big{i}", code="x" * 4000), Outcome(Verdict.VALID), None)
     assert (log.state().pending, log.state().dropped) == (2, 3)
+
+
+async def test_retention_deletes_in_chunks_and_then_the_unused_code(tmp_path: Path) -> None:
+    """A sweep deletes at most a chunk (the writer's batches wait meanwhile), the code no row uses
+    goes with the last chunk."""
+    db = SqliteBackend(str(tmp_path / "log.db"), 5.0)
+    await db.connect()
+    await db.upgrade()
+    now = time.time()
+    old = [
+        encode(
+            Entry(
+                Call("Verify", "r", now), pb.Proof(id=f"o{i}", code=f"-- {i}"), Outcome(Verdict.VALID), None, now - 100
+            ),
+            Origin("e", "v", "h"),
+        )
+        for i in range(25)
+    ]
+    assert await db.write(old) == 25
+    assert [await db.delete_before(now - 50, 10) for _ in range(4)] == [10, 10, 5, 0]
+    assert await db.delete_before(now, 10) == 0
+    await db.close()
+    with sqlite3.connect(tmp_path / "log.db") as conn:
+        assert conn.execute("SELECT count(*) FROM kimina_codes").fetchone() == (0,)

@@ -33,7 +33,7 @@ class Backend(Protocol):
     async def version(self) -> int: ...
     async def upgrade(self) -> list[int]: ...
     async def write(self, rows: list[dict[str, Any]]) -> int: ...
-    async def delete_before(self, cutoff: float) -> int: ...
+    async def delete_before(self, cutoff: float, limit: int) -> int: ...
     async def close(self) -> None: ...
 
 
@@ -137,13 +137,20 @@ class SqliteBackend:
             raise Rejected(one_line(exc)) from exc
         return written
 
-    async def delete_before(self, cutoff: float) -> int:
+    async def delete_before(self, cutoff: float, limit: int) -> int:
+        """At most `limit` rows answered before `cutoff`; with the last of them, the code no row uses."""
+
         def work(conn: sqlite3.Connection) -> int:
-            deleted = conn.execute("DELETE FROM kimina_proofs WHERE answered_at < ?", (cutoff,)).rowcount
-            conn.execute(
-                "DELETE FROM kimina_codes WHERE NOT EXISTS"
-                " (SELECT 1 FROM kimina_proofs p WHERE p.code_hash = kimina_codes.hash)"
-            )
+            deleted = conn.execute(
+                "DELETE FROM kimina_proofs WHERE rowid IN"
+                " (SELECT rowid FROM kimina_proofs WHERE answered_at < ? LIMIT ?)",
+                (cutoff, limit),
+            ).rowcount
+            if deleted < limit:
+                conn.execute(
+                    "DELETE FROM kimina_codes WHERE NOT EXISTS"
+                    " (SELECT 1 FROM kimina_proofs p WHERE p.code_hash = kimina_codes.hash)"
+                )
             return int(deleted)
 
         result: int = await asyncio.to_thread(self._run, work)
@@ -299,13 +306,19 @@ class PostgresBackend:
 
         return int(await self._run(work))
 
-    async def delete_before(self, cutoff: float) -> int:
+    async def delete_before(self, cutoff: float, limit: int) -> int:
         async def work(cur: Any) -> int:
-            await cur.execute("DELETE FROM kimina_proofs WHERE answered_at < to_timestamp(%s)", (cutoff,))
-            deleted = int(cur.rowcount)
             await cur.execute(
-                "DELETE FROM kimina_codes c WHERE NOT EXISTS (SELECT 1 FROM kimina_proofs p WHERE p.code_hash = c.hash)"
+                "DELETE FROM kimina_proofs WHERE key IN"
+                " (SELECT key FROM kimina_proofs WHERE answered_at < to_timestamp(%s) LIMIT %s)",
+                (cutoff, limit),
             )
+            deleted = int(cur.rowcount)
+            if deleted < limit:
+                await cur.execute(
+                    "DELETE FROM kimina_codes c WHERE NOT EXISTS"
+                    " (SELECT 1 FROM kimina_proofs p WHERE p.code_hash = c.hash)"
+                )
             return deleted
 
         return int(await self._run(work))

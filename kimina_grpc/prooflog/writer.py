@@ -32,6 +32,8 @@ log = structlog.get_logger("kimina_grpc.prooflog")
 
 RETENTION_EVERY = 3600.0
 """Seconds between two retention sweeps (the first runs at start)."""
+RETENTION_CHUNK = 10_000
+"""Rows one sweep deletes at most: the writer's batches wait meanwhile; the next chunk follows them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +179,9 @@ class ProofLog:
                     await self._flush()
                 if self.spool.rows and self._may_try() and not self._closing:
                     await self._replay()
-                if self.t.retention_days and time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + RETENTION_EVERY
-                    await self._sweep()
+                if self.t.retention_days and self.up and time.monotonic() >= next_sweep:
+                    more = await self._sweep()
+                    next_sweep = time.monotonic() + (0 if more else RETENTION_EVERY)
             except Exception:  # a bug must not stop the log: say it, and go on with the next batch
                 log.exception("prooflog_writer_failed")
                 await asyncio.sleep(self.t.flush_seconds)
@@ -269,15 +271,19 @@ class ProofLog:
             if not self.spool.rows:
                 log.info("prooflog_spool_written")
 
-    async def _sweep(self) -> None:
+    async def _sweep(self) -> bool:
+        """One chunk of the rows past LEAN_SERVER_LOG_RETENTION_DAYS; True when more may be left."""
         cutoff = time.time() - 86400 * (self.t.retention_days or 0)
         try:
-            deleted = await asyncio.wait_for(self.backend.delete_before(cutoff), max(60.0, self.t.timeout))
-        except Exception as exc:
-            log.warning("prooflog_retention_failed", error=one_line(exc))
-            return
+            deleted = await asyncio.wait_for(
+                self.backend.delete_before(cutoff, RETENTION_CHUNK), max(30.0, self.t.timeout)
+            )
+        except Exception as exc:  # tried again at the next sweep
+            log.warning("prooflog_retention_failed", error=one_line(exc) if str(exc) else type(exc).__name__)
+            return False
         if deleted:
             log.info("prooflog_retention", deleted=deleted, days=self.t.retention_days)
+        return deleted >= RETENTION_CHUNK
 
     # ----------------------------------------------------------------- bookkeeping
 
