@@ -8,11 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cache, overhead, sandbox, scheduling, stall, startup, trust, unread
+from bench import cache, overhead, prooflog, sandbox, scheduling, stall, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "cache": cache.main,
     "overhead": overhead.main,
+    "prooflog": prooflog.main,
     "sandbox": sandbox.main,
     "scheduling": scheduling.main,
     "stall": stall.main,

@@ -107,6 +107,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from kimina_grpc import log
+    from kimina_grpc.prooflog.url import ProofLogError
     from kimina_grpc.repl.sandbox import SandboxUnavailable
     from kimina_grpc.service.server import BindError, serve
 
@@ -149,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         pass
     try:
         asyncio.run(serve(settings))
-    except (BindError, SandboxUnavailable) as exc:
+    except (BindError, SandboxUnavailable, ProofLogError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # before the server's own signal handling is in place
         print("kimina-grpc: interrupted", file=sys.stderr)
@@ -367,6 +368,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan only")
     p.add_argument("--save-config", action="store_true", help="write the config the server reads")
     p.set_defaults(run=_setup)
+    from kimina_grpc.prooflog.commands import add_parsers  # db upgrade, log export, log stats
+
+    add_parsers(sub)
     return top
 
 
@@ -381,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command is None:
         top.print_usage(sys.stderr)
-        return _fail("name a command (serve, demo, check, bench, health, setup) or --version")
+        return _fail("name a command (serve, demo, check, bench, health, setup, db, log) or --version")
     return int(args.run(args))
 
 

@@ -6,8 +6,18 @@ from __future__ import annotations
 import importlib.util
 
 EXTRAS = {
-    "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis"),
+    "server": (
+        "pydantic",
+        "pydantic_settings",
+        "structlog",
+        "psutil",
+        "prometheus_client",
+        "grpc_reflection",
+        "redis",
+        "psycopg",
+    ),
     "bench": ("datasets", "matplotlib", "tqdm"),
+    "log": ("psycopg", "pyarrow", "datasets"),
 }
 
 
@@ -18,6 +28,11 @@ def hint(extra: str, module: str) -> str:
 def missing(extra: str) -> str | None:
     """The first module of `extra` that is not installed, else None."""
     return next((m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None), None)
+
+
+def missing_module(module: str) -> bool:
+    """Whether `module` is not installed."""
+    return importlib.util.find_spec(module) is None
 
 
 def require(extra: str, what: str) -> None:

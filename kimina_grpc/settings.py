@@ -214,6 +214,30 @@ class Settings(BaseSettings):
     cache_retry_seconds: float = Field(2.0, gt=0)
     """After a Redis failure, seconds during which Redis is skipped before it is tried again."""
 
+    # The proof log (kimina_grpc/prooflog/, docs/prooflog.md).
+    database_url: str | None = None
+    """postgresql://user@host:5432/db or sqlite:///path.db (SQLAlchemy's form: four slashes for an absolute
+    path): every answered proof becomes a row there (unset = off, as in Kimina)."""
+    database_password_file: Path | None = None
+    """A file holding the PostgreSQL password (a mounted Secret); a password in the URL wins."""
+    database_migrate: bool = False
+    """Create or upgrade the log's schema at start (else `kimina-grpc db upgrade` does it)."""
+    database_timeout: float = Field(5.0, gt=0)
+    """Seconds to connect, and for one batch's write, before its rows go to the spool."""
+    database_retry_seconds: float = Field(2.0, gt=0)
+    """After a failed write, seconds during which batches go straight to the spool."""
+    log_spool_dir: Path | None = None
+    """Where rows wait while the database is away (default ~/.cache/kimina-grpc/prooflog-spool)."""
+    log_spool_max_bytes: int | None = 1 << 30
+    """Bytes the spool may hold (e.g. 1G); rows past it are dropped and counted. 0 = no limit."""
+    log_batch_size: int = Field(500, gt=0)
+    log_flush_seconds: float = Field(0.25, gt=0)
+    """Seconds a row may wait for its batch to fill."""
+    log_max_pending: int = Field(100_000, gt=0)
+    """Rows waiting in memory at most (behind a slow database and spool); more are dropped and counted."""
+    log_retention_days: float | None = Field(None, ge=0)
+    """Delete rows older than this many days (unset or 0 = keep them all)."""
+
     # gRPC.
     max_message_bytes: int = Field(64 << 20, gt=0)
     keepalive_seconds: float = Field(60.0, gt=0)
@@ -242,6 +266,7 @@ class Settings(BaseSettings):
         "max_repl_file_size",
         "cache_max_bytes",
         "cache_max_entry_bytes",
+        "log_spool_max_bytes",
         mode="before",
     )
     @classmethod
@@ -262,6 +287,11 @@ class Settings(BaseSettings):
     def _kimina_default_repls(cls, value: Any) -> Any:
         """Empty means the default, as in Kimina's .env (`LEAN_SERVER_MAX_REPLS=`)."""
         return _default_max_repls() if value == "" else value
+
+    @field_validator("database_url", "log_retention_days", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cache_url", mode="before")
     @classmethod
@@ -295,7 +325,25 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_CACHE_URL must be a redis://, rediss:// or unix:// URL")
         if self.cache_password_file is not None:
             self.cache_password()
+        if self.database_url is not None:
+            from kimina_grpc.prooflog.url import parse  # its message names the variable, never the password
+
+            parse(self.database_url, self.database_password())
         return self
+
+    def database_password(self) -> str | None:
+        """The PostgreSQL password from DATABASE_PASSWORD_FILE (None without one); ValueError when unreadable."""
+        if self.database_password_file is None:
+            return None
+        try:
+            password = self.database_password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(
+                f"LEAN_SERVER_DATABASE_PASSWORD_FILE: cannot read {self.database_password_file}: {exc.strerror or exc}"
+            ) from None
+        if not password:
+            raise ValueError(f"LEAN_SERVER_DATABASE_PASSWORD_FILE: {self.database_password_file} is empty")
+        return password
 
     def cache_password(self) -> str | None:
         """The Redis password from CACHE_PASSWORD_FILE (None without one); ValueError when unreadable."""
@@ -337,7 +385,8 @@ class Settings(BaseSettings):
 
     def secret_paths(self) -> list[Path]:
         """Files a REPL must not read: the key file, the TLS key, the Redis password, the config file."""
-        return [p for p in (self.api_key_file, self.tls_key, self.cache_password_file, CONFIG_FILE) if p is not None]
+        paths = (self.api_key_file, self.tls_key, self.cache_password_file, self.database_password_file, CONFIG_FILE)
+        return [p for p in paths if p is not None]
 
     def resolved_workspace(self) -> Path | None:
         return self.workspace or discover_workspace()

@@ -42,4 +42,6 @@ expect_one_line "pip install 'kimina_grpc\[server\]'" "$kg" serve
 "$tmp/server/bin/pip" install -q "${wheel}[server]"
 "$tmp/server/bin/kimina-grpc" setup --dry-run --workspace "$tmp/ws" >"$tmp/out"
 grep -q "^plan: Lean v" "$tmp/out"
+# The proof log's migrations ship as package data: `db upgrade` from the wheel creates the tables.
+"$tmp/server/bin/kimina-grpc" db upgrade --url "sqlite:///$tmp/log.db" | grep -q "version 1 (applied 1)"
 echo "check_wheel: the client and server installs work from the wheel"

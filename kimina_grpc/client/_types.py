@@ -25,6 +25,8 @@ class Proof:
     """The reference statement the proof must prove (trust levels audit and judge)."""
     theorem_name: str | None = None
     """The theorem to audit; default: the one `statement` declares."""
+    tags: Mapping[str, str] | None = None
+    """Labels kept with the proof's row in the server's proof log (e.g. problem, model, step, sample)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +258,7 @@ def options(  # noqa: PLR0917
 
 
 def to_proto(proof: Proof) -> pb.Proof:
-    msg = pb.Proof(id=proof.id, code=proof.code)
+    msg = pb.Proof(id=proof.id, code=proof.code, tags=proof.tags or {})
     if proof.statement is not None:
         msg.options.statement = proof.statement
     if proof.theorem_name is not None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.rpc import error_details_pb2
 
 from kimina_grpc.repl import InfotreeMode, Pos, Split, split_header
+from kimina_grpc.service.tags import check_tags
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import MODULE_NAME
 from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, CheckOptions, Outcome, TrustLevel, TrustPolicy
@@ -131,7 +133,11 @@ def _check_trust(
 
 
 def check_proof(
-    proof: pb.Proof, where: str, settings: Settings, request: pb.ProofOptions | None = None
+    proof: pb.Proof,
+    where: str,
+    settings: Settings,
+    request: pb.ProofOptions | None = None,
+    request_tags: Mapping[str, str] | None = None,
 ) -> list[tuple[str, str]]:
     problems = []
     id_bytes = len(proof.id.encode())
@@ -142,6 +148,7 @@ def check_proof(
     if len(proof.code.encode()) > settings.max_code_bytes:
         problems.append((f"{where}.code", f"must be at most {settings.max_code_bytes} bytes"))
     problems += check_options(proof.options, f"{where}.options", settings)
+    problems += check_tags(proof.tags, f"{where}.tags", request_tags)
     if not problems:
         problems += _check_trust(proof.options, request, f"{where}.options", settings)
     return problems
@@ -154,9 +161,10 @@ def check_batch(request: pb.VerifyRequest, settings: Settings) -> None:
     elif len(request.proofs) > settings.max_batch:
         problems.append(("proofs", f"must have at most {settings.max_batch} proofs"))
     problems += check_options(request.options, "options", settings)
+    problems += check_tags(request.tags, "tags")
     seen: set[str] = set()
     for i, proof in enumerate(request.proofs):
-        problems += check_proof(proof, f"proofs[{i}]", settings, request.options)
+        problems += check_proof(proof, f"proofs[{i}]", settings, request.options, request.tags)
         if proof.id and proof.id in seen:
             problems.append((f"proofs[{i}].id", f"duplicate id {proof.id!r}"))
         seen.add(proof.id)

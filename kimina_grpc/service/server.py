@@ -20,6 +20,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
+from kimina_grpc.prooflog.metrics import ProofLogCollector
+from kimina_grpc.prooflog.open import open_log
+from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
@@ -200,6 +203,11 @@ def posture(settings: Settings, resolved: Resolved, api_key: str | None) -> Post
             "shared cache with the sandbox off (LEAN_SERVER_CACHE_ALLOW_UNBOXED): a proof can reach Redis "
             "and write any verdict for every replica"
         )
+    if settings.database_url and not resolved.box.enabled:
+        warnings.append(
+            "proof log with the sandbox off: a proof can reach the database (its password, its file) and write rows "
+            "(LEAN_SERVER_DATABASE_URL, docs/prooflog.md)"
+        )
     if api_key is None:
         warnings.append("authentication off (LEAN_SERVER_AUTH=off): anyone who reaches the port may call")
     return Posture(
@@ -236,6 +244,7 @@ class App:
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
     metrics_port: int | None = None
+    prooflog: ProofLog | None = None
     _readiness: asyncio.Task[None] | None = None
     _hurry: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -244,6 +253,8 @@ class App:
         self._hurry.set()
 
     async def start(self) -> None:
+        if self.prooflog is not None:  # first: a database that cannot be used stops start-up (ProofLogError)
+            await self.prooflog.start()
         if self.settings.metrics_port is not None:  # first: a port in use stops start-up with nothing begun
             host = self.settings.metrics_host or self.settings.host
             self.metrics_port = await self.metrics.serve(host, self.settings.metrics_port)
@@ -315,6 +326,8 @@ class App:
         if self.health_server is not None:
             await self.health_server.stop(0)
         await self.cache.close()
+        if self.prooflog is not None:  # every answer is handed out: write (or spool) the last rows
+            await self.prooflog.close()
         self.metrics.close()
         log.info("stopped")
 
@@ -371,7 +384,12 @@ def create_app(settings: Settings) -> App:
     info = posture(settings, resolved, api_key)
     metrics = Metrics(supervisor, cache)
     metrics.posture(info)
-    servicer = VerifierServicer(supervisor, cache, settings, metrics, exporter=exporter, posture=info)
+    prooflog = open_log(settings, cache.environment)
+    if prooflog is not None:
+        metrics.registry.register(ProofLogCollector(prooflog))
+    servicer = VerifierServicer(
+        supervisor, cache, settings, metrics, exporter=exporter, posture=info, prooflog=prooflog
+    )
     verifier_pb2_grpc.add_VerifierServiceServicer_to_server(servicer, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -390,7 +408,7 @@ def create_app(settings: Settings) -> App:
         port = 0
     if port == 0:
         raise BindError(f"cannot listen on {address}: the port is in use or the address is not this machine's")
-    app = App(settings, server, supervisor, cache, health, metrics, servicer, port, info)
+    app = App(settings, server, supervisor, cache, health, metrics, servicer, port, info, prooflog=prooflog)
     if settings.health_port is not None:
         # Health only, no auth, no TLS: what a kubelet's gRPC probe can speak. It tells nothing but
         # SERVING or NOT_SERVING.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ import grpc
 import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
+from kimina_grpc.prooflog.record import Call
+from kimina_grpc.prooflog.writer import ProofLog, state_message
 from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
 from kimina_grpc.service import convert, results
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
@@ -70,6 +73,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         *,
         exporter: AstExporter | None = None,
         posture: Posture | None = None,
+        prooflog: ProofLog | None = None,
     ) -> None:
         self.supervisor = supervisor
         self.checks = checks
@@ -77,6 +81,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.metrics = metrics
         self.exporter = exporter
         self.posture = posture or Posture()
+        self.prooflog = prooflog
         self.draining = False
         self._streams: set[_Stream] = set()
 
@@ -96,7 +101,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
 
     @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
-        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="Verify")
+        call = Call("Verify", uuid.uuid4().hex[:12], time.time(), request.tags)
+        structlog.contextvars.bind_contextvars(request_id=call.request_id, rpc="Verify")
         self._refuse_when_draining()
         convert.check_batch(request, self.settings)
         left = _deadline_left(context)
@@ -110,8 +116,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             for job in jobs:
                 self.checks.cancel(job)
             raise
-        for p, o in zip(request.proofs, outcomes, strict=True):
+        for p, o, eff in zip(request.proofs, outcomes, effs, strict=True):
             self.metrics.result(o)
+            if self.prooflog is not None:
+                self.prooflog.record(call, p, o, eff.trust)
             log.debug("proof_done", proof_id=p.id, repl_id=o.repl_id, verdict=o.verdict.name, seconds=o.time_seconds)
         log.info("verify_done", proofs=len(outcomes))
         limit = self._result_limit()
@@ -136,9 +144,10 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
-        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="StreamVerify")
+        request_id = uuid.uuid4().hex[:12]
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc="StreamVerify")
         self._refuse_when_draining()
-        stream = _Stream(self)
+        stream = _Stream(self, request_id)
         reader = stream.reader = asyncio.create_task(stream.read(request_iterator))
         self._streams.add(stream)
         try:
@@ -179,6 +188,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         except ValueError as exc:
             command = f"(none: {exc})"
         return pb.GetServerInfoResponse(
+            proof_log=state_message(self.prooflog),
             server_version=_server_version(),
             lean_version=self.settings.lean_version,
             repl_command=command,
@@ -231,8 +241,9 @@ class _Stream:
     or results the client has not read yet) reads nothing more, so HTTP/2 flow control slows the client
     down, and at most `window` results ever wait here."""
 
-    def __init__(self, servicer: VerifierServicer) -> None:
+    def __init__(self, servicer: VerifierServicer, request_id: str) -> None:
         self.servicer = servicer
+        self.request_id = request_id
         self.window = asyncio.Semaphore(servicer.settings.stream_window)
         self.in_flight: dict[str, Ticket | None] = {}  # None: answered at once, its result being built
         self.results: asyncio.Queue[pb.ProofResult | None] = asyncio.Queue(servicer.settings.stream_window + 1)
@@ -282,6 +293,7 @@ class _Stream:
             self.results.put_nowait(convert.not_checked(proof.id, "invalid: " + convert.InvalidInput(problems).args[0]))
             return
         eff = convert.effective(proof.options, None, settings)
+        call = Call("StreamVerify", self.request_id, time.time())
         job = None
         if not self.servicer.draining:
             with contextlib.suppress(ShuttingDown):  # the queue's room went to shutdown
@@ -289,9 +301,9 @@ class _Stream:
                 job = await checks.submit_when_room(*convert.to_job(proof, eff, None))
         self.in_flight[proof.id] = job
         if job is None:
-            self._deliver(proof.id, not_checked(_SHUTDOWN), eff.diagnostics)
+            self._deliver(proof, not_checked(_SHUTDOWN), eff, call)
             return
-        proof_id, diagnostics = proof.id, eff.diagnostics
+        proof_id = proof.id
 
         def done(future: asyncio.Future[Outcome]) -> None:
             if future.cancelled():  # the call is over: no result to write
@@ -303,14 +315,16 @@ class _Stream:
                 outcome = future.result()
             except Exception as exc:  # no outcome: still this id's answer, never a lost one
                 outcome = Outcome(Verdict.REPL_ERROR, error=f"internal error while checking: {exc!r}"[:1000])
-            self._deliver(proof_id, outcome, diagnostics)
+            self._deliver(proof, outcome, eff, call)
 
         job.future.add_done_callback(done)
 
-    def _deliver(self, proof_id: str, outcome: Outcome, diagnostics: bool) -> None:
+    def _deliver(self, proof: pb.Proof, outcome: Outcome, eff: convert.Effective, call: Call) -> None:
         """Build the proof's result off this callback (large ones take many turns of the loop); the
         id stays in flight until its result is queued, and every id gets one."""
-        task = asyncio.ensure_future(self._answer(proof_id, outcome, diagnostics))
+        if self.servicer.prooflog is not None:
+            self.servicer.prooflog.record(call, proof, outcome, eff.trust)
+        task = asyncio.ensure_future(self._answer(proof.id, outcome, eff.diagnostics))
         self.delivering.add(task)
         task.add_done_callback(self.delivering.discard)
 

@@ -243,8 +243,29 @@ class VerifyRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PROOFS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def proofs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Proof]:
         """The proofs, answered in this order. See Verify for the rules."""
@@ -253,15 +274,22 @@ class VerifyRequest(_message.Message):
     def options(self) -> Global___ProofOptions:
         """Defaults for every proof of the batch; a proof's own options override them field by field."""
 
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's labels for every proof of the batch (e.g. model, step, run), merged under each
+        proof's own `tags` (the proof's value wins). Same rules as Proof.tags, for the merged map.
+        """
+
     def __init__(
         self,
         *,
         proofs: _abc.Iterable[Global___Proof] | None = ...,
         options: Global___ProofOptions | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "proofs", b"proofs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "proofs", b"proofs", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,9 +373,30 @@ class Proof(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The caller's name for the proof, returned in its result. Non-empty, at most 256 UTF-8 bytes,
     unique within a batch (or among a stream's proofs in flight).
@@ -361,16 +410,26 @@ class Proof(_message.Message):
     def options(self) -> Global___ProofOptions:
         """Per-proof overrides of the request's options."""
 
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's labels for this proof, e.g. {"problem": "imo_1959_p1", "model": "m7", "step": "1200",
+        "sample": "3"}. Never change the check or its cache key; kept with the proof's row in the proof log
+        (LEAN_SERVER_DATABASE_URL) and readable with `kimina-grpc log export --tag k=v`. At most 32
+        entries (with the request's tags merged in); keys 1-64 bytes of ASCII letters, digits and `_.-/:`;
+        values at most 256 UTF-8 bytes. Else INVALID_ARGUMENT (a NOT_CHECKED item on a stream).
+        """
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         code: _builtins.str = ...,
         options: Global___ProofOptions | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "options", b"options"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "id", b"id", "options", b"options", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -971,6 +1030,7 @@ class GetServerInfoResponse(_message.Message):
     SECURITY_WARNINGS_FIELD_NUMBER: _builtins.int
     MEMORY_ACCOUNTING_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    PROOF_LOG_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -1023,6 +1083,10 @@ class GetServerInfoResponse(_message.Message):
     def cache(self) -> Global___CacheState:
         """The result cache and in-flight dedupe."""
 
+    @_builtins.property
+    def proof_log(self) -> Global___ProofLogState:
+        """The proof log (LEAN_SERVER_DATABASE_URL)."""
+
     def __init__(
         self,
         *,
@@ -1042,14 +1106,71 @@ class GetServerInfoResponse(_message.Message):
         security_warnings: _abc.Iterable[_builtins.str] | None = ...,
         memory_accounting: _builtins.str = ...,
         cache: Global___CacheState | None = ...,
+        proof_log: Global___ProofLogState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters", "proof_log", b"proof_log"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "memory_accounting", b"memory_accounting", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "memory_accounting", b"memory_accounting", "not_ready_reason", b"not_ready_reason", "proof_log", b"proof_log", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class ProofLogState(_message.Message):
+    """The proof log's state (GetServerInfo): every answered proof is written to a database, off the
+    request path; while the database is slow or down, rows wait in a bounded local spool.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    BACKEND_FIELD_NUMBER: _builtins.int
+    UP_FIELD_NUMBER: _builtins.int
+    WRITTEN_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    SPOOLED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    LAG_SECONDS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """Whether LEAN_SERVER_DATABASE_URL is set."""
+    backend: _builtins.str
+    """"postgresql", "sqlite" or "off"."""
+    up: _builtins.bool
+    """Whether the last write reached the database."""
+    written: _builtins.int
+    """Rows written since start (a row already there, from a replayed spool, is not counted twice)."""
+    pending: _builtins.int
+    """Rows waiting in memory for the next batch."""
+    spooled: _builtins.int
+    """Rows waiting in the local spool (LEAN_SERVER_LOG_SPOOL_DIR) for the database to come back."""
+    dropped: _builtins.int
+    """Rows lost since start because the spool was full (LEAN_SERVER_LOG_SPOOL_MAX_BYTES)."""
+    lag_seconds: _builtins.float
+    """Seconds the oldest row not yet in the database has waited (0 when none waits)."""
+    last_error: _builtins.str
+    """The last write error (empty while up); never holds the password."""
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        backend: _builtins.str = ...,
+        up: _builtins.bool = ...,
+        written: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        spooled: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+        lag_seconds: _builtins.float = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "dropped", b"dropped", "enabled", b"enabled", "lag_seconds", b"lag_seconds", "last_error", b"last_error", "pending", b"pending", "spooled", b"spooled", "up", b"up", "written", b"written"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProofLogState: _TypeAlias = ProofLogState  # noqa: Y015
 
 @_typing.final
 class CacheState(_message.Message):
