@@ -440,7 +440,7 @@ def raise_open_files() -> None:
     if hard != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    log.info("open_files_limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0], was=soft)
+    log.debug("open_files_limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0], was=soft)
 
 
 async def serve(settings: Settings) -> None:
