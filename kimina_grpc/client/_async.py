@@ -11,7 +11,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._info import ServerInfo, server_info_from_proto
 from kimina_grpc.client._kimina import client_options, run_benchmark
+from kimina_grpc.client._process import open_channel
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -82,11 +84,8 @@ class AsyncKiminaClient:
         api_key, attempts = client_options(api_key, headers, n_retries)
         max_attempts = attempts or max_attempts
         target, opts = channel_args(target or api_url or "localhost:50051")
-        if tls or ca is not None or cert is not None:
-            credentials = channel_credentials(ca, cert, key)
-            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        credentials = channel_credentials(ca, cert, key) if tls or ca is not None or cert is not None else None
+        self._channel = open_channel(target, opts, credentials)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         api_key = api_key or os.environ.get("LEAN_SERVER_API_KEY")  # as the CLI and Kimina's client do
@@ -334,8 +333,10 @@ class AsyncKiminaClient:
             raise translate(err) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-    async def server_info(self) -> pb.GetServerInfoResponse:
-        return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+    async def server_info(self) -> ServerInfo:
+        """What the server runs (versions, the REPL command, readiness) and how its pool and cache stand."""
+        reply = await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+        return server_info_from_proto(reply)
 
 
 class Blocking:

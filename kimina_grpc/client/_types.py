@@ -120,7 +120,11 @@ class KiminaError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(f"{code.name}: {message}" + "".join(f"\n  {d}" for d in details))
         self.code = code
+        self.message = message
         self.details = details
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses processes (the fork-safe client's helper)
+        return type(self), (self.code, self.message, self.details)
 
 
 class InvalidArgument(KiminaError):
