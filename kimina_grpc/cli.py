@@ -259,6 +259,7 @@ def _bench(args: argparse.Namespace) -> int:
         output=Path(args.output),
         trust=args.trust,
         statement_column=args.statement_column,
+        cache=not args.no_cache,
         **_tls(args),
     )
 
@@ -266,7 +267,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     from kimina_grpc.client import KiminaClient, KiminaError
     from kimina_grpc.client.commands import error_line, uses_tls
+    from kimina_grpc.client.reach import unreachable
 
+    down = unreachable(args.target)
+    if down:
+        return _fail(down)
     try:
         client = KiminaClient(args.target, **_tls(args))
     except (ValueError, OSError) as exc:
@@ -298,7 +303,7 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     _tls_args(p)
-    p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
+    p.add_argument("--target", default="localhost:50051", help="server host:port (default localhost:50051; port 50051)")
     p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
 
@@ -354,6 +359,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
     _trust_arg(p)
     p.add_argument("--statement-column", help="the column of each row's reference statement (audit, judge)")
+    p.add_argument("--no-cache", action="store_true", help="check every proof with Lean (no cached or shared answers)")
     _client_args(p)
     p.set_defaults(run=_bench)
     p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")

@@ -31,7 +31,10 @@ def test_a_missing_extra_is_one_line_and_exit_2(
 def test_health_of_nothing_listening_says_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["health", "--target", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE")
+    assert err == [
+        "kimina-grpc: no server at 127.0.0.1:1 (connection refused): "
+        "start one with `kimina-grpc serve` or `kimina-grpc demo`"
+    ]
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

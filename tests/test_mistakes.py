@@ -364,10 +364,15 @@ def test_client_tls_mistakes_are_one_line_with_a_hint(tmp_path: Path, request: p
 def test_one_wording_for_a_server_that_cannot_be_reached(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     proof = tmp_path / "p.lean"
     proof.write_text("theorem t : True := trivial\n")
+    said = "no server at 127.0.0.1:1 (connection refused): start one with `kimina-grpc serve` or `kimina-grpc demo`"
     assert main(["check", str(proof), "--target", "127.0.0.1:1"]) == 2
-    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+    assert one_line(capsys.readouterr().err) == f"kimina-grpc: {said}"
     assert main(["health", "--target", "127.0.0.1:1"]) == 2
-    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+    assert one_line(capsys.readouterr().err) == f"kimina-grpc: {said}"
+    assert main(["bench", "--dataset", str(proof.with_suffix(".jsonl")), "--target", "127.0.0.1:1"]) == 2
+    assert (
+        one_line(capsys.readouterr().err) == "kimina-grpc bench: " + str(proof.with_suffix(".jsonl")) + ": no such file"
+    )
 
 
 def test_bench_edge_cases_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from kimina_grpc import extras
 from kimina_grpc.client._kimina import KiminaCheckResponse, KiminaResult, KiminaSnippet
+from kimina_grpc.client.reach import with_default_port
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.verdict import Verdict
 
@@ -386,7 +387,9 @@ def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     round_robin with health checks on the readiness service."""
     if "://" in target and not target.startswith("dns:"):
         raise ValueError(http_hint(target))
-    addresses = [a.strip() for a in target.split(",") if a.strip()]
+    addresses = [with_default_port(a.strip()) for a in target.split(",") if a.strip()]
+    if len(addresses) == 1:
+        target = addresses[0]  # `localhost` means localhost:50051, not gRPC's default port 443
     if len(addresses) > 1:
         target = "ipv4:" + ",".join(a.removeprefix("ipv4:") for a in addresses)
     # round_robin over the backends whose readiness health service says SERVING.
