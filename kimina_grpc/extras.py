@@ -1,9 +1,22 @@
 """Which optional dependencies each extra brings (pyproject's optional-dependencies), and the one line
-that names the extra when one is missing. Modules are looked up, not imported."""
+that names the extra when one is missing. Modules are looked up, not imported.
+
+kimina_grpc is not on PyPI: `pip install 'kimina_grpc[server]'` fails. The hint names what this
+install came from (pip records it, PEP 610: the checkout or the wheel file), so its command runs as
+printed; without that record, how to do it from a checkout or a wheel.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
+import shlex
+import shutil
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 EXTRAS = {
     "server": ("pydantic", "pydantic_settings", "structlog", "psutil", "prometheus_client", "grpc_reflection", "redis"),
@@ -11,8 +24,42 @@ EXTRAS = {
 }
 
 
+def installed_from() -> str | None:
+    """The checkout folder or wheel file this kimina_grpc was installed from, when it still exists;
+    else the checkout this module runs from; else None."""
+    try:
+        record = importlib.metadata.distribution("kimina_grpc").read_text("direct_url.json")
+    except importlib.metadata.PackageNotFoundError:
+        record = None
+    url = str(json.loads(record).get("url", "")) if record else ""
+    if url.startswith("file:"):
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+        if path.exists():
+            return str(path)
+    checkout = Path(__file__).resolve().parent.parent
+    return str(checkout) if (checkout / "pyproject.toml").is_file() else None
+
+
+def _pip() -> str:
+    """`pip` when the one on PATH is this interpreter's, else this interpreter's `python -m pip`."""
+    found = shutil.which("pip")
+    if found and Path(found).parent == Path(sys.executable).parent:
+        return "pip"
+    return f"{shlex.quote(sys.executable)} -m pip"
+
+
+def install_command(extra: str) -> str:
+    source = installed_from()
+    if source is None:
+        return (
+            f"pip install '.[{extra}]' in a kimina_grpc checkout, or pip install "
+            f"'kimina_grpc-VERSION-py3-none-any.whl[{extra}]' (kimina_grpc is not on PyPI)"
+        )
+    return f"{_pip()} install {shlex.quote(f'{source}[{extra}]')}"
+
+
 def hint(extra: str, module: str) -> str:
-    return f"needs the {extra} extra ({module} is missing): pip install 'kimina_grpc[{extra}]'"
+    return f"needs the {extra} extra ({module} is missing): {install_command(extra)}"
 
 
 def missing(extra: str) -> str | None:

@@ -330,9 +330,10 @@ class LeanReward:
         try:
             results = list(self.client.verify_stream(proofs, **self.verify_options))
         except KiminaError as exc:
+            tries = f"{exc.attempts} attempt{'s' if exc.attempts != 1 else ''}"
             raise RewardServerError(
                 f"kimina-grpc at {self.target} could not check {len(proofs)} completions "
-                f"({self.max_attempts} attempts): {str(exc).splitlines()[0]}"
+                f"({tries}): {str(exc).splitlines()[0]}"
             ) from exc
         refused = next((r.error for r in results if r.error.startswith("invalid: ") and not _refused_code(r.error)), "")
         if refused:

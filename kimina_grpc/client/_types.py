@@ -123,9 +123,11 @@ class KiminaError(Exception):
         self.code = code
         self.message = message
         self.details = details
+        self.attempts = 1
+        """Calls made before giving up (retries of UNAVAILABLE and RESOURCE_EXHAUSTED included)."""
 
     def __reduce__(self) -> tuple[Any, ...]:  # crosses processes (the fork-safe client's helper)
-        return type(self), (self.code, self.message, self.details)
+        return type(self), (self.code, self.message, self.details), {"attempts": self.attempts}
 
 
 class InvalidArgument(KiminaError):
@@ -136,6 +138,7 @@ class Unauthenticated(KiminaError):
     """The API key is missing or wrong."""
 
 
+KEY_SOURCES = "the client sends api_key=..., else $LEAN_SERVER_API_KEY"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _INFOTREE = {
     None: pb.INFOTREE_MODE_UNSPECIFIED,
@@ -346,7 +349,12 @@ def retry_delay(err: grpc.RpcError) -> float | None:
     return None
 
 
-def translate(err: grpc.RpcError) -> Exception:
+def tried(exc: KiminaError, attempts: int) -> KiminaError:
+    exc.attempts = attempts
+    return exc
+
+
+def translate(err: grpc.RpcError) -> KiminaError:
     """A typed exception for a non-retryable failure."""
     code: grpc.StatusCode = err.code()
     message: str = err.details() or ""
@@ -359,7 +367,7 @@ def translate(err: grpc.RpcError) -> Exception:
                 details += [f"{v.field}: {v.description}" for v in bad.field_violations]
         return InvalidArgument(code, message, tuple(details))
     if code is grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(code, message)
+        return Unauthenticated(code, f"{message} ({KEY_SOURCES})")
     return KiminaError(code, message)
 
 

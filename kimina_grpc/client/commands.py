@@ -23,9 +23,11 @@ from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     CODE_COLUMNS,
     ID_COLUMNS,
+    KEY_SOURCES,
     KiminaError,
     Proof,
     Result,
+    Unauthenticated,
     handshake_failed,
     pick_column,
 )
@@ -38,11 +40,23 @@ class UsageError(Exception):
     """A mistake in what the caller asked for: one line, exit 2."""
 
 
-def error_line(exc: Exception, target: str, tls: bool) -> str:
+def key_hint(api_key: str | None) -> str:
+    """Where the key a refused command sent came from, and where it must come from."""
+    server = "it must be the server's key (its LEAN_SERVER_API_KEY or LEAN_SERVER_API_KEY_FILE)"
+    if not api_key:
+        return f"no key was sent: pass --api-key or set LEAN_SERVER_API_KEY; {server}"
+    if api_key == os.environ.get("LEAN_SERVER_API_KEY"):
+        return f"the key sent is $LEAN_SERVER_API_KEY (--api-key overrides it); {server}"
+    return f"the key sent is --api-key's (without it, $LEAN_SERVER_API_KEY); {server}"
+
+
+def error_line(exc: Exception, target: str, tls: bool, api_key: str | None = None) -> str:
     """The one line for a failed command. A server that cannot be reached reads the same in check,
     bench and health, with a hint when TLS is the likely cause (gRPC only says "Socket closed" or
-    names an OpenSSL error)."""
+    names an OpenSSL error); a refused key says where the key comes from."""
     first = str(exc).splitlines()[0]
+    if isinstance(exc, Unauthenticated):
+        return f"{exc.code.name}: {exc.message.removesuffix(f' ({KEY_SOURCES})')}: {key_hint(api_key)}"
     if not isinstance(exc, KiminaError) or exc.code is not grpc.StatusCode.UNAVAILABLE:
         return first
     ssl_error = re.search(r"OPENSSL_internal:(\w+)", first)
@@ -101,7 +115,7 @@ def check(
         with KiminaClient(target, api_key, **tls) as client:
             results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
     except (KiminaError, ValueError, OSError) as exc:
-        return _usage(error_line(exc, target, uses_tls(tls)))
+        return _usage(error_line(exc, target, uses_tls(tls), api_key))
     if as_json:
         print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
     else:
@@ -273,7 +287,7 @@ def bench(
                 cache=cache,
             )
     except (UsageError, ValueError, OSError, KiminaError) as exc:
-        return _usage(error_line(exc, target, uses_tls(tls)), "kimina-grpc bench")
+        return _usage(error_line(exc, target, uses_tls(tls), api_key), "kimina-grpc bench")
     return 0
 
 
