@@ -383,8 +383,8 @@ def create_app(settings: Settings) -> App:
     return app
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order."""
+async def serve(settings: Settings, on_serving: Callable[[Settings, int], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order; `on_serving(settings, port)` once it serves."""
     app = create_app(settings)
     # Orphans of `lake env`, of proofs and of killed boxes are reparented to us and reaped here;
     # and a process of the same uid (an unboxed REPL) cannot read our memory or environment.
@@ -396,6 +396,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    if on_serving is not None:
+        on_serving(settings, app.port)
     await stop.wait()
     log.info("signal_received")
 
