@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ from kimina_grpc.client._types import (
     Result,
     Unauthenticated,
     handshake_failed,
+    not_checked,
     pick_column,
 )
+from kimina_grpc.client.declared import theorem_names
 from kimina_grpc.client.reach import unreachable
 
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -73,6 +75,12 @@ def error_line(exc: Exception, target: str, tls: bool, api_key: str | None = Non
     return f"cannot reach {target}: {first}"
 
 
+NO_THEOREM = "no theorem found"
+NO_THEOREM_WARNING = (
+    f"{NO_THEOREM}: Lean accepted the file, but it proves nothing by name (--trust audit requires a theorem)"
+)
+
+
 def uses_tls(tls: dict[str, Any]) -> bool:
     return bool(tls.get("tls") or tls.get("ca") or tls.get("cert"))
 
@@ -108,18 +116,31 @@ def check(
         except (OSError, UnicodeDecodeError) as exc:
             return _usage(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}")
         proofs.append(Proof(name if name != "-" else "<stdin>", text, reference, theorem))
+    declared = {p.id: theorem_names(p.code) for p in proofs}
+    # --trust audit/judge alone audits each file's last theorem; a file that declares none is refused.
+    auditing = trust in ("audit", "judge") and reference is None and theorem is None
+    sent = [replace(p, theorem_name=declared[p.id][-1]) for p in proofs if declared[p.id]] if auditing else proofs
     down = unreachable(target)
     if down:
         return _usage(down)
     try:
         with KiminaClient(target, api_key, **tls) as client:
-            results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
+            got = client.verify(sent, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms) if sent else []
     except (KiminaError, ValueError, OSError) as exc:
         return _usage(error_line(exc, target, uses_tls(tls), api_key))
+    answered = {r.id: r for r in got}
+    results = [
+        answered.get(p.id) or not_checked(p.id, f"{NO_THEOREM}: --trust {trust} has none to audit") for p in proofs
+    ]
+    warnings = {r.id: [NO_THEOREM_WARNING] if r.ok and not declared[r.id] else [] for r in results}
     if as_json:
-        print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
+        print(
+            json.dumps([_result_json(r) | {"warnings": warnings[r.id]} for r in results], indent=2, ensure_ascii=False)
+        )
     else:
         for r in results:
+            for warning in warnings[r.id]:
+                print(f"{r.id}: warning: {warning}")
             for m in r.messages:
                 print(f"{r.id}:{m.line}:{m.column}: {m.severity}: {m.text}")
             if r.error:
