@@ -24,20 +24,19 @@ EXTRAS = {
 }
 
 
-def installed_from() -> str | None:
-    """The checkout folder or wheel file this kimina_grpc was installed from, when it still exists;
-    else the checkout this module runs from; else None."""
-    try:
-        record = importlib.metadata.distribution("kimina_grpc").read_text("direct_url.json")
-    except importlib.metadata.PackageNotFoundError:
-        record = None
-    url = str(json.loads(record).get("url", "")) if record else ""
+def installed_from() -> tuple[str, bool] | None:
+    """The checkout folder or wheel file this kimina_grpc was installed from, when it still exists,
+    and whether the install is editable; else the checkout this module runs from; else None."""
+    records = (d.read_text("direct_url.json") for d in importlib.metadata.distributions(name="kimina_grpc"))
+    record = next((r for r in records if r), None)  # a checkout's own .egg-info has none
+    data = json.loads(record) if record else {}
+    url = str(data.get("url", ""))
     if url.startswith("file:"):
         path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
         if path.exists():
-            return str(path)
+            return str(path), bool(data.get("dir_info", {}).get("editable"))
     checkout = Path(__file__).resolve().parent.parent
-    return str(checkout) if (checkout / "pyproject.toml").is_file() else None
+    return (str(checkout), False) if (checkout / "pyproject.toml").is_file() else None
 
 
 def _pip() -> str:
@@ -49,13 +48,14 @@ def _pip() -> str:
 
 
 def install_command(extra: str) -> str:
-    source = installed_from()
-    if source is None:
+    found = installed_from()
+    if found is None:
         return (
             f"pip install '.[{extra}]' in a kimina_grpc checkout, or pip install "
             f"'kimina_grpc-VERSION-py3-none-any.whl[{extra}]' (kimina_grpc is not on PyPI)"
         )
-    return f"{_pip()} install {shlex.quote(f'{source}[{extra}]')}"
+    source, editable = found
+    return f"{_pip()} install {'-e ' if editable else ''}{shlex.quote(f'{source}[{extra}]')}"
 
 
 def hint(extra: str, module: str) -> str:

@@ -116,3 +116,32 @@ def test_a_reward_pickles_without_its_client_and_closes_only_its_own(target: str
         assert reward(completions=[GOOD]) == [1.0] and reward.client is not first  # made again on use
     finally:
         reward.close()
+
+
+def _stream_then_call_in_worker(codes: list[str]) -> list[str]:
+    client = _adopted["it"]
+    said = []
+    stream = client.verify_stream(codes)
+    said.append(next(stream).verdict.name)
+    try:
+        client.verify([codes[0]])  # from inside the stream's loop: refused, not a deadlock
+    except RuntimeError as exc:
+        said.append(str(exc))
+    stream.close()  # left half-read: the helper is replaced
+    said += [r.verdict.name for r in client.verify(codes)]
+    try:
+        client.verify([{"id": "x", "code": "theorem x : True := trivial"}] * 2)
+    except Exception as exc:  # the server refuses repeated ids: the helper's error crosses, typed
+        said.append(type(exc).__name__)
+    said += [r.verdict.name for r in client.verify(codes[:1])]
+    return said
+
+
+def test_a_forked_clients_helper_survives_abandoned_streams_and_errors(target: str) -> None:
+    codes = [f"theorem t{i} : True := trivial" for i in range(5)]
+    with KiminaClient(target) as client:
+        client.health()
+        with multiprocessing.get_context("fork").Pool(1, initializer=_adopt, initargs=(client,)) as pool:
+            said = pool.apply_async(_stream_then_call_in_worker, (codes,)).get(timeout=DEADLINE)
+    assert said[0] == "VALID" and "one call at a time" in said[1]
+    assert said[2:] == ["VALID"] * 5 + ["InvalidArgument", "VALID"]

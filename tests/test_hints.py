@@ -59,7 +59,7 @@ def test_an_install_from_a_wheel_names_that_wheel(tmp_path: Path, monkeypatch: p
             assert name == "direct_url.json"
             return f'{{"archive_info": {{}}, "url": "{wheel.as_uri()}"}}'
 
-    monkeypatch.setattr("importlib.metadata.distribution", lambda name: Installed())
+    monkeypatch.setattr("importlib.metadata.distributions", lambda name: [Installed()])
     assert extras.install_command("server").endswith(f" install '{wheel}[server]'")
     wheel.unlink()  # gone since: say how, rather than name a file that is not there
     monkeypatch.setattr(extras, "__file__", str(tmp_path / "site-packages" / "kimina_grpc" / "extras.py"))

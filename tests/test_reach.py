@@ -74,3 +74,10 @@ def test_an_address_without_a_port_dials_the_servers_port(
 )
 def test_default_port_rules(typed: str, dialled: str) -> None:
     assert reach.with_default_port(typed) == dialled
+
+
+def test_behind_a_proxy_the_look_is_left_to_grpc(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    assert reach.unreachable(f"127.0.0.1:{port}") is not None
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")  # gRPC dials through it, not directly
+    assert reach.unreachable(f"127.0.0.1:{port}") is None

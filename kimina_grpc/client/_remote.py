@@ -10,6 +10,7 @@ a generator given to `verify_stream` is exhausted first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import subprocess
@@ -39,25 +40,52 @@ def _send(pipe: IO[bytes], message: tuple[Any, ...]) -> None:
 
 
 class Remote:
-    """KiminaClient's calls, made by a helper process (started now; again after it died)."""
+    """KiminaClient's calls, made by a helper process (started now; again after it died). One call at
+    a time: other threads wait; a call from inside a stream's loop in the same thread is refused."""
 
     def __init__(self, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
         self._init = (args, kw)
         self._lock = threading.Lock()
+        self._owner: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        with self._lock:
-            self._start()
+        self._answered = True
+        with self._held():
+            pass  # started now: a bad target is an error at construction
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
+    @contextlib.contextmanager
+    def _held(self) -> Iterator[None]:
+        """The helper, started if need be, for one request; stopped when the request is left unfinished."""
+        if self._owner == threading.get_ident():
+            raise RuntimeError("in a forked process the client makes one call at a time: finish the stream first")
+        with self._lock:
+            self._owner = threading.get_ident()
+            finished = False
+            try:
+                if self._proc is None:
+                    self._start()
+                yield
+                finished = True
+            finally:
+                self._owner = None
+                if not finished and not self._answered:
+                    self._stop(kill=True)  # it may still be sending: its next reply would be taken for ours
+
+    def _start(self) -> None:
+        self._proc = subprocess.Popen(
             [sys.executable, "-c", f"from {__name__} import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        self._proc = proc
-        self._request(("init", *self._init))
-        self._reply()
-        return proc
+        try:
+            self._exchange(("init", *self._init))
+        except BaseException:
+            self._stop(kill=True)
+            raise
+
+    def _exchange(self, message: tuple[Any, ...]) -> tuple[str, Any]:
+        self._answered = False
+        self._request(message)
+        return self._reply()
 
     def _request(self, message: tuple[Any, ...]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -72,58 +100,46 @@ class Remote:
             kind, value = pickle.load(self._proc.stdout)
         except (EOFError, OSError, pickle.UnpicklingError):
             self._lost()
+        self._answered = kind in ("ok", "end", "error")  # the request is over: the helper waits for the next
         if kind == "error":
             raise value
         return kind, value
 
     def _lost(self) -> Any:
-        code = self._stop()
+        code = self._stop(kill=True)
         raise KiminaError(grpc.StatusCode.UNAVAILABLE, f"the client's helper process exited (status {code})")
 
-    def _stop(self) -> int | None:
+    def _stop(self, *, kill: bool) -> int | None:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
+        if kill:
+            proc.kill()
         if proc.stdin is not None:
-            proc.stdin.close()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         try:
-            return proc.wait(timeout=5)
+            return proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
 
     def call(self, name: str, *args: Any, **kw: Any) -> Any:
         args = tuple(_portable(a) for a in args)
-        with self._lock:
-            if self._proc is None:
-                self._start()
-            self._request(("call", name, args, kw))
-            return self._reply()[1]
+        with self._held():
+            return self._exchange(("call", name, args, kw))[1]
 
     def stream(self, *args: Any, **kw: Any) -> Iterator[Any]:
         args = tuple(_portable(a) for a in args)
-        with self._lock:
-            if self._proc is None:
-                self._start()
-            self._request(("stream", "verify_stream", args, kw))
-            done = False
-            try:
-                while True:
-                    kind, value = self._reply()
-                    if kind == "end":
-                        done = True
-                        return
-                    yield value
-            except KiminaError:
-                done = True
-                raise
-            finally:
-                if not done:  # left half-read: the helper is still sending, start afresh next time
-                    self._stop()
+        with self._held():
+            kind, value = self._exchange(("stream", "verify_stream", args, kw))
+            while kind != "end":
+                yield value
+                kind, value = self._reply()
 
     def close(self) -> None:
         with self._lock:
-            self._stop()
+            self._stop(kill=False)
 
 
 def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:

@@ -7,6 +7,7 @@ retries with "UNAVAILABLE: failed to connect to all addresses; last error: ...":
 
 from __future__ import annotations
 
+import os
 import socket
 
 DEFAULT_PORT = 50051
@@ -14,6 +15,7 @@ CONNECT_SECONDS = 2.0
 START_HINT = "start one with `kimina-grpc serve` or `kimina-grpc demo`"
 _SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 """gRPC's own name syntaxes: passed on as written."""
+_PROXIES = ("grpc_proxy", "https_proxy", "http_proxy", "GRPC_PROXY", "HTTPS_PROXY", "HTTP_PROXY")
 
 
 def with_default_port(address: str) -> str:
@@ -54,7 +56,9 @@ def _why(exc: OSError) -> str:
 
 def unreachable(target: str, timeout: float = CONNECT_SECONDS) -> str | None:
     """One line when no address of `target` accepts a TCP connection within `timeout`, else None
-    (also for gRPC's own name syntaxes, which are left to gRPC)."""
+    (also for gRPC's own name syntaxes and behind a proxy, which are left to gRPC)."""
+    if any(os.environ.get(v) for v in _PROXIES):
+        return None  # gRPC goes through the proxy, where a direct connection proves nothing
     failures = []
     for address in (a.strip() for a in target.split(",") if a.strip()):
         where = _host_port(address)
