@@ -31,7 +31,7 @@ def demo(*args: str) -> Iterator[tuple[int, list[str]]]:
     )
     try:
         assert proc.stderr is not None
-        port, commands = 0, []
+        port, commands, logged = 0, [], False
         for line in proc.stderr:
             found = re.match(r"kimina-grpc demo: serving on 127\.0\.0\.1:(\d+) ", line)
             if found:
@@ -40,6 +40,10 @@ def demo(*args: str) -> Iterator[tuple[int, list[str]]]:
                 commands.append(line.strip())
             elif port:
                 break
+            else:
+                # The demo's lines come right after the server's own "serving" line.
+                assert not logged, f"after the serving line came {line!r}, not what to try next"
+                logged = bool(re.search(r"serving .*port=\d+", line))
         assert port, "the demo did not say where it serves"
         yield port, commands
     finally:
