@@ -5,16 +5,21 @@ fix a forked worker hung (or gRPC aborted it) on its first call."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterator
+from multiprocessing import forkserver, resource_tracker
 from typing import Any
 
+import psutil
 import pytest
 
 from kimina_grpc.client import AsyncKiminaClient, ForkedProcessError, KiminaClient
 from kimina_grpc.rewards import LeanReward, trl_reward, verl_reward
 from kimina_grpc.testing import serve_process
+
+from .helpers import eventually_sync
 
 DEADLINE = 60  # seconds for one worker's answer; a hung worker fails the test instead of the run
 GOOD = "```lean4\ntheorem t : True := trivial\n```"
@@ -58,6 +63,20 @@ def _async_in_worker(target: str) -> str:
 def target() -> Iterator[str]:
     with serve_process({"LEAN_SERVER_MAX_REPLS": "2"}) as (_, port):
         yield f"127.0.0.1:{port}"
+    # multiprocessing keeps its forkserver and resource tracker for the life of this process; the
+    # workers' helper processes exit once their worker is gone. Nothing of this module outlives it.
+    forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
+    eventually_sync(lambda: not _descendants(), what="the pools' processes to exit")
+
+
+def _descendants() -> list[psutil.Process]:
+    alive = []
+    for p in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+    return alive
 
 
 @pytest.mark.parametrize("method", METHODS)
