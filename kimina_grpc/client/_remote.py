@@ -71,10 +71,12 @@ class Remote:
                     self._stop(kill=True)  # it may still be sending: its next reply would be taken for ours
 
     def _start(self) -> None:
+        path = os.pathsep.join(p for p in sys.path if p)  # where this process found kimina_grpc, as spawn does
         self._proc = subprocess.Popen(
             [sys.executable, "-c", f"from {__name__} import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         try:
             self._exchange(("init", *self._init))
