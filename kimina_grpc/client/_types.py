@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from kimina_grpc import extras
 from kimina_grpc.client._kimina import KiminaCheckResponse, KiminaResult, KiminaSnippet
+from kimina_grpc.client.reach import with_default_port
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.verdict import Verdict
 
@@ -122,7 +123,13 @@ class KiminaError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str, details: tuple[str, ...] = ()) -> None:
         super().__init__(f"{code.name}: {message}" + "".join(f"\n  {d}" for d in details))
         self.code = code
+        self.message = message
         self.details = details
+        self.attempts = 1
+        """Calls made before giving up (retries of UNAVAILABLE and RESOURCE_EXHAUSTED included)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses processes (the fork-safe client's helper)
+        return type(self), (self.code, self.message, self.details), {"attempts": self.attempts}
 
 
 class InvalidArgument(KiminaError):
@@ -133,6 +140,7 @@ class Unauthenticated(KiminaError):
     """The API key is missing or wrong."""
 
 
+KEY_SOURCES = "the client sends api_key=..., else $LEAN_SERVER_API_KEY"
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
 _INFOTREE = {
     None: pb.INFOTREE_MODE_UNSPECIFIED,
@@ -343,7 +351,12 @@ def retry_delay(err: grpc.RpcError) -> float | None:
     return None
 
 
-def translate(err: grpc.RpcError) -> Exception:
+def tried(exc: KiminaError, attempts: int) -> KiminaError:
+    exc.attempts = attempts
+    return exc
+
+
+def translate(err: grpc.RpcError) -> KiminaError:
     """A typed exception for a non-retryable failure."""
     code: grpc.StatusCode = err.code()
     message: str = err.details() or ""
@@ -356,7 +369,7 @@ def translate(err: grpc.RpcError) -> Exception:
                 details += [f"{v.field}: {v.description}" for v in bad.field_violations]
         return InvalidArgument(code, message, tuple(details))
     if code is grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(code, message)
+        return Unauthenticated(code, f"{message} ({KEY_SOURCES})")
     return KiminaError(code, message)
 
 
@@ -384,7 +397,9 @@ def channel_args(target: str) -> tuple[str, list[tuple[str, Any]]]:
     round_robin with health checks on the readiness service."""
     if "://" in target and not target.startswith("dns:"):
         raise ValueError(http_hint(target))
-    addresses = [a.strip() for a in target.split(",") if a.strip()]
+    addresses = [with_default_port(a.strip()) for a in target.split(",") if a.strip()]
+    if len(addresses) == 1:
+        target = addresses[0]  # `localhost` means localhost:50051, not gRPC's default port 443
     if len(addresses) > 1:
         target = "ipv4:" + ",".join(a.removeprefix("ipv4:") for a in addresses)
     # round_robin over the backends whose readiness health service says SERVING.

@@ -7,30 +7,33 @@ import json
 import os
 import re
 import socket
-import statistics
 import sys
 import time
 import urllib.parse
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from kimina_grpc.client import bench_report
 from kimina_grpc.client._kimina import Streams
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     CODE_COLUMNS,
     ID_COLUMNS,
+    KEY_SOURCES,
     KiminaError,
     Proof,
     Result,
+    Unauthenticated,
     handshake_failed,
+    not_checked,
     pick_column,
 )
-from kimina_grpc.verdict import Verdict
+from kimina_grpc.client.declared import theorem_names
+from kimina_grpc.client.reach import unreachable
 
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -39,11 +42,23 @@ class UsageError(Exception):
     """A mistake in what the caller asked for: one line, exit 2."""
 
 
-def error_line(exc: Exception, target: str, tls: bool) -> str:
+def key_hint(api_key: str | None) -> str:
+    """Where the key a refused command sent came from, and where it must come from."""
+    server = "it must be the server's key (its LEAN_SERVER_API_KEY or LEAN_SERVER_API_KEY_FILE)"
+    if not api_key:
+        return f"no key was sent: pass --api-key or set LEAN_SERVER_API_KEY; {server}"
+    if api_key == os.environ.get("LEAN_SERVER_API_KEY"):
+        return f"the key sent is $LEAN_SERVER_API_KEY (--api-key overrides it); {server}"
+    return f"the key sent is --api-key's (without it, $LEAN_SERVER_API_KEY); {server}"
+
+
+def error_line(exc: Exception, target: str, tls: bool, api_key: str | None = None) -> str:
     """The one line for a failed command. A server that cannot be reached reads the same in check,
     bench and health, with a hint when TLS is the likely cause (gRPC only says "Socket closed" or
-    names an OpenSSL error)."""
+    names an OpenSSL error); a refused key says where the key comes from."""
     first = str(exc).splitlines()[0]
+    if isinstance(exc, Unauthenticated):
+        return f"{exc.code.name}: {exc.message.removesuffix(f' ({KEY_SOURCES})')}: {key_hint(api_key)}"
     if not isinstance(exc, KiminaError) or exc.code is not grpc.StatusCode.UNAVAILABLE:
         return first
     ssl_error = re.search(r"OPENSSL_internal:(\w+)", first)
@@ -58,6 +73,12 @@ def error_line(exc: Exception, target: str, tls: bool) -> str:
         hint = "does it speak TLS? (then use --tls, and --ca for a private CA)"
         return f"cannot reach {target}: the server closed the connection: {hint}"
     return f"cannot reach {target}: {first}"
+
+
+NO_THEOREM = "no theorem found"
+NO_THEOREM_WARNING = (
+    f"{NO_THEOREM}: Lean accepted the file, but it proves nothing by name (--trust audit requires a theorem)"
+)
 
 
 def uses_tls(tls: dict[str, Any]) -> bool:
@@ -95,15 +116,31 @@ def check(
         except (OSError, UnicodeDecodeError) as exc:
             return _usage(f"cannot read {name}: {getattr(exc, 'strerror', None) or exc}")
         proofs.append(Proof(name if name != "-" else "<stdin>", text, reference, theorem))
+    declared = {p.id: theorem_names(p.code) for p in proofs}
+    # --trust audit/judge alone audits each file's last theorem; a file that declares none is refused.
+    auditing = trust in ("audit", "judge") and reference is None and theorem is None
+    sent = [replace(p, theorem_name=declared[p.id][-1]) for p in proofs if declared[p.id]] if auditing else proofs
+    down = unreachable(target)
+    if down:
+        return _usage(down)
     try:
         with KiminaClient(target, api_key, **tls) as client:
-            results = client.verify(proofs, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms)
+            got = client.verify(sent, timeout=timeout, trust=trust, allowed_axioms=allowed_axioms) if sent else []
     except (KiminaError, ValueError, OSError) as exc:
-        return _usage(error_line(exc, target, uses_tls(tls)))
+        return _usage(error_line(exc, target, uses_tls(tls), api_key))
+    answered = {r.id: r for r in got}
+    results = [
+        answered.get(p.id) or not_checked(p.id, f"{NO_THEOREM}: --trust {trust} has none to audit") for p in proofs
+    ]
+    warnings = {r.id: [NO_THEOREM_WARNING] if r.ok and not declared[r.id] else [] for r in results}
     if as_json:
-        print(json.dumps([_result_json(r) for r in results], indent=2, ensure_ascii=False))
+        print(
+            json.dumps([_result_json(r) | {"warnings": warnings[r.id]} for r in results], indent=2, ensure_ascii=False)
+        )
     else:
         for r in results:
+            for warning in warnings[r.id]:
+                print(f"{r.id}: warning: {warning}")
             for m in r.messages:
                 print(f"{r.id}:{m.line}:{m.column}: {m.severity}: {m.text}")
             if r.error:
@@ -226,11 +263,10 @@ def load_proofs(  # noqa: PLR0917
     return proofs
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _require_server(target: str) -> None:
+    down = unreachable(target)
+    if down:
+        raise UsageError(down)
 
 
 def bench(
@@ -247,31 +283,32 @@ def bench(
     output: Path,
     trust: str | None = None,
     statement_column: str | None = None,
+    cache: bool = True,
     **tls: Any,
 ) -> int:
-    """`kimina-grpc bench`: exit 2 with one line for anything that stops the run."""
+    """`kimina-grpc bench`: exit 2 with one line for anything that stops the run. The dataset is read
+    first, then the server is looked for (one connection attempt), then the proofs are streamed."""
     for flag, value, least in (("--n", n, 1), ("--window", window, 1)):
         if value is not None and value < least:
             return _usage(f"{flag} must be at least {least} (got {value})", "kimina-grpc bench")
     if timeout <= 0:
         return _usage(f"--timeout must be more than 0 seconds (got {timeout:g})", "kimina-grpc bench")
     try:
+        proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)
+        _require_server(target)
         with KiminaClient(target, api_key, **tls) as client:
             run_bench(
                 client,
                 dataset=dataset,
-                split=split,
-                n=n,
-                id_column=id_column,
-                code_column=code_column,
+                proofs=proofs,
                 timeout=timeout,
                 window=window,
                 output=output,
                 trust=trust,
-                statement_column=statement_column,
+                cache=cache,
             )
     except (UsageError, ValueError, OSError, KiminaError) as exc:
-        return _usage(error_line(exc, target, uses_tls(tls)), "kimina-grpc bench")
+        return _usage(error_line(exc, target, uses_tls(tls), api_key), "kimina-grpc bench")
     return 0
 
 
@@ -290,14 +327,18 @@ def run_bench(
     output: Path,
     trust: str | None = None,
     statement_column: str | None = None,
+    proofs: list[Proof] | None = None,
+    cache: bool = True,
 ) -> dict[str, Any]:
-    """Stream a dataset's proofs through the server; print a summary (the share of each verdict,
-    UNTRUSTED included), write a JSON report and a PNG; return the report."""
+    """Stream a dataset's proofs (or `proofs`, already loaded from it) through the server; print a
+    summary (the share of each verdict, UNTRUSTED included; how many Lean checked), write a JSON
+    report and a PNG; return the report. `cache=False`: every proof is checked by Lean."""
     if n is not None and n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
     from tqdm import tqdm
 
-    proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)
+    if proofs is None:
+        proofs = load_proofs(dataset, split, n, id_column, code_column, statement_column)
     sent_at: dict[str, float] = {}
 
     def source() -> Any:
@@ -308,58 +349,20 @@ def run_bench(
     results: list[Result] = []
     done_at: list[float] = []
     latencies: list[float] = []
+    options = {"timeout": timeout, "window": window, "reuse": reuse, "trust": trust, "cache": cache}
     start = time.monotonic()
     with tqdm(total=len(proofs), unit="proof", disable=not progress) as bar:
-        for r in client.verify_stream(source(), timeout=timeout, window=window, reuse=reuse, trust=trust):
+        for r in client.verify_stream(source(), diagnostics=True, **options):
             now = time.monotonic()
             results.append(r)
             done_at.append(now - start)
             latencies.append(now - sent_at[r.id])
             bar.update()
     wall = time.monotonic() - start
-    counts = Counter(r.verdict.name for r in results)
-    lean = [r.time for r in results]
-    verdicts = {v.name: counts.get(v.name, 0) for v in Verdict if v is not Verdict.UNSPECIFIED}
-    lat = {q: _percentile(latencies, p) for q, p in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
-    lean_stats = {"total": sum(lean), "mean": statistics.mean(lean) if lean else 0.0}
-    report: dict[str, Any] = {
-        "dataset": dataset,
-        "trust": trust or "server default",
-        "proofs": len(results),
-        "wall_seconds": wall,
-        "proofs_per_second": len(results) / wall if wall else 0.0,
-        "verdicts": verdicts,
-        "latency_seconds": lat,
-        "lean_seconds": lean_stats,
-    }
+    report = bench_report.build(results, latencies, wall, dataset=dataset, trust=trust, cache=cache)
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "results.jsonl").write_text("".join(json.dumps(_result_json(r)) + "\n" for r in results))
-    _plot(latencies, done_at, output / "report.png")
-    print(f"\n{len(results)} proofs in {wall:.1f} s: {report['proofs_per_second']:.1f} proofs/s")
-    for name, count in verdicts.items():
-        print(f"  {name:<14}{count:>7}  {100 * count / max(1, len(results)):5.1f} %")
-    print(f"  latency p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  p99 {lat['p99']:.3f} s")
-    print(f"  Lean seconds: total {lean_stats['total']:.1f}, mean {lean_stats['mean']:.3f}")
-    print(f"  report: {output / 'report.json'}, plot: {output / 'report.png'}")
+    bench_report.plot(latencies, done_at, output / "report.png")
+    bench_report.print_summary(report, output)
     return report
-
-
-def _plot(latencies: list[float], done_at: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.hist(latencies, bins=40, color="#4477aa")
-    left.set_xlabel("latency (s)")
-    left.set_ylabel("proofs")
-    left.set_title("Latency per proof")
-    right.plot(sorted(done_at), range(1, len(done_at) + 1), color="#228833")
-    right.set_xlabel("time since start (s)")
-    right.set_ylabel("proofs completed")
-    right.set_title("Completions over time")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

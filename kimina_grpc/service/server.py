@@ -443,8 +443,8 @@ def raise_open_files() -> None:
     log.debug("open_files_limit", soft=resource.getrlimit(resource.RLIMIT_NOFILE)[0], was=soft)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT, then shut down in order."""
+async def serve(settings: Settings, on_serving: Callable[[Settings, int], None] | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down in order; `on_serving(settings, port)` once it serves."""
     app = create_app(settings)
     raise_open_files()
     # Orphans of `lake env`, of proofs and of killed boxes are reparented to us and reaped here;
@@ -457,6 +457,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await app.start()
+    if on_serving is not None:
+        on_serving(settings, app.port)
     await stop.wait()
     log.info("signal_received")
 

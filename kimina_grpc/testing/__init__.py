@@ -24,9 +24,10 @@ def fake_repl_command(*args: str) -> str:
     return shlex.join([sys.executable, "-m", FAKE_REPL_MODULE, *args])
 
 
-def fake_ast_export_command() -> str:
-    """A LEAN_SERVER_AST_EXPORT_COMMAND value that runs the stand-in exporter with this interpreter."""
-    return shlex.join([sys.executable, "-m", FAKE_AST_EXPORT_MODULE])
+def fake_ast_export_command(*args: str) -> str:
+    """A LEAN_SERVER_AST_EXPORT_COMMAND value that runs the stand-in exporter with this interpreter
+    (`--strict`: a module the project has no source for is unknown, as with the real tool)."""
+    return shlex.join([sys.executable, "-m", FAKE_AST_EXPORT_MODULE, *args])
 
 
 @contextlib.contextmanager

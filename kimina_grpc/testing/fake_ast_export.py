@@ -13,7 +13,8 @@ tool, whose callers must). Directives in the module's source, as comment lines:
     -- fake: big N          add N bytes of padding to the JSON
     -- fake: write PATH     try to write PATH (an attack, as `#eval` in the code would), whatever comes
 
-A module whose first component is `Missing` does not exist: exit 1, "unknown module".
+A module whose first component is `Missing` does not exist: exit 1, "unknown module". With `--strict`
+(the demo's), neither does any module the project has no source file for: exit 1 with Lean's words.
 Set KIMINA_FAKE_AST_LOG to a file to append "start <module> <time>" / "end <module> <time>" lines.
 """
 
@@ -52,6 +53,15 @@ def _node(line: str, start: int) -> dict[str, Any]:
     }
 
 
+def _unknown(module: str) -> str:
+    """What Lean's import says of a module it cannot find."""
+    first = module.split(".", maxsplit=1)[0]
+    if not Path(first).is_dir():
+        return f"unknown module prefix '{first}'\n\nNo directory '{first}' or file '{first}.olean' in the search path"
+    olean = Path(".lake/build/lib/lean", *module.split(".")).with_suffix(".olean")
+    return f"object file ./{olean} of module {module} does not exist"
+
+
 def main(argv: list[str]) -> int:
     one = "--one" in argv
     modules = [a for a in argv if not a.startswith("--")]
@@ -65,6 +75,9 @@ def main(argv: list[str]) -> int:
             print(f"unknown module '{module}'", file=sys.stderr)
             return 1
         source_path = Path(*module.split(".")).with_suffix(".lean")
+        if "--strict" in argv and not source_path.exists():
+            print(_unknown(module), file=sys.stderr)
+            return 1
         source = source_path.read_text(encoding="utf-8") if source_path.exists() else "example : True := trivial\n"
         padding = 0
         for line in source.splitlines():
