@@ -4,6 +4,7 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 """
 
 from kimina_grpc.client._async import AsyncKiminaClient
+from kimina_grpc.client._backends import BackendStats, ClusterOptions
 from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
@@ -26,7 +27,9 @@ from kimina_grpc.verdict import Verdict
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "BackendStats",
     "CheckResponse",
+    "ClusterOptions",
     "Diagnostics",
     "Infotree",
     "InvalidArgument",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -11,6 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._backends import BackendSet, BackendStats, ClusterOptions, open_channel, parse_targets
+from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item
 from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
@@ -49,8 +52,10 @@ def _wait(state: RetryCallState) -> float:
 
 
 class AsyncKiminaClient:
-    """Async client for a kimina-grpc server (or several: `target="host1:50051,host2:50051"` or a
-    `dns:///name:port` target use round_robin over healthy backends).
+    """Async client for a kimina-grpc server, or a cluster of them: a target with comma-separated
+    addresses or `dns:///name:port` (a headless Service) is a set of backends, and one
+    verify_stream, verify or check spreads over all the ready ones (`cluster` tunes how; see
+    docs/cluster.md). Unary calls (health, server_info, export_ast) go round_robin.
 
     Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
     delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest. Without `api_key`,
@@ -75,15 +80,17 @@ class AsyncKiminaClient:
         ca: Pem | None = None,
         cert: Pem | None = None,
         key: Pem | None = None,
+        cluster: ClusterOptions | None = None,
     ) -> None:
         """`target` is host:port (default localhost:50051); `api_url`, `headers`, `http_timeout` and
         `n_retries` are kimina-client's (see _kimina.client_options)."""
         del http_timeout
         api_key, attempts = client_options(api_key, headers, n_retries)
         max_attempts = attempts or max_attempts
-        target, opts = channel_args(target or api_url or "localhost:50051")
-        if tls or ca is not None or cert is not None:
-            credentials = channel_credentials(ca, cert, key)
+        given = target or api_url or "localhost:50051"
+        target, opts = channel_args(given)
+        credentials = channel_credentials(ca, cert, key) if tls or ca is not None or cert is not None else None
+        if credentials is not None:
             self._channel = grpc.aio.secure_channel(target, credentials, options=opts)
         else:
             self._channel = grpc.aio.insecure_channel(target, options=opts)
@@ -93,6 +100,18 @@ class AsyncKiminaClient:
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        targets = parse_targets(given)
+        self._cluster: BackendSet | None = None
+        if targets is not None:
+            backend_opts = [o for o in opts if o[0] != "grpc.service_config"]
+            if credentials is not None and targets.dns is not None:  # dialled by IP: the certificate names the Service
+                backend_opts.append(("grpc.ssl_target_name_override", targets.dns[0]))
+            self._cluster = BackendSet(
+                targets,
+                lambda address: open_channel(address, backend_opts, credentials),
+                self._metadata,
+                cluster or ClusterOptions(),
+            )
 
     async def __aenter__(self) -> AsyncKiminaClient:
         return self
@@ -101,7 +120,13 @@ class AsyncKiminaClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.close()
         await self._channel.close()
+
+    def backends(self) -> list[BackendStats]:
+        """A cluster target's backends: state, REPLs and per-backend counts (empty for one address)."""
+        return self._cluster.stats() if self._cluster is not None else []
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -142,10 +167,25 @@ class AsyncKiminaClient:
         when the server holds a result, and store nothing."""
         items = as_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
+        if self._cluster is not None:
+            return await self._verify_cluster(items, opts, self._cluster)
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
             results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
         return results
+
+    async def _verify_cluster(self, items: list[Proof], opts: pb.ProofOptions, backends: BackendSet) -> list[Result]:
+        """`verify` over a cluster: one sub-stream per backend, results back in request order. Each
+        proof goes under its position as id (ids may repeat in `verify`), so only the unanswered
+        ones are ever sent again."""
+        labelled = (dataclasses.replace(p, id=str(i)) for i, p in enumerate(items))
+        got: dict[str, Result] = {}
+        try:
+            async for r in ClusterCall(backends, opts, 64, self._metadata).run(labelled):
+                got[r.id] = r
+        except grpc.RpcError as err:
+            raise translate(err) from None
+        return [dataclasses.replace(got[str(i)], id=p.id) for i, p in enumerate(items)]
 
     async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
         """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
@@ -183,6 +223,10 @@ class AsyncKiminaClient:
             raise ValueError(f"window must be at least 1, not {window}")
         source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
+        if self._cluster is not None:
+            async for result in ClusterCall(self._cluster, opts, window, self._metadata).run(source):
+                yield result
+            return
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
         refused: Exception | None = None  # raised by the proofs' source, or a repeated id
@@ -195,11 +239,11 @@ class AsyncKiminaClient:
                 nonlocal exhausted, refused
                 for proof in resend:
                     await slots.acquire()
-                    yield _stream_item(proof, opts)
+                    yield stream_item(proof, opts)
                 while not exhausted:
                     await slots.acquire()
                     try:
-                        new = _next_proof(source, pending)
+                        new = next_proof(source, pending)
                     except Exception as exc:
                         refused = exc
                         raise  # gRPC cancels the call; the caller gets `refused`
@@ -207,7 +251,7 @@ class AsyncKiminaClient:
                         exhausted = True
                         break
                     pending[new.id] = new
-                    yield _stream_item(new, opts)
+                    yield stream_item(new, opts)
 
             if exhausted and not pending:
                 return
@@ -362,17 +406,3 @@ class Blocking:
 def reconnect_delay(failures: int) -> float:
     """Seconds before a stream's next attempt after `failures` broken ones in a row."""
     return min(10.0, 0.2 * 2.0**failures)
-
-
-def _next_proof(source: Iterator[Proof], pending: dict[str, Proof]) -> Proof | None:
-    """The source's next proof; a repeated id in flight is refused, as its results could not be told apart."""
-    proof = next(source, None)
-    if proof is not None and proof.id in pending:
-        raise ValueError(f"proof id {proof.id!r} is already in flight on this stream; ids must differ")
-    return proof
-
-
-def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:
-    item = pb.StreamVerifyRequest(proof=to_proto(proof))
-    item.proof.options.MergeFrom(opts)  # keeps the proof's own statement and theorem name
-    return item

@@ -8,6 +8,7 @@ from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
+from kimina_grpc.client._backends import BackendStats
 from kimina_grpc.client._kimina import run_benchmark
 from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 from kimina_grpc.v1 import verifier_pb2 as pb
@@ -84,6 +85,10 @@ class KiminaClient:
 
     def health_status(self, service: str = READINESS) -> str:
         return self._run(self._client.health_status(service))
+
+    def backends(self) -> list[BackendStats]:
+        """A cluster target's backends and their counts (see AsyncKiminaClient.backends)."""
+        return self._client.backends()
 
     def server_info(self) -> pb.GetServerInfoResponse:
         return self._run(self._client.server_info())
