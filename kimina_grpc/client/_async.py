@@ -234,14 +234,21 @@ class AsyncKiminaClient:
         while True:
             slots = asyncio.Semaphore(window)
             resend = list(pending.values())
+            ended: list[bool] = []  # the call is over: the request generator returns (gRPC's task with it)
 
-            async def requests(resend: list[Proof] = resend, slots: asyncio.Semaphore = slots) -> AsyncIterator[Any]:
+            async def requests(
+                resend: list[Proof] = resend, slots: asyncio.Semaphore = slots, ended: list[bool] = ended
+            ) -> AsyncIterator[Any]:
                 nonlocal exhausted, refused
                 for proof in resend:
                     await slots.acquire()
+                    if ended:
+                        return
                     yield stream_item(proof, opts)
                 while not exhausted:
                     await slots.acquire()
+                    if ended:
+                        return
                     try:
                         new = next_proof(source, pending)
                     except Exception as exc:
@@ -282,6 +289,8 @@ class AsyncKiminaClient:
                 await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()
+                ended.append(True)
+                slots.release()
 
     async def check(  # noqa: PLR0917  (Kimina's positional order)
         self,

@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from kimina_grpc.client._balance import Balancer
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -164,6 +165,7 @@ class BackendSet:
         self._channel = channel
         self._metadata = metadata
         self.options = options
+        self.balancer = Balancer(affinity=options.affinity)  # the client's: headers keep their owners across calls
         self.backends: dict[str, Backend] = {}
         self._calls = 0
         self._monitor: asyncio.Task[None] | None = None

@@ -1,11 +1,14 @@
 """Which backend gets a proof: a pure policy, no I/O, no clock (tests drive it with plain values).
 
-- **Header affinity** (rendezvous, highest-random-weight hashing): each backend scores
-  `hash(backend, header)`; a header's preferred backends are the highest scores among the ready
-  ones. Every client, in every process, ranks the same way without talking to another, and a
-  backend that comes or goes moves only the headers it ranked first.
-- A proof goes to its header's first backend while that backend's window has room. When it is full,
-  the proof spills to the next backend in the header's ranking that has an idle REPL (fewer proofs in
+- **Header affinity** (rendezvous, highest-random-weight hashing, with bounded loads): each backend
+  scores `hash(backend, header)`; a header's ranking is the ready backends by score. Its owner is the
+  first backend in its ranking that owns fewer than its share of the headers seen (`ceil(headers /
+  backends)`), chosen when the header is first seen and kept while that backend is ready: one header
+  always goes where every client sends it (its top score), 3 headers over 3 backends get one each
+  (plain hashing would put two on one backend 7 times in 9), and a backend that comes or goes moves
+  only its own headers.
+- A proof goes to its header's owner while that backend's window has room. When it is full, the
+  proof spills to the next backend in the header's ranking that has an idle REPL (fewer proofs in
   flight than REPLs): spill only uses capacity that would idle otherwise, so N replicas do not all
   import every header. When none qualifies the proof waits for a slot.
 - **Without affinity**: join-the-shortest-queue, the ready backend with the most free room.
@@ -17,7 +20,9 @@ lines, comments and blank lines skipped): a wrong key costs only an import, neve
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,9 +81,26 @@ class Choice:
     """Not the header's preferred backend (which was full)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Balancer:
-    affinity: bool = True
+    """The policy; it remembers each header's owner (at most `max_headers`, the least recent dropped)."""
+
+    def __init__(self, affinity: bool = True, max_headers: int = 10_000) -> None:
+        self.affinity = affinity
+        self._owners: OrderedDict[str, str] = OrderedDict()
+        self._max_headers = max_headers
+
+    def owner(self, key: str, ready: Sequence[str]) -> str:
+        """The backend that owns header `key` among the `ready` ones (assigned on first sight)."""
+        owner = self._owners.get(key)
+        if owner is None or owner not in ready:
+            live = [o for k, o in self._owners.items() if o in ready and k != key]
+            share = math.ceil((len(live) + 1) / len(ready))
+            owner = next(b for b in rank(key, ready) if live.count(b) < share)
+            self._owners[key] = owner
+            while len(self._owners) > self._max_headers:
+                self._owners.popitem(last=False)
+        self._owners.move_to_end(key)
+        return owner
 
     def choose(self, key: str, loads: Sequence[Load]) -> Choice | None:
         """Where a proof of header `key` goes now, or None: wait until a slot frees."""
@@ -90,12 +112,12 @@ class Balancer:
         if not self.affinity:
             best = max(ready, key=lambda load: (load.free, -ranked.index(load.name)))
             return Choice(best.name, spilled=False) if best.free > 0 else None
-        first = by_name[ranked[0]]
+        first = by_name[self.owner(key, ranked)]
         if first.free > 0:
             return Choice(first.name, spilled=False)
-        for name in ranked[1:]:
+        for name in ranked:
             load = by_name[name]
-            if load.free > 0 and load.in_flight < load.repls:
+            if name != first.name and load.free > 0 and load.in_flight < load.repls:
                 return Choice(name, spilled=True)
         return None
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from kimina_grpc.client._backends import Backend, BackendSet
-from kimina_grpc.client._balance import Balancer, Load, backend_window, header_key
+from kimina_grpc.client._balance import Load, backend_window, header_key
 from kimina_grpc.client._types import KiminaError, Proof, Result, from_proto, is_retryable, to_proto, translate
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -67,7 +67,7 @@ class ClusterCall:
         self._opts = opts
         self._window = window
         self._metadata = metadata
-        self._balancer = Balancer(affinity=backends.options.affinity)
+        self._balancer = backends.balancer
         self._max = max(1, backends.options.max_in_flight)
         self._pending: dict[str, Proof] = {}
         self._keys: dict[str, str] = {}
@@ -166,6 +166,7 @@ class ClusterCall:
             self._events.put_nowait((sub, None, err))
         finally:
             call.cancel()
+            sub.outbox.put_nowait(None)  # ends the request generator, and gRPC's task that reads it
 
     async def _next_results(self) -> list[Result]:
         """Waits for a result, a sub-stream's end or a change of the backends; handles them all."""

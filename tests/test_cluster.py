@@ -1,0 +1,245 @@
+"""One call over several `kimina-grpc serve` processes (the stand-in REPL): spread, failover, drain,
+a replica that appears, header affinity. Each server's own counters say who checked what."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kimina_grpc.client import AsyncKiminaClient, BackendStats, ClusterOptions, Proof, Verdict
+from kimina_grpc.rewards import trl_reward
+from kimina_grpc.testing import serve_process
+
+from .helpers import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER = {"LEAN_SERVER_MAX_REPLS": "4"}
+
+
+@contextlib.contextmanager
+def servers(n: int, env: dict[str, str] | None = None) -> Iterator[list[tuple[subprocess.Popen[str], int]]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(serve_process({**SERVER, **(env or {})})) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def three() -> Iterator[list[int]]:
+    with servers(3) as procs:
+        yield [port for _, port in procs]
+
+
+def target_of(ports: list[int]) -> str:
+    return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+
+def proofs(n: int, seconds: float = 0.2, header: str = "") -> list[Proof]:
+    """`n` proofs, every third one wrong; a fresh nonce so no server answers from its cache."""
+    nonce = uuid.uuid4().hex[:8]
+    made = []
+    for i in range(n):
+        wrong = "\n  -- fake: error 2 boom" if i % 3 == 0 else ""
+        made.append(
+            Proof(f"p{i}", f"{header}theorem t{i}_{nonce} : True := trivial\n  -- fake: sleep {seconds}{wrong}")
+        )
+    return made
+
+
+def expected(proof: Proof) -> Verdict:
+    return Verdict.INVALID if "boom" in proof.code else Verdict.VALID
+
+
+async def completed(port: int) -> int:
+    async with AsyncKiminaClient(f"127.0.0.1:{port}") as one:
+        return int((await one.server_info()).counters.completed)
+
+
+async def imports(ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        async with AsyncKiminaClient(f"127.0.0.1:{port}") as one:
+            total += int((await one.server_info()).counters.imports)
+    return total
+
+
+def by_address(stats: list[BackendStats]) -> dict[str, BackendStats]:
+    return {s.address: s for s in stats}
+
+
+async def test_one_stream_fills_every_server(three: list[int]) -> None:
+    before = [await completed(p) for p in three]
+    batch = proofs(300)
+    async with AsyncKiminaClient(target_of(three)) as client:
+        results = [r async for r in client.verify_stream(batch)]
+        stats = client.backends()
+    assert sorted(r.id for r in results) == sorted(p.id for p in batch)
+    verdicts = {r.id: r.verdict for r in results}
+    assert all(verdicts[p.id] is expected(p) for p in batch)
+    after = [await completed(p) for p in three]
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+    assert sum(s.answered for s in stats) == 300 and all(s.answered > 0 for s in stats)
+
+
+async def test_one_verify_fills_every_server_and_keeps_request_order(three: list[int]) -> None:
+    before = [await completed(p) for p in three]
+    batch = [*proofs(300), Proof("p0", "theorem again : True := trivial")]  # `verify` allows a repeated id
+    async with AsyncKiminaClient(target_of(three)) as client:
+        results = await client.verify(batch)
+    assert [r.id for r in results] == [p.id for p in batch]
+    assert [r.verdict for r in results] == [expected(p) for p in batch]
+    after = [await completed(p) for p in three]
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+
+
+async def test_one_reward_call_fills_every_server(three: list[int]) -> None:
+    before = [await completed(p) for p in three]
+    nonce = uuid.uuid4().hex[:8]
+    statement = f"theorem r_{nonce} : True := by"
+    completions = [f"```lean4\n{statement}\n  trivial\n  -- fake: sleep 0.2\n  -- {i}\n```" for i in range(60)]
+    reward = trl_reward(target=target_of(three))
+    try:
+        rewards = await asyncio.to_thread(
+            reward, prompts=["p"] * 60, completions=completions, formal_statement=[statement] * 60
+        )
+    finally:
+        reward.close()
+    assert rewards == [1.0] * 60, [i.reason for i in reward.last_infos][:3]
+    after = [await completed(p) for p in three]
+    assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+
+
+async def test_a_server_killed_mid_stream_loses_nothing_and_answers_nothing_twice() -> None:
+    with servers(3) as procs:
+        victim_proc, victim_port = procs[0]
+        victim = f"127.0.0.1:{victim_port}"
+        batch = proofs(300)
+        seen: list[str] = []
+        async with AsyncKiminaClient(target_of([p for _, p in procs])) as client:
+            async for result in client.verify_stream(batch):
+                seen.append(result.id)
+                assert result.verdict is expected(batch[int(result.id[1:])])
+                if victim_proc.poll() is None and by_address(client.backends())[victim].answered >= 20:
+                    victim_proc.kill()
+            stats = by_address(client.backends())
+    assert len(seen) == 300 and len(set(seen)) == 300
+    assert stats[victim].state == "down" and stats[victim].resent > 0
+    # Only what was unanswered went again: every answer counted once, every re-send accounted for.
+    assert sum(s.answered for s in stats.values()) == 300
+    assert sum(s.sent for s in stats.values()) == 300 + sum(s.resent for s in stats.values())
+
+
+async def test_verify_after_a_server_dies_resends_only_the_unanswered() -> None:
+    with servers(3) as procs:
+        victim_proc, victim_port = procs[0]
+        victim = f"127.0.0.1:{victim_port}"
+        async with AsyncKiminaClient(target_of([p for _, p in procs])) as client:
+            call = asyncio.create_task(client.verify(proofs(300)))
+            await eventually(
+                lambda: (
+                    by_address(client.backends()).get(victim, None)
+                    and by_address(client.backends())[victim].answered >= 20
+                )
+            )
+            victim_proc.kill()
+            results = await call
+            stats = by_address(client.backends())
+    assert len({r.id for r in results}) == 300
+    assert stats[victim].resent > 0
+    assert sum(s.answered for s in stats.values()) == 300  # none re-checked after its answer came back
+    assert sum(s.sent for s in stats.values()) == 300 + sum(s.resent for s in stats.values())
+
+
+async def test_a_draining_server_gets_no_new_proofs() -> None:
+    with servers(3, {"LEAN_SERVER_DRAIN_SECONDS": "30"}) as procs:
+        drained_proc, drained_port = procs[0]
+        drained = f"127.0.0.1:{drained_port}"
+        batch = proofs(300)
+        seen: list[str] = []
+        sent_when_seen: int | None = None
+        async with AsyncKiminaClient(target_of([p for _, p in procs])) as client:
+            async for result in client.verify_stream(batch):
+                seen.append(result.id)
+                mine = by_address(client.backends())[drained]
+                if len(seen) == 30:
+                    drained_proc.send_signal(signal.SIGTERM)
+                if sent_when_seen is None and mine.state != "ready":
+                    sent_when_seen = mine.sent
+            stats = by_address(client.backends())
+    assert len(seen) == 300 and len(set(seen)) == 300
+    assert sent_when_seen is not None
+    assert stats[drained].sent == sent_when_seen  # nothing new once it said NOT_SERVING
+    assert all(s.answered > 0 for s in stats.values())
+
+
+async def test_a_server_that_appears_in_dns_gets_work(three: list[int]) -> None:
+    known = [f"127.0.0.1:{p}" for p in three[:2]]
+    newcomer = f"127.0.0.1:{three[2]}"
+    options = ClusterOptions(resolve=lambda host, port: list(known), resolve_every=0.2)
+    batch = proofs(300)
+    async with AsyncKiminaClient("dns:///kimina.test:50051", cluster=options) as client:
+        async for result in client.verify_stream(batch):
+            if result.id == "p30":
+                known.append(newcomer)
+        stats = by_address(client.backends())
+    assert set(stats) == {*known}
+    assert stats[newcomer].answered > 0
+
+
+async def test_header_affinity_imports_each_header_once_plus_spill() -> None:
+    """3 headers interleaved over 3 servers of one REPL each: with affinity each server keeps one
+    header warm (imports: one per header, plus what spilled); without, every server switches."""
+
+    async def run(ports: list[int], affinity: bool) -> tuple[int, int]:
+        nonce = uuid.uuid4().hex[:6]
+        headers = [f"import Mathlib.H{i}_{nonce}\n\n" for i in range(3)]
+        batch = [p for group in zip(*(proofs(30, 0.05, h) for h in headers), strict=True) for p in group]
+        batch = [Proof(f"q{i}", p.code) for i, p in enumerate(batch)]
+        start = await imports(ports)
+        async with AsyncKiminaClient(target_of(ports), cluster=ClusterOptions(affinity=affinity)) as client:
+            assert len([r async for r in client.verify_stream(batch)]) == len(batch)
+            spilled = sum(s.spilled for s in client.backends())
+        return await imports(ports) - start, spilled
+
+    with servers(3, {"LEAN_SERVER_MAX_REPLS": "1"}) as procs:
+        ports = [port for _, port in procs]
+        with_affinity, spilled = await run(ports, affinity=True)
+        without, _ = await run(ports, affinity=False)
+    assert with_affinity <= 3 + 2 * spilled, (with_affinity, spilled)  # a spill may cost its import and one back
+    assert with_affinity < without, (with_affinity, without)
+
+
+def test_failover_leaves_no_pending_task_at_exit() -> None:
+    """A user's script: the sync client, a server killed mid-stream, exit without closing."""
+    script = textwrap.dedent(
+        """
+        import contextlib
+        from kimina_grpc.client import KiminaClient, Proof
+        from kimina_grpc.testing import serve_process
+
+        with contextlib.ExitStack() as stack:
+            procs = [stack.enter_context(serve_process({"LEAN_SERVER_MAX_REPLS": "2"})) for _ in range(2)]
+            client = KiminaClient(",".join(f"127.0.0.1:{port}" for _, port in procs))
+            batch = [Proof(f"p{i}", f"theorem t{i} : True := trivial\\n  -- fake: sleep 0.1") for i in range(60)]
+            got = []
+            for r in client.verify_stream(batch):
+                got.append(r.id)
+                if len(got) == 10:
+                    procs[0][0].kill()
+            got += [r.id for r in client.verify(batch[:30])]
+            print("answers", len(got), len(set(got)))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "answers 90 60" in done.stdout
+    assert "Task was destroyed" not in done.stderr, done.stderr[-2000:]
