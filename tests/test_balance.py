@@ -53,7 +53,8 @@ def test_affinity_prefers_the_headers_backend_and_spills_only_to_idle_repls(
     key = "import Mathlib"
     order = rank(key, BACKENDS)
     named = dict(zip(("first", "second", "third"), order, strict=True))
-    choice = Balancer(affinity=True).choose(key, loads({named[k]: v for k, v in in_flight.items()}, repls=repls))
+    claimed = BACKENDS  # every backend owns a header with proofs waiting: spill only into idle REPLs
+    choice = Balancer().choose(key, loads({named[k]: v for k, v in in_flight.items()}, repls=repls), claimed)
     if expected is None:
         assert choice is None
     else:
@@ -76,20 +77,26 @@ def test_without_affinity_the_shortest_queue_wins() -> None:
     assert balancer.choose("x", loads(dict.fromkeys(BACKENDS, 4))) is None
 
 
-def test_a_single_header_batch_spreads_over_every_backend() -> None:
-    """A GRPO group (one header) fills the preferred backend's window, then the idle REPLs elsewhere."""
+def test_a_single_header_batch_fills_every_backend() -> None:
+    """A GRPO group (one header) fills its owner's window, then the idle REPLs elsewhere, then the
+    others' windows (no other header waits for them), shortest queue first."""
     balancer = Balancer()
+    key = "import Mathlib"
+    owner = balancer.owner(key, BACKENDS)
     in_flight: dict[str, int] = {}
-    for _ in range(12):
-        choice = balancer.choose("import Mathlib", loads(in_flight))
-        if choice is None:
-            break
+    order = []
+    while (choice := balancer.choose(key, loads(in_flight), claimed={owner})) is not None:
         in_flight[choice.backend] = in_flight.get(choice.backend, 0) + 1
-    assert sorted(in_flight.values()) == [2, 2, 4]  # the preferred one's window, two running elsewhere
+        order.append(choice)
+    assert in_flight == dict.fromkeys(BACKENDS, 4)
+    assert [c.backend for c in order[:4]] == [owner] * 4 and not any(c.spilled for c in order[:4])
+    assert all(c.spilled for c in order[4:])
+    others = [c.backend for c in order[4:8]]
+    assert len(set(others)) == 2  # the two idle REPLs of each other backend before any queue
 
 
-def test_backend_window_is_two_proofs_per_repl_within_the_calls_window() -> None:
-    assert backend_window(64, 8) == 16
+def test_backend_window_is_four_proofs_per_repl_within_the_calls_window() -> None:
+    assert backend_window(64, 8) == 32
     assert backend_window(10, 8) == 10
     assert backend_window(64, 0) == 64  # unknown: the call's window
     assert backend_window(1, 1) == 1

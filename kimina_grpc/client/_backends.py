@@ -53,7 +53,8 @@ class ClusterOptions:
     check_every: float = 1.0
     """Seconds between readiness checks of each backend while a call runs."""
     ready_wait: float = 5.0
-    """A call's first look at the backends waits at most this long for their readiness answers."""
+    """A call's look at the backends waits at most this long for their readiness answers (the
+    client's first call also for reachable backends still pre-warming)."""
     unavailable_after: float = 30.0
     """A call with work left and no ready backend for this long fails with UNAVAILABLE."""
     resolve: Resolver | None = None
@@ -172,6 +173,7 @@ class BackendSet:
         self._wake = asyncio.Event()
         self._listeners: set[asyncio.Event] = set()
         self._resolve_failed = False
+        self._looked = False
 
     def stats(self) -> list[BackendStats]:
         return [b.stats() for b in self.backends.values()]
@@ -186,7 +188,7 @@ class BackendSet:
         self._calls += 1
         if self._calls == 1:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._round(resolve=True), self.options.ready_wait)
+                await asyncio.wait_for(self._look(), self.options.ready_wait)
             self._monitor = asyncio.create_task(self._watch(), name="kimina-cluster-monitor")
 
     async def stop(self, changed: asyncio.Event) -> None:
@@ -200,6 +202,15 @@ class BackendSet:
         for backend in [b for b in self.backends.values() if b.state == "removed" and not b.users]:
             del self.backends[backend.address]
             await backend.channel.close()
+
+    async def _look(self) -> None:
+        """A round; the client's first also waits for the backends that answer but are not ready yet
+        (pre-warming), so its first call spreads instead of filling whoever was ready first."""
+        await self._round(resolve=True)
+        while not self._looked and any(b.state == "starting" for b in self.backends.values()):
+            await asyncio.sleep(0.1)
+            await self._round(resolve=False)
+        self._looked = True
 
     async def close(self) -> None:
         if self._monitor is not None:

@@ -9,8 +9,10 @@
   only its own headers.
 - A proof goes to its header's owner while that backend's window has room. When it is full, the
   proof spills to the next backend in the header's ranking that has an idle REPL (fewer proofs in
-  flight than REPLs): spill only uses capacity that would idle otherwise, so N replicas do not all
-  import every header. When none qualifies the proof waits for a slot.
+  flight than REPLs), else to the backend with the most free room among those that own no header
+  waiting in this call: spill uses capacity that would idle otherwise, so N replicas do not all
+  import every header, and one header's batch still fills the cluster. When none qualifies the
+  proof waits for a slot.
 - **Without affinity**: join-the-shortest-queue, the ready backend with the most free room.
 
 The header key is a client-side approximation of the server's header split (the leading `import`
@@ -23,7 +25,7 @@ import hashlib
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 _COMMENT = re.compile(r"--[^\n]*|/-(?![-!]).*?-/", re.DOTALL)
@@ -102,8 +104,9 @@ class Balancer:
         self._owners.move_to_end(key)
         return owner
 
-    def choose(self, key: str, loads: Sequence[Load]) -> Choice | None:
-        """Where a proof of header `key` goes now, or None: wait until a slot frees."""
+    def choose(self, key: str, loads: Sequence[Load], claimed: Collection[str] = ()) -> Choice | None:
+        """Where a proof of header `key` goes now, or None: wait until a slot frees. `claimed`: the
+        backends that own a header with proofs waiting in this call (they keep their room for it)."""
         ready = [load for load in loads if load.ready]
         if not ready:
             return None
@@ -119,10 +122,15 @@ class Balancer:
             load = by_name[name]
             if name != first.name and load.free > 0 and load.in_flight < load.repls:
                 return Choice(name, spilled=True)
+        unclaimed = [load for load in ready if load.name not in claimed and load.free > 0]
+        if unclaimed:  # nobody else's header waits for it: fill it (shortest queue first)
+            best = max(unclaimed, key=lambda load: (load.free, -ranked.index(load.name)))
+            return Choice(best.name, spilled=True)
         return None
 
 
-def backend_window(window: int, repls: int, depth: int = 2) -> int:
-    """A backend's share of a call's window: `depth` proofs per REPL (one running, the next queued
-    so the REPL never waits for the network), at most `window`. `repls` 0 (unknown): `window`."""
+def backend_window(window: int, repls: int, depth: int = 4) -> int:
+    """A backend's share of a call's window: `depth` proofs per REPL (one running, the next ones
+    queued so the REPL never waits for the network, even for proofs shorter than a round trip on
+    a busy machine), at most `window`. `repls` 0 (unknown): `window`."""
     return window if repls < 1 else max(1, min(window, depth * repls))

@@ -123,10 +123,13 @@ class ClusterCall:
         blocked: set[str] = set()
         kept: deque[Proof] = deque()
         loads = {load.name: load for load in self._loads()}
+        ready = [load.name for load in loads.values() if load.ready]
+        waiting = {self._keys[p.id] for p in self._backlog}
+        claimed = {self._balancer.owner(k, ready) for k in waiting} if ready and self._balancer.affinity else set()
         while self._backlog:
             proof = self._backlog.popleft()
             key = self._keys[proof.id]
-            choice = None if key in blocked else self._balancer.choose(key, list(loads.values()))
+            choice = None if key in blocked else self._balancer.choose(key, list(loads.values()), claimed)
             if choice is None:
                 blocked.add(key)
                 kept.append(proof)

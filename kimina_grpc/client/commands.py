@@ -332,6 +332,8 @@ def run_bench(
         "latency_seconds": lat,
         "lean_seconds": lean_stats,
     }
+    if backends := backend_counts(client):
+        report["backends"] = backends
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "results.jsonl").write_text("".join(json.dumps(_result_json(r)) + "\n" for r in results))
@@ -341,8 +343,16 @@ def run_bench(
         print(f"  {name:<14}{count:>7}  {100 * count / max(1, len(results)):5.1f} %")
     print(f"  latency p50 {lat['p50']:.3f} s  p90 {lat['p90']:.3f} s  p99 {lat['p99']:.3f} s")
     print(f"  Lean seconds: total {lean_stats['total']:.1f}, mean {lean_stats['mean']:.3f}")
+    for address, c in backends.items():
+        print(f"  backend {address}: {c['answered']} answered, {c['resent']} re-sent elsewhere ({c['state']})")
     print(f"  report: {output / 'report.json'}, plot: {output / 'report.png'}")
     return report
+
+
+def backend_counts(client: Any) -> dict[str, dict[str, Any]]:
+    """A cluster client's per-backend counts (empty for one address)."""
+    stats = client.backends() if hasattr(client, "backends") else []
+    return {s.address: {k: v for k, v in asdict(s).items() if k != "address"} for s in stats}
 
 
 def _plot(latencies: list[float], done_at: list[float], path: Path) -> None:
