@@ -55,7 +55,10 @@ def target(servers: Servers) -> str:
 def batch(costs: list[float], headers: list[str]) -> list[Proof]:
     nonce = uuid.uuid4().hex[:8]  # nothing from the replicas' caches
     return [
-        Proof(f"p{i}", f"{headers[i % len(headers)]}theorem t{i}_{nonce} : True := by\n  -- fake: sleep {c:.4f}\n  trivial")
+        Proof(
+            f"p{i}",
+            f"{headers[i % len(headers)]}theorem t{i}_{nonce} : True := by\n  -- fake: sleep {c:.4f}\n  trivial",
+        )
         for i, c in enumerate(costs)
     ]
 
@@ -108,7 +111,7 @@ def spread(costs: list[float]) -> list[dict[str, Any]]:
     for n in SIZES:
         with replicas(n) as servers:
             r = asyncio.run(run(servers, batch(costs, [""])))
-        ideal = max(sum(costs) / (n * REPLS), max(costs))
+        ideal = max(sum(costs) / (n * REPLS), *costs)
         bound = fifo_bound(costs, n * REPLS)
         r |= {"replicas": n, "ideal_s": round(ideal, 3), "fifo_bound_s": round(bound, 3)}
         r["of_ideal"] = round(r["makespan_s"] / ideal, 3)
@@ -145,7 +148,8 @@ def failover(costs: list[float]) -> dict[str, Any]:
     floor = calm["makespan_s"] / 2 * (3 / 2 - 1)  # about: the second half on 2 replicas instead of 3
     print(
         f"  3 replicas, one killed at 50 %: {killed['makespan_s']:.2f} s against {calm['makespan_s']:.2f} s "
-        f"(lost {lost:.2f} s; its capacity for the second half is worth about {floor:.2f} s), {killed['resent']} re-sent"
+        f"(lost {lost:.2f} s; its capacity for the second half is worth about {floor:.2f} s), "
+        f"{killed['resent']} re-sent"
     )
     return {"calm": calm, "killed": killed, "lost_s": round(lost, 3), "capacity_floor_s": round(floor, 3)}
 
@@ -153,7 +157,10 @@ def failover(costs: list[float]) -> dict[str, Any]:
 def main() -> dict[str, Any]:
     rng = random.Random(2027)
     costs = [c * SCALE for c in rng.choices(recorded_costs(), k=PROOFS)]
-    print(f"cluster: {PROOFS} proofs in one call, costs = Kimina times x {SCALE:g} (sum {sum(costs):.1f} s), {REPLS} REPLs per replica")
+    print(
+        f"cluster: {PROOFS} proofs in one call, costs = Kimina times x {SCALE:g} (sum {sum(costs):.1f} s), "
+        f"{REPLS} REPLs per replica"
+    )
     return {
         "proofs": PROOFS,
         "repls_per_replica": REPLS,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from kimina_grpc.client import AsyncKiminaClient, BackendStats, ClusterOptions, Proof, Verdict
+from kimina_grpc.client import AsyncKiminaClient, BackendStats, ClusterOptions, InvalidArgument, Proof, Verdict
 from kimina_grpc.rewards import trl_reward
 from kimina_grpc.testing import serve_process
 
@@ -90,13 +90,24 @@ async def test_one_stream_fills_every_server(three: list[int]) -> None:
 
 async def test_one_verify_fills_every_server_and_keeps_request_order(three: list[int]) -> None:
     before = [await completed(p) for p in three]
-    batch = [*proofs(300), Proof("p0", "theorem again : True := trivial")]  # `verify` allows a repeated id
+    batch = proofs(300)
     async with AsyncKiminaClient(target_of(three)) as client:
         results = await client.verify(batch)
     assert [r.id for r in results] == [p.id for p in batch]
     assert [r.verdict for r in results] == [expected(p) for p in batch]
     after = [await completed(p) for p in three]
     assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
+
+
+async def test_verify_over_a_cluster_refuses_what_verify_refuses(three: list[int]) -> None:
+    async with AsyncKiminaClient(target_of(three)) as client:
+        with pytest.raises(InvalidArgument, match=r"proofs\[1\]\.id: duplicate id 'a'"):
+            await client.verify([Proof("a", "theorem x : True := trivial"), Proof("a", "theorem y : True := trivial")])
+        with pytest.raises(InvalidArgument, match=r"proofs\[1\]\.id: must not be empty"):
+            await client.verify([Proof("ok", "theorem x : True := trivial"), Proof("", "theorem y : True := trivial")])
+        with pytest.raises(ValueError, match="already in flight"):
+            [r async for r in client.verify_stream([Proof("a", "theorem x : True := trivial"), Proof("a", "x")])]
+        assert [r.verdict for r in await client.verify(["theorem z : True := trivial"])] == [Verdict.VALID]
 
 
 async def test_one_reward_call_fills_every_server(three: list[int]) -> None:

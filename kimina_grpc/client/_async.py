@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
+    InvalidArgument,
     KiminaError,
     Pem,
     Proof,
@@ -38,6 +38,7 @@ from kimina_grpc.client._types import (
 )
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+from kimina_grpc.verdict import Verdict
 
 T = TypeVar("T")
 READINESS = "kimina_grpc.v1.VerifierService"
@@ -128,6 +129,12 @@ class AsyncKiminaClient:
         """A cluster target's backends: state, REPLs and per-backend counts (empty for one address)."""
         return self._cluster.stats() if self._cluster is not None else []
 
+    def _patience(self) -> float:
+        """How long a cluster call waits with no ready backend: ClusterOptions.unavailable_after, or
+        as long as a stream's reconnects would (`max_attempts`)."""
+        given = self._cluster.options.unavailable_after if self._cluster is not None else None
+        return given if given is not None else sum(reconnect_delay(f) for f in range(1, self._max_attempts))
+
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
             retry=retry_if_exception(is_retryable),
@@ -175,17 +182,21 @@ class AsyncKiminaClient:
         return results
 
     async def _verify_cluster(self, items: list[Proof], opts: pb.ProofOptions, backends: BackendSet) -> list[Result]:
-        """`verify` over a cluster: one sub-stream per backend, results back in request order. Each
-        proof goes under its position as id (ids may repeat in `verify`), so only the unanswered
-        ones are ever sent again."""
-        labelled = (dataclasses.replace(p, id=str(i)) for i, p in enumerate(items))
+        """`verify` over a cluster: one sub-stream per backend, results back in request order, only
+        the unanswered ever sent again. Refuses what Verify refuses (InvalidArgument): a repeated
+        id, or a proof the server answers `invalid: ...`, which ends the call at once."""
+        index: dict[str, int] = {}
+        for i, p in enumerate(items):
+            if p.id in index:
+                raise _invalid([f"proofs[{i}].id: duplicate id {p.id!r}"])
+            index[p.id] = i
         got: dict[str, Result] = {}
-        try:
-            async for r in ClusterCall(backends, opts, 64, self._metadata).run(labelled):
-                got[r.id] = r
-        except grpc.RpcError as err:
-            raise translate(err) from None
-        return [dataclasses.replace(got[str(i)], id=p.id) for i, p in enumerate(items)]
+        async for r in ClusterCall(backends, opts, 64, self._metadata, self._patience()).run(iter(items)):
+            if r.verdict is Verdict.NOT_CHECKED and r.error.startswith(INVALID):
+                problems = r.error.removeprefix(INVALID).split("; ")
+                raise _invalid([f"proofs[{index[r.id]}].{p.removeprefix('proof.')}" for p in problems])
+            got[r.id] = r
+        return [got[p.id] for p in items]
 
     async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
         """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
@@ -224,7 +235,7 @@ class AsyncKiminaClient:
         source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         if self._cluster is not None:
-            async for result in ClusterCall(self._cluster, opts, window, self._metadata).run(source):
+            async for result in ClusterCall(self._cluster, opts, window, self._metadata, self._patience()).run(source):
                 yield result
             return
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
@@ -410,6 +421,13 @@ class Blocking:
         finally:
             if not self._loop.is_closed():
                 asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop).result()  # type: ignore[attr-defined]
+
+
+INVALID = "invalid: "  # a stream item the server refused (Verify refuses the call with these problems)
+
+
+def _invalid(problems: list[str]) -> InvalidArgument:
+    return InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT, problems[0], tuple(problems))
 
 
 def reconnect_delay(failures: int) -> float:

@@ -55,8 +55,9 @@ class ClusterOptions:
     ready_wait: float = 5.0
     """A call's look at the backends waits at most this long for their readiness answers (the
     client's first call also for reachable backends still pre-warming)."""
-    unavailable_after: float = 30.0
-    """A call with work left and no ready backend for this long fails with UNAVAILABLE."""
+    unavailable_after: float | None = None
+    """A call with work left and no ready backend for this long fails with UNAVAILABLE (default: as
+    long as the client's `max_attempts` reconnects of one stream would wait)."""
     resolve: Resolver | None = None
     """Replaces DNS (tests, service discovery of your own): (host, port) → addresses."""
 
@@ -143,6 +144,7 @@ class Backend:
         self.failed_at = float("-inf")
         self.sent = self.answered = self.resent = self.spilled = 0
         self.users = 0  # calls that hold its proofs: its channel closes after the last once removed
+        self.in_flight = 0  # proofs of all this client's calls sent to it and not answered
 
     @property
     def ready(self) -> bool:
@@ -227,6 +229,11 @@ class BackendSet:
         if backend.state in ("ready", "draining", "new", "starting"):
             self._set(backend, "down")
         self._wake.set()
+
+    def released(self) -> None:
+        """A call got a result: a slot freed that another call of this client may be waiting for."""
+        if len(self._listeners) > 1:
+            self._notify()
 
     def refused(self, backend: Backend) -> None:
         """`backend` answered a proof `retryable` (it is shutting down): no new proofs."""

@@ -62,11 +62,13 @@ class ClusterCall:
         opts: pb.ProofOptions,
         window: int,
         metadata: tuple[tuple[str, str], ...],
+        patience: float,
     ) -> None:
         self._set = backends
         self._opts = opts
         self._window = window
         self._metadata = metadata
+        self._patience = patience
         self._balancer = backends.balancer
         self._max = max(1, backends.options.max_in_flight)
         self._pending: dict[str, Proof] = {}
@@ -110,7 +112,7 @@ class ClusterCall:
                 Load(
                     name=backend.address,
                     ready=backend.ready and not (sub and (sub.refusing or sub.closed)),
-                    in_flight=len(sub.in_flight) if sub else 0,
+                    in_flight=backend.in_flight,  # all this client's calls: they share each backend's window
                     window=backend_window(self._window, backend.repls),
                     repls=backend.repls or self._window,
                 )
@@ -136,6 +138,7 @@ class ClusterCall:
                 continue
             sub = self._sub(self._set.backends[choice.backend])
             sub.in_flight.add(proof.id)
+            sub.backend.in_flight += 1
             sub.outbox.put_nowait(stream_item(proof, self._opts))
             sub.backend.sent += 1
             sub.backend.spilled += choice.spilled
@@ -201,6 +204,8 @@ class ClusterCall:
         if result.id not in sub.in_flight:
             return None  # not this sub-stream's to answer
         sub.in_flight.discard(result.id)
+        sub.backend.in_flight -= 1
+        self._set.released()  # a slot is free: the client's other calls may be waiting for one
         if result.retryable:  # a shutting-down server's: it goes to another backend
             sub.refusing = True
             sub.backend.resent += 1
@@ -217,6 +222,7 @@ class ClusterCall:
         """A sub-stream ended: what it still held goes back to the backlog, to the others."""
         del self._subs[sub.backend.address]
         sub.backend.users -= 1
+        sub.backend.in_flight -= len(sub.in_flight)
         if isinstance(error, grpc.RpcError) and not is_retryable(error):
             raise translate(error) from None
         lost = [self._pending[pid] for pid in sub.in_flight if pid in self._pending]
@@ -232,7 +238,7 @@ class ClusterCall:
         now = time.monotonic()
         if idle_since is None:
             return now
-        if now - idle_since >= self._set.options.unavailable_after:
+        if now - idle_since >= self._patience:
             raise KiminaError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"no ready backend for {now - idle_since:.0f} s among {self._set.describe()}; "
@@ -249,5 +255,6 @@ class ClusterCall:
         await asyncio.gather(*(s.task for s in subs if s.task is not None), return_exceptions=True)
         for sub in subs:
             sub.backend.users -= 1
+            sub.backend.in_flight -= len(sub.in_flight)
         self._subs.clear()
         await self._set.stop(self._changed)
