@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from kimina_grpc.cli import main
 from kimina_grpc.client import AsyncKiminaClient, BackendStats, ClusterOptions, InvalidArgument, Proof, Verdict
 from kimina_grpc.rewards import trl_reward
 from kimina_grpc.testing import serve_process
@@ -127,7 +130,10 @@ async def test_one_reward_call_fills_every_server(three: list[int]) -> None:
     assert all(a > b for a, b in zip(after, before, strict=True)), (before, after)
 
 
-async def test_a_server_killed_mid_stream_loses_nothing_and_answers_nothing_twice() -> None:
+async def test_a_server_killed_mid_stream_loses_nothing_and_answers_nothing_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="kimina_grpc.client")
     with servers(3) as procs:
         victim_proc, victim_port = procs[0]
         victim = f"127.0.0.1:{victim_port}"
@@ -142,6 +148,9 @@ async def test_a_server_killed_mid_stream_loses_nothing_and_answers_nothing_twic
             stats = by_address(client.backends())
     assert len(seen) == 300 and len(set(seen)) == 300
     assert stats[victim].state == "down" and stats[victim].resent > 0
+    said = [r.getMessage() for r in caplog.records if r.name == "kimina_grpc.client"]
+    assert sum(m.startswith(f"backend lost: {victim} ") for m in said) == 1  # once, however often it is seen down
+    assert sorted(m.split()[2] for m in said if m.startswith("backend joined")) == sorted(stats)
     # Only what was unanswered went again: every answer counted once, every re-send accounted for.
     assert sum(s.answered for s in stats.values()) == 300
     assert sum(s.sent for s in stats.values()) == 300 + sum(s.resent for s in stats.values())
@@ -168,7 +177,8 @@ async def test_verify_after_a_server_dies_resends_only_the_unanswered() -> None:
     assert sum(s.sent for s in stats.values()) == 300 + sum(s.resent for s in stats.values())
 
 
-async def test_a_draining_server_gets_no_new_proofs() -> None:
+async def test_a_draining_server_gets_no_new_proofs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kimina_grpc.client")
     with servers(3, {"LEAN_SERVER_DRAIN_SECONDS": "30"}) as procs:
         drained_proc, drained_port = procs[0]
         drained = f"127.0.0.1:{drained_port}"
@@ -188,6 +198,9 @@ async def test_a_draining_server_gets_no_new_proofs() -> None:
     assert sent_when_seen is not None
     assert stats[drained].sent == sent_when_seen  # nothing new once it said NOT_SERVING
     assert all(s.answered > 0 for s in stats.values())
+    said = [r.getMessage() for r in caplog.records if r.name == "kimina_grpc.client"]
+    assert sum(m.startswith(f"backend draining: {drained} ") for m in said) <= 1
+    assert any(m.startswith((f"backend draining: {drained} ", f"backend lost: {drained} ")) for m in said)
 
 
 async def test_a_server_that_appears_in_dns_gets_work(three: list[int]) -> None:
@@ -225,6 +238,23 @@ async def test_header_affinity_imports_each_header_once_plus_spill() -> None:
         without, _ = await run(ports, affinity=False)
     assert with_affinity <= 3 + 2 * spilled, (with_affinity, spilled)  # a spill may cost its import and one back
     assert with_affinity < without, (with_affinity, without)
+
+
+def test_kimina_grpc_bench_spreads_and_reports_per_backend_counts(
+    three: list[int], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data = tmp_path / "proofs.jsonl"
+    data.write_text("".join(json.dumps({"id": p.id, "code": p.code}) + "\n" for p in proofs(90)))
+    out = tmp_path / "report"
+    assert main(["bench", "--dataset", str(data), "--output", str(out), "--target", target_of(three)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["proofs"] == 90
+    assert sorted(report["backends"]) == sorted(f"127.0.0.1:{p}" for p in three)
+    assert all(b["answered"] > 0 for b in report["backends"].values())
+    assert sum(b["answered"] for b in report["backends"].values()) == 90
+    assert all(f"backend 127.0.0.1:{p}: " in printed for p in three)
 
 
 def test_failover_leaves_no_pending_task_at_exit() -> None:
