@@ -12,12 +12,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kimina_grpc.client._backends import BackendSet, BackendStats, ClusterOptions, open_channel, parse_targets
-from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item
+from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item, verify_in_order
 from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
-    InvalidArgument,
     KiminaError,
     Pem,
     Proof,
@@ -38,7 +37,6 @@ from kimina_grpc.client._types import (
 )
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
-from kimina_grpc.verdict import Verdict
 
 T = TypeVar("T")
 READINESS = "kimina_grpc.v1.VerifierService"
@@ -175,28 +173,11 @@ class AsyncKiminaClient:
         items = as_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         if self._cluster is not None:
-            return await self._verify_cluster(items, opts, self._cluster)
+            return await verify_in_order(self._cluster, items, opts, self._metadata, self._patience())
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
             results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
         return results
-
-    async def _verify_cluster(self, items: list[Proof], opts: pb.ProofOptions, backends: BackendSet) -> list[Result]:
-        """`verify` over a cluster: one sub-stream per backend, results back in request order, only
-        the unanswered ever sent again. Refuses what Verify refuses (InvalidArgument): a repeated
-        id, or a proof the server answers `invalid: ...`, which ends the call at once."""
-        index: dict[str, int] = {}
-        for i, p in enumerate(items):
-            if p.id in index:
-                raise _invalid([f"proofs[{i}].id: duplicate id {p.id!r}"])
-            index[p.id] = i
-        got: dict[str, Result] = {}
-        async for r in ClusterCall(backends, opts, 64, self._metadata, self._patience()).run(iter(items)):
-            if r.verdict is Verdict.NOT_CHECKED and r.error.startswith(INVALID):
-                problems = r.error.removeprefix(INVALID).split("; ")
-                raise _invalid([f"proofs[{index[r.id]}].{p.removeprefix('proof.')}" for p in problems])
-            got[r.id] = r
-        return [got[p.id] for p in items]
 
     async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
         """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
@@ -229,7 +210,9 @@ class AsyncKiminaClient:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
         An id may come again only once its result is out (a repeated id in flight is a ValueError:
-        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`.
+        Over a cluster, `window` bounds each backend (and 4 proofs per REPL), ClusterOptions'
+        `max_in_flight` the whole call; a broken sub-stream's proofs go to the other backends."""
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         source = iter_proofs(proofs, id_column, code_column)
@@ -421,13 +404,6 @@ class Blocking:
         finally:
             if not self._loop.is_closed():
                 asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop).result()  # type: ignore[attr-defined]
-
-
-INVALID = "invalid: "  # a stream item the server refused (Verify refuses the call with these problems)
-
-
-def _invalid(problems: list[str]) -> InvalidArgument:
-    return InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT, problems[0], tuple(problems))
 
 
 def reconnect_delay(failures: int) -> float:

@@ -21,6 +21,7 @@ lines, comments and blank lines skipped): a wrong key costs only an import, neve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -54,7 +55,12 @@ def score(backend: str, key: str) -> int:
 
 def rank(key: str, backends: Sequence[str]) -> list[str]:
     """`backends` from the most to the least preferred for header `key`."""
-    return sorted(backends, key=lambda b: (-score(b, key), b))
+    return list(_rank(key, tuple(sorted(backends))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rank(key: str, backends: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(backends, key=lambda b: (-score(b, key), b)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,18 @@ import grpc
 
 from kimina_grpc.client._backends import Backend, BackendSet
 from kimina_grpc.client._balance import Load, backend_window, header_key
-from kimina_grpc.client._types import KiminaError, Proof, Result, from_proto, is_retryable, to_proto, translate
+from kimina_grpc.client._types import (
+    InvalidArgument,
+    KiminaError,
+    Proof,
+    Result,
+    from_proto,
+    is_retryable,
+    to_proto,
+    translate,
+)
 from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.verdict import Verdict
 
 LOOKAHEAD = 256  # proofs taken from the source ahead of a free slot, so one full header does not block others
 
@@ -258,3 +268,34 @@ class ClusterCall:
             sub.backend.in_flight -= len(sub.in_flight)
         self._subs.clear()
         await self._set.stop(self._changed)
+
+
+INVALID = "invalid: "  # a stream item the server refused (Verify refuses the call with these problems)
+
+
+async def verify_in_order(
+    backends: BackendSet,
+    items: list[Proof],
+    opts: pb.ProofOptions,
+    metadata: tuple[tuple[str, str], ...],
+    patience: float,
+) -> list[Result]:
+    """`verify` over a cluster: one sub-stream per backend, results back in request order, only the
+    unanswered ever sent again. Refuses what Verify refuses (InvalidArgument): a repeated id, or a
+    proof the server answers `invalid: ...`, which ends the call at once."""
+    index: dict[str, int] = {}
+    for i, p in enumerate(items):
+        if p.id in index:
+            raise _invalid([f"proofs[{i}].id: duplicate id {p.id!r}"])
+        index[p.id] = i
+    got: dict[str, Result] = {}
+    async for r in ClusterCall(backends, opts, 64, metadata, patience).run(iter(items)):
+        if r.verdict is Verdict.NOT_CHECKED and r.error.startswith(INVALID):
+            problems = r.error.removeprefix(INVALID).split("; ")
+            raise _invalid([f"proofs[{index[r.id]}].{p.removeprefix('proof.')}" for p in problems])
+        got[r.id] = r
+    return [got[p.id] for p in items]
+
+
+def _invalid(problems: list[str]) -> InvalidArgument:
+    return InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT, problems[0], tuple(problems))
