@@ -262,25 +262,36 @@ def test_failover_leaves_no_pending_task_at_exit() -> None:
     script = textwrap.dedent(
         """
         import contextlib
-        from kimina_grpc.client import KiminaClient, Proof
+        from kimina_grpc.client import KiminaClient, KiminaError, Proof
         from kimina_grpc.testing import serve_process
 
         with contextlib.ExitStack() as stack:
             procs = [stack.enter_context(serve_process({"LEAN_SERVER_MAX_REPLS": "2"})) for _ in range(2)]
             client = KiminaClient(",".join(f"127.0.0.1:{port}" for _, port in procs))
-            batch = [Proof(f"p{i}", f"theorem t{i} : True := trivial\\n  -- fake: sleep 0.1") for i in range(60)]
-            got = []
+            batch = [Proof(f"p{i}", f"theorem t{i} : True := trivial\\n  -- fake: sleep 0.1") for i in range(100)]
+            got = []  # 100 proofs: more than a window, so the request generator waits when a server dies
             for r in client.verify_stream(batch):
                 got.append(r.id)
-                if len(got) == 10:
-                    procs[0][0].kill()
+                if len(got) == 10:  # kill a server that is checking this stream's proofs
+                    for proc, port in procs:
+                        with KiminaClient(f"127.0.0.1:{port}") as one:
+                            if one.server_info().counters.completed:
+                                proc.kill()
+                                break
             got += [r.id for r in client.verify(batch[:30])]
             print("answers", len(got), len(set(got)))
+            single = KiminaClient(f"127.0.0.1:{procs[1][1]}", max_attempts=2)  # one address: no one to fail over to
+            try:
+                for i, r in enumerate(single.verify_stream([Proof(f"s{p.id}", p.code) for p in batch])):
+                    if i == 10:
+                        procs[1][0].kill()
+            except KiminaError as exc:
+                print("single:", exc.code.name)
         """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT, check=False
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "answers 90 60" in done.stdout
+    assert "answers 130 100" in done.stdout and "single: UNAVAILABLE" in done.stdout
     assert "Task was destroyed" not in done.stderr, done.stderr[-2000:]
