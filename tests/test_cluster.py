@@ -113,6 +113,25 @@ async def test_verify_over_a_cluster_refuses_what_verify_refuses(three: list[int
         assert [r.verdict for r in await client.verify(["theorem z : True := trivial"])] == [Verdict.VALID]
 
 
+async def test_an_abandoned_or_cancelled_call_leaves_no_task_behind(three: list[int]) -> None:
+    def left() -> list[asyncio.Task[object]]:
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    async with AsyncKiminaClient(target_of(three)) as client:
+        stream = client.verify_stream(proofs(60))
+        async for _ in stream:
+            break
+        await stream.aclose()  # type: ignore[attr-defined]
+        await eventually(lambda: not left(), what=f"tasks left after an abandoned stream: {left()}")
+        call = asyncio.create_task(client.verify(proofs(60)))
+        await eventually(lambda: sum(b.answered for b in client.backends()) > 5)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await eventually(lambda: not left(), what=f"tasks left after a cancelled verify: {left()}")
+        assert [r.verdict for r in await client.verify(["theorem z : True := trivial"])] == [Verdict.VALID]
+
+
 async def test_one_reward_call_fills_every_server(three: list[int]) -> None:
     before = [await completed(p) for p in three]
     nonce = uuid.uuid4().hex[:8]

@@ -188,10 +188,11 @@ class BackendSet:
         """A call begins: the first one looks at the backends (bounded) and starts the monitor."""
         self._listeners.add(changed)
         self._calls += 1
+        if self._monitor is None:
+            self._monitor = asyncio.create_task(self._watch(), name="kimina-cluster-monitor")
         if self._calls == 1:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._look(), self.options.ready_wait)
-            self._monitor = asyncio.create_task(self._watch(), name="kimina-cluster-monitor")
 
     async def stop(self, changed: asyncio.Event) -> None:
         """A call ended: the last one stops the monitor and closes removed backends' channels."""

@@ -90,8 +90,8 @@ class ClusterCall:
         self._exhausted = False
 
     async def run(self, source: Iterator[Proof]) -> AsyncIterator[Result]:
-        await self._set.start(self._changed)
         try:
+            await self._set.start(self._changed)  # inside: a call cancelled while it looks still stops
             idle_since: float | None = None
             while True:
                 self._fill(source)
@@ -169,6 +169,9 @@ class ClusterCall:
         return sub
 
     async def _stream(self, sub: _Sub) -> None:
+        """Only this call cancels its sub-streams, and not through here: a CANCELLED end came from the
+        server (stopping past its grace), so its proofs go elsewhere."""
+
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             while (item := await sub.outbox.get()) is not None:
                 yield item
@@ -233,8 +236,8 @@ class ClusterCall:
         del self._subs[sub.backend.address]
         sub.backend.users -= 1
         sub.backend.in_flight -= len(sub.in_flight)
-        if isinstance(error, grpc.RpcError) and not is_retryable(error):
-            raise translate(error) from None
+        if isinstance(error, grpc.RpcError) and not (is_retryable(error) or error.code() == grpc.StatusCode.CANCELLED):
+            raise translate(error) from None  # the call's fault (bad key, bad input): no backend would take it
         lost = [self._pending[pid] for pid in sub.in_flight if pid in self._pending]
         sub.backend.resent += len(lost)
         self._backlog.extendleft(reversed(lost))
