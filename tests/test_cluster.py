@@ -132,6 +132,26 @@ async def test_an_abandoned_or_cancelled_call_leaves_no_task_behind(three: list[
         assert [r.verdict for r in await client.verify(["theorem z : True := trivial"])] == [Verdict.VALID]
 
 
+async def test_a_call_holds_at_most_max_in_flight_proofs(three: list[int]) -> None:
+    taken = answered = most = 0
+
+    def source() -> Iterator[Proof]:
+        nonlocal taken, most
+        for p in proofs(120, 0.05):
+            taken += 1
+            most = max(most, taken - answered)
+            yield p
+
+    async with AsyncKiminaClient(target_of(three), cluster=ClusterOptions(max_in_flight=10)) as client:
+        async for _ in client.verify_stream(source()):
+            answered += 1
+    assert answered == 120 and most <= 10
+    with pytest.raises(ValueError, match="max_in_flight must be at least 1"):
+        ClusterOptions(max_in_flight=0)
+    with pytest.raises(ValueError, match="check_every must be more than 0"):
+        ClusterOptions(check_every=0)
+
+
 async def test_one_reward_call_fills_every_server(three: list[int]) -> None:
     before = [await completed(p) for p in three]
     nonce = uuid.uuid4().hex[:8]

@@ -61,6 +61,14 @@ class ClusterOptions:
     resolve: Resolver | None = None
     """Replaces DNS (tests, service discovery of your own): (host, port) → addresses."""
 
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, not {self.max_in_flight}")
+        for name in ("resolve_every", "check_every", "ready_wait", "unavailable_after"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be more than 0 seconds, not {value}")
+
 
 @dataclass(frozen=True, slots=True)
 class Targets:
