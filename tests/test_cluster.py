@@ -242,6 +242,18 @@ async def test_a_draining_server_gets_no_new_proofs(caplog: pytest.LogCaptureFix
     assert any(m.startswith((f"backend draining: {drained} ", f"backend lost: {drained} ")) for m in said)
 
 
+async def test_the_first_call_waits_for_a_server_still_pre_warming() -> None:
+    """A fresh client's first call does not fill whoever was ready first: a reachable server still
+    importing its pre-warm header (1 s) gets its share of a call that would end before it is ready."""
+    warming = {"LEAN_SERVER_INIT_REPLS": '{"import Mathlib.Slow": 1}', "KIMINA_FAKE_IMPORT_SECONDS": "1"}
+    with servers(1) as ready, servers(1, warming) as late:
+        slow = f"127.0.0.1:{late[0][1]}"
+        async with AsyncKiminaClient(target_of([ready[0][1], late[0][1]])) as client:
+            assert len([r async for r in client.verify_stream(proofs(20, 0.01))]) == 20
+            stats = by_address(client.backends())
+    assert stats[slow].answered > 0
+
+
 async def test_a_server_that_appears_in_dns_gets_work(three: list[int]) -> None:
     known = [f"127.0.0.1:{p}" for p in three[:2]]
     newcomer = f"127.0.0.1:{three[2]}"
