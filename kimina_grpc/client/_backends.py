@@ -268,11 +268,11 @@ class BackendSet:
         started = time.monotonic()
         live = [b for b in self.backends.values() if b.state != "removed"]
         states = await asyncio.gather(*(self._check(b) for b in live))
+        joining = [b for b, state in zip(live, states, strict=True) if state == "ready" and not b.ready]
+        await asyncio.gather(*(self._learn(b) for b in joining))
         for backend, state in zip(live, states, strict=True):
             if backend.state == "removed" or (state == "ready" and backend.failed_at >= started):
                 continue  # removed meanwhile, or the answer predates a failure a call saw
-            if state == "ready" and not backend.ready:
-                await self._learn(backend)
             self._set(backend, state)
         self._notify()
 
