@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cache, overhead, prooflog, sandbox, scheduling, stall, startup, trust, unread
+from bench import cache, cluster, overhead, prooflog, sandbox, scheduling, stall, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "cache": cache.main,
+    "cluster": cluster.main,
     "overhead": overhead.main,
     "prooflog": prooflog.main,
     "sandbox": sandbox.main,

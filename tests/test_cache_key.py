@@ -197,7 +197,7 @@ RULE_SOURCES = (
     "kimina_grpc/supervisor/answers.py",
     "kimina_grpc/repl/header.py",
 )
-RECORDED = (3, '1929e568ad0611a2')
+RECORDED = (3, "1929e568ad0611a2")
 # ast.unparse's text can differ between Python versions: the fingerprint is that of the image's.
 RECORDED_ON = (3, 11)
 

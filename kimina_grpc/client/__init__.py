@@ -4,6 +4,7 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 """
 
 from kimina_grpc.client._async import AsyncKiminaClient
+from kimina_grpc.client._backends import BackendStats, ClusterOptions
 from kimina_grpc.client._info import CacheState, HeaderState, PoolCounters, ProofLogState, ServerInfo
 from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
 from kimina_grpc.client._process import ForkedProcessError
@@ -28,8 +29,10 @@ from kimina_grpc.verdict import Verdict
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "BackendStats",
     "CacheState",
     "CheckResponse",
+    "ClusterOptions",
     "Diagnostics",
     "ForkedProcessError",
     "HeaderState",

@@ -11,6 +11,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
+from kimina_grpc.client._backends import BackendSet, BackendStats, ClusterOptions, parse_targets
+from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item, verify_in_order
 from kimina_grpc.client._info import ServerInfo, server_info_from_proto
 from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._process import open_channel
@@ -52,8 +54,10 @@ def _wait(state: RetryCallState) -> float:
 
 
 class AsyncKiminaClient:
-    """Async client for a kimina-grpc server (or several: `target="host1:50051,host2:50051"` or a
-    `dns:///name:port` target use round_robin over healthy backends).
+    """Async client for a kimina-grpc server, or a cluster of them: a target with comma-separated
+    addresses or `dns:///name:port` (a headless Service) is a set of backends, and one
+    verify_stream, verify or check spreads over all the ready ones (`cluster` tunes how; see
+    docs/cluster.md). Unary calls (health, server_info, export_ast) go round_robin.
 
     Retries UNAVAILABLE and RESOURCE_EXHAUSTED (bounded, exponential, honouring the server's retry
     delay); raises InvalidArgument / Unauthenticated / KiminaError for the rest. Without `api_key`,
@@ -78,13 +82,15 @@ class AsyncKiminaClient:
         ca: Pem | None = None,
         cert: Pem | None = None,
         key: Pem | None = None,
+        cluster: ClusterOptions | None = None,
     ) -> None:
         """`target` is host:port (default localhost:50051); `api_url`, `headers`, `http_timeout` and
         `n_retries` are kimina-client's (see _kimina.client_options)."""
         del http_timeout
         api_key, attempts = client_options(api_key, headers, n_retries)
         max_attempts = attempts or max_attempts
-        target, opts = channel_args(target or api_url or "localhost:50051")
+        given = target or api_url or "localhost:50051"
+        target, opts = channel_args(given)
         credentials = channel_credentials(ca, cert, key) if tls or ca is not None or cert is not None else None
         self._channel = open_channel(target, opts, credentials)
         self._stub = pb_grpc.VerifierServiceStub(self._channel)
@@ -93,6 +99,18 @@ class AsyncKiminaClient:
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        targets = parse_targets(given)
+        self._cluster: BackendSet | None = None
+        if targets is not None:
+            backend_opts = [o for o in opts if o[0] != "grpc.service_config"]
+            if credentials is not None and targets.dns is not None:  # dialled by IP: the certificate names the Service
+                backend_opts.append(("grpc.ssl_target_name_override", targets.dns[0]))
+            self._cluster = BackendSet(
+                targets,
+                lambda address: open_channel(address, backend_opts, credentials),
+                self._metadata,
+                cluster or ClusterOptions(),
+            )
 
     async def __aenter__(self) -> AsyncKiminaClient:
         return self
@@ -101,7 +119,19 @@ class AsyncKiminaClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._cluster is not None:
+            await self._cluster.close()
         await self._channel.close()
+
+    def backends(self) -> list[BackendStats]:
+        """A cluster target's backends: state, REPLs and per-backend counts (empty for one address)."""
+        return self._cluster.stats() if self._cluster is not None else []
+
+    def _patience(self) -> float:
+        """How long a cluster call waits with no ready backend: ClusterOptions.unavailable_after, or
+        as long as a stream's reconnects would (`max_attempts`)."""
+        given = self._cluster.options.unavailable_after if self._cluster is not None else None
+        return given if given is not None else sum(reconnect_delay(f) for f in range(1, self._max_attempts))
 
     def _retrying(self) -> AsyncRetrying:
         return AsyncRetrying(
@@ -144,6 +174,8 @@ class AsyncKiminaClient:
         when the server holds a result, and store nothing."""
         items = as_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
+        if self._cluster is not None:
+            return await verify_in_order(self._cluster, items, opts, self._metadata, self._patience())
         results: list[Result] = []
         for start in range(0, len(items), self._batch_size):
             results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
@@ -181,11 +213,17 @@ class AsyncKiminaClient:
         """Results as they finish. At most `window` proofs in flight. When the stream breaks with
         UNAVAILABLE, reconnects and re-sends the proofs not yet answered: each id is yielded once.
         An id may come again only once its result is out (a repeated id in flight is a ValueError:
-        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`."""
+        its results could not be told apart). `trust`, `allowed_axioms` and `cache` as for `verify`.
+        Over a cluster, `window` bounds each backend (and 4 proofs per REPL), ClusterOptions'
+        `max_in_flight` the whole call; a broken sub-stream's proofs go to the other backends."""
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         source = iter_proofs(proofs, id_column, code_column)
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
+        if self._cluster is not None:
+            async for result in ClusterCall(self._cluster, opts, window, self._metadata, self._patience()).run(source):
+                yield result
+            return
         pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
         exhausted = False
         refused: Exception | None = None  # raised by the proofs' source, or a repeated id
@@ -193,16 +231,23 @@ class AsyncKiminaClient:
         while True:
             slots = asyncio.Semaphore(window)
             resend = list(pending.values())
+            ended: list[bool] = []  # the call is over: the request generator returns (gRPC's task with it)
 
-            async def requests(resend: list[Proof] = resend, slots: asyncio.Semaphore = slots) -> AsyncIterator[Any]:
+            async def requests(
+                resend: list[Proof] = resend, slots: asyncio.Semaphore = slots, ended: list[bool] = ended
+            ) -> AsyncIterator[Any]:
                 nonlocal exhausted, refused
                 for proof in resend:
                     await slots.acquire()
-                    yield _stream_item(proof, opts)
+                    if ended:
+                        return
+                    yield stream_item(proof, opts)
                 while not exhausted:
                     await slots.acquire()
+                    if ended:
+                        return
                     try:
-                        new = _next_proof(source, pending)
+                        new = next_proof(source, pending)
                     except Exception as exc:
                         refused = exc
                         raise  # gRPC cancels the call; the caller gets `refused`
@@ -210,7 +255,7 @@ class AsyncKiminaClient:
                         exhausted = True
                         break
                     pending[new.id] = new
-                    yield _stream_item(new, opts)
+                    yield stream_item(new, opts)
 
             if exhausted and not pending:
                 return
@@ -252,6 +297,8 @@ class AsyncKiminaClient:
                 await asyncio.sleep(reconnect_delay(failures))
             finally:
                 call.cancel()
+                ended.append(True)
+                slots.release()
 
     async def check(  # noqa: PLR0917  (Kimina's positional order)
         self,
@@ -378,17 +425,3 @@ class Blocking:
 def reconnect_delay(failures: int) -> float:
     """Seconds before a stream's next attempt after `failures` broken ones in a row."""
     return min(10.0, 0.2 * 2.0**failures)
-
-
-def _next_proof(source: Iterator[Proof], pending: dict[str, Proof]) -> Proof | None:
-    """The source's next proof; a repeated id in flight is refused, as its results could not be told apart."""
-    proof = next(source, None)
-    if proof is not None and proof.id in pending:
-        raise ValueError(f"proof id {proof.id!r} is already in flight on this stream; ids must differ")
-    return proof
-
-
-def _stream_item(proof: Proof, opts: pb.ProofOptions) -> pb.StreamVerifyRequest:
-    item = pb.StreamVerifyRequest(proof=to_proto(proof))
-    item.proof.options.MergeFrom(opts)  # keeps the proof's own statement and theorem name
-    return item

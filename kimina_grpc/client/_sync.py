@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
+from kimina_grpc.client._backends import BackendStats
 from kimina_grpc.client._info import ServerInfo
 from kimina_grpc.client._kimina import run_benchmark
 from kimina_grpc.client._process import PerProcess, grpc_usable
@@ -87,6 +88,10 @@ class KiminaClient:
     def health_status(self, service: str = READINESS) -> str:
         return self._local.get().call("health_status", service)  # type: ignore[no-any-return]
 
+    def backends(self) -> list[BackendStats]:
+        """A cluster target's backends and their counts (see AsyncKiminaClient.backends)."""
+        return self._local.get().call("backends")  # type: ignore[no-any-return]
+
     def server_info(self) -> ServerInfo:
         """What the server runs (see AsyncKiminaClient.server_info)."""
         return self._local.get().call("server_info")  # type: ignore[no-any-return]
@@ -118,7 +123,8 @@ class InProcess:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def call(self, name: str, *args: Any, **kw: Any) -> Any:
-        return self._run(getattr(self.client, name)(*args, **kw))
+        answer = getattr(self.client, name)(*args, **kw)
+        return self._run(answer) if asyncio.iscoroutine(answer) else answer
 
     def stream(self, *args: Any, **kw: Any) -> Iterator[Result]:
         return self._blocking.verify_stream(*args, **kw)

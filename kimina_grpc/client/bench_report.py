@@ -87,6 +87,8 @@ def print_summary(report: dict[str, Any], output: Path) -> None:
         print(f"  {label} p50 {p['p50']:.3f} s  p90 {p['p90']:.3f} s  p99 {p['p99']:.3f} s")
     lean = report["lean_seconds"]
     print(f"  Lean seconds: total {lean['total']:.1f}, mean {lean['mean']:.3f} (proofs Lean checked in this run)")
+    for address, c in report.get("backends", {}).items():
+        print(f"  backend {address}: {c['answered']} answered, {c['resent']} re-sent elsewhere ({c['state']})")
     print(f"  report: {output / 'report.json'}, plot: {output / 'report.png'}")
 
 

@@ -360,9 +360,17 @@ def run_bench(
             bar.update()
     wall = time.monotonic() - start
     report = bench_report.build(results, latencies, wall, dataset=dataset, trust=trust, cache=cache)
+    if backends := backend_counts(client):
+        report["backends"] = backends
     output.mkdir(parents=True, exist_ok=True)
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (output / "results.jsonl").write_text("".join(json.dumps(_result_json(r)) + "\n" for r in results))
     bench_report.plot(latencies, done_at, output / "report.png")
     bench_report.print_summary(report, output)
     return report
+
+
+def backend_counts(client: Any) -> dict[str, dict[str, Any]]:
+    """A cluster client's per-backend counts (empty for one address)."""
+    stats = client.backends() if hasattr(client, "backends") else []
+    return {s.address: {k: v for k, v in asdict(s).items() if k != "address"} for s in stats}
