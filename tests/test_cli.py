@@ -70,8 +70,10 @@ def test_client_only_helpers_name_the_extra_they_need(monkeypatch: pytest.Monkey
         timeout=60,
         check=False,
     )
-    assert run.returncode == 2
-    assert run.stderr == f"fake_repl needs the server extra (psutil is missing): {install_command('server')}\n"
+    # The stand-in REPL takes nothing from the server (issue 31: its own header rule and syscall
+    # numbers), so it runs in a client-only install too.
+    assert run.returncode == 0, run.stderr
+    assert "--table" in run.stdout
 
 
 def test_the_package_has_a_version() -> None:
