@@ -21,6 +21,7 @@ from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .conftest import children
+from .helpers import eventually
 from .test_server import proof, running, scrape, settings
 
 GARBAGE = b"\xff\xff\xff\xff"  # a field tag whose varint never ends: protobuf's DecodeError
@@ -198,7 +199,7 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
 
 
 async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue() -> None:
-    app = create_app(settings(max_repls=1, max_queue=2, drain_seconds=3))
+    app = create_app(settings(max_repls=1, max_queue=2, drain_seconds=30))  # "runs" ends well within
     await app.start()
     stopping: asyncio.Task[None] | None = None
     try:
@@ -212,8 +213,13 @@ async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue()
                 await asyncio.sleep(3600)
 
             call = stub.StreamVerify(requests())
-            await asyncio.sleep(0.5)
-            assert app.supervisor.queued == 2
+            sup = app.supervisor
+
+            def settled() -> bool:  # one running, two queued, the third waiting for room
+                busy = sum(h.busy for h in sup.state().headers)
+                return busy == 1 and sup.queued == 2 and len(sup._room_waiters) == 1
+
+            await eventually(settled, what="one proof running, two queued, one waiting for room")
             stopping = asyncio.create_task(app.stop())
             answers = {}
             with pytest.raises(grpc.aio.AioRpcError) as info:
