@@ -41,6 +41,17 @@ def children() -> list[psutil.Process]:
     return out
 
 
+def described(processes: list[psutil.Process]) -> list[str]:
+    """The processes' pids and command lines, for a failure message."""
+    out = []
+    for p in processes:
+        try:
+            out.append(f"{p.pid}: {' '.join(p.cmdline())[:300]}")
+        except psutil.Error:
+            out.append(f"{p.pid}: (gone)")
+    return out
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():

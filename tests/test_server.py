@@ -26,7 +26,8 @@ from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
+from .conftest import children, described
+from .helpers import eventually
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -62,7 +63,12 @@ async def running(**kw: Any) -> AsyncIterator[tuple[App, grpc.aio.Channel]]:
     finally:
         await channel.close()
         await app.stop()
-        assert children() == []
+        # A process the server killed may still be on its way out: wait (briefly) for none, and name
+        # any that stays.
+        try:
+            await eventually(lambda: not children(), timeout=10)
+        except AssertionError:
+            raise AssertionError(f"processes left after stop: {described(children())}") from None
 
 
 def proof(pid: str, body: str, header: str = "import A", **opts: Any) -> pb.Proof:

@@ -27,7 +27,6 @@ from kimina_grpc.client._types import (
     Proof,
     Result,
     from_proto,
-    is_retryable,
     to_proto,
     translate,
 )
@@ -61,6 +60,18 @@ class _Sub:
     task: asyncio.Task[None] | None = None
     refusing: bool = False  # answered `retryable`: shutting down, nothing new for it in this call
     closed: bool = False
+
+
+_CALLERS_FAULT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+"""A sub-stream ending with one of these fails the call: another backend would answer the same."""
 
 
 class ClusterCall:
@@ -236,8 +247,11 @@ class ClusterCall:
         del self._subs[sub.backend.address]
         sub.backend.users -= 1
         sub.backend.in_flight -= len(sub.in_flight)
-        if isinstance(error, grpc.RpcError) and not (is_retryable(error) or error.code() == grpc.StatusCode.CANCELLED):
+        if isinstance(error, grpc.RpcError) and error.code() in _CALLERS_FAULT:
             raise translate(error) from None  # the call's fault (bad key, bad input): no backend would take it
+        # Anything else is the backend's or the connection's: UNAVAILABLE, CANCELLED (a server stopping
+        # past its grace), and INTERNAL/UNKNOWN, which gRPC's core reports for a send on a stream whose
+        # server just went away ("Internal error from Core"). Its proofs go to the others.
         lost = [self._pending[pid] for pid in sub.in_flight if pid in self._pending]
         sub.backend.resent += len(lost)
         self._backlog.extendleft(reversed(lost))
