@@ -3,8 +3,9 @@
 Every REPL is bound to one import header (its PoolKey). Jobs wait in one FIFO queue per key. The
 scheduler, run after every change of state, gives each idle REPL the oldest job of its key; starts
 REPLs while the pool has room; and, when the pool is full, converts an idle REPL of another header
-only when the waiting work outweighs an import (with hysteresis), or when a header has no REPL at all
-and its oldest job has waited longer than an import would take (no header starves). A REPL whose
+only when the waiting work outweighs an import (with hysteresis). A REPL whose header still has work
+leaves it only for a header with no REPL that starves (`policy.SwitchPolicy`: exhaustive service with
+a starvation bound, so headers outnumbering REPLs do not thrash). A REPL whose
 header still has work moves to the header that will drain last when that evens out the finish times
 by more than an import's worth (8 REPLs over 3 equal headers start 3/3/2). Queued work is counted in
 seconds with one mean proof cost; costs themselves are never guessed from the proof text.
@@ -41,6 +42,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
+from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting
 from kimina_grpc.supervisor.trust import Reviewer
 
 log = structlog.get_logger("kimina_grpc.supervisor")
@@ -114,6 +116,8 @@ class Worker:
     job: Job | None = None
     stop: Callable[[str], None] | None = None
     """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
+    warm_since: float = 0.0
+    """When its header's import was done: its visit to the header began (the switch policy's)."""
     returns: PoolKey | None = None
     """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
 
@@ -165,6 +169,9 @@ class Supervisor:
         # to move REPLs on.
         self._proof_cost = _Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
+        self._policy = SwitchPolicy()
+        # When a proof of each header last started on a REPL: a header's wait for a switch counts from it.
+        self._served: dict[PoolKey, float] = {}
         self._kick_pending = False
         self._closing = False
         self._draining = False
@@ -434,17 +441,16 @@ class Supervisor:
             worker = self._new_worker(self._to_start.pop(0))
             if len(self._warmup) < self._warmup_total:
                 self._warmup.append(worker)
-        starving = self._starving(now) if len(self._workers) >= self.s.max_repls else []
-        # 1. Idle REPLs take the oldest job of their key, unless a key with no REPL at all has waited
-        #    longer than an import takes: then the REPL is converted to it (no key starves).
-        for worker in [w for w in self._workers if w.state is WorkerState.IDLE]:
+        idle = [w for w in self._workers if w.state is WorkerState.IDLE]
+        switches: dict[str, PoolKey] = {}
+        if len(self._workers) >= self.s.max_repls:
+            switches = {s.repl: s.to for s in self._policy.switches(self._snapshot(now, idle))}
+        # 1. Idle REPLs take the oldest job of their key, unless the policy moves them to a key
+        #    with no REPL at all that starves.
+        for worker in idle:
             queue = self._queues.get(worker.key)
-            if (
-                starving
-                and self._importing < self.s.max_concurrent_imports
-                and (not queue or queue[0].submitted > self._queues[starving[0]][0].submitted)
-            ):
-                self._replace(worker, starving.pop(0))
+            if (to := switches.get(worker.id)) is not None:
+                self._replace(worker, to)
             elif queue and self._importing < self.s.max_concurrent_imports and (key := self._move_target(worker)):
                 self._replace(worker, key)
             elif queue:
@@ -470,14 +476,24 @@ class Supervisor:
                 if victim is not None:
                     self._replace(victim, key)
 
-    def _starving(self, now: float) -> list[PoolKey]:
-        served = {w.key for w in self._workers}
-        keys = [
-            (q[0].submitted, key)
-            for key, q in self._queues.items()
-            if q and key not in served and now - q[0].submitted >= self._import_cost.value
-        ]
-        return [key for _, key in sorted(keys, key=lambda x: x[0])]
+    def _snapshot(self, now: float, idle: list[Worker]) -> Snapshot:
+        counts = self._worker_counts()
+        return Snapshot(
+            now=now,
+            import_cost=self._import_cost.value,
+            proof_cost=self._proof_cost.value,
+            max_wait=self.s.max_wait,
+            import_slots=self.s.max_concurrent_imports - self._importing,
+            waiting=tuple(
+                Waiting(key, q[0].submitted, counts.get(key, 0), self._served.get(key))
+                for key, q in self._queues.items()
+                if q
+            ),
+            idle=tuple(
+                Idle(w.id, w.key, len(self._queues.get(w.key, ())), counts[w.key], w.idle_since, w.warm_since)
+                for w in idle
+            ),
+        )
 
     def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
         """The key whose queue has the most jobs per REPL (busy, idle or starting) after one more."""
@@ -598,9 +614,10 @@ class Supervisor:
     def _prune(self, key: PoolKey) -> None:
         """Forget a header that has no queued work and no REPL (headers are caller-chosen: kept
         forever, their bookkeeping would only grow)."""
-        if not self._queues.get(key, True) and all(w.key != key for w in self._workers):
-            del self._queues[key]
+        if not self._queues.get(key) and all(w.key != key for w in self._workers):
+            self._queues.pop(key, None)
             self._import_failures.pop(key, None)
+            self._served.pop(key, None)
 
     def _wake_one(self) -> None:
         while self._room_waiters:
@@ -700,7 +717,7 @@ class Supervisor:
         await worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
-        worker.idle_since = time.monotonic()
+        worker.idle_since = worker.warm_since = time.monotonic()
         self._spawn(self._watch(worker))
         log.debug("repl_ready", repl_id=worker.id, header=worker.key.header, seconds=time.monotonic() - started)
         self._kick()
@@ -803,6 +820,7 @@ class Supervisor:
     def _run(self, worker: Worker, job: Job) -> None:
         worker.state = WorkerState.BUSY
         worker.job = job
+        self._served[worker.key] = time.monotonic()
         self._running.add(job)
         self._spawn(self._check(worker, job))
 
