@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kimina_grpc.supervisor.jobs import PoolKey
-from kimina_grpc.supervisor.policy import FAIR_IMPORTS, Idle, Snapshot, Switch, SwitchPolicy, Waiting
+from kimina_grpc.supervisor.policy import FAIR_IMPORTS, Idle, Snapshot, Switch, SwitchPolicy, Waiting, spare_plan
 
 A, B, C, D = (PoolKey(f"import {h}") for h in "ABCD")
 IMPORT = 1.0
@@ -216,3 +216,34 @@ def test_headers_outnumbering_repls_for_long_take_turns_and_pay_a_bounded_share_
     makespan, imports = simulate(repls=1, headers=3, per_header=4000, proof=0.1)
     assert imports > 3  # turns were taken (exhaustive alone would be 3 imports)
     assert (imports - 3) * IMPORT <= makespan / FAIR_IMPORTS
+
+
+FRESH_A = PoolKey("import A", fresh=True)
+SPARE_CASES: list[
+    tuple[str, int, dict[PoolKey, int], dict[PoolKey, int], dict[PoolKey, int], tuple[list[PoolKey], list[PoolKey]]]
+] = [
+    ("no spares asked: none started, none kept", 0, {A: 4}, {A: 9}, {A: 1}, ([], [A])),
+    ("one header in use takes every spare", 2, {A: 4}, {}, {}, ([A, A], [])),
+    ("the header with the most working REPLs per spare first", 2, {A: 3, B: 3, C: 2}, {}, {}, ([A, B], [])),
+    ("ties on REPLs go to the header with more queued", 1, {A: 2, B: 2}, {A: 1, B: 5}, {}, ([B], [])),
+    ("proportional: 6 REPLs of A and 2 of B share 3 spares 2/1", 3, {A: 6, B: 2}, {}, {}, ([A, A, B], [])),
+    ("already in place: nothing to do", 2, {A: 3, B: 3}, {}, {A: 1, B: 1}, ([], [])),
+    ("a header no longer in use gives its spare to one in use", 1, {B: 2}, {}, {A: 1}, ([B], [A])),
+    ("queued work alone is use (a header whose REPLs are importing elsewhere)", 1, {}, {C: 3}, {}, ([C], [])),
+    ("nothing in use: every spare retired", 2, {}, {}, {A: 1, B: 1}, ([], [A, B])),
+    ("a fresh key (one proof per REPL) never gets a spare", 1, {FRESH_A: 1}, {FRESH_A: 1}, {}, ([], [])),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "n", "working", "queued", "spares", "expected"), SPARE_CASES, ids=[c[0] for c in SPARE_CASES]
+)
+def test_spare_plan(
+    why: str,
+    n: int,
+    working: dict[PoolKey, int],
+    queued: dict[PoolKey, int],
+    spares: dict[PoolKey, int],
+    expected: tuple[list[PoolKey], list[PoolKey]],
+) -> None:
+    assert spare_plan(n, working, queued, spares) == expected, why

@@ -1,4 +1,5 @@
-"""When a REPL leaves its header for another: a pure policy over a snapshot of the pool.
+"""Where REPLs go: when one leaves its header for another, and where the warm spares wait. Pure
+policy over a snapshot of the pool (`spare_plan` for the spares, at the end).
 
 The pool is a polling system with switch-over times: REPLs are the servers, headers the queues,
 and moving a REPL to another header costs an import (seconds of dead time, 10–20 s for Mathlib).
@@ -146,3 +147,30 @@ class SwitchPolicy:
             left[pick.key] = left.get(pick.key, 0) + 1
             out.append(Switch(pick.id, key))
         return out
+
+
+def spare_plan(
+    spare_repls: int, working: dict[PoolKey, int], queued: dict[PoolKey, int], spares: dict[PoolKey, int]
+) -> tuple[list[PoolKey], list[PoolKey]]:
+    """Where the warm spares go (LEAN_SERVER_SPARE_REPLS): to the headers in use, one at a time to
+    the header with the most working REPLs per spare (a header's REPLs die and are recycled in
+    proportion to how many it has), ties to the one with fewer spares, then more queued. A header
+    in use has working REPLs or queued proofs; `fresh` keys never get spares (their REPLs serve
+    one proof).
+    Returns (headers to start a spare for, headers to retire one spare of), so the spares follow
+    the demand: a spare of a header no longer in use is retired, its memory given back."""
+    demand = {
+        k: (working.get(k, 0), queued.get(k, 0))
+        for k in set(working) | set(queued)
+        if not k.fresh and (working.get(k, 0) or queued.get(k, 0))
+    }
+    target: dict[PoolKey, int] = {}
+    for _ in range(spare_repls if demand else 0):
+        key = max(
+            sorted(demand, key=lambda k: k.header),
+            key=lambda k: (max(demand[k][0], 1) / (target.get(k, 0) + 1), -target.get(k, 0), demand[k][1]),
+        )
+        target[key] = target.get(key, 0) + 1
+    start = [k for k in sorted(target, key=lambda k: k.header) for _ in range(target[k] - spares.get(k, 0))]
+    retire = [k for k in sorted(spares, key=lambda k: k.header) for _ in range(spares[k] - target.get(k, 0))]
+    return start, retire

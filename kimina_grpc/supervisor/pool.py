@@ -8,7 +8,9 @@ leaves it only for a header with no REPL that starves (`policy.SwitchPolicy`: ex
 a starvation bound, so headers outnumbering REPLs do not thrash). A REPL whose
 header still has work moves to the header that will drain last when that evens out the finish times
 by more than an import's worth (8 REPLs over 3 equal headers start 3/3/2). Queued work is counted in
-seconds with one mean proof cost; costs themselves are never guessed from the proof text.
+seconds with one mean proof cost; costs themselves are never guessed from the proof text. Warm
+spares (`spare_repls`, placed by `policy.spare_plan`) wait beyond `max_repls` and take the place of
+a REPL that is killed, crashes, is recycled or converted, so no proof waits for that import.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
-from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting
+from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting, spare_plan
 from kimina_grpc.supervisor.trust import Reviewer
 
 log = structlog.get_logger("kimina_grpc.supervisor")
@@ -93,6 +95,10 @@ class PoolSettings:
     import_cost_hint: float = 15.0
     init_repls: dict[str, int] = field(default_factory=dict)
     min_timeout: float = 0.1
+    spare_repls: int = 0
+    """Warm REPLs beyond `max_repls`, kept imported for the headers in use: a REPL killed, crashed
+    or recycled is replaced by one at once (see `policy.spare_plan`). They never run a proof while
+    they are spares: `max_repls` still bounds the checks running at once."""
     """A proof whose budget (its timeout, or what its caller's deadline leaves) is below this is
     answered NOT_CHECKED without a REPL: a check cut that short only kills a warm REPL."""
 
@@ -118,6 +124,8 @@ class Worker:
     """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
     warm_since: float = 0.0
     """When its header's import was done: its visit to the header began (the switch policy's)."""
+    spare: bool = False
+    """A warm successor beyond MAX_REPLS: takes no work until it replaces a REPL of its header."""
     returns: PoolKey | None = None
     """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
 
@@ -129,6 +137,7 @@ class HeaderStats:
     busy: int
     starting: int
     queued: int
+    spares: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +150,10 @@ class PoolState:
     kills: int
     crashes: int
     completed: int
+    warm_swaps: int = 0
+    """REPLs replaced (killed, crashed, recycled, converted) by a warm spare: no import waited on."""
+    cold_swaps: int = 0
+    """REPLs replaced by a new process that had to import first."""
 
 
 class _Mean:
@@ -194,7 +207,15 @@ class Supervisor:
         self._probe_delay = _PROBE_PERIOD
         self._probe: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
+        self.counters = {
+            "imports": 0,
+            "recycles": 0,
+            "kills": 0,
+            "crashes": 0,
+            "completed": 0,
+            "warm_swaps": 0,
+            "cold_swaps": 0,
+        }
         self._reviewer = Reviewer(
             settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
         )
@@ -365,7 +386,7 @@ class Supervisor:
         )[:_STATE_HEADERS]
         stats = []
         for key in sorted(keys, key=lambda k: (k.header, k.fresh)):
-            ws = [w for w in self._workers if w.key == key]
+            ws = [w for w in self._workers if w.key == key and not w.spare]
             header = key.header if len(key.header) <= _STATE_HEADER_CHARS else key.header[:_STATE_HEADER_CHARS] + "…"
             stats.append(
                 HeaderStats(
@@ -374,6 +395,7 @@ class Supervisor:
                     busy=sum(w.state is WorkerState.BUSY for w in ws),
                     starting=sum(w.state is WorkerState.STARTING for w in ws),
                     queued=len(self._queues.get(key, ())),
+                    spares=sum(w.key == key and w.spare for w in self._workers),
                 )
             )
         return PoolState(self.ready, self._queued, tuple(stats), **self.counters)
@@ -434,16 +456,16 @@ class Supervisor:
         now = time.monotonic()
         while (
             self._to_start
-            and len(self._workers) < self.s.max_repls
+            and self._working() < self.s.max_repls
             and self._importing < self.s.max_concurrent_imports
             and self._memory_ok()
         ):
             worker = self._new_worker(self._to_start.pop(0))
             if len(self._warmup) < self._warmup_total:
                 self._warmup.append(worker)
-        idle = [w for w in self._workers if w.state is WorkerState.IDLE]
+        idle = [w for w in self._workers if w.state is WorkerState.IDLE and not w.spare]
         switches: dict[str, PoolKey] = {}
-        if len(self._workers) >= self.s.max_repls:
+        if self._working() >= self.s.max_repls:
             switches = {s.repl: s.to for s in self._policy.switches(self._snapshot(now, idle))}
         # 1. Idle REPLs take the oldest job of their key, unless the policy moves them to a key
         #    with no REPL at all that starves.
@@ -457,24 +479,63 @@ class Supervisor:
                 self._run(worker, self._pop(worker.key))
         waiting = [(q[0].submitted, key) for key, q in self._queues.items() if q]
         if not waiting:
+            self._place_spares()
             return
         waiting.sort(key=lambda x: x[0])  # oldest first: no key starves
         # 2. Start REPLs while the pool has room, for the keys that need them most.
         while (
-            len(self._workers) < self.s.max_repls
+            self._working() < self.s.max_repls
             and self._importing < self.s.max_concurrent_imports
             and (key := self._neediest([k for _, k in waiting])) is not None
             and self._memory_ok()
         ):
             self._new_worker(key)
         # 3. The pool is full: convert idle REPLs of other keys where the wait outweighs an import.
-        if len(self._workers) >= self.s.max_repls:
+        if self._working() >= self.s.max_repls:
             for _, key in waiting:
                 if self._importing >= self.s.max_concurrent_imports:
                     break
                 victim = self._conversion_victim(key)
                 if victim is not None:
                     self._replace(victim, key)
+        self._place_spares()
+
+    def _place_spares(self) -> None:
+        """Start and retire spares as `policy.spare_plan` says; they import only after the working
+        REPLs' own starts (they wait for import slots the working set does not need)."""
+        if not self.s.spare_repls and not any(w.spare for w in self._workers):
+            return
+        spares: dict[PoolKey, int] = {}
+        for w in self._workers:
+            if w.spare:
+                spares[w.key] = spares.get(w.key, 0) + 1
+        queued = {k: len(q) for k, q in self._queues.items() if q}
+        start, retire = spare_plan(self.s.spare_repls, self._worker_counts(), queued, spares)
+        for key in retire:
+            idle = [w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE]
+            if idle:
+                self._workers.discard(idle[0])
+                self._spawn(self._retire(idle[0], counter=None))
+        for key in start:
+            if self._to_start or self._importing >= self.s.max_concurrent_imports or not self._memory_ok():
+                break
+            self._new_worker(key).spare = True
+
+    def _working(self) -> int:
+        """REPLs that count toward MAX_REPLS (all but the spares)."""
+        return sum(not w.spare for w in self._workers)
+
+    def _take_spare(self, key: PoolKey) -> bool:
+        """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
+        is started by `_place_spares`); False if there is none."""
+        spare = next((w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
+        if spare is None:
+            self.counters["cold_swaps"] += 1
+            return False
+        spare.spare = False
+        spare.warm_since = time.monotonic()
+        self.counters["warm_swaps"] += 1
+        return True
 
     def _snapshot(self, now: float, idle: list[Worker]) -> Snapshot:
         counts = self._worker_counts()
@@ -513,15 +574,18 @@ class Supervisor:
     def _worker_counts(self) -> dict[PoolKey, int]:
         counts: dict[PoolKey, int] = {}
         for w in self._workers:
-            counts[w.key] = counts.get(w.key, 0) + 1
+            if not w.spare:
+                counts[w.key] = counts.get(w.key, 0) + 1
         return counts
 
     def _starting_for(self, key: PoolKey) -> int:
-        return sum(1 for w in self._workers if w.key == key and w.state is WorkerState.STARTING)
+        return sum(1 for w in self._workers if w.key == key and w.state is WorkerState.STARTING and not w.spare)
 
     def _conversion_victim(self, key: PoolKey) -> Worker | None:
         idle = [
-            w for w in self._workers if w.state is WorkerState.IDLE and w.key != key and not self._queues.get(w.key)
+            w
+            for w in self._workers
+            if w.state is WorkerState.IDLE and not w.spare and w.key != key and not self._queues.get(w.key)
         ]
         if not idle:
             return None
@@ -658,7 +722,7 @@ class Supervisor:
         place back when it is done: the pool keeps its strength)."""
         self._workers.discard(worker)
         self._spawn(self._retire(worker, counter="recycles"))
-        if not self._closing:
+        if not self._closing and not (not key.fresh and self._take_spare(key)):
             new = self._new_worker(key)
             if key.fresh and not worker.key.fresh:
                 new.returns = worker.key
@@ -1075,7 +1139,8 @@ class Supervisor:
     async def _lost(self, worker: Worker) -> None:
         """A REPL died or was killed: reap it and start its replacement in the background."""
         await self._retire(worker, counter=None)
-        if not self._closing and (key := worker.returns if worker.key.fresh else worker.key) is not None:
+        key = worker.returns if worker.key.fresh else worker.key
+        if not self._closing and not worker.spare and key is not None and not self._take_spare(key):
             self._to_start.append(key)
         self._kick()
 
