@@ -61,7 +61,17 @@ def fifo_bound(costs: list[float]) -> float:
     return max(free)
 
 
-async def run_once(headers: list[str], costs: list[float], repls: int = REPLS) -> dict[str, Any]:
+async def run_once(
+    headers: list[str],
+    costs: list[float],
+    repls: int = REPLS,
+    *,
+    uses: int = 0,
+    spares: int = 0,
+    hang: frozenset[int] = frozenset(),
+    timeout: float = 600,
+) -> dict[str, Any]:
+    """One run; the proofs in `hang` spin until their `timeout` (TIMEOUT, their REPL killed)."""
     os.environ["KIMINA_FAKE_IMPORT_SECONDS"] = str(IMPORT)
     sup = Supervisor(
         PoolSettings(
@@ -70,15 +80,18 @@ async def run_once(headers: list[str], costs: list[float], repls: int = REPLS) -
             # The stand-in's import is a sleep, not disk I/O: nothing to protect by serialising.
             max_concurrent_imports=repls,
             import_cost_hint=IMPORT,
+            max_repl_uses=uses,
+            spare_repls=spares,
         )
     )
     await sup.start()
     items = [
         (
             split_header(
-                f"{headers[i % len(headers)]}\ntheorem t{i} : True := by\n  -- fake: sleep {c:.4f}\n  trivial"
+                f"{headers[i % len(headers)]}\ntheorem t{i} : True := by\n"
+                + ("  -- fake: hang" if i in hang else f"  -- fake: sleep {c:.4f}\n  trivial")
             ),
-            CheckOptions(timeout=600),
+            CheckOptions(timeout=timeout if i in hang else 600),
         )
         for i, c in enumerate(costs)
     ]
@@ -88,7 +101,7 @@ async def run_once(headers: list[str], costs: list[float], repls: int = REPLS) -
     makespan = time.monotonic() - start
     state = sup.state()
     await sup.close()
-    assert all(o.verdict is Verdict.VALID for o in outcomes)
+    assert all(o.verdict is (Verdict.TIMEOUT if i in hang else Verdict.VALID) for i, o in enumerate(outcomes))
     longest = max(costs)
     ideal = IMPORT + max(sum(costs) / repls, longest)
     return {
@@ -99,6 +112,8 @@ async def run_once(headers: list[str], costs: list[float], repls: int = REPLS) -
         "efficiency": round(ideal / makespan, 3),
         "imports": state.imports,
         "conversions": state.recycles,
+        "warm_swaps": state.warm_swaps,
+        "cold_swaps": state.cold_swaps,
     }
 
 
@@ -129,7 +144,13 @@ def main() -> dict[str, Any]:
             rows.append(r)
     print("  FIFO bound: the efficiency of perfect greedy dispatch in arrival order with zero overhead (one header);")
     print("  no scheduler that keeps arrival order without knowing costs in advance beats it.")
-    return {"repls": REPLS, "import_s": IMPORT, "scale": SCALE, "rows": rows, "few_repls": few_repls(rng, pool)}
+    return {
+        "repls": REPLS,
+        "import_s": IMPORT,
+        "scale": SCALE,
+        "rows": rows,
+        "few_repls": few_repls(rng, pool),
+    }
 
 
 def few_repls(rng: random.Random, pool: list[float]) -> list[dict[str, Any]]:
