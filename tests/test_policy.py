@@ -232,7 +232,37 @@ SPARE_CASES: list[
     ("queued work alone is use (a header whose REPLs are importing elsewhere)", 1, {}, {C: 3}, {}, ([C], [])),
     ("nothing in use: every spare retired", 2, {}, {}, {A: 1, B: 1}, ([], [A, B])),
     ("a fresh key (one proof per REPL) never gets a spare", 1, {FRESH_A: 1}, {FRESH_A: 1}, {}, ([], [])),
+    (
+        "a spare of a header still in use stays where it is (moving it costs an import)",
+        1,
+        {A: 1, B: 6},
+        {},
+        {A: 1},
+        ([], []),
+    ),
+    (
+        "fewer spares asked than there are: the one the plan does not want goes",
+        1,
+        {A: 4, B: 4},
+        {},
+        {A: 1, B: 1},
+        ([], [B]),
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("why", "expiring", "spares", "expected"),
+    [
+        ("a REPL near its use limit gets its successor ahead, before the busier header", {A: 1}, {}, ([A, B], [])),
+        ("two near the limit take both spares", {A: 2}, {}, ([A, A], [])),
+        ("no room: the spares in place stay (best effort within the count)", {A: 1}, {B: 2}, ([], [])),
+    ],
+)
+def test_spare_plan_starts_successors_ahead(
+    why: str, expiring: dict[PoolKey, int], spares: dict[PoolKey, int], expected: tuple[list[PoolKey], list[PoolKey]]
+) -> None:
+    assert spare_plan(2, {A: 1, B: 6}, {}, spares, expiring) == expected, why
 
 
 @pytest.mark.parametrize(

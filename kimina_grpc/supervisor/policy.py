@@ -150,13 +150,19 @@ class SwitchPolicy:
 
 
 def spare_plan(
-    spare_repls: int, working: dict[PoolKey, int], queued: dict[PoolKey, int], spares: dict[PoolKey, int]
+    spare_repls: int,
+    working: dict[PoolKey, int],
+    queued: dict[PoolKey, int],
+    spares: dict[PoolKey, int],
+    expiring: dict[PoolKey, int] | None = None,
 ) -> tuple[list[PoolKey], list[PoolKey]]:
     """Where the warm spares go (LEAN_SERVER_SPARE_REPLS): to the headers in use, one at a time to
     the header with the most working REPLs per spare (a header's REPLs die and are recycled in
     proportion to how many it has), ties to the one with fewer spares, then more queued. A header
     in use has working REPLs or queued proofs; `fresh` keys never get spares (their REPLs serve
-    one proof).
+    one proof). First of all, each working REPL about to reach MAX_REPL_USES (`expiring`: within
+    an import's worth of proofs of it) has a spare of its header: its successor is started ahead,
+    so the swap at the limit is immediate (recycling before the limit, within the spares).
     Returns (headers to start a spare for, headers to retire one spare of), so the spares follow
     the demand: a spare of a header no longer in use is retired, its memory given back."""
     demand = {
@@ -165,12 +171,25 @@ def spare_plan(
         if not k.fresh and (working.get(k, 0) or queued.get(k, 0))
     }
     target: dict[PoolKey, int] = {}
-    for _ in range(spare_repls if demand else 0):
+    for key in sorted(expiring or {}, key=lambda k: (-(expiring or {})[k], k.header)):
+        if key in demand:
+            target[key] = min((expiring or {})[key], spare_repls - sum(target.values()))
+    for _ in range(spare_repls - sum(target.values()) if demand else 0):
         key = max(
             sorted(demand, key=lambda k: k.header),
             key=lambda k: (max(demand[k][0], 1) / (target.get(k, 0) + 1), -target.get(k, 0), demand[k][1]),
         )
         target[key] = target.get(key, 0) + 1
-    start = [k for k in sorted(target, key=lambda k: k.header) for _ in range(target[k] - spares.get(k, 0))]
-    retire = [k for k in sorted(spares, key=lambda k: k.header) for _ in range(spares[k] - target.get(k, 0))]
+    # A spare of a header still in use is kept even when the target moved (each move costs an
+    # import): only spares of headers out of use, or beyond the count, are retired.
+    retire = [k for k in sorted(spares, key=lambda k: k.header) if k not in demand for _ in range(spares[k])]
+    kept = {k: n for k, n in spares.items() if k in demand}
+    over = sum(kept.values()) - spare_repls
+    for k in sorted(kept, key=lambda k: (target.get(k, 0) - kept[k], k.header)):
+        while over > 0 and kept[k] > target.get(k, 0):
+            retire.append(k)
+            kept[k] -= 1
+            over -= 1
+    room = spare_repls - sum(kept.values())
+    start = [k for k in target for _ in range(target[k] - kept.get(k, 0))][: max(room, 0)]
     return start, retire

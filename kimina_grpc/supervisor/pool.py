@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import math
 import signal
 import time
 from collections import deque
@@ -510,7 +511,14 @@ class Supervisor:
             if w.spare:
                 spares[w.key] = spares.get(w.key, 0) + 1
         queued = {k: len(q) for k, q in self._queues.items() if q}
-        start, retire = spare_plan(self.s.spare_repls, self._worker_counts(), queued, spares)
+        expiring: dict[PoolKey, int] = {}
+        if self.s.max_repl_uses:
+            # Within an import's worth of proofs of the limit: its successor is started ahead.
+            ahead = self._ahead()
+            for w in self._workers:
+                if not w.spare and not w.key.fresh and w.uses >= self.s.max_repl_uses - ahead:
+                    expiring[w.key] = expiring.get(w.key, 0) + 1
+        start, retire = spare_plan(self.s.spare_repls, self._worker_counts(), queued, spares, expiring)
         for key in retire:
             idle = [w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE]
             if idle:
@@ -520,6 +528,10 @@ class Supervisor:
             if self._to_start or self._importing >= self.s.max_concurrent_imports or not self._memory_ok():
                 break
             self._new_worker(key).spare = True
+
+    def _ahead(self) -> int:
+        """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
+        return max(1, math.ceil(self._import_cost.value / max(self._proof_cost.value, 1e-3)))
 
     def _working(self) -> int:
         """REPLs that count toward MAX_REPLS (all but the spares)."""
