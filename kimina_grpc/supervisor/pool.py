@@ -139,6 +139,7 @@ class HeaderStats:
     starting: int
     queued: int
     spares: int = 0
+    """Warm spares ready to take over (one still importing is counted in `starting`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,16 +388,17 @@ class Supervisor:
         )[:_STATE_HEADERS]
         stats = []
         for key in sorted(keys, key=lambda k: (k.header, k.fresh)):
-            ws = [w for w in self._workers if w.key == key and not w.spare]
+            ws = [w for w in self._workers if w.key == key]
             header = key.header if len(key.header) <= _STATE_HEADER_CHARS else key.header[:_STATE_HEADER_CHARS] + "…"
             stats.append(
                 HeaderStats(
                     header=header + (" (fresh)" if key.fresh else ""),
-                    warm=sum(w.state is WorkerState.IDLE for w in ws),
+                    warm=sum(w.state is WorkerState.IDLE and not w.spare for w in ws),
                     busy=sum(w.state is WorkerState.BUSY for w in ws),
                     starting=sum(w.state is WorkerState.STARTING for w in ws),
                     queued=len(self._queues.get(key, ())),
-                    spares=sum(w.key == key and w.spare for w in self._workers),
+                    # Ready to take over; a spare still importing counts as starting.
+                    spares=sum(w.state is WorkerState.IDLE and w.spare for w in ws),
                 )
             )
         return PoolState(self.ready, self._queued, tuple(stats), **self.counters)

@@ -1136,7 +1136,9 @@ class HeaderState(_message.Message):
     still shows which header a row is about.
     """
     spares: _builtins.int
-    """Warm spares of this header beyond max_repls (LEAN_SERVER_SPARE_REPLS), importing or ready."""
+    """Warm spares of this header beyond max_repls (LEAN_SERVER_SPARE_REPLS), ready to take over (a
+    spare still importing counts in starting).
+    """
     def __init__(
         self,
         *,
