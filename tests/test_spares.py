@@ -7,8 +7,16 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import grpc
+import pytest
+
 from kimina_grpc.repl import ReplSpec, Split, Verdict, split_header
+from kimina_grpc.service.server import create_app
+from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor import CheckOptions, Supervisor
+from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .conftest import ARGV, Started, check
 from .helpers import eventually
@@ -110,3 +118,47 @@ async def test_no_spares_is_todays_pool(started: Started) -> None:
     assert after.repl_id == "repl-2"  # a new process, which imported first
     assert (sup.counters["imports"], sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (2, 0, 1)
     assert spares(sup) == {}
+
+
+async def test_server_info_shows_spares_and_warm_swaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEAN_SERVER_SPARE_REPLS", "1")
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        host="127.0.0.1",
+        port=0,
+        repl_command=fake_repl_command(),
+        max_repls=1,
+        max_repl_mem=None,
+        init_repls={"import A": 1},
+        sandbox="off",
+        auth="off",
+        drain_seconds=0,
+        grace_seconds=1,
+    )
+    assert settings.spare_repls == 1
+    app = create_app(settings)
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    try:
+        stub = pb_grpc.VerifierServiceStub(channel)
+
+        async def info() -> pb.GetServerInfoResponse:
+            return await stub.GetServerInfo(pb.GetServerInfoRequest())
+
+        async def one_ready_spare() -> bool:
+            return [(h.header, h.spares) for h in (await info()).headers] == [("import A", 1)]
+
+        ready: bool = await eventually(one_ready_spare, what="a ready spare in GetServerInfo")
+        assert ready
+        hang = pb.Proof(
+            id="h", code="import A\ntheorem t := by\n  -- fake: hang", options=pb.ProofOptions(timeout_seconds=0.3)
+        )
+        reply = await stub.Verify(pb.VerifyRequest(proofs=[hang]))
+        assert reply.results[0].verdict == pb.VERDICT_TIMEOUT
+        got = await info()
+        assert (got.counters.warm_swaps, got.counters.cold_swaps) == (1, 0)
+        ready = await eventually(one_ready_spare, what="the spare's successor")
+        assert ready
+    finally:
+        await channel.close()
+        await app.stop()
