@@ -162,3 +162,12 @@ async def test_server_info_shows_spares_and_warm_swaps(monkeypatch: pytest.Monke
     finally:
         await channel.close()
         await app.stop()
+
+
+async def test_a_repl_lent_to_a_reuse_false_proof_comes_back_as_the_warm_spare(started: Started) -> None:
+    sup = await warm_with_spare(started)
+    out = await check(sup, "import A\ntheorem t := 1", reuse=False)
+    assert out.verdict is Verdict.VALID and out.fresh_repl
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.repl_id == SPARE
+    await eventually(lambda: sup.counters["warm_swaps"] == 1, what="the spare took the pool's place back")

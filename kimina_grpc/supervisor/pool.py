@@ -520,7 +520,11 @@ class Supervisor:
             for w in self._workers:
                 if not w.spare and not w.key.fresh and w.uses >= self.s.max_repl_uses - ahead:
                     expiring[w.key] = expiring.get(w.key, 0) + 1
-        start, retire = spare_plan(self.s.spare_repls, self._worker_counts(), queued, spares, expiring)
+        working = self._worker_counts()
+        for w in self._workers:
+            if w.returns is not None:  # lent to a reuse=false proof: its header is still in use
+                working[w.returns] = working.get(w.returns, 0) + 1
+        start, retire = spare_plan(self.s.spare_repls, working, queued, spares, expiring)
         for key in retire:
             idle = [w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE]
             if idle:
@@ -1111,7 +1115,7 @@ class Supervisor:
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
             self._spawn(self._retire(worker, counter=None))
-            if worker.returns is not None and not self._closing:
+            if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
                 self._to_start.append(worker.returns)
         elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
