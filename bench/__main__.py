@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cache, cluster, overhead, prooflog, sandbox, scheduling, stall, startup, trust, unread
+from bench import cache, cluster, overhead, prooflog, recycling, sandbox, scheduling, stall, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "cache": cache.main,
@@ -16,7 +16,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "overhead": overhead.main,
     "prooflog": prooflog.main,
     "sandbox": sandbox.main,
-    "scheduling": scheduling.main,
+    "scheduling": lambda: scheduling.main() | {"recycling": recycling.main()},
     "stall": stall.main,
     "startup": startup.main,
     "trust": trust.main,

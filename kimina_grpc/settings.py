@@ -118,6 +118,10 @@ class Settings(BaseSettings):
 
     # The pool.
     max_repls: int = Field(default_factory=_default_max_repls, ge=1)
+    spare_repls: int = Field(0, ge=0)
+    """Warm REPLs beyond MAX_REPLS, kept imported for the headers in use, that replace a killed,
+    crashed or recycled REPL at once (no import waited on). Each costs its header's memory (a
+    Mathlib REPL: about 5-8 GB resident) and no CPU; they never run proofs beyond MAX_REPLS."""
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (0 = never). The REPL keeps every command's environment
     and info trees for good: a REPL that is never recycled eventually dies of memory on some

@@ -172,6 +172,7 @@ class _PoolCollector(Collector):
             ("warm", sum(h.warm for h in state.headers)),
             ("busy", sum(h.busy for h in state.headers)),
             ("starting", sum(h.starting for h in state.headers)),
+            ("spare", sum(h.spares for h in state.headers)),
         ):
             repls.add_metric([name], count)
         yield repls
@@ -184,6 +185,8 @@ class _PoolCollector(Collector):
             ("recycles", state.recycles, "REPLs retired to be replaced (use limit, memory, header change)."),
             ("kills", state.kills, "REPLs killed during a proof (timeout or memory watchdog)."),
             ("crashes", state.crashes, "REPLs that died by themselves."),
+            ("warm_swaps", state.warm_swaps, "REPLs replaced by a warm spare (LEAN_SERVER_SPARE_REPLS)."),
+            ("cold_swaps", state.cold_swaps, "REPLs replaced by a new process that imported first."),
         ):
             yield CounterMetricFamily(f"kimina_repl_{name}", text, value=value)
 

@@ -113,6 +113,7 @@ def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
         ),
         max_repls=settings.max_repls,
         max_repl_uses=settings.max_repl_uses,
+        spare_repls=settings.spare_repls,
         max_repl_rss=settings.max_repl_rss,
         max_wait=settings.max_wait,
         max_queue=settings.max_queue,

@@ -204,6 +204,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                     busy=h.busy,
                     starting=h.starting,
                     queued=h.queued,
+                    spares=h.spares,
                 )
                 for h in state.headers
             ],
@@ -213,6 +214,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
                 kills=state.kills,
                 crashes=state.crashes,
                 completed=state.completed,
+                warm_swaps=state.warm_swaps,
+                cold_swaps=state.cold_swaps,
             ),
             sandbox=self.posture.sandbox,
             auth_required=self.posture.auth_required,

@@ -3,11 +3,14 @@
 Every REPL is bound to one import header (its PoolKey). Jobs wait in one FIFO queue per key. The
 scheduler, run after every change of state, gives each idle REPL the oldest job of its key; starts
 REPLs while the pool has room; and, when the pool is full, converts an idle REPL of another header
-only when the waiting work outweighs an import (with hysteresis), or when a header has no REPL at all
-and its oldest job has waited longer than an import would take (no header starves). A REPL whose
+only when the waiting work outweighs an import (with hysteresis). A REPL whose header still has work
+leaves it only for a header with no REPL that starves (`policy.SwitchPolicy`: exhaustive service with
+a starvation bound, so headers outnumbering REPLs do not thrash). A REPL whose
 header still has work moves to the header that will drain last when that evens out the finish times
 by more than an import's worth (8 REPLs over 3 equal headers start 3/3/2). Queued work is counted in
-seconds with one mean proof cost; costs themselves are never guessed from the proof text.
+seconds with one mean proof cost; costs themselves are never guessed from the proof text. Warm
+spares (`spare_repls`, placed by `policy.spare_plan`) wait beyond `max_repls` and take the place of
+a REPL that is killed, crashes, is recycled or converted, so no proof waits for that import.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import math
 import signal
 import time
 from collections import deque
@@ -44,6 +48,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
+from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting, spare_plan
 from kimina_grpc.supervisor.trust import Reviewer
 
 log = structlog.get_logger("kimina_grpc.supervisor")
@@ -94,6 +99,10 @@ class PoolSettings:
     import_cost_hint: float = 15.0
     init_repls: dict[str, int] = field(default_factory=dict)
     min_timeout: float = 0.1
+    spare_repls: int = 0
+    """Warm REPLs beyond `max_repls`, kept imported for the headers in use: a REPL killed, crashed
+    or recycled is replaced by one at once (see `policy.spare_plan`). They never run a proof while
+    they are spares: `max_repls` still bounds the checks running at once."""
     """A proof whose budget (its timeout, or what its caller's deadline leaves) is below this is
     answered NOT_CHECKED without a REPL: a check cut that short only kills a warm REPL."""
 
@@ -117,6 +126,10 @@ class Worker:
     job: Job | None = None
     stop: Callable[[str], None] | None = None
     """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
+    warm_since: float = 0.0
+    """When its header's import was done: its visit to the header began (the switch policy's)."""
+    spare: bool = False
+    """A warm successor beyond MAX_REPLS: takes no work until it replaces a REPL of its header."""
     returns: PoolKey | None = None
     """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
 
@@ -128,6 +141,8 @@ class HeaderStats:
     busy: int
     starting: int
     queued: int
+    spares: int = 0
+    """Warm spares ready to take over (one still importing is counted in `starting`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +155,10 @@ class PoolState:
     kills: int
     crashes: int
     completed: int
+    warm_swaps: int = 0
+    """REPLs replaced (killed, crashed, recycled, converted) by a warm spare: no import waited on."""
+    cold_swaps: int = 0
+    """REPLs replaced by a new process that had to import first."""
 
 
 class _Mean:
@@ -168,6 +187,9 @@ class Supervisor:
         # to move REPLs on.
         self._proof_cost = _Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
+        self._policy = SwitchPolicy()
+        # When a proof of each header last started on a REPL: a header's wait for a switch counts from it.
+        self._served: dict[PoolKey, float] = {}
         self._kick_pending = False
         self._closing = False
         self._draining = False
@@ -190,7 +212,15 @@ class Supervisor:
         self._probe_delay = _PROBE_PERIOD
         self._probe: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
-        self.counters = {"imports": 0, "recycles": 0, "kills": 0, "crashes": 0, "completed": 0}
+        self.counters = {
+            "imports": 0,
+            "recycles": 0,
+            "kills": 0,
+            "crashes": 0,
+            "completed": 0,
+            "warm_swaps": 0,
+            "cold_swaps": 0,
+        }
         self._reviewer = Reviewer(
             settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
         )
@@ -366,10 +396,12 @@ class Supervisor:
             stats.append(
                 HeaderStats(
                     header=header + (" (fresh)" if key.fresh else ""),
-                    warm=sum(w.state is WorkerState.IDLE for w in ws),
+                    warm=sum(w.state is WorkerState.IDLE and not w.spare for w in ws),
                     busy=sum(w.state is WorkerState.BUSY for w in ws),
                     starting=sum(w.state is WorkerState.STARTING for w in ws),
                     queued=len(self._queues.get(key, ())),
+                    # Ready to take over; a spare still importing counts as starting.
+                    spares=sum(w.state is WorkerState.IDLE and w.spare for w in ws),
                 )
             )
         return PoolState(self.ready, self._queued, tuple(stats), **self.counters)
@@ -430,57 +462,120 @@ class Supervisor:
         now = time.monotonic()
         while (
             self._to_start
-            and len(self._workers) < self.s.max_repls
+            and self._working() < self.s.max_repls
             and self._importing < self.s.max_concurrent_imports
             and self._memory_ok()
         ):
             worker = self._new_worker(self._to_start.pop(0))
             if len(self._warmup) < self._warmup_total:
                 self._warmup.append(worker)
-        starving = self._starving(now) if len(self._workers) >= self.s.max_repls else []
-        # 1. Idle REPLs take the oldest job of their key, unless a key with no REPL at all has waited
-        #    longer than an import takes: then the REPL is converted to it (no key starves).
-        for worker in [w for w in self._workers if w.state is WorkerState.IDLE]:
+        idle = [w for w in self._workers if w.state is WorkerState.IDLE and not w.spare]
+        switches: dict[str, PoolKey] = {}
+        if self._working() >= self.s.max_repls:
+            switches = {s.repl: s.to for s in self._policy.switches(self._snapshot(now, idle))}
+        # 1. Idle REPLs take the oldest job of their key, unless the policy moves them to a key
+        #    with no REPL at all that starves.
+        for worker in idle:
             queue = self._queues.get(worker.key)
-            if (
-                starving
-                and self._importing < self.s.max_concurrent_imports
-                and (not queue or queue[0].submitted > self._queues[starving[0]][0].submitted)
-            ):
-                self._replace(worker, starving.pop(0))
+            if (to := switches.get(worker.id)) is not None:
+                self._replace(worker, to)
             elif queue and self._importing < self.s.max_concurrent_imports and (key := self._move_target(worker)):
                 self._replace(worker, key)
             elif queue:
                 self._run(worker, self._pop(worker.key))
         waiting = [(q[0].submitted, key) for key, q in self._queues.items() if q]
         if not waiting:
+            self._place_spares()
             return
         waiting.sort(key=lambda x: x[0])  # oldest first: no key starves
         # 2. Start REPLs while the pool has room, for the keys that need them most.
         while (
-            len(self._workers) < self.s.max_repls
+            self._working() < self.s.max_repls
             and self._importing < self.s.max_concurrent_imports
             and (key := self._neediest([k for _, k in waiting])) is not None
             and self._memory_ok()
         ):
             self._new_worker(key)
         # 3. The pool is full: convert idle REPLs of other keys where the wait outweighs an import.
-        if len(self._workers) >= self.s.max_repls:
+        if self._working() >= self.s.max_repls:
             for _, key in waiting:
                 if self._importing >= self.s.max_concurrent_imports:
                     break
                 victim = self._conversion_victim(key)
                 if victim is not None:
                     self._replace(victim, key)
+        self._place_spares()
 
-    def _starving(self, now: float) -> list[PoolKey]:
-        served = {w.key for w in self._workers}
-        keys = [
-            (q[0].submitted, key)
-            for key, q in self._queues.items()
-            if q and key not in served and now - q[0].submitted >= self._import_cost.value
-        ]
-        return [key for _, key in sorted(keys, key=lambda x: x[0])]
+    def _place_spares(self) -> None:
+        """Start and retire spares as `policy.spare_plan` says; they import only after the working
+        REPLs' own starts (they wait for import slots the working set does not need)."""
+        if not self.s.spare_repls and not any(w.spare for w in self._workers):
+            return
+        spares: dict[PoolKey, int] = {}
+        for w in self._workers:
+            if w.spare:
+                spares[w.key] = spares.get(w.key, 0) + 1
+        queued = {k: len(q) for k, q in self._queues.items() if q}
+        expiring: dict[PoolKey, int] = {}
+        if self.s.max_repl_uses:
+            # Within an import's worth of proofs of the limit: its successor is started ahead.
+            ahead = self._ahead()
+            for w in self._workers:
+                if not w.spare and not w.key.fresh and w.uses >= self.s.max_repl_uses - ahead:
+                    expiring[w.key] = expiring.get(w.key, 0) + 1
+        working = self._worker_counts()
+        for w in self._workers:
+            if w.returns is not None:  # lent to a reuse=false proof: its header is still in use
+                working[w.returns] = working.get(w.returns, 0) + 1
+        start, retire = spare_plan(self.s.spare_repls, working, queued, spares, expiring)
+        for key in retire:
+            idle = [w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE]
+            if idle:
+                self._workers.discard(idle[0])
+                self._spawn(self._retire(idle[0], counter=None))
+        for key in start:
+            if self._to_start or self._importing >= self.s.max_concurrent_imports or not self._memory_ok():
+                break
+            self._new_worker(key).spare = True
+
+    def _ahead(self) -> int:
+        """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
+        return max(1, math.ceil(self._import_cost.value / max(self._proof_cost.value, 1e-3)))
+
+    def _working(self) -> int:
+        """REPLs that count toward MAX_REPLS (all but the spares)."""
+        return sum(not w.spare for w in self._workers)
+
+    def _take_spare(self, key: PoolKey) -> bool:
+        """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
+        is started by `_place_spares`); False if there is none."""
+        spare = next((w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
+        if spare is None:
+            self.counters["cold_swaps"] += 1
+            return False
+        spare.spare = False
+        spare.warm_since = time.monotonic()
+        self.counters["warm_swaps"] += 1
+        return True
+
+    def _snapshot(self, now: float, idle: list[Worker]) -> Snapshot:
+        counts = self._worker_counts()
+        return Snapshot(
+            now=now,
+            import_cost=self._import_cost.value,
+            proof_cost=self._proof_cost.value,
+            max_wait=self.s.max_wait,
+            import_slots=self.s.max_concurrent_imports - self._importing,
+            waiting=tuple(
+                Waiting(key, q[0].submitted, counts.get(key, 0), self._served.get(key))
+                for key, q in self._queues.items()
+                if q
+            ),
+            idle=tuple(
+                Idle(w.id, w.key, len(self._queues.get(w.key, ())), counts[w.key], w.idle_since, w.warm_since)
+                for w in idle
+            ),
+        )
 
     def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
         """The key whose queue has the most jobs per REPL (busy, idle or starting) after one more."""
@@ -500,15 +595,18 @@ class Supervisor:
     def _worker_counts(self) -> dict[PoolKey, int]:
         counts: dict[PoolKey, int] = {}
         for w in self._workers:
-            counts[w.key] = counts.get(w.key, 0) + 1
+            if not w.spare:
+                counts[w.key] = counts.get(w.key, 0) + 1
         return counts
 
     def _starting_for(self, key: PoolKey) -> int:
-        return sum(1 for w in self._workers if w.key == key and w.state is WorkerState.STARTING)
+        return sum(1 for w in self._workers if w.key == key and w.state is WorkerState.STARTING and not w.spare)
 
     def _conversion_victim(self, key: PoolKey) -> Worker | None:
         idle = [
-            w for w in self._workers if w.state is WorkerState.IDLE and w.key != key and not self._queues.get(w.key)
+            w
+            for w in self._workers
+            if w.state is WorkerState.IDLE and not w.spare and w.key != key and not self._queues.get(w.key)
         ]
         if not idle:
             return None
@@ -601,9 +699,10 @@ class Supervisor:
     def _prune(self, key: PoolKey) -> None:
         """Forget a header that has no queued work and no REPL (headers are caller-chosen: kept
         forever, their bookkeeping would only grow)."""
-        if not self._queues.get(key, True) and all(w.key != key for w in self._workers):
-            del self._queues[key]
+        if not self._queues.get(key) and all(w.key != key for w in self._workers):
+            self._queues.pop(key, None)
             self._import_failures.pop(key, None)
+            self._served.pop(key, None)
 
     def _wake_one(self) -> None:
         while self._room_waiters:
@@ -644,7 +743,7 @@ class Supervisor:
         place back when it is done: the pool keeps its strength)."""
         self._workers.discard(worker)
         self._spawn(self._retire(worker, counter="recycles"))
-        if not self._closing:
+        if not self._closing and not (not key.fresh and self._take_spare(key)):
             new = self._new_worker(key)
             if key.fresh and not worker.key.fresh:
                 new.returns = worker.key
@@ -703,7 +802,7 @@ class Supervisor:
         await worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
-        worker.idle_since = time.monotonic()
+        worker.idle_since = worker.warm_since = time.monotonic()
         self._spawn(self._watch(worker))
         log.debug("repl_ready", repl_id=worker.id, header=worker.key.header, seconds=time.monotonic() - started)
         self._kick()
@@ -806,6 +905,7 @@ class Supervisor:
     def _run(self, worker: Worker, job: Job) -> None:
         worker.state = WorkerState.BUSY
         worker.job = job
+        self._served[worker.key] = time.monotonic()
         self._running.add(job)
         self._spawn(self._check(worker, job))
 
@@ -1021,7 +1121,7 @@ class Supervisor:
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
             self._spawn(self._retire(worker, counter=None))
-            if worker.returns is not None and not self._closing:
+            if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
                 self._to_start.append(worker.returns)
         elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
@@ -1063,7 +1163,8 @@ class Supervisor:
     async def _lost(self, worker: Worker) -> None:
         """A REPL died or was killed: reap it and start its replacement in the background."""
         await self._retire(worker, counter=None)
-        if not self._closing and (key := worker.returns if worker.key.fresh else worker.key) is not None:
+        key = worker.returns if worker.key.fresh else worker.key
+        if not self._closing and not worker.spare and key is not None and not self._take_spare(key):
             self._to_start.append(key)
         self._kick()
 

@@ -1246,6 +1246,7 @@ class HeaderState(_message.Message):
     STARTING_FIELD_NUMBER: _builtins.int
     QUEUED_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    SPARES_FIELD_NUMBER: _builtins.int
     header: _builtins.str
     """The normalised import header (one import per line; empty for no imports)."""
     warm: _builtins.int
@@ -1261,6 +1262,10 @@ class HeaderState(_message.Message):
     Never empty, so a JSON printer that leaves default values out (grpcurl without -emit-defaults)
     still shows which header a row is about.
     """
+    spares: _builtins.int
+    """Warm spares of this header beyond max_repls (LEAN_SERVER_SPARE_REPLS), ready to take over (a
+    spare still importing counts in starting).
+    """
     def __init__(
         self,
         *,
@@ -1270,10 +1275,11 @@ class HeaderState(_message.Message):
         starting: _builtins.int = ...,
         queued: _builtins.int = ...,
         label: _builtins.str = ...,
+        spares: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "header", b"header", "label", b"label", "queued", b"queued", "starting", b"starting", "warm", b"warm"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "header", b"header", "label", b"label", "queued", b"queued", "spares", b"spares", "starting", b"starting", "warm", b"warm"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1290,6 +1296,8 @@ class PoolCounters(_message.Message):
     KILLS_FIELD_NUMBER: _builtins.int
     CRASHES_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    WARM_SWAPS_FIELD_NUMBER: _builtins.int
+    COLD_SWAPS_FIELD_NUMBER: _builtins.int
     imports: _builtins.int
     """Headers imported (REPL starts)."""
     recycles: _builtins.int
@@ -1300,6 +1308,10 @@ class PoolCounters(_message.Message):
     """REPLs that crashed or broke the protocol."""
     completed: _builtins.int
     """Proofs answered."""
+    warm_swaps: _builtins.int
+    """REPLs (killed, crashed, recycled, converted) replaced by a warm spare: no import waited on."""
+    cold_swaps: _builtins.int
+    """REPLs replaced by a new process that imported first."""
     def __init__(
         self,
         *,
@@ -1308,10 +1320,12 @@ class PoolCounters(_message.Message):
         kills: _builtins.int = ...,
         crashes: _builtins.int = ...,
         completed: _builtins.int = ...,
+        warm_swaps: _builtins.int = ...,
+        cold_swaps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "crashes", b"crashes", "imports", b"imports", "kills", b"kills", "recycles", b"recycles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cold_swaps", b"cold_swaps", "completed", b"completed", "crashes", b"crashes", "imports", b"imports", "kills", b"kills", "recycles", b"recycles", "warm_swaps", b"warm_swaps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,173 @@
+"""Warm spares (LEAN_SERVER_SPARE_REPLS) on stand-in REPLs: a REPL that is killed, crashes or is
+recycled is replaced by an already imported one; spares follow the headers in use and never run
+proofs beyond MAX_REPLS. The placement rule itself is table-tested in test_policy.py."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import grpc
+import pytest
+
+from kimina_grpc.repl import ReplSpec, Split, Verdict, split_header
+from kimina_grpc.service.server import create_app
+from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor import CheckOptions, Supervisor
+from kimina_grpc.testing import fake_repl_command
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+from .conftest import ARGV, Started, check
+from .helpers import eventually
+
+# One working REPL (repl-1, pre-warmed) and its spare (repl-2): a replacement that runs on repl-2
+# paid no import; a new process would be repl-3.
+SPARE = "repl-2"
+
+
+def spares(sup: Supervisor) -> dict[str, int]:
+    return {h.header: h.spares for h in sup.state().headers if h.spares}
+
+
+async def warm_with_spare(started: Started, **kw: object) -> Supervisor:
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, **kw)
+    await eventually(lambda: sup.counters["imports"] == 2 and spares(sup) == {"import A": 1}, what="spare imported")
+    return sup
+
+
+async def successor_imports(sup: Supervisor) -> None:
+    """The promoted spare's own successor imports in the background."""
+    await eventually(lambda: sup.counters["imports"] == 3 and spares(sup) == {"import A": 1}, what="new spare")
+
+
+async def test_a_timeout_is_replaced_by_the_warm_spare(started: Started) -> None:
+    sup = await warm_with_spare(started)
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT and out.repl_id == "repl-1"
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == SPARE
+    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    await successor_imports(sup)
+
+
+async def test_an_oom_kill_is_replaced_by_the_warm_spare(started: Started) -> None:
+    sup = await warm_with_spare(started, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: alloc 600")
+    assert out.verdict is Verdict.OUT_OF_MEMORY and out.repl_id == "repl-1" and out.attempts == 1
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == SPARE
+    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    await successor_imports(sup)
+
+
+async def test_a_crash_is_retried_on_the_warm_spare(started: Started, tmp_path: Path) -> None:
+    sup = await warm_with_spare(started)
+    out = await check(sup, f"import A\ntheorem t := by\n  -- fake: crash-once {tmp_path / 'crashed'}")
+    assert out.verdict is Verdict.VALID and out.attempts == 2 and out.repl_id == SPARE
+    assert (sup.counters["crashes"], sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 1, 0)
+    await successor_imports(sup)
+
+
+async def test_a_recycled_repl_is_replaced_by_the_warm_spare(started: Started) -> None:
+    sup = await warm_with_spare(started, max_repl_uses=1)
+    first = await check(sup, "import A\ntheorem t := 1")
+    assert first.repl_id == "repl-1"
+    await eventually(lambda: sup.counters["recycles"] == 1, what="recycled")
+    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == SPARE
+
+
+async def test_spares_follow_a_change_of_header(started: Started) -> None:
+    sup = await warm_with_spare(started)
+    # B's proof takes A's idle REPL (A has nothing queued): A is no longer in use.
+    assert (await check(sup, "import B\ntheorem t := 1")).verdict is Verdict.VALID
+    await eventually(lambda: spares(sup) == {"import B": 1}, what="the spare moved to B")
+    assert {h.header for h in sup.state().headers} == {"import B"}
+
+
+async def test_spares_never_run_proofs_beyond_max_repls(started: Started) -> None:
+    sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1})
+    await eventually(lambda: spares(sup) == {"import A": 2}, what="spares started")
+    await eventually(lambda: sup.counters["imports"] == 3, what="spares imported")
+    # Submitted together: one REPL works, the warm spares wait.
+    jobs = sup.submit_many(_items(8))
+    outs = [await j.future for j in jobs]
+    assert {o.verdict for o in outs} == {Verdict.VALID}
+    assert {o.repl_id for o in outs} == {"repl-1"}
+    spans = sorted(
+        (j.submitted + o.queue_seconds, j.submitted + o.queue_seconds + o.time_seconds)
+        for j, o in zip(jobs, outs, strict=True)
+    )
+    assert all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(spans))
+
+
+def _items(n: int) -> list[tuple[Split, CheckOptions]]:
+    return [
+        (split_header(f"import A\ntheorem t{i} := by\n  -- fake: sleep 0.05"), CheckOptions(timeout=10))
+        for i in range(n)
+    ]
+
+
+async def test_no_spares_is_todays_pool(started: Started) -> None:
+    sup = await started(max_repls=1, spare_repls=0, init_repls={"import A": 1})
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.repl_id == "repl-2"  # a new process, which imported first
+    assert (sup.counters["imports"], sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (2, 0, 1)
+    assert spares(sup) == {}
+
+
+async def test_server_info_shows_spares_and_warm_swaps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEAN_SERVER_SPARE_REPLS", "1")
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        host="127.0.0.1",
+        port=0,
+        repl_command=fake_repl_command(),
+        max_repls=1,
+        max_repl_mem=None,
+        init_repls={"import A": 1},
+        sandbox="off",
+        auth="off",
+        drain_seconds=0,
+        grace_seconds=1,
+    )
+    assert settings.spare_repls == 1
+    app = create_app(settings)
+    await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
+    try:
+        stub = pb_grpc.VerifierServiceStub(channel)
+
+        async def info() -> pb.GetServerInfoResponse:
+            return await stub.GetServerInfo(pb.GetServerInfoRequest())
+
+        async def one_ready_spare() -> bool:
+            return [(h.header, h.spares) for h in (await info()).headers] == [("import A", 1)]
+
+        ready: bool = await eventually(one_ready_spare, what="a ready spare in GetServerInfo")
+        assert ready
+        hang = pb.Proof(
+            id="h", code="import A\ntheorem t := by\n  -- fake: hang", options=pb.ProofOptions(timeout_seconds=0.3)
+        )
+        reply = await stub.Verify(pb.VerifyRequest(proofs=[hang]))
+        assert reply.results[0].verdict == pb.VERDICT_TIMEOUT
+        got = await info()
+        assert (got.counters.warm_swaps, got.counters.cold_swaps) == (1, 0)
+        ready = await eventually(one_ready_spare, what="the spare's successor")
+        assert ready
+    finally:
+        await channel.close()
+        await app.stop()
+
+
+async def test_a_repl_lent_to_a_reuse_false_proof_comes_back_as_the_warm_spare(started: Started) -> None:
+    sup = await warm_with_spare(started)
+    out = await check(sup, "import A\ntheorem t := 1", reuse=False)
+    assert out.verdict is Verdict.VALID and out.fresh_repl
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.repl_id == SPARE
+    await eventually(lambda: sup.counters["warm_swaps"] == 1, what="the spare took the pool's place back")
