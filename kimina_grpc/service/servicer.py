@@ -18,6 +18,8 @@ from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
+from kimina_grpc.service.sessions import SessionCall, make_room
+from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Outcome, not_checked
@@ -77,6 +79,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.posture = posture or Posture()
         self.draining = False
         self._streams: set[_Stream] = set()
+        self._sessions: SessionRoom | None = None
 
     def drain(self) -> None:
         """Shutdown begins: new calls get UNAVAILABLE, new items of open streams NOT_CHECKED."""
@@ -157,6 +160,24 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         return pb.ExportAstResponse(
             results=[pb.AstResult(module=i.module, ast=i.ast, error=i.error, time_seconds=i.seconds) for i in items]
         )
+
+    @streaming
+    async def ProofSession(
+        self, request_iterator: AsyncIterator[pb.ProofSessionRequest], context: Context
+    ) -> AsyncIterator[pb.ProofSessionResponse]:
+        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="ProofSession")
+        self._refuse_when_draining()
+        if self.settings.sessions_max == 0:
+            raise NotConfigured("interactive sessions are off on this server (LEAN_SERVER_SESSIONS_MAX=0)")
+        if self._sessions is None:
+            self._sessions = make_room(self.supervisor, self.checks, self.settings)
+        async for item in SessionCall(self._sessions, self.settings, self._result).serve(request_iterator):
+            yield item
+
+    async def close_sessions(self) -> None:
+        """Shutdown: kill the sessions' REPLs (their calls end as the server stops)."""
+        if self._sessions is not None:
+            await self._sessions.close_all()
 
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:

@@ -537,6 +537,7 @@ class Simulator:
                 new.reinterpret = arg
             elif (tactic_only := fake_tactics.command_directive(verb, lineno)) is not None:
                 messages.append(tactic_only)
+        messages.extend(fake_tactics.check_blocks(lines[:active], first))
         skip_kernel = options.get("debug.skipKernelTC") == "true"
         limit = int(options.get("maxHeartbeats", str(_KERNEL_DEFAULT)))
         kernel_timeout = bool(heartbeats) and 0 < limit < heartbeats and not skip_kernel

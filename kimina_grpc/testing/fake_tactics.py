@@ -35,6 +35,9 @@ directive lines in its text (`-- fake: VERB ARGS`, each on a line of its own, as
     sleep S, cpu S, hang, crash [CODE]   as in command mode
 
 A state's goals are plain strings; `sorry`, `done` and the directives are all the stand-in knows.
+Checking a whole command runs each `:= by` block that uses `goals`, `when` or `done` through the
+same model (`check_blocks`): a failing `when` is an error there too, and goals left at the end are
+"unsolved goals", as Lean says when a path that tactic mode left open is sent as a file.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class TacticMode:
         self.states.append(state)
         return len(self.states) - 1
 
-    def answer(self, tactic: str, proof_state: int) -> dict[str, Any] | None:
+    def answer(self, tactic: str, proof_state: int, *, effects: bool = True) -> dict[str, Any]:
         if not 0 <= proof_state < len(self.states) or (start := self.states[proof_state]) is None:
             return {"message": "Unknown proof state."}
         goals = list(start.goals)
@@ -136,6 +139,8 @@ class TacticMode:
             if d is None:
                 continue
             verb, arg = d.group(1), d.group(2)
+            if not effects and verb in ("sleep", "cpu", "hang", "crash", "error"):
+                continue  # a command's own directive loop does these
             if verb == "sleep":
                 time.sleep(float(arg))
             elif verb == "cpu":
@@ -195,3 +200,57 @@ def is_tactic_request(req: dict[str, Any]) -> bool:
     """`{"tactic": T, "proofState": N}` as the REPL's `FromJson ProofStep` reads it."""
     n = req.get("proofState")
     return isinstance(req.get("tactic"), str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
+
+
+_TACTIC_VERBS = frozenset({"goals", "when", "done"})
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def check_blocks(lines: list[str], first: int) -> list[dict[str, Any]]:
+    """What checking a whole command says of its `:= by` blocks whose tactics use the tactic-mode
+    directives (`goals`, `when`, `done`): each block is run through the tactic model from its
+    declaration's goal, as Lean elaborates the tactics; a `when` that does not hold is an error on
+    its tactic's line, goals left at the end are Lean's "unsolved goals" error on the declaration's
+    line. Blocks without those directives are left to the command's own directives."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.rstrip().endswith("by") or (goal := sorry_goal(line.rstrip(), len(line.rstrip()))) == "⊢ False":
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) > _indent(line)):
+            j += 1
+        block = [(k, lines[k]) for k in range(i + 1, j) if lines[k].strip()]
+        decl, i = i, j
+        verbs = {d.group(1) for _, ln in block if (d := _DIRECTIVE.match(ln))}
+        code = [(k, ln) for k, ln in block if not ln.lstrip().startswith("--")]
+        if not verbs & _TACTIC_VERBS or not code:
+            continue
+        column = min(_indent(ln) for _, ln in code)
+        tactics: list[tuple[int, list[str]]] = []
+        for k, ln in block:
+            if (not ln.lstrip().startswith("--") and _indent(ln) == column) or not tactics:
+                tactics.append((k, []))
+            tactics[-1][1].append(ln[column:] if ln[:column].isspace() else ln.strip())
+        model = TacticMode()
+        state = model.record(goal)
+        reply: dict[str, Any] = {"goals": [goal]}
+        for k, text in tactics:
+            reply = model.answer("\n".join(text), state, effects=False)
+            if "proofState" not in reply:
+                break
+            state = reply["proofState"]
+            out.extend(_at(m, k + first, column) for m in reply.get("messages", []))
+        if reply.get("goals"):
+            data = "unsolved goals\n" + "\n\n".join(reply["goals"])
+            out.append(_at(_error(data), decl + first, _indent(lines[decl])))
+    return out
+
+
+def _at(message: dict[str, Any], line: int, column: int) -> dict[str, Any]:
+    return {**message, "pos": {"line": line, "column": column}, "endPos": {"line": line, "column": column + 1}}

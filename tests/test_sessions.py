@@ -1,0 +1,158 @@
+"""ProofSession through the real server (stand-in REPL): states, branching, pipelining, finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from kimina_grpc.v1 import verifier_pb2 as pb
+from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
+
+from .test_server import running
+
+STATEMENT = "theorem t (p q : Prop) (hp : p) (hq : q) : p ∧ q := by sorry"
+CODE = f"import A\n\n{STATEMENT}"
+SPLIT = "constructor\n-- fake: goals p || q"
+EXACT_P = "exact hp\n-- fake: when p\n-- fake: done"
+EXACT_Q = "exact hq\n-- fake: when q\n-- fake: done"
+
+
+class Raw:
+    """A ProofSession call driven by hand: requests in, responses by request id."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.queue: asyncio.Queue[pb.ProofSessionRequest | None] = asyncio.Queue()
+        self.call = pb_grpc.VerifierServiceStub(channel).ProofSession(self._requests())
+        self.answers: dict[str, pb.ProofSessionResponse] = {}
+
+    async def _requests(self) -> AsyncIterator[pb.ProofSessionRequest]:
+        while (r := await self.queue.get()) is not None:
+            yield r
+
+    async def open(self, code: str = CODE, **options: Any) -> pb.SessionOpened:
+        await self.queue.put(pb.ProofSessionRequest(open=pb.SessionOpen(code=code, options=pb.ProofOptions(**options))))
+        response = await self.call.read()
+        assert isinstance(response, pb.ProofSessionResponse)
+        return response.opened
+
+    def send_run(self, rid: str, state: int, tactic: str) -> None:
+        self.queue.put_nowait(pb.ProofSessionRequest(run=pb.TacticRequest(request_id=rid, state=state, tactic=tactic)))
+
+    def send_finish(self, rid: str, state: int) -> None:
+        self.queue.put_nowait(pb.ProofSessionRequest(finish=pb.FinishRequest(request_id=rid, state=state)))
+
+    async def answer(self, rid: str) -> pb.ProofSessionResponse:
+        while rid not in self.answers:
+            response = await self.call.read()
+            assert isinstance(response, pb.ProofSessionResponse)
+            inner = response.tactic if response.HasField("tactic") else response.finished
+            self.answers[inner.request_id] = response
+        return self.answers.pop(rid)
+
+    async def run(self, state: int, tactic: str, rid: str = "r") -> pb.TacticResult:
+        self.send_run(rid, state, tactic)
+        return (await self.answer(rid)).tactic
+
+    async def finish(self, state: int, rid: str = "f") -> pb.FinishResult:
+        self.send_finish(rid, state)
+        return (await self.answer(rid)).finished
+
+    async def close(self) -> None:
+        await self.queue.put(None)
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            while await self.call.read() is not grpc.aio.EOF:
+                pass
+
+
+async def test_open_run_branch_and_finish() -> None:
+    async with running() as (_, ch):
+        s = Raw(ch)
+        opened = await s.open(trust=pb.TRUST_LEVEL_AUDIT, statement=STATEMENT)
+        (root,) = opened.states
+        assert root.goal == "p q : Prop\nhp : p\nhq : q\n⊢ p ∧ q"
+        assert (root.start.line, root.start.column) == (3, STATEMENT.index("sorry"))
+        split = await s.run(root.state, SPLIT)
+        assert split.status == pb.TACTIC_STATUS_INCOMPLETE
+        assert [g.rpartition("⊢ ")[2] for g in split.goals] == ["p", "q"]
+        wrong = await s.run(split.state, EXACT_Q)
+        assert wrong.status == pb.TACTIC_STATUS_ERROR and "tactic failed" in wrong.messages[0].text
+        # Branch from the older state: the failed attempt did not disturb it.
+        left = await s.run(split.state, EXACT_P)
+        assert left.status == pb.TACTIC_STATUS_INCOMPLETE and len(left.goals) == 1
+        done = await s.run(left.state, EXACT_Q)
+        assert done.status == pb.TACTIC_STATUS_PROOF_COMPLETE and not done.goals
+        finished = await s.finish(done.state)
+        assert finished.result.verdict == pb.VERDICT_VALID, finished.result
+        assert "constructor" in finished.proof and "sorry" not in finished.proof.split("by", 1)[1]
+        # A path that is not complete is no proof: Lean's "unsolved goals".
+        partial = await s.finish(left.state, rid="f2")
+        assert partial.result.verdict == pb.VERDICT_INVALID
+        assert partial.result.messages[0].text.startswith("unsolved goals")
+        await s.close()
+
+
+async def test_a_step_only_tactic_mode_accepts_is_not_valid() -> None:
+    async with running() as (_, ch):
+        s = Raw(ch)
+        (root,) = (await s.open(trust=pb.TRUST_LEVEL_AUDIT, statement=STATEMENT)).states
+        step = await s.run(root.state, "exact ⟨hp, hq⟩\n-- fake: tactic-only\n-- fake: done")
+        assert step.status == pb.TACTIC_STATUS_PROOF_COMPLETE
+        finished = await s.finish(step.state)
+        assert finished.result.verdict == pb.VERDICT_INVALID
+        await s.close()
+
+
+async def test_64_pipelined_tactics_answered_by_request_id() -> None:
+    async with running() as (_, ch):
+        s = Raw(ch)
+        (root,) = (await s.open()).states
+        for k in range(64):
+            s.send_run(f"r{k}", root.state, f"{SPLIT}\n-- fake: sleep 0.0{k % 3}")
+        results = [(await s.answer(f"r{k}")).tactic for k in range(64)]
+        assert all(r.status == pb.TACTIC_STATUS_INCOMPLETE for r in results)
+        assert len({r.state for r in results}) == 64
+        await s.close()
+
+
+async def test_timeout_kills_the_repl_and_the_other_sessions_are_restored_with_their_ids() -> None:
+    async with running(session_repls=1) as (_, ch):
+        a, b = Raw(ch), Raw(ch)
+        (ra,) = (await a.open(timeout_seconds=1)).states
+        (rb,) = (await b.open(timeout_seconds=1)).states
+        sb = await b.run(rb.state, SPLIT)
+        sb2 = await b.run(sb.state, EXACT_P)
+        hung = await a.run(ra.state, "skip\n-- fake: hang")
+        assert hung.status == pb.TACTIC_STATUS_TIMEOUT and hung.state == 0
+        # b's states live on, with the same ids and goals, on a fresh REPL.
+        go_on = await b.run(sb2.state, EXACT_Q)
+        assert go_on.status == pb.TACTIC_STATUS_PROOF_COMPLETE
+        again = await b.run(sb.state, EXACT_P, rid="again")
+        assert list(again.goals) == list(sb2.goals)
+        # and a's own root too.
+        split = await a.run(ra.state, SPLIT)
+        assert split.status == pb.TACTIC_STATUS_INCOMPLETE
+        await a.close()
+        await b.close()
+
+
+async def test_open_errors_are_clear() -> None:
+    async with running() as (_, ch):
+        s = Raw(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.open(code="import A\n\ntheorem t : True := by trivial")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sorry" in (err.value.details() or "")
+
+
+async def test_limits_answer_resource_exhausted() -> None:
+    async with running(sessions_max=1) as (_, ch):
+        a, b = Raw(ch), Raw(ch)
+        await a.open()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await b.open()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await a.close()
