@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import psutil
 import pytest
 
+from kimina_grpc.service.server import App
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
+from .helpers import eventually
 from .test_server import running
 
 STATEMENT = "theorem t (p q : Prop) (hp : p) (hq : q) : p ∧ q := by sorry"
@@ -156,3 +160,55 @@ async def test_limits_answer_resource_exhausted() -> None:
             await b.open()
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         await a.close()
+
+
+def session_repls(app: App) -> list[psutil.Process]:
+    room = app.servicer._sessions
+    assert room is not None
+    return [psutil.Process(r.repl.pid) for r in room.repls if r.repl is not None and not r.dead]
+
+
+async def test_a_repl_killed_from_outside_moves_its_sessions_with_their_ids() -> None:
+    async with running() as (app, ch):
+        s = Raw(ch)
+        (root,) = (await s.open()).states
+        split = await s.run(root.state, SPLIT)
+        left = await s.run(split.state, EXACT_P, rid="p")
+        (victim,) = session_repls(app)
+        victim.send_signal(signal.SIGKILL)
+        room = app.servicer._sessions
+        assert room is not None
+        await eventually(lambda: room.counters["restores"] >= 1 and session_repls(app), what="the session moved")
+        assert [p.pid for p in session_repls(app)] != [victim.pid]
+        done = await s.run(left.state, EXACT_Q)
+        assert done.status == pb.TACTIC_STATUS_PROOF_COMPLETE
+        again = await s.run(split.state, EXACT_P, rid="again")  # an older state is there too
+        assert list(again.goals) == list(left.goals)
+        await s.close()
+
+
+async def test_an_idle_session_expires_with_deadline_exceeded() -> None:
+    async with running(session_idle_seconds=0.5) as (app, ch):
+        s = Raw(ch)
+        (root,) = (await s.open()).states
+        slow = await s.run(root.state, "skip\n-- fake: sleep 1")  # in flight longer than the idle bound
+        assert slow.status == pb.TACTIC_STATUS_INCOMPLETE
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.answer("never")
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        room = app.servicer._sessions
+        assert room is not None
+        await eventually(lambda: not room.sessions, what="the expired session is closed")
+
+
+async def test_200_sessions_share_4_repls() -> None:
+    async with running(session_repls=4, sessions_per_repl=50, sessions_max=200) as (app, ch):
+        calls = [Raw(ch) for _ in range(200)]
+        opened = await asyncio.gather(*(c.open() for c in calls))
+        steps = await asyncio.gather(*(c.run(o.states[0].state, SPLIT) for c, o in zip(calls, opened, strict=True)))
+        assert all(r.status == pb.TACTIC_STATUS_INCOMPLETE for r in steps)
+        assert len(session_repls(app)) == 4
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await Raw(ch).open()
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await asyncio.gather(*(c.close() for c in calls))

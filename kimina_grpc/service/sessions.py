@@ -120,6 +120,7 @@ class SessionCall:
             session = await self.room.open(split, first.open.code, options)
         except OpenFailed as exc:
             raise InvalidInput([("open.code", str(exc))]) from None
+        self.last = time.monotonic()  # the idle clock starts when the session is open
         reader = asyncio.ensure_future(self._read(it, session))
         try:
             yield _opened(session)
