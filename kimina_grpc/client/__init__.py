@@ -5,6 +5,7 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 
 from kimina_grpc.client._async import AsyncKiminaClient
 from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
+from kimina_grpc.client._session import AsyncSession, Finished, Goal, Session, Step
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     AstResult,
@@ -26,8 +27,11 @@ from kimina_grpc.verdict import Verdict
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "AsyncSession",
     "CheckResponse",
     "Diagnostics",
+    "Finished",
+    "Goal",
     "Infotree",
     "InvalidArgument",
     "KiminaClient",
@@ -35,10 +39,12 @@ __all__ = [
     "Message",
     "Proof",
     "Result",
+    "Session",
     "Snippet",
     "SnippetAnalysis",
     "SnippetStatus",
     "Sorry",
+    "Step",
     "Unauthenticated",
     "Verdict",
     "results_to_dataset",

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kimina_grpc.client._kimina import client_options, run_benchmark
+from kimina_grpc.client._session import AsyncSession
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -333,6 +334,26 @@ class AsyncKiminaClient:
         except grpc.RpcError as err:
             raise translate(err) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def session(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        trust: str | None = None,
+        statement: str | None = None,
+        theorem_name: str | None = None,
+        allowed_axioms: Iterable[str] = (),
+    ) -> AsyncSession:
+        """An interactive proof session on `code` (its `sorry`s are the goals): `async with
+        client.session(code) as s:` then `s.roots`, `await s.run(state, tactic)`, `s.run_many`,
+        `s.finish(state)`. `timeout` bounds each tactic; the rest apply to `finish` as to verify."""
+        opts = options(timeout, None, None, None, trust, allowed_axioms)
+        if statement is not None:
+            opts.statement = statement
+        if theorem_name is not None:
+            opts.theorem_name = theorem_name
+        return AsyncSession(self._stub, self._metadata, code, opts)
 
     async def server_info(self) -> pb.GetServerInfoResponse:
         return await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
 from kimina_grpc.client._kimina import run_benchmark
+from kimina_grpc.client._session import AsyncSession, Session
 from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -85,6 +86,10 @@ class KiminaClient:
     def health_status(self, service: str = READINESS) -> str:
         return self._run(self._client.health_status(service))
 
+    def session(self, code: str, **kw: Any) -> Session:
+        """`with client.session(code) as s:` (see AsyncKiminaClient.session)."""
+        return Session(self._run(_session(self._client, code, kw)), self._loop)
+
     def server_info(self) -> pb.GetServerInfoResponse:
         return self._run(self._client.server_info())
 
@@ -93,3 +98,7 @@ async def _make(
     target: str | None, api_key: str | None, args: tuple[Any, ...], kw: dict[str, Any]
 ) -> AsyncKiminaClient:
     return AsyncKiminaClient(target, api_key, *args, **kw)  # the channel must be made on the loop that uses it
+
+
+async def _session(client: AsyncKiminaClient, code: str, kw: dict[str, Any]) -> AsyncSession:
+    return client.session(code, **kw)  # its queues belong to the client's loop
