@@ -163,7 +163,7 @@ async def test_limits_answer_resource_exhausted() -> None:
 
 
 def session_repls(app: App) -> list[psutil.Process]:
-    room = app.servicer._sessions
+    room = app.servicer.sessions
     assert room is not None
     return [psutil.Process(r.repl.pid) for r in room.repls if r.repl is not None and not r.dead]
 
@@ -176,7 +176,7 @@ async def test_a_repl_killed_from_outside_moves_its_sessions_with_their_ids() ->
         left = await s.run(split.state, EXACT_P, rid="p")
         (victim,) = session_repls(app)
         victim.send_signal(signal.SIGKILL)
-        room = app.servicer._sessions
+        room = app.servicer.sessions
         assert room is not None
         await eventually(lambda: room.counters["restores"] >= 1 and session_repls(app), what="the session moved")
         assert [p.pid for p in session_repls(app)] != [victim.pid]
@@ -196,7 +196,7 @@ async def test_an_idle_session_expires_with_deadline_exceeded() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.answer("never")
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        room = app.servicer._sessions
+        room = app.servicer.sessions
         assert room is not None
         await eventually(lambda: not room.sessions, what="the expired session is closed")
 
@@ -212,3 +212,56 @@ async def test_200_sessions_share_4_repls() -> None:
             await Raw(ch).open()
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         await asyncio.gather(*(c.close() for c in calls))
+
+
+async def test_a_repl_past_its_state_budget_is_recycled_and_the_session_moves() -> None:
+    async with running(session_max_states=6) as (app, ch):
+        s = Raw(ch)
+        (root,) = (await s.open()).states
+        first = session_repls(app)
+        states = [root.state]
+        for k in range(8):
+            step = await s.run(states[-1], "skip", rid=f"k{k}")
+            assert step.status == pb.TACTIC_STATUS_INCOMPLETE
+            states.append(step.state)
+        await eventually(lambda: app.servicer.sessions.counters["restores"] >= 1, what="a recycle")
+        assert [p.pid for p in session_repls(app)] != [p.pid for p in first]
+        for st in states:  # pipelined, while the session moves again and again
+            s.send_run(f"e{st}", st, EXACT_Q)
+        every = [(await s.answer(f"e{st}")).tactic for st in states]
+        assert all(e.status == pb.TACTIC_STATUS_ERROR for e in every)  # each state is still p ∧ q
+        await s.close()
+
+
+async def test_bad_requests_are_answered_and_disturb_nothing() -> None:
+    async with running() as (app, ch):
+        s = Raw(ch)
+        (root,) = (await s.open()).states
+        unknown = await s.run(999, "skip")
+        assert unknown.status == pb.TACTIC_STATUS_ERROR and "unknown state" in unknown.error
+        parse = await s.run(root.state, "exat\n-- fake: parse-error", rid="parse")
+        assert parse.status == pb.TACTIC_STATUS_ERROR and parse.state == 0 and "unknown tactic" in parse.error
+        finish = await s.finish(999)
+        assert finish.result.verdict == pb.VERDICT_NOT_CHECKED
+        ok = await s.run(root.state, SPLIT, rid="ok")
+        assert ok.status == pb.TACTIC_STATUS_INCOMPLETE
+        # Verify traffic goes on beside sessions: the pool is the pool's.
+        stub = pb_grpc.VerifierServiceStub(ch)
+        verified = await stub.Verify(
+            pb.VerifyRequest(proofs=[pb.Proof(id="v", code="import A\n\ntheorem v : True := trivial")])
+        )
+        assert verified.results[0].verdict == pb.VERDICT_VALID
+        info = await stub.GetServerInfo(pb.GetServerInfoRequest())
+        assert info.sessions.open == 1 and info.sessions.repls == 1 and info.sessions.tactics >= 2
+        # A duplicate request id in flight, or a second `open`, ends the call with INVALID_ARGUMENT.
+        s.send_run("dup", root.state, "skip\n-- fake: sleep 0.5")
+        s.send_run("dup", root.state, "skip")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.answer("never")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "in flight" in (err.value.details() or "")
+        await eventually(lambda: not app.servicer.sessions.sessions, what="the session closed")
+        t = Raw(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            t.send_run("x", 1, "skip")
+            await t.call.read()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -18,7 +18,7 @@ from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.service import convert
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
-from kimina_grpc.service.sessions import SessionCall, make_room
+from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
 from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
@@ -79,7 +79,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.posture = posture or Posture()
         self.draining = False
         self._streams: set[_Stream] = set()
-        self._sessions: SessionRoom | None = None
+        self.sessions: SessionRoom = make_room(supervisor, checks, settings)
+        metrics.registry.register(SessionCollector(self.sessions))
 
     def drain(self) -> None:
         """Shutdown begins: new calls get UNAVAILABLE, new items of open streams NOT_CHECKED."""
@@ -169,15 +170,12 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self._refuse_when_draining()
         if self.settings.sessions_max == 0:
             raise NotConfigured("interactive sessions are off on this server (LEAN_SERVER_SESSIONS_MAX=0)")
-        if self._sessions is None:
-            self._sessions = make_room(self.supervisor, self.checks, self.settings)
-        async for item in SessionCall(self._sessions, self.settings, self._result).serve(request_iterator):
+        async for item in SessionCall(self.sessions, self.settings, self._result).serve(request_iterator):
             yield item
 
     async def close_sessions(self) -> None:
         """Shutdown: kill the sessions' REPLs (their calls end as the server stops)."""
-        if self._sessions is not None:
-            await self._sessions.close_all()
+        await self.sessions.close_all()
 
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
@@ -219,6 +217,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             tls=self.posture.tls,
             tls_client_auth=self.posture.tls_client_auth,
             security_warnings=self.posture.warnings,
+            sessions=sessions_state(self.sessions),
             cache=pb.CacheState(
                 enabled=cache.enabled,
                 backend=cache.backend,

@@ -8,6 +8,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
 from kimina_grpc.cache import CheckCache
 from kimina_grpc.repl import Message, Split
 from kimina_grpc.service import convert
@@ -49,6 +52,43 @@ def make_room(supervisor: Supervisor, checks: CheckCache, settings: Settings) ->
         import_timeout=supervisor.s.import_timeout,
     )
     return SessionRoom(supervisor.s.spec, limits, check)
+
+
+def sessions_state(room: SessionRoom) -> pb.SessionsState:
+    c = room.counters
+    return pb.SessionsState(
+        open=len(room.sessions),
+        max_sessions=room.limits.max_sessions,
+        per_repl=room.limits.per_repl,
+        repls=len(room.repls),
+        max_repls=room.limits.max_repls,
+        opened=c["opened"],
+        tactics=c["tactics"],
+        restores=c["restores"],
+        restored_states=c["restored_states"],
+        timeouts=c["timeouts"],
+    )
+
+
+class SessionCollector(Collector):
+    """The sessions' metrics: plain integers the event loop writes."""
+
+    def __init__(self, room: SessionRoom) -> None:
+        self.room = room
+
+    def collect(self) -> Any:
+        yield GaugeMetricFamily(
+            "kimina_sessions_open", "Interactive proof sessions open.", value=len(self.room.sessions)
+        )
+        yield GaugeMetricFamily("kimina_session_repls", "REPLs serving sessions.", value=len(self.room.repls))
+        for name, text in (
+            ("opened", "Sessions opened."),
+            ("tactics", "Tactics answered in sessions (rate: tactics/s)."),
+            ("restores", "Sessions moved to a fresh REPL by replaying their states (death or recycle)."),
+            ("restored_states", "States replayed by those moves."),
+            ("timeouts", "Session tactics that ran past their timeout (their REPL killed)."),
+        ):
+            yield CounterMetricFamily(f"kimina_session_{name}", text, value=self.room.counters[name])
 
 
 def _message(m: Message) -> pb.Message:

@@ -15,8 +15,9 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -93,6 +94,8 @@ class SessionRoom:
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._admit = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
         self.counters = {"opened": 0, "tactics": 0, "restores": 0, "restored_states": 0, "timeouts": 0}
 
     # ------------------------------------------------------------------ sessions
@@ -220,6 +223,8 @@ class SessionRoom:
         return min(fits, key=lambda r: len(r.sessions), default=None)
 
     async def _start(self, header: str, *, replacing: bool = False) -> SessionRepl:
+        if self.closed:
+            raise SessionsFull("the server is shutting down")
         if not replacing and len(self.repls) >= self.limits.max_repls:
             idle = [r for r in self.repls if not r.sessions]
             if idle:  # a warm REPL no session uses makes room (another header's, usually)
@@ -238,7 +243,7 @@ class SessionRoom:
             if home.repl is not None:
                 await home.repl.kill()
             raise
-        asyncio.get_running_loop().create_task(self._watch(home))
+        self._spawn(self._watch(home))
         return home
 
     async def _import(self, home: SessionRepl) -> None:
@@ -263,7 +268,7 @@ class SessionRoom:
         home.dead = True
         self.repls.discard(home)
         if home.repl is not None:
-            asyncio.get_running_loop().create_task(home.repl.kill())
+            self._spawn(home.repl.kill())
 
     async def _lost(self, home: SessionRepl, why: str) -> None:
         """`home` died (its lock held): kill what is left of it and move its sessions."""
@@ -284,8 +289,12 @@ class SessionRoom:
         sessions = [s for s in home.sessions if s in self.sessions]
         for s in sessions:
             s.moved.clear()
-        task = asyncio.get_running_loop().create_task(self._restore(home, sessions))
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        self._spawn(self._restore(home, sessions))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _restore(self, old: SessionRepl, sessions: list[Session]) -> None:
         """Replay every session of `old` on one fresh REPL; the client's ids stay."""
@@ -310,11 +319,11 @@ class SessionRoom:
                         log.warning("session_restore_failed", session=s.id, error=str(exc))
                         s.broken = f"the session could not be restored: {exc}"
                     self.counters["restores"] += 1
-            if old.repl is not None:
-                await old.repl.kill()
         finally:
             for s in sessions:
                 s.moved.set()
+            if old.repl is not None:  # a recycled REPL served until its sessions moved
+                await old.repl.kill()
 
     async def _replay(self, home: SessionRepl, session: Session) -> None:
         await self._open_on(home, session)
@@ -333,6 +342,14 @@ class SessionRoom:
             self.counters["restored_states"] += 1
 
     async def close_all(self) -> None:
+        """Shutdown: no more REPLs; every session ends (its requests answered ERROR)."""
+        self.closed = True
+        for session in self.sessions:
+            session.broken = "the server is shutting down"
+            session.moved.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for home in list(self.repls):
             home.dead = True
             if home.repl is not None:

@@ -1011,6 +1011,7 @@ class GetServerInfoResponse(_message.Message):
     TLS_CLIENT_AUTH_FIELD_NUMBER: _builtins.int
     SECURITY_WARNINGS_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -1059,6 +1060,10 @@ class GetServerInfoResponse(_message.Message):
     def cache(self) -> Global___CacheState:
         """The result cache and in-flight dedupe."""
 
+    @_builtins.property
+    def sessions(self) -> Global___SessionsState:
+        """Interactive proof sessions (ProofSession)."""
+
     def __init__(
         self,
         *,
@@ -1077,14 +1082,73 @@ class GetServerInfoResponse(_message.Message):
         tls_client_auth: _builtins.bool = ...,
         security_warnings: _abc.Iterable[_builtins.str] | None = ...,
         cache: Global___CacheState | None = ...,
+        sessions: Global___SessionsState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters", "sessions", b"sessions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "not_ready_reason", b"not_ready_reason", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "sessions", b"sessions", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class SessionsState(_message.Message):
+    """The sessions' state (GetServerInfo)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    PER_REPL_FIELD_NUMBER: _builtins.int
+    REPLS_FIELD_NUMBER: _builtins.int
+    MAX_REPLS_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
+    TACTICS_FIELD_NUMBER: _builtins.int
+    RESTORES_FIELD_NUMBER: _builtins.int
+    RESTORED_STATES_FIELD_NUMBER: _builtins.int
+    TIMEOUTS_FIELD_NUMBER: _builtins.int
+    open: _builtins.int
+    """Sessions open now."""
+    max_sessions: _builtins.int
+    """Bound on open sessions (LEAN_SERVER_SESSIONS_MAX; 0: ProofSession is off)."""
+    per_repl: _builtins.int
+    """Sessions per REPL at most (LEAN_SERVER_SESSIONS_PER_REPL)."""
+    repls: _builtins.int
+    """REPLs serving sessions now, and their bound (LEAN_SERVER_SESSION_REPLS)."""
+    max_repls: _builtins.int
+    """The bound on `repls`."""
+    opened: _builtins.int
+    """Sessions opened since start."""
+    tactics: _builtins.int
+    """Tactics answered since start."""
+    restores: _builtins.int
+    """Sessions moved to a fresh REPL (after a death or a recycle) since start."""
+    restored_states: _builtins.int
+    """States replayed by those moves."""
+    timeouts: _builtins.int
+    """Tactics that ran past their timeout."""
+    def __init__(
+        self,
+        *,
+        open: _builtins.int = ...,
+        max_sessions: _builtins.int = ...,
+        per_repl: _builtins.int = ...,
+        repls: _builtins.int = ...,
+        max_repls: _builtins.int = ...,
+        opened: _builtins.int = ...,
+        tactics: _builtins.int = ...,
+        restores: _builtins.int = ...,
+        restored_states: _builtins.int = ...,
+        timeouts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_repls", b"max_repls", "max_sessions", b"max_sessions", "open", b"open", "opened", b"opened", "per_repl", b"per_repl", "repls", b"repls", "restored_states", b"restored_states", "restores", b"restores", "tactics", b"tactics", "timeouts", b"timeouts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionsState: _TypeAlias = SessionsState  # noqa: Y015
 
 @_typing.final
 class CacheState(_message.Message):
