@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cache, overhead, sandbox, scheduling, stall, startup, trust, unread
+from bench import cache, overhead, sandbox, scheduling, sessions, stall, startup, trust, unread
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "cache": cache.main,
     "overhead": overhead.main,
     "sandbox": sandbox.main,
     "scheduling": scheduling.main,
+    "sessions": sessions.main,
     "stall": stall.main,
     "startup": startup.main,
     "trust": trust.main,
