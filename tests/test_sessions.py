@@ -265,3 +265,20 @@ async def test_bad_requests_are_answered_and_disturb_nothing() -> None:
             t.send_run("x", 1, "skip")
             await t.call.read()
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_client_that_leaves_mid_tactic_disturbs_no_other_session() -> None:
+    async with running(session_repls=1) as (app, ch):
+        a, b = Raw(ch), Raw(ch)
+        (ra,) = (await a.open()).states
+        (rb,) = (await b.open()).states
+        a.send_run("slow", ra.state, "skip\n-- fake: sleep 0.5")
+        await eventually(lambda: app.servicer.sessions.counters["tactics"] == 0 and a.queue.empty(), what="sent")
+        a.call.cancel()
+        await eventually(lambda: len(app.servicer.sessions.sessions) == 1, what="a's session closed")
+        step = await b.run(rb.state, SPLIT)
+        assert step.status == pb.TACTIC_STATUS_INCOMPLETE and len(step.goals) == 2  # its own reply, not a's
+        left = await b.run(step.state, EXACT_P, rid="p")
+        assert left.status == pb.TACTIC_STATUS_INCOMPLETE and len(left.goals) == 1
+        assert app.servicer.sessions.counters["restores"] == 0
+        await b.close()

@@ -94,7 +94,7 @@ class SessionRoom:
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._admit = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
         self.counters = {"opened": 0, "tactics": 0, "restores": 0, "restored_states": 0, "timeouts": 0}
 
@@ -127,6 +127,14 @@ class SessionRoom:
             home.sessions.discard(session)
 
     async def run(self, session: Session, state: int, tactic: str) -> TacticOutcome:
+        """Run `tactic` on the session's `state`. A caller that goes away (its call cancelled) does
+        not cut the exchange with the REPL short: a reply left unread would be the next request's."""
+        task = asyncio.ensure_future(self._run(session, state, tactic))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(task)
+
+    async def _run(self, session: Session, state: int, tactic: str) -> TacticOutcome:
         node = session.tree.nodes.get(state)
         if node is None:
             return TacticOutcome(Status.ERROR, error=f"unknown state {state}")
