@@ -282,3 +282,17 @@ async def test_a_client_that_leaves_mid_tactic_disturbs_no_other_session() -> No
         assert left.status == pb.TACTIC_STATUS_INCOMPLETE and len(left.goals) == 1
         assert app.servicer.sessions.counters["restores"] == 0
         await b.close()
+
+
+async def test_code_that_times_out_on_open_fails_alone() -> None:
+    async with running(session_repls=1) as (_, ch):
+        b = Raw(ch)
+        (rb,) = (await b.open()).states
+        step = await b.run(rb.state, SPLIT)
+        a = Raw(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await a.open(code=f"{CODE}\n-- fake: hang", timeout_seconds=0.5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timeout" in (err.value.details() or "")
+        go_on = await b.run(step.state, EXACT_P, rid="p")  # b moved to a fresh REPL with its states
+        assert go_on.status == pb.TACTIC_STATUS_INCOMPLETE and len(go_on.goals) == 1
+        await b.close()

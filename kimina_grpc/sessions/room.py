@@ -110,15 +110,29 @@ class SessionRoom:
             session = Session(f"s{next(self._ids)}", split, code, options, home=home)
             home.sessions.add(session)
             self.sessions.add(session)
+        task = asyncio.ensure_future(self._first_open(home, session))  # see `run`: never cut short
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
         try:
-            async with home.lock:
-                await self._open_on(home, session)
+            await asyncio.shield(task)
         except BaseException:
             self.close(session)
             raise
         session.moved.set()
         self.counters["opened"] += 1
         return session
+
+    async def _first_open(self, home: SessionRepl, session: Session) -> None:
+        async with home.lock:
+            if home.dead:
+                raise OpenFailed("the REPL died as the session opened; open it again")
+            try:
+                await self._open_on(home, session)
+            except (TimeoutError, ReplCrashed, ProtocolError, ReplyTooDeep) as exc:
+                home.sessions.discard(session)  # the others move; this one was never open
+                await self._lost(home, f"on a session's code: {exc!r}")
+                why = "ran past the timeout" if isinstance(exc, TimeoutError) else f"broke the REPL: {exc}"
+                raise OpenFailed(f"the code {why}") from None
 
     def close(self, session: Session) -> None:
         self.sessions.discard(session)
@@ -316,20 +330,25 @@ class SessionRoom:
                     s.broken = f"the session could not be restored: {exc}"
                 return
             async with new.lock:
-                for s in sessions:
-                    if s not in self.sessions:
-                        continue
+                live = [s for s in sessions if s in self.sessions]
+                for s in live:
                     s.home = new
                     new.sessions.add(s)
+                for s in live:
                     try:
                         await self._replay(new, s)
-                    except Exception as exc:  # a replay that fails leaves this session broken, not the others
-                        log.warning("session_restore_failed", session=s.id, error=str(exc))
-                        s.broken = f"the session could not be restored: {exc}"
+                    except Exception as exc:  # this session is lost, never the others
+                        log.warning("session_restore_failed", session=s.id, error=repr(exc))
+                        s.broken = f"the session could not be restored: {exc!r}"
+                        new.sessions.discard(s)
+                        if isinstance(exc, (TimeoutError, ReplCrashed, ProtocolError, ReplyTooDeep)):
+                            await self._lost(new, "a replay broke it")  # the rest move again
+                            return
                     self.counters["restores"] += 1
         finally:
             for s in sessions:
-                s.moved.set()
+                if s.broken or s.home is None or not s.home.dead:  # else the next move sets it
+                    s.moved.set()
             if old.repl is not None:  # a recycled REPL served until its sessions moved
                 await old.repl.kill()
 
