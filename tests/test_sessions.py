@@ -108,6 +108,9 @@ async def test_a_step_only_tactic_mode_accepts_is_not_valid() -> None:
         assert step.status == pb.TACTIC_STATUS_PROOF_COMPLETE
         finished = await s.finish(step.state)
         assert finished.result.verdict == pb.VERDICT_INVALID
+        # A newer REPL's own kernel check of a finished proof: an ERROR, not PROOF_COMPLETE.
+        kernel = await s.run(root.state, "exact ⟨hp, hq⟩\n-- fake: done\n-- fake: kernel-reject", rid="k")
+        assert kernel.status == pb.TACTIC_STATUS_ERROR and not kernel.goals
         await s.close()
 
 

@@ -206,8 +206,10 @@ class SessionRoom:
         goals = reply_goals(reply.extra)
         child = session.tree.add(node, tactic, goals, new_state)
         errors = any(m.severity is Severity.ERROR for m in reply.messages)
-        done = not goals and reply.extra.get("proofStatus") == "Completed"
-        status = Status.ERROR if errors else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
+        proof_status = str(reply.extra.get("proofStatus", ""))
+        done = not goals and proof_status == "Completed"
+        failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
+        status = Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
         return TacticOutcome(status, child.id, goals, reply.messages, seconds=seconds)
 
     async def _open_on(self, home: SessionRepl, session: Session) -> None:

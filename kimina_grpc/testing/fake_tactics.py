@@ -32,6 +32,9 @@ directive lines in its text (`-- fake: VERB ARGS`, each on a line of its own, as
                        (default "unknown tactic"), no state recorded
     tactic-only        accepted here, as tactic mode accepts some proofs that checking the whole
                        file rejects (repl PR #90); in a command, the directive is an error
+    kernel-reject [TEXT]  when no goal is left, the REPL's kernel check of the proof fails: status
+                       "Error: kernel type check failed: TEXT" (default "(kernel) declaration type
+                       mismatch"; newer REPLs check a completed proof); in a command, as command mode's
     sleep S, cpu S, hang, crash [CODE]   as in command mode
 
 A state's goals are plain strings; `sorry`, `done` and the directives are all the stand-in knows.
@@ -130,6 +133,7 @@ class TacticMode:
         sorries: list[dict[str, Any]] = []
         messages: list[dict[str, Any]] = []
         replaced: list[str] | None = None
+        kernel = ""
         code_lines = [ln for ln in tactic.split("\n") if not ln.lstrip().startswith("--")]
         code = "\n".join(code_lines).strip()
         if not code and not tactic.strip():
@@ -164,6 +168,8 @@ class TacticMode:
                 replaced = [_with_context(goals[0], g.strip()) for g in arg.split("||") if g.strip()]
             elif verb == "done" and goals:
                 replaced = []
+            elif verb == "kernel-reject":
+                kernel = arg or "(kernel) declaration type mismatch"
         if messages:  # Lean's error recovery: the goals are admitted
             goals, sorry = [], True
         elif _SORRY.fullmatch(code) and goals:
@@ -179,6 +185,8 @@ class TacticMode:
         if sorries:
             reply["sorries"] = sorries
         reply["proofStatus"] = _status(goals, sorry)
+        if kernel and reply["proofStatus"] == "Completed":
+            reply["proofStatus"] = f"Error: kernel type check failed: {kernel}"
         reply["proofState"] = state
         if messages:
             reply["messages"] = messages
