@@ -299,3 +299,21 @@ async def test_code_that_times_out_on_open_fails_alone() -> None:
         go_on = await b.run(step.state, EXACT_P, rid="p")  # b moved to a fresh REPL with its states
         assert go_on.status == pb.TACTIC_STATUS_INCOMPLETE and len(go_on.goals) == 1
         await b.close()
+
+
+async def test_a_tactic_that_crashes_its_repl_is_an_error_and_the_rest_is_restored() -> None:
+    async with running(session_repls=1) as (app, ch):
+        a, b = Raw(ch), Raw(ch)
+        (ra,) = (await a.open()).states
+        (rb,) = (await b.open()).states
+        sb = await b.run(rb.state, SPLIT)
+        b.send_run("queued", sb.state, EXACT_P)  # in flight on the same REPL as the crash
+        crash = await a.run(ra.state, "skip\n-- fake: crash 3")
+        assert crash.status == pb.TACTIC_STATUS_ERROR and crash.state == 0 and "crash" in crash.error
+        queued = (await b.answer("queued")).tactic
+        assert queued.status == pb.TACTIC_STATUS_INCOMPLETE and len(queued.goals) == 1
+        again = await a.run(ra.state, SPLIT, rid="again")
+        assert again.status == pb.TACTIC_STATUS_INCOMPLETE
+        assert app.servicer.sessions.counters["restores"] >= 2
+        await a.close()
+        await b.close()
