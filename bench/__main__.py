@@ -8,7 +8,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cache, cluster, overhead, prooflog, recycling, sandbox, scheduling, stall, startup, trust, unread
+from bench import (
+    cache,
+    cluster,
+    overhead,
+    prooflog,
+    recycling,
+    sandbox,
+    scheduling,
+    sessions,
+    stall,
+    startup,
+    trust,
+    unread,
+)
 
 BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "cache": cache.main,
@@ -17,6 +30,7 @@ BENCHES: dict[str, Callable[[], dict[str, Any]]] = {
     "prooflog": prooflog.main,
     "sandbox": sandbox.main,
     "scheduling": lambda: scheduling.main() | {"recycling": recycling.main()},
+    "sessions": sessions.main,
     "stall": stall.main,
     "startup": startup.main,
     "trust": trust.main,

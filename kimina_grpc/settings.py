@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     max_decoding_bytes: int = Field(128 << 20, gt=0)
     """Bytes of large replies parsed at once over the whole server; others wait (within their timeout)."""
 
+    # Interactive proof sessions (ProofSession; docs/sessions.md).
+    sessions_max: int = Field(256, ge=0)
+    """Sessions open at most on this server (0: ProofSession is refused)."""
+    sessions_per_repl: int = Field(64, gt=0)
+    """Sessions pinned to one REPL at most."""
+    session_repls: int = Field(4, gt=0)
+    """REPLs kept for sessions, apart from the pool's LEAN_SERVER_MAX_REPLS."""
+    session_idle_seconds: float = Field(600.0, gt=0)
+    """A session with no request in flight for this long is closed (DEADLINE_EXCEEDED)."""
+    session_max_states: int = Field(100_000, gt=0)
+    """Proof states a session REPL records before its sessions move to a fresh one (memory)."""
+
     # Who may call, and how.
     api_key: str | None = None
     """The key callers send (`authorization: Bearer KEY` or `x-api-key`); prefer API_KEY_FILE."""

@@ -8,6 +8,7 @@ from kimina_grpc.client._backends import BackendStats, ClusterOptions
 from kimina_grpc.client._info import CacheState, HeaderState, PoolCounters, ProofLogState, ServerInfo
 from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
 from kimina_grpc.client._process import ForkedProcessError
+from kimina_grpc.client._session import AsyncSession, Finished, Goal, Session, Step
 from kimina_grpc.client._sync import KiminaClient
 from kimina_grpc.client._types import (
     AstResult,
@@ -29,12 +30,15 @@ from kimina_grpc.verdict import Verdict
 __all__ = [
     "AstResult",
     "AsyncKiminaClient",
+    "AsyncSession",
     "BackendStats",
     "CacheState",
     "CheckResponse",
     "ClusterOptions",
     "Diagnostics",
+    "Finished",
     "ForkedProcessError",
+    "Goal",
     "HeaderState",
     "Infotree",
     "InvalidArgument",
@@ -46,10 +50,12 @@ __all__ = [
     "ProofLogState",
     "Result",
     "ServerInfo",
+    "Session",
     "Snippet",
     "SnippetAnalysis",
     "SnippetStatus",
     "Sorry",
+    "Step",
     "Unauthenticated",
     "Verdict",
     "results_to_dataset",

@@ -16,6 +16,7 @@ from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item, v
 from kimina_grpc.client._info import ServerInfo, server_info_from_proto
 from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._process import open_channel
+from kimina_grpc.client._session import AsyncSession
 from kimina_grpc.client._types import (
     AstResult,
     CheckResponse,
@@ -394,6 +395,26 @@ class AsyncKiminaClient:
         except grpc.RpcError as err:
             raise translate(err) from None
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+    def session(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        trust: str | None = None,
+        statement: str | None = None,
+        theorem_name: str | None = None,
+        allowed_axioms: Iterable[str] = (),
+    ) -> AsyncSession:
+        """An interactive proof session on `code` (its `sorry`s are the goals): `async with
+        client.session(code) as s:` then `s.roots`, `await s.run(state, tactic)`, `s.run_many`,
+        `s.finish(state)`. `timeout` bounds each tactic; the rest apply to `finish` as to verify."""
+        opts = options(timeout, None, None, None, trust, allowed_axioms)
+        if statement is not None:
+            opts.statement = statement
+        if theorem_name is not None:
+            opts.theorem_name = theorem_name
+        return AsyncSession(self._stub, self._metadata, code, opts)
 
     async def server_info(self) -> ServerInfo:
         """What the server runs (versions, the REPL command, readiness) and how its pool and cache stand."""

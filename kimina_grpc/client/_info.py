@@ -65,6 +65,22 @@ class ProofLogState:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionsState:
+    """Interactive proof sessions (ProofSession)."""
+
+    open: int
+    max_sessions: int
+    per_repl: int
+    repls: int
+    max_repls: int
+    opened: int
+    tactics: int
+    restores: int
+    restored_states: int
+    timeouts: int
+
+
+@dataclass(frozen=True, slots=True)
 class ServerInfo:
     """What the server runs and how its pool stands."""
 
@@ -87,6 +103,7 @@ class ServerInfo:
     memory_accounting: str
     """How a REPL's memory is counted: "process-tree" (every process of its box, sampled)."""
     proof_log: ProofLogState
+    sessions: SessionsState
 
 
 def _scalars(cls: Any, message: Any, **given: Any) -> Any:
@@ -101,6 +118,7 @@ def server_info_from_proto(m: pb.GetServerInfoResponse) -> ServerInfo:
         counters=_scalars(PoolCounters, m.counters),
         cache=_scalars(CacheState, m.cache),
         proof_log=_scalars(ProofLogState, m.proof_log),
+        sessions=_scalars(SessionsState, m.sessions),
         security_warnings=tuple(m.security_warnings),
     )
     return info

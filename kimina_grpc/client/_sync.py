@@ -16,8 +16,9 @@ from kimina_grpc.client._async import READINESS, AsyncKiminaClient, Blocking
 from kimina_grpc.client._backends import BackendStats
 from kimina_grpc.client._info import ServerInfo
 from kimina_grpc.client._kimina import run_benchmark
-from kimina_grpc.client._process import PerProcess, grpc_usable
+from kimina_grpc.client._process import ForkedProcessError, PerProcess, grpc_usable
 from kimina_grpc.client._remote import Remote
+from kimina_grpc.client._session import AsyncSession, Session
 from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
 
 T = TypeVar("T")
@@ -96,6 +97,18 @@ class KiminaClient:
         """What the server runs (see AsyncKiminaClient.server_info)."""
         return self._local.get().call("server_info")  # type: ignore[no-any-return]
 
+    def session(self, code: str, **kw: Any) -> Session:
+        """`with client.session(code) as s:` (see AsyncKiminaClient.session). Not in a process
+        forked from one that used gRPC (its calls run in a helper process there): use the 'spawn'
+        or 'forkserver' start method for interactive sessions."""
+        backend = self._local.get()
+        if not isinstance(backend, InProcess):
+            raise ForkedProcessError(
+                "interactive sessions cannot run in a process forked from one that used gRPC: "
+                "use the 'spawn' or 'forkserver' start method"
+            )
+        return Session(backend._run(_session(backend.client, code, kw)), backend._loop)
+
 
 class _Backend(Protocol):
     def call(self, name: str, *args: Any, **kw: Any) -> Any: ...
@@ -143,3 +156,7 @@ class InProcess:
 
 async def _make(args: tuple[Any, ...], kw: dict[str, Any]) -> AsyncKiminaClient:
     return AsyncKiminaClient(*args, **kw)  # the channel must be made on the loop that uses it
+
+
+async def _session(client: AsyncKiminaClient, code: str, kw: dict[str, Any]) -> AsyncSession:
+    return client.session(code, **kw)  # its queues belong to the client's loop

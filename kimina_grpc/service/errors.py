@@ -17,6 +17,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from kimina_grpc.service.convert import InvalidInput
+from kimina_grpc.service.sessions import IdleExpired
+from kimina_grpc.sessions import SessionsFull
 from kimina_grpc.supervisor.pool import QueueFull, ShuttingDown
 
 log = structlog.get_logger("kimina_grpc.service")
@@ -50,6 +52,10 @@ def status_of(exc: BaseException) -> grpc.Status:
             f"{exc}; retry in {exc.retry_after:.0f} s",
             error_details_pb2.RetryInfo(retry_delay=delay),
         )
+    if isinstance(exc, SessionsFull):
+        return _rich(grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED, str(exc), None)
+    if isinstance(exc, IdleExpired):
+        return _rich(grpc.StatusCode.DEADLINE_EXCEEDED, code_pb2.DEADLINE_EXCEEDED, str(exc), None)
     if isinstance(exc, NotConfigured):
         return _rich(grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION, str(exc), None)
     if isinstance(exc, ShuttingDown):

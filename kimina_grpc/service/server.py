@@ -322,6 +322,7 @@ class App:
         draining.cancel()  # hurried: running proofs are answered NOT_CHECKED by close() now
         hurried.cancel()
         await self.supervisor.close()
+        await self.servicer.close_sessions()
         self.servicer.end_streams()
         await self.server.stop(self.settings.grace_seconds)
         if self.health_server is not None:

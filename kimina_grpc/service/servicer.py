@@ -7,7 +7,7 @@ import contextlib
 import shlex
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
@@ -22,6 +22,8 @@ from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
 from kimina_grpc.service import convert, results
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
+from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
+from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Outcome, not_checked
@@ -84,6 +86,8 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.prooflog = prooflog
         self.draining = False
         self._streams: set[_Stream] = set()
+        self.sessions: SessionRoom = make_room(supervisor, checks, settings)
+        metrics.registry.register(SessionCollector(self.sessions))
 
     def drain(self) -> None:
         """Shutdown begins: new calls get UNAVAILABLE, new items of open streams NOT_CHECKED."""
@@ -178,6 +182,25 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             results=[pb.AstResult(module=i.module, ast=i.ast, error=i.error, time_seconds=i.seconds) for i in items]
         )
 
+    @streaming
+    async def ProofSession(
+        self, request_iterator: AsyncIterator[pb.ProofSessionRequest], context: Context
+    ) -> AsyncIterator[pb.ProofSessionResponse]:
+        structlog.contextvars.bind_contextvars(request_id=uuid.uuid4().hex[:12], rpc="ProofSession")
+        self._refuse_when_draining()
+        if self.settings.sessions_max == 0:
+            raise NotConfigured("interactive sessions are off on this server (LEAN_SERVER_SESSIONS_MAX=0)")
+
+        def result(rid: str, outcome: Outcome) -> Awaitable[pb.ProofResult]:  # a finish: no diagnostics
+            return self._result(rid, outcome, False, self._result_limit())
+
+        async for item in SessionCall(self.sessions, self.settings, result).serve(request_iterator):
+            yield item
+
+    async def close_sessions(self) -> None:
+        """Shutdown: kill the sessions' REPLs (their calls end as the server stops)."""
+        await self.sessions.close_all()
+
     @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
         state = self.supervisor.state()
@@ -223,6 +246,7 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             tls_client_auth=self.posture.tls_client_auth,
             security_warnings=self.posture.warnings,
             memory_accounting=self.posture.memory_accounting,
+            sessions=sessions_state(self.sessions),
             cache=pb.CacheState(
                 enabled=cache.enabled,
                 backend=cache.backend,

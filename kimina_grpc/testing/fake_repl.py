@@ -86,6 +86,8 @@ or in a declaration named `Nat.x`), `True`, `False`; and, unless the header is a
 does not import `Init/Core.lean`), the axioms `propext`, `Classical.choice`, `Quot.sound`,
 `Lean.ofReduceBool`, `Lean.trustCompiler`. Declaring any of them again is an error.
 
+Tactic mode (`{"tactic": T, "proofState": N}`) and its directives: see `fake_tactics`.
+
 Pickles, as the REPL does them: `{"pickleTo": PATH, "env": N}` writes environment N's imports,
 constants (with their axioms) and scope options to PATH (a real file) and answers `{"env": N}`,
 recording no environment; `{"unpickleEnvFrom": PATH}` pays the import, re-checks every constant with
@@ -166,6 +168,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
+from kimina_grpc.testing import fake_tactics
 from kimina_grpc.testing.lean_header import Header, read_header
 
 _DECL = re.compile(
@@ -372,14 +375,13 @@ class Simulator:
         version = re.findall(r"\d+", os.environ.get("KIMINA_FAKE_LEAN_VERSION", "v4.19.0"))
         self.lean_version = tuple(int(v) for v in version[:2])
         self.ballast: list[bytearray] = []
-        self.proof_states = 0
+        self.tactics = fake_tactics.TacticMode()
         self.poison: tuple[str, str] | None = None
         """In-process code a proof left behind (`poison`): this process lies from then on."""
 
-    def _proof_state(self) -> int:
+    def _proof_state(self, goal: str) -> int:
         """The id of the next proof state (every sorry records one; the REPL numbers them from 0)."""
-        self.proof_states += 1
-        return self.proof_states - 1
+        return self.tactics.record(goal)
 
     def _allocate(self, mb: int) -> None:
         try:
@@ -480,7 +482,8 @@ class Simulator:
                     new.options[name] = value
             for m in _SORRY.finditer(line.split("--", 1)[0]):
                 uses_sorry = True
-                sorries.append(_sorry(lineno, m.start(), self._proof_state()))
+                goal = fake_tactics.sorry_goal(line, m.start())
+                sorries.append(_sorry(lineno, m.start(), self._proof_state(goal), goal))
                 if options.get("warn.sorry") != "false":
                     messages.append(_msg("warning", lineno, m.start(), "declaration uses `sorry`"))
             d = _DIRECTIVE.match(line)
@@ -557,7 +560,7 @@ class Simulator:
                     messages.append(_msg(verb, lineno, 0, arg or f"fake {verb}"))
             elif verb == "sorry":
                 at = int(arg) if arg.isdigit() else lineno
-                sorries.append(_sorry(at, 2, self._proof_state()))
+                sorries.append(_sorry(at, 2, self._proof_state("⊢ False"), "⊢ False"))
                 messages.append(_msg("warning", at, 0, "declaration uses `sorry`"))
                 uses_sorry = True
             elif verb == "sorry-ax":
@@ -580,6 +583,9 @@ class Simulator:
                 new.hangs = True
             elif verb == "reinterpret":
                 new.reinterpret = arg
+            elif (tactic_only := fake_tactics.command_directive(verb, lineno)) is not None:
+                messages.append(tactic_only)
+        messages.extend(fake_tactics.check_blocks(lines[:active], first))
         skip_kernel = options.get("debug.skipKernelTC") == "true"
         limit = int(options.get("maxHeartbeats", str(_KERNEL_DEFAULT)))
         kernel_timeout = bool(heartbeats) and 0 < limit < heartbeats and not skip_kernel
@@ -860,11 +866,11 @@ def _msg(severity: str, line: int, column: int, data: str) -> dict[str, Any]:
     }
 
 
-def _sorry(line: int, column: int, proof_state: int) -> dict[str, Any]:
+def _sorry(line: int, column: int, proof_state: int, goal: str) -> dict[str, Any]:
     return {
         "proofState": proof_state,
         "pos": {"line": line, "column": column},
-        "goal": "⊢ False",
+        "goal": goal,
         "endPos": {"line": line, "column": column + 5},
     }
 
@@ -1177,6 +1183,8 @@ def _request_form(req: Any) -> str | None:
         return "pickleTo"
     if isinstance(req.get("unpickleEnvFrom"), str):
         return "unpickleEnvFrom"
+    if fake_tactics.is_tactic_request(req):
+        return "tactic"
     if isinstance(req.get("cmd"), str):
         fine = all(check(req[k]) for k, check in _OPTIONAL.items() if req.get(k) is not None)
         return "cmd" if fine and isinstance(req.get("infotree", ""), str | type(None)) else None
@@ -1221,6 +1229,8 @@ def serve(replayer: Replayer | None) -> int:
             reply: dict[str, Any] | None = sim.pickle_to(req["pickleTo"], req["env"])
         elif form == "unpickleEnvFrom":
             reply = sim.unpickle_env_from(req["unpickleEnvFrom"])
+        elif form == "tactic":
+            reply = sim.tactics.answer(req["tactic"], req["proofState"])
         elif form is None:
             sys.stderr.write(f"Could not parse as a valid JSON command:\n{text}\n")
             return 1

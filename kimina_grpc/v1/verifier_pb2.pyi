@@ -237,6 +237,50 @@ SEVERITY_ERROR: Severity.ValueType  # 3
 """An error: the proof is INVALID."""
 Global___Severity: _TypeAlias = Severity  # noqa: Y015
 
+class _TacticStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TacticStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TacticStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TACTIC_STATUS_UNSPECIFIED: _TacticStatus.ValueType  # 0
+    """Never sent."""
+    TACTIC_STATUS_INCOMPLETE: _TacticStatus.ValueType  # 1
+    """The tactic ran; goals remain (or a `sorry` closed one): `state` is new, go on from it."""
+    TACTIC_STATUS_PROOF_COMPLETE: _TacticStatus.ValueType  # 2
+    """The tactic ran and no goal is left, without `sorry` or error as far as tactic mode sees:
+    `finish` the state for a verdict.
+    """
+    TACTIC_STATUS_ERROR: _TacticStatus.ValueType  # 3
+    """The tactic failed (Lean's errors in `messages`, or `error` for a tactic that does not parse, an
+    unknown state, a crash of the REPL). No new state when `state` is 0 and `error` is set.
+    """
+    TACTIC_STATUS_TIMEOUT: _TacticStatus.ValueType  # 4
+    """The tactic ran past the session's per-tactic timeout; its REPL was killed (the session's other
+    states were restored). No new state.
+    """
+
+class TacticStatus(_TacticStatus, metaclass=_TacticStatusEnumTypeWrapper):
+    """What a tactic's run came to."""
+
+TACTIC_STATUS_UNSPECIFIED: TacticStatus.ValueType  # 0
+"""Never sent."""
+TACTIC_STATUS_INCOMPLETE: TacticStatus.ValueType  # 1
+"""The tactic ran; goals remain (or a `sorry` closed one): `state` is new, go on from it."""
+TACTIC_STATUS_PROOF_COMPLETE: TacticStatus.ValueType  # 2
+"""The tactic ran and no goal is left, without `sorry` or error as far as tactic mode sees:
+`finish` the state for a verdict.
+"""
+TACTIC_STATUS_ERROR: TacticStatus.ValueType  # 3
+"""The tactic failed (Lean's errors in `messages`, or `error` for a tactic that does not parse, an
+unknown state, a crash of the REPL). No new state when `state` is 0 and `error` is set.
+"""
+TACTIC_STATUS_TIMEOUT: TacticStatus.ValueType  # 4
+"""The tactic ran past the session's per-tactic timeout; its REPL was killed (the session's other
+states were restored). No new state.
+"""
+Global___TacticStatus: _TypeAlias = TacticStatus  # noqa: Y015
+
 @_typing.final
 class VerifyRequest(_message.Message):
     """A batch of proofs to check."""
@@ -1031,6 +1075,7 @@ class GetServerInfoResponse(_message.Message):
     MEMORY_ACCOUNTING_FIELD_NUMBER: _builtins.int
     CACHE_FIELD_NUMBER: _builtins.int
     PROOF_LOG_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
     server_version: _builtins.str
     """The kimina-grpc version."""
     lean_version: _builtins.str
@@ -1087,6 +1132,10 @@ class GetServerInfoResponse(_message.Message):
     def proof_log(self) -> Global___ProofLogState:
         """The proof log (LEAN_SERVER_DATABASE_URL)."""
 
+    @_builtins.property
+    def sessions(self) -> Global___SessionsState:
+        """Interactive proof sessions (ProofSession)."""
+
     def __init__(
         self,
         *,
@@ -1107,10 +1156,11 @@ class GetServerInfoResponse(_message.Message):
         memory_accounting: _builtins.str = ...,
         cache: Global___CacheState | None = ...,
         proof_log: Global___ProofLogState | None = ...,
+        sessions: Global___SessionsState | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters", "proof_log", b"proof_log"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "counters", b"counters", "proof_log", b"proof_log", "sessions", b"sessions"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "memory_accounting", b"memory_accounting", "not_ready_reason", b"not_ready_reason", "proof_log", b"proof_log", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_required", b"auth_required", "cache", b"cache", "counters", b"counters", "headers", b"headers", "lean_version", b"lean_version", "max_repls", b"max_repls", "memory_accounting", b"memory_accounting", "not_ready_reason", b"not_ready_reason", "proof_log", b"proof_log", "queued", b"queued", "ready", b"ready", "repl_command", b"repl_command", "sandbox", b"sandbox", "security_warnings", b"security_warnings", "server_version", b"server_version", "sessions", b"sessions", "tls", b"tls", "tls_client_auth", b"tls_client_auth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1171,6 +1221,64 @@ class ProofLogState(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProofLogState: _TypeAlias = ProofLogState  # noqa: Y015
+
+@_typing.final
+class SessionsState(_message.Message):
+    """The sessions' state (GetServerInfo)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    MAX_SESSIONS_FIELD_NUMBER: _builtins.int
+    PER_REPL_FIELD_NUMBER: _builtins.int
+    REPLS_FIELD_NUMBER: _builtins.int
+    MAX_REPLS_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
+    TACTICS_FIELD_NUMBER: _builtins.int
+    RESTORES_FIELD_NUMBER: _builtins.int
+    RESTORED_STATES_FIELD_NUMBER: _builtins.int
+    TIMEOUTS_FIELD_NUMBER: _builtins.int
+    open: _builtins.int
+    """Sessions open now."""
+    max_sessions: _builtins.int
+    """Bound on open sessions (LEAN_SERVER_SESSIONS_MAX; 0: ProofSession is off)."""
+    per_repl: _builtins.int
+    """Sessions per REPL at most (LEAN_SERVER_SESSIONS_PER_REPL)."""
+    repls: _builtins.int
+    """REPLs serving sessions now, and their bound (LEAN_SERVER_SESSION_REPLS)."""
+    max_repls: _builtins.int
+    """The bound on `repls`."""
+    opened: _builtins.int
+    """Sessions opened since start."""
+    tactics: _builtins.int
+    """Tactics answered since start."""
+    restores: _builtins.int
+    """Sessions moved to a fresh REPL (after a death or a recycle) since start."""
+    restored_states: _builtins.int
+    """States replayed by those moves."""
+    timeouts: _builtins.int
+    """Tactics that ran past their timeout."""
+    def __init__(
+        self,
+        *,
+        open: _builtins.int = ...,
+        max_sessions: _builtins.int = ...,
+        per_repl: _builtins.int = ...,
+        repls: _builtins.int = ...,
+        max_repls: _builtins.int = ...,
+        opened: _builtins.int = ...,
+        tactics: _builtins.int = ...,
+        restores: _builtins.int = ...,
+        restored_states: _builtins.int = ...,
+        timeouts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_repls", b"max_repls", "max_sessions", b"max_sessions", "open", b"open", "opened", b"opened", "per_repl", b"per_repl", "repls", b"repls", "restored_states", b"restored_states", "restores", b"restores", "tactics", b"tactics", "timeouts", b"timeouts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionsState: _TypeAlias = SessionsState  # noqa: Y015
 
 @_typing.final
 class CacheState(_message.Message):
@@ -1330,3 +1438,335 @@ class PoolCounters(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PoolCounters: _TypeAlias = PoolCounters  # noqa: Y015
+
+@_typing.final
+class ProofSessionRequest(_message.Message):
+    """One message from the client on a ProofSession stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    RUN_FIELD_NUMBER: _builtins.int
+    FINISH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def open(self) -> Global___SessionOpen:
+        """Start the session (first message only)."""
+
+    @_builtins.property
+    def run(self) -> Global___TacticRequest:
+        """Run a tactic on a state."""
+
+    @_builtins.property
+    def finish(self) -> Global___FinishRequest:
+        """Check the path to a state as a whole proof."""
+
+    def __init__(
+        self,
+        *,
+        open: Global___SessionOpen | None = ...,
+        run: Global___TacticRequest | None = ...,
+        finish: Global___FinishRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finish", b"finish", "kind", b"kind", "open", b"open", "run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish", b"finish", "kind", b"kind", "open", b"open", "run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["open", "run", "finish"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ProofSessionRequest: _TypeAlias = ProofSessionRequest  # noqa: Y015
+
+@_typing.final
+class SessionOpen(_message.Message):
+    """Start a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """A whole Lean file, imports included, whose `sorry`s are the goals to prove: usually a statement
+    ending in `:= by sorry`. Sessions of the same imports share warm REPLs. At most
+    LEAN_SERVER_MAX_CODE_BYTES.
+    """
+    @_builtins.property
+    def options(self) -> Global___ProofOptions:
+        """How to check: `timeout_seconds` bounds each tactic (default LEAN_SERVER_DEFAULT_TIMEOUT) and
+        the open; `trust`, `allowed_axioms`, `statement` and `theorem_name` apply to `finish` as to
+        Verify; the other fields are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        options: Global___ProofOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionOpen: _TypeAlias = SessionOpen  # noqa: Y015
+
+@_typing.final
+class TacticRequest(_message.Message):
+    """Run one tactic."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TACTIC_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The client's id for this request, echoed in its answer: non-empty, at most 256 UTF-8 bytes,
+    unique among the session's requests in flight.
+    """
+    state: _builtins.int
+    """The state to run it on: an id from `opened` or an earlier TacticResult."""
+    tactic: _builtins.str
+    """The tactic, as it would be written in the proof (may span lines). At most
+    LEAN_SERVER_MAX_CODE_BYTES.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        state: _builtins.int = ...,
+        tactic: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "state", b"state", "tactic", b"tactic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TacticRequest: _TypeAlias = TacticRequest  # noqa: Y015
+
+@_typing.final
+class FinishRequest(_message.Message):
+    """Check a state's path as a whole proof."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """As TacticRequest.request_id."""
+    state: _builtins.int
+    """The state whose path from its root (the tactics that led there) replaces the root's `sorry`."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        state: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishRequest: _TypeAlias = FinishRequest  # noqa: Y015
+
+@_typing.final
+class ProofSessionResponse(_message.Message):
+    """One message from the server on a ProofSession stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPENED_FIELD_NUMBER: _builtins.int
+    TACTIC_FIELD_NUMBER: _builtins.int
+    FINISHED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def opened(self) -> Global___SessionOpened:
+        """The answer to `open` (the first response)."""
+
+    @_builtins.property
+    def tactic(self) -> Global___TacticResult:
+        """The answer to one `run`."""
+
+    @_builtins.property
+    def finished(self) -> Global___FinishResult:
+        """The answer to one `finish`."""
+
+    def __init__(
+        self,
+        *,
+        opened: Global___SessionOpened | None = ...,
+        tactic: Global___TacticResult | None = ...,
+        finished: Global___FinishResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "opened", b"opened", "tactic", b"tactic"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished", b"finished", "kind", b"kind", "opened", b"opened", "tactic", b"tactic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["opened", "tactic", "finished"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___ProofSessionResponse: _TypeAlias = ProofSessionResponse  # noqa: Y015
+
+@_typing.final
+class SessionOpened(_message.Message):
+    """The session's initial states: one per `sorry` of SessionOpen.code, in the code's order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    """The server's name for the session (logs, metrics)."""
+    @_builtins.property
+    def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___GoalState]:
+        """The states to start from."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """Lean's messages about the code (the sorry warnings among them)."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        states: _abc.Iterable[Global___GoalState] | None = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "session_id", b"session_id", "states", b"states"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionOpened: _TypeAlias = SessionOpened  # noqa: Y015
+
+@_typing.final
+class GoalState(_message.Message):
+    """A root state: one `sorry` of the opened code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    GOAL_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    state: _builtins.int
+    """The session-scoped state id."""
+    goal: _builtins.str
+    """Its goal, as Lean prints it."""
+    @_builtins.property
+    def start(self) -> Global___Position:
+        """Where the `sorry` is in SessionOpen.code."""
+
+    @_builtins.property
+    def end(self) -> Global___Position:
+        """Where it ends."""
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.int = ...,
+        goal: _builtins.str = ...,
+        start: Global___Position | None = ...,
+        end: Global___Position | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_end", b"_end", "end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_end", b"_end", "end", b"end", "goal", b"goal", "start", b"start", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__end: _TypeAlias = _typing.Literal["end"]  # noqa: Y015
+    _WhichOneofArgType__end: _TypeAlias = _typing.Literal["_end", b"_end"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__end) -> _WhichOneofReturnType__end | None: ...
+
+Global___GoalState: _TypeAlias = GoalState  # noqa: Y015
+
+@_typing.final
+class TacticResult(_message.Message):
+    """The answer to a TacticRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    GOALS_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request's id."""
+    status: Global___TacticStatus.ValueType
+    """What came of it."""
+    state: _builtins.int
+    """The new state's id (0 and unusable when no state was made: see TacticStatus; state ids start
+    at 1).
+    """
+    error: _builtins.str
+    """Why there is no state (timeout, crash, unknown state, parse error); empty otherwise."""
+    time_seconds: _builtins.float
+    """Wall seconds the tactic took on its REPL."""
+    @_builtins.property
+    def goals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The new state's goals, as Lean prints them."""
+
+    @_builtins.property
+    def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
+        """Lean's messages about the tactic."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        status: Global___TacticStatus.ValueType = ...,
+        state: _builtins.int = ...,
+        goals: _abc.Iterable[_builtins.str] | None = ...,
+        messages: _abc.Iterable[Global___Message] | None = ...,
+        error: _builtins.str = ...,
+        time_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "goals", b"goals", "messages", b"messages", "request_id", b"request_id", "state", b"state", "status", b"status", "time_seconds", b"time_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TacticResult: _TypeAlias = TacticResult  # noqa: Y015
+
+@_typing.final
+class FinishResult(_message.Message):
+    """The answer to a FinishRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request's id."""
+    proof: _builtins.str
+    """The proof that was checked: SessionOpen.code with the root's `sorry` replaced by the path's
+    tactics, one per line.
+    """
+    @_builtins.property
+    def result(self) -> Global___ProofResult:
+        """The verdict on the whole proof, checked as Verify checks it at the session's trust level
+        (its id is the request id). A state unknown to the session is VERDICT_NOT_CHECKED with `error`.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        result: Global___ProofResult | None = ...,
+        proof: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof", "request_id", b"request_id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinishResult: _TypeAlias = FinishResult  # noqa: Y015

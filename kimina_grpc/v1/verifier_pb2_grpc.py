@@ -61,6 +61,11 @@ class VerifierServiceStub:
                 request_serializer=kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.ProofSession = channel.stream_stream(
+                '/kimina_grpc.v1.VerifierService/ProofSession',
+                request_serializer=kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionRequest.SerializeToString,
+                response_deserializer=kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionResponse.FromString,
+                _registered_method=True)
 
 
 class VerifierServiceServicer:
@@ -138,6 +143,32 @@ class VerifierServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProofSession(self, request_iterator, context):
+        """An interactive proof session: tactic by tactic, with branching from any earlier state (see
+        docs/sessions.md). One bidirectional stream is one session, so a session lives exactly as long
+        as its call: closing the stream (or the call's cancel) closes it, and nothing outlives a client.
+        The first request must be `open`; the first response is `opened`. Then `run` and `finish`
+        requests may be pipelined (many in flight), each answered once, in any order, by its request id.
+
+        The session's REPL is the server's business: when it dies (a tactic's timeout or crash, an outside
+        kill, a recycle) the session is restored on a fresh REPL by replaying the tactics that built each
+        of its states; the state ids the client holds stay valid. Only the tactic that killed the REPL is
+        answered TIMEOUT or ERROR.
+
+        The call fails with:
+        - INVALID_ARGUMENT: the first request is not `open`, a second `open`, code or options breaking
+        Verify's rules, a tactic or request id too long, a request id already in flight, or code whose
+        check has an error or no `sorry` to start from (the status text quotes Lean's first error);
+        - RESOURCE_EXHAUSTED: past the sessions per server (LEAN_SERVER_SESSIONS_MAX) or, with every
+        REPL of the header full (LEAN_SERVER_SESSIONS_PER_REPL) and no room for another, on open;
+        - DEADLINE_EXCEEDED: the session was idle (no request in flight) for
+        LEAN_SERVER_SESSION_IDLE_SECONDS;
+        - UNAVAILABLE: the server is shutting down; UNAUTHENTICATED as for Verify.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerifierServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +191,11 @@ def add_VerifierServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoRequest.FromString,
                     response_serializer=kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'ProofSession': grpc.stream_stream_rpc_method_handler(
+                    servicer.ProofSession,
+                    request_deserializer=kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionRequest.FromString,
+                    response_serializer=kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -277,6 +313,33 @@ class VerifierService:
             '/kimina_grpc.v1.VerifierService/GetServerInfo',
             kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoRequest.SerializeToString,
             kimina__grpc_dot_v1_dot_verifier__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProofSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/kimina_grpc.v1.VerifierService/ProofSession',
+            kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionRequest.SerializeToString,
+            kimina__grpc_dot_v1_dot_verifier__pb2.ProofSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

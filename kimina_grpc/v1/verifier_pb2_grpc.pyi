@@ -93,6 +93,28 @@ class VerifierServiceStub:
     """
     GetServerInfo: _grpc.UnaryUnaryMultiCallable[_verifier_pb2.GetServerInfoRequest, _verifier_pb2.GetServerInfoResponse]
     """What the server runs (versions, limits) and the state of its REPL pool, for operators."""
+    ProofSession: _grpc.StreamStreamMultiCallable[_verifier_pb2.ProofSessionRequest, _verifier_pb2.ProofSessionResponse]
+    """An interactive proof session: tactic by tactic, with branching from any earlier state (see
+    docs/sessions.md). One bidirectional stream is one session, so a session lives exactly as long
+    as its call: closing the stream (or the call's cancel) closes it, and nothing outlives a client.
+    The first request must be `open`; the first response is `opened`. Then `run` and `finish`
+    requests may be pipelined (many in flight), each answered once, in any order, by its request id.
+
+    The session's REPL is the server's business: when it dies (a tactic's timeout or crash, an outside
+    kill, a recycle) the session is restored on a fresh REPL by replaying the tactics that built each
+    of its states; the state ids the client holds stay valid. Only the tactic that killed the REPL is
+    answered TIMEOUT or ERROR.
+
+    The call fails with:
+    - INVALID_ARGUMENT: the first request is not `open`, a second `open`, code or options breaking
+      Verify's rules, a tactic or request id too long, a request id already in flight, or code whose
+      check has an error or no `sorry` to start from (the status text quotes Lean's first error);
+    - RESOURCE_EXHAUSTED: past the sessions per server (LEAN_SERVER_SESSIONS_MAX) or, with every
+      REPL of the header full (LEAN_SERVER_SESSIONS_PER_REPL) and no room for another, on open;
+    - DEADLINE_EXCEEDED: the session was idle (no request in flight) for
+      LEAN_SERVER_SESSION_IDLE_SECONDS;
+    - UNAVAILABLE: the server is shutting down; UNAUTHENTICATED as for Verify.
+    """
 
 @_typing.type_check_only
 class VerifierServiceAsyncStub(VerifierServiceStub):
@@ -154,6 +176,28 @@ class VerifierServiceAsyncStub(VerifierServiceStub):
     """
     GetServerInfo: _aio.UnaryUnaryMultiCallable[_verifier_pb2.GetServerInfoRequest, _verifier_pb2.GetServerInfoResponse]  # type: ignore[assignment]
     """What the server runs (versions, limits) and the state of its REPL pool, for operators."""
+    ProofSession: _aio.StreamStreamMultiCallable[_verifier_pb2.ProofSessionRequest, _verifier_pb2.ProofSessionResponse]  # type: ignore[assignment]
+    """An interactive proof session: tactic by tactic, with branching from any earlier state (see
+    docs/sessions.md). One bidirectional stream is one session, so a session lives exactly as long
+    as its call: closing the stream (or the call's cancel) closes it, and nothing outlives a client.
+    The first request must be `open`; the first response is `opened`. Then `run` and `finish`
+    requests may be pipelined (many in flight), each answered once, in any order, by its request id.
+
+    The session's REPL is the server's business: when it dies (a tactic's timeout or crash, an outside
+    kill, a recycle) the session is restored on a fresh REPL by replaying the tactics that built each
+    of its states; the state ids the client holds stay valid. Only the tactic that killed the REPL is
+    answered TIMEOUT or ERROR.
+
+    The call fails with:
+    - INVALID_ARGUMENT: the first request is not `open`, a second `open`, code or options breaking
+      Verify's rules, a tactic or request id too long, a request id already in flight, or code whose
+      check has an error or no `sorry` to start from (the status text quotes Lean's first error);
+    - RESOURCE_EXHAUSTED: past the sessions per server (LEAN_SERVER_SESSIONS_MAX) or, with every
+      REPL of the header full (LEAN_SERVER_SESSIONS_PER_REPL) and no room for another, on open;
+    - DEADLINE_EXCEEDED: the session was idle (no request in flight) for
+      LEAN_SERVER_SESSION_IDLE_SECONDS;
+    - UNAVAILABLE: the server is shutting down; UNAUTHENTICATED as for Verify.
+    """
 
 class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
     """Checks Lean 4 proofs. Every RPC except health checks requires the API key when the server has one
@@ -236,5 +280,33 @@ class VerifierServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_verifier_pb2.GetServerInfoResponse, _abc.Awaitable[_verifier_pb2.GetServerInfoResponse]]:
         """What the server runs (versions, limits) and the state of its REPL pool, for operators."""
+
+    @_abc_1.abstractmethod
+    def ProofSession(
+        self,
+        request_iterator: _MaybeAsyncIterator[_verifier_pb2.ProofSessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_verifier_pb2.ProofSessionResponse], _abc.AsyncIterator[_verifier_pb2.ProofSessionResponse]]:
+        """An interactive proof session: tactic by tactic, with branching from any earlier state (see
+        docs/sessions.md). One bidirectional stream is one session, so a session lives exactly as long
+        as its call: closing the stream (or the call's cancel) closes it, and nothing outlives a client.
+        The first request must be `open`; the first response is `opened`. Then `run` and `finish`
+        requests may be pipelined (many in flight), each answered once, in any order, by its request id.
+
+        The session's REPL is the server's business: when it dies (a tactic's timeout or crash, an outside
+        kill, a recycle) the session is restored on a fresh REPL by replaying the tactics that built each
+        of its states; the state ids the client holds stay valid. Only the tactic that killed the REPL is
+        answered TIMEOUT or ERROR.
+
+        The call fails with:
+        - INVALID_ARGUMENT: the first request is not `open`, a second `open`, code or options breaking
+          Verify's rules, a tactic or request id too long, a request id already in flight, or code whose
+          check has an error or no `sorry` to start from (the status text quotes Lean's first error);
+        - RESOURCE_EXHAUSTED: past the sessions per server (LEAN_SERVER_SESSIONS_MAX) or, with every
+          REPL of the header full (LEAN_SERVER_SESSIONS_PER_REPL) and no room for another, on open;
+        - DEADLINE_EXCEEDED: the session was idle (no request in flight) for
+          LEAN_SERVER_SESSION_IDLE_SECONDS;
+        - UNAVAILABLE: the server is shutting down; UNAUTHENTICATED as for Verify.
+        """
 
 def add_VerifierServiceServicer_to_server(servicer: VerifierServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
