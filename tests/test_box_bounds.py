@@ -32,7 +32,7 @@ from kimina_grpc.testing import fake_ast_export_command, free_port, serve_proces
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
+from .conftest import none_left
 from .helpers import eventually_sync
 from .test_server import settings
 
@@ -51,7 +51,7 @@ async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
     finally:
         await client.close()
         await app.stop()
-        assert children() == []
+        await none_left()
 
 
 def proof(*directives: str, header: str = "") -> str:

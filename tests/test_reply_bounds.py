@@ -24,7 +24,7 @@ from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
 
-from .conftest import children
+from .conftest import none_left
 
 FAR = 1 << 40
 
@@ -57,7 +57,7 @@ async def running(**kw: Any) -> AsyncIterator[tuple[App, pb_grpc.VerifierService
     finally:
         await channel.close()
         await app.stop()
-        assert children() == []
+        await none_left()
 
 
 def proof(pid: str, *directives: str, **opts: Any) -> pb.Proof:

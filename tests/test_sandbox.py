@@ -42,7 +42,7 @@ from kimina_grpc.testing import fake_ast_export_command, fake_repl_command, serv
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
+from .conftest import children, none_left
 from .test_server import settings
 
 BWRAP = shutil.which("bwrap")
@@ -81,7 +81,7 @@ async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
     finally:
         await client.close()
         await app.stop()
-        assert children() == []
+        await none_left()
 
 
 def proof(*directives: str, header: str = "") -> str:
@@ -699,6 +699,8 @@ async def test_a_daemon_in_the_box_cannot_make_the_server_read_what_it_chooses(s
                 data = await asyncio.wait_for(boxfs.read_from_box(repl.pid, pickle, max_bytes=1 << 20), 5)
             except boxfs.BoxFileError as exc:
                 error = str(exc)
+                if "No such file or directory" in error:  # caught between the daemon's unlink and its symlink
+                    continue
                 break
             assert data == b"the-pickle"
             await asyncio.sleep(0.002)

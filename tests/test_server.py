@@ -26,8 +26,7 @@ from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children, described
-from .helpers import eventually
+from .conftest import children, none_left
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -65,10 +64,7 @@ async def running(**kw: Any) -> AsyncIterator[tuple[App, grpc.aio.Channel]]:
         await app.stop()
         # A process the server killed may still be on its way out: wait (briefly) for none, and name
         # any that stays.
-        try:
-            await eventually(lambda: not children(), timeout=10)
-        except AssertionError:
-            raise AssertionError(f"processes left after stop: {described(children())}") from None
+        await none_left()
 
 
 def proof(pid: str, body: str, header: str = "import A", **opts: Any) -> pb.Proof:
