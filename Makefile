@@ -41,7 +41,7 @@ test-real-lean:
 	$(BIN)/pytest -q -rs tests/real_lean
 
 # Serves with the real Lean REPL (LEAN_SERVER_WORKSPACE, see tools/install_lean.sh), or with the
-# stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).
+# stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see docs/client.md and docs/configuration.md).
 # Without a key (LEAN_SERVER_API_KEY_FILE / LEAN_SERVER_API_KEY), a local server: 127.0.0.1, auth off.
 serve:
 	@if [ -z "$$LEAN_SERVER_API_KEY_FILE$$LEAN_SERVER_API_KEY$$LEAN_SERVER_AUTH" ]; then \
