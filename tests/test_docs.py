@@ -111,7 +111,43 @@ def test_every_docs_page_is_one_click_from_the_readme() -> None:
     assert pages <= linked, pages - linked
 
 
+# The README's sections before it became a front page: each is now a heading of a docs page.
+MOVED_SECTIONS = [
+    "Installing",
+    "Lean workspace",
+    "Using it",
+    "Reward functions for RL trainers",
+    "Coming from Kimina",
+    "Interactive proof sessions (`ProofSession`)",
+    "Syntax trees (`ExportAst`)",
+    "Health and Kubernetes",
+    "Configuration",
+    "Untrusted code, secrets and TLS",
+    "How a proof is checked",
+    "How much to trust VALID",
+    "Never the same proof twice (`kimina_grpc/cache/`)",
+    "Every checked proof on record (`kimina_grpc/prooflog/`)",
+    "Benchmarks",
+    "Status",
+]
+
+
+def test_every_moved_section_is_one_click_from_the_readme() -> None:
+    readme = README.read_text()
+    for title in MOVED_SECTIONS:
+        pages = [
+            p for p in (ROOT / "docs").glob("*.md") if re.search(rf"^##? {re.escape(title)}$", p.read_text(), re.M)
+        ]
+        assert pages, title
+        anchor = _anchor(title)
+        assert any(f"](docs/{p.name})" in readme or f"](docs/{p.name}#{anchor})" in readme for p in pages), title
+
+
+def _anchor(head: str) -> str:
+    return re.sub(r"[^\w\- ]", "", head.lower()).replace(" ", "-")
+
+
 def _anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
     heads = re.findall(r"^#+ (.+)$", markdown, re.M)
-    return {re.sub(r"[^\w\- ]", "", head.lower()).replace(" ", "-") for head in heads}
+    return {_anchor(head) for head in heads}
