@@ -5,7 +5,7 @@
 # The toolchain and the workspace are root's and read-only to the server's user (kimina), so a proof
 # that runs unboxed cannot overwrite an .olean, plant a binary on PATH or write the server's config;
 # --read-only makes the rest of the image read-only too (only /tmp is written).
-# Bubblewrap inside Docker needs user namespaces and an unmasked /proc (README, "Untrusted code"):
+# Bubblewrap inside Docker needs user namespaces and an unmasked /proc (docs/security.md):
 #   --security-opt systempaths=unconfined --security-opt seccomp=unconfined (or a profile allowing
 #   unshare), and on AppArmor hosts --security-opt apparmor=unconfined. Without them the server starts
 #   unboxed and says so (LEAN_SERVER_SANDBOX=auto); LEAN_SERVER_SANDBOX=bwrap makes that an error.

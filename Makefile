@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check lint test soak test-real-lean serve demo bench wheel-check ci
+.PHONY: setup proto proto-check docs docs-check lint test soak test-real-lean serve demo bench wheel-check ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,14 @@ proto:
 proto-check: proto
 	git diff --exit-code -- kimina_grpc/v1
 	@test -z "$$(git status --porcelain -- kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
+
+# The configuration reference, docs/configuration.md, from the fields of kimina_grpc/settings.py.
+docs:
+	$(BIN)/python scripts/gen_config_docs.py
+
+# Fail if the committed reference differs from what the settings class says.
+docs-check:
+	$(BIN)/python scripts/gen_config_docs.py --check
 
 lint:
 	shellcheck tools/*.sh clients/*.sh scripts/*.sh .ci/run
@@ -41,7 +49,7 @@ test-real-lean:
 	$(BIN)/pytest -q -rs tests/real_lean
 
 # Serves with the real Lean REPL (LEAN_SERVER_WORKSPACE, see tools/install_lean.sh), or with the
-# stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see README).
+# stand-in REPL when LEAN_SERVER_REPL_COMMAND is set (see docs/client.md and docs/configuration.md).
 # Without a key (LEAN_SERVER_API_KEY_FILE / LEAN_SERVER_API_KEY), a local server: 127.0.0.1, auth off.
 serve:
 	@if [ -z "$$LEAN_SERVER_API_KEY_FILE$$LEAN_SERVER_API_KEY$$LEAN_SERVER_AUTH" ]; then \
@@ -60,4 +68,4 @@ bench:
 wheel-check:
 	PY=$(PY) bash scripts/check_wheel.sh
 
-ci: lint proto-check wheel-check test
+ci: lint proto-check docs-check wheel-check test

@@ -89,185 +89,243 @@ CONFIG_FILE = Path(os.environ.get("LEAN_SERVER_CONFIG_FILE", Path.home() / ".con
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LEAN_SERVER_", env_file=(CONFIG_FILE, ".env"), extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LEAN_SERVER_", env_file=(CONFIG_FILE, ".env"), extra="ignore", use_attribute_docstrings=True
+    )
+    # Each field's docstring is its description in docs/configuration.md (scripts/gen_config_docs.py);
+    # `shown` is the default as the page prints it, where the value alone would not say it.
 
+    # Listening and logging.
     host: str = "0.0.0.0"
+    """Listen address."""
     port: int = Field(50051, ge=0, le=65535)
+    """Listen port (`0` picks a free port)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """`DEBUG`, `INFO`, `WARNING`, `ERROR`."""
     environment: Literal["dev", "prod"] = "prod"
-    """dev: console logs; prod: JSON logs."""
+    """`prod`: JSON logs; `dev`: console logs."""
     lean_version: str = "v4.19.0"
+    """Reported by `GetServerInfo`."""
 
     # Where Lean lives.
-    workspace: Path | None = None
-    project_dir: Path | None = None
-    """The Lean project the REPL runs in (cwd; its .olean files are importable). Default: <workspace>/mathlib4."""
-    repl_path: Path | None = None
-    """The REPL binary. Default: <workspace>/repl/.lake/build/bin/repl, run through `lake env`."""
+    workspace: Path | None = Field(None, json_schema_extra={"shown": "discovered"})
+    """Where `repl/` and `mathlib4/` are. Discovered when unset: the current directory if it has
+    `mathlib4/` or `repl/`, else `~/kimina-workspace`, `~/lean-workspace`, `~/workspace`."""
+    project_dir: Path | None = Field(None, json_schema_extra={"shown": "<workspace>/mathlib4"})
+    """The Lean project the REPL runs in (cwd; its .olean files are importable)."""
+    repl_path: Path | None = Field(None, json_schema_extra={"shown": "<workspace>/repl/.lake/build/bin/repl"})
+    """The REPL binary, run through `lake env`."""
     repl_command: str | None = None
-    """A whole command line replacing `lake env <repl_path>` (shell-split); tests use the stand-in."""
+    """A whole command line replacing `lake env <repl>` (shell-split; tests: the stand-in)."""
 
     # ExportAst.
-    ast_export_bin: Path | None = None
-    """The ast_export binary; default: `lake exe ast-export` in the AST project."""
-    ast_export_project_dir: Path | None = None
-    """The Lake project ast_export runs in (it resolves modules there). Default: <workspace>/ast_export."""
+    ast_export_bin: Path | None = Field(None, json_schema_extra={"shown": "lake exe ast-export"})
+    """The exporter binary (default: `lake exe ast-export` in the AST project)."""
+    ast_export_project_dir: Path | None = Field(None, json_schema_extra={"shown": "<workspace>/ast_export"})
+    """The Lake project ast_export runs in (it resolves modules there)."""
     ast_export_command: str | None = None
-    """A whole command line replacing the exporter (shell-split); tests use the stand-in."""
+    """A whole command line replacing the exporter (shell-split; tests: the stand-in)."""
     max_ast_jobs: int = Field(2, ge=1)
+    """Exports at once."""
 
     # The pool.
-    max_repls: int = Field(default_factory=_default_max_repls, ge=1)
+    max_repls: int = Field(default_factory=_default_max_repls, ge=1, json_schema_extra={"shown": "CPUs − 1 (≥ 1)"})
+    """REPL processes at most."""
     spare_repls: int = Field(0, ge=0)
-    """Warm REPLs beyond MAX_REPLS, kept imported for the headers in use, that replace a killed,
-    crashed or recycled REPL at once (no import waited on). Each costs its header's memory (a
-    Mathlib REPL: about 5-8 GB resident) and no CPU; they never run proofs beyond MAX_REPLS."""
+    """Warm REPLs beyond `MAX_REPLS`, kept imported for the headers in use (most working REPLs first), that
+    replace a REPL killed (timeout, memory), crashed or recycled at once instead of after an import; the
+    spare's own successor imports in the background. Each costs its header's resident memory (5–8 GB for
+    Mathlib) and no CPU, and counts toward the memory limits; spares never run proofs beyond `MAX_REPLS`."""
     max_repl_uses: int = Field(500, ge=0)
-    """Recycle a REPL after this many proofs (0 = never). The REPL keeps every command's environment
-    and info trees for good: a REPL that is never recycled eventually dies of memory on some
-    unrelated proof."""
+    """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
+    never recycled eventually dies of memory on an unrelated proof)."""
     max_repl_mem: int | None = 12 << 30
-    """Address-space cap per REPL (RLIMIT_AS), e.g. 12G; 0 = none."""
+    """Address-space cap per REPL (`RLIMIT_AS`, via util-linux `prlimit`), e.g. `12G`; `0` = none."""
     max_repl_rss: int | None = None
-    """Resident-memory watchdog per REPL: killed during a proof (OUT_OF_MEMORY) or recycled after one
-    above it; e.g. 8G; unset/0 = off."""
-    init_repls: dict[str, int] = Field(default_factory=dict)
-    """Pre-warm: JSON map header -> count, e.g. {"import Mathlib": 3}."""
+    """Resident-memory watchdog over the REPL's whole process tree, walked afresh every 0.25 s (so processes
+    a proof starts count), e.g. `8G`: a proof past it is killed (`OUT_OF_MEMORY`); a REPL past it after a
+    proof is recycled. Unset or `0`: off."""
+    init_repls: dict[str, int] = Field(default_factory=dict, json_schema_extra={"shown": "{}"})
+    """Pre-warm, JSON header → count, e.g. `{"import Mathlib": 3}`."""
     max_concurrent_imports: int = Field(2, ge=1)
-    max_wait: float = Field(0, ge=0)
-    """Seconds a proof may wait for a REPL (0 = no limit but the caller's deadline)."""
+    """Imports at once (they stall the disk)."""
+    max_wait: float = Field(0, ge=0, json_schema_extra={"shown": "0 (no limit)"})
+    """Seconds a proof may wait for a REPL before it is answered `NOT_CHECKED` (`0` = no limit but the
+    caller's deadline)."""
     min_free_memory: int | None = None
-    """Don't start a REPL while the machine's available memory is below this (e.g. 6G)."""
+    """Don't start a REPL while the machine has less available memory (e.g. `6G`); wait."""
     import_cost_hint: float = Field(15.0, gt=0)
-    """Seconds an import is expected to take, until one has been measured (scheduling)."""
+    """Seconds an import is expected to take until one is measured (scheduling)."""
 
     # Requests.
     default_timeout: float = Field(60.0, gt=0)
+    """Per-proof timeout default, in seconds."""
     default_trust: Literal["check", "audit", "judge"] = "check"
-    """The trust level of proofs that set none (see the contract's TrustLevel); audit and judge
-    need every proof to name its theorem (theorem_name or statement)."""
+    """Trust level of proofs that set none: `check`, `audit`, `judge` (see [trust levels](trust.md) and the
+    contract's `TrustLevel`; the last two need every proof to name its theorem: `theorem_name` or
+    `statement`)."""
     max_timeout: float = Field(3600.0, gt=0)
+    """Per-proof timeout bound, in seconds."""
     min_timeout: float = Field(0.1, ge=0)
-    """The shortest check: a timeout below it is refused, and a proof whose caller's deadline leaves
-    less is answered NOT_CHECKED without a REPL (a check cut that short only kills a warm REPL,
-    and its replacement pays the import)."""
+    """The shortest check, in seconds: a smaller `timeout_seconds` is `INVALID_ARGUMENT` (a stream item:
+    `NOT_CHECKED`); a proof whose caller's deadline leaves less is answered `NOT_CHECKED` without a REPL (a
+    check cut shorter only kills a warm REPL, and its replacement pays the import; where imports are dear,
+    as with Mathlib, raise it, e.g. to `1`)."""
     max_code_bytes: int = Field(1 << 20, gt=0)
+    """Largest `code`."""
     max_batch: int = Field(10_000, gt=0)
+    """Most proofs in one `Verify`."""
     max_queue: int = Field(100_000, gt=0)
-    max_queue_bytes: int = Field(default_factory=_default_max_queue_bytes, gt=0)
-    """Bytes of code queued at most, over all callers (a count bound alone lets 1 MiB proofs fill
-    the machine). Default: an eighth of the machine's memory, at least 256 MiB."""
+    """Queued proofs at most; past it `RESOURCE_EXHAUSTED` with retry info."""
+    max_queue_bytes: int = Field(
+        default_factory=_default_max_queue_bytes,
+        gt=0,
+        json_schema_extra={"shown": "⅛ of the machine's memory (≥ 256M)"},
+    )
+    """Bytes of code queued at most over all callers (a count bound alone lets 1 MiB proofs fill the
+    machine); past it `RESOURCE_EXHAUSTED` (a stream waits for room)."""
     stream_window: int = Field(64, gt=0)
+    """Proofs per `StreamVerify` stream read and not yet answered (in flight, or results the client has not
+    read)."""
     max_reply_bytes: int = Field(32 << 20, gt=0)
-    """The largest REPL reply read (e.g. 32M): a REPL writing more is stopped and its proof answered
-    REPL_ERROR. Reading and parsing a reply counts against the proof's timeout."""
+    """Largest REPL reply read (e.g. `32M`): a REPL writing more is stopped, its proof `REPL_ERROR` (not
+    retried). Reading and parsing a reply counts against the proof's timeout."""
     max_reply_messages: int = Field(10_000, ge=2)
-    """Messages (and sorries, and tactics) kept per reply; the rest are counted in a note."""
+    """Messages (and sorries, and tactics) kept per reply; the rest counted in a note, the verdict
+    unchanged."""
     max_decoding_bytes: int = Field(128 << 20, gt=0)
-    """Bytes of large replies parsed at once over the whole server; others wait (within their timeout)."""
+    """Bytes of large replies (over 128 KiB) parsed at once over the whole server; others wait, within their
+    proof's timeout."""
 
     # Interactive proof sessions (ProofSession; docs/sessions.md).
     sessions_max: int = Field(256, ge=0)
-    """Sessions open at most on this server (0: ProofSession is refused)."""
+    """`ProofSession`s open at most on this server (`0`: off, `ProofSession` is refused); past it
+    `RESOURCE_EXHAUSTED`."""
     sessions_per_repl: int = Field(64, gt=0)
-    """Sessions pinned to one REPL at most."""
+    """Sessions pinned to one REPL at most; past it `RESOURCE_EXHAUSTED`."""
     session_repls: int = Field(4, gt=0)
-    """REPLs kept for sessions, apart from the pool's LEAN_SERVER_MAX_REPLS."""
+    """REPLs kept for sessions, apart from the pool's `LEAN_SERVER_MAX_REPLS`; past them
+    `RESOURCE_EXHAUSTED`."""
     session_idle_seconds: float = Field(600.0, gt=0)
-    """A session with no request in flight for this long is closed (DEADLINE_EXCEEDED)."""
+    """A session with nothing in flight that long ends `DEADLINE_EXCEEDED`."""
     session_max_states: int = Field(100_000, gt=0)
     """Proof states a session REPL records before its sessions move to a fresh one (memory)."""
 
     # Who may call, and how.
     api_key: str | None = None
-    """The key callers send (`authorization: Bearer KEY` or `x-api-key`); prefer API_KEY_FILE."""
+    """The key itself, which callers send (`authorization: Bearer KEY` or `x-api-key`); prefer the file:
+    the environment is easier to leak."""
     api_key_file: Path | None = None
-    """A file holding the key (a mounted Kubernetes Secret): it stays out of the environment."""
+    """File holding the key every RPC but health must carry (a mounted Secret: it stays out of the
+    environment; surrounding whitespace is ignored)."""
     auth: Literal["on", "off"] = "on"
-    """`off` serves without a key (said at start and in GetServerInfo); `on` refuses to start without one."""
+    """`on`: refuse to start without a key; `off`: serve without auth (a warning at start, in
+    `GetServerInfo` and `kimina_auth_enabled 0`)."""
     tls_cert: Path | None = None
-    """PEM certificate chain: serve TLS (with TLS_KEY)."""
+    """PEM certificate chain: the gRPC port speaks TLS (with `TLS_KEY`)."""
     tls_key: Path | None = None
+    """PEM private key of `TLS_CERT` (unencrypted)."""
     tls_client_ca: Path | None = None
-    """PEM CA bundle: require client certificates signed by it (mutual TLS)."""
+    """PEM CA: require client certificates it signed (mutual TLS)."""
     health_port: int | None = Field(None, ge=0, le=65535)
-    """A second, plaintext port serving the health service only (Kubernetes' gRPC probes speak no TLS)."""
+    """A plaintext port serving the health service only (for probes: Kubernetes' gRPC probes speak no TLS;
+    `0` picks one); it reads requests of at most 64 KiB."""
 
     # The box around REPLs and exporters (kimina_grpc/repl/sandbox.py).
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
-    """bwrap: bubblewrap or refuse to start; auto: bubblewrap when it works, else a loud warning."""
+    """`bwrap`: box every REPL and exporter with bubblewrap or refuse to start; `auto`: bubblewrap when it
+    works (probed once at start), else serve with a loud warning; `off`: no box (warning too)."""
     sandbox_tmp_size: int = 512 << 20
-    """Size of each box's private /tmp (e.g. 512M)."""
+    """Size of each box's private `/tmp` (e.g. `512M`)."""
     sandbox_hide: str = ""
-    """More paths to mask in the box, colon-separated (secrets the server knows of are masked already)."""
-    sandbox_uid: int = Field(65534, ge=0, lt=1 << 32)
-    """Host uid (and gid) a box runs as when the server is root (65534: nobody); 0 keeps root's."""
+    """More paths to mask in the box, `:`-separated (secrets the server knows of are masked already)."""
+    sandbox_uid: int = Field(65534, ge=0, lt=1 << 32, json_schema_extra={"shown": "65534 (nobody)"})
+    """Host uid (and gid) a box runs as when the server is root; `0` keeps root's (a security warning: a
+    proof reads root-only files). What the box runs must be readable by it, else the box runs as root (with
+    the warning)."""
     repl_env_allow: str = ""
-    """More environment variable names (or NAME_* patterns) passed to REPLs, comma-separated."""
+    """More environment variables (names or `NAME_*`, comma-separated) a REPL may see; `LEAN_SERVER_*`
+    never."""
     max_repl_file_size: int | None = 1 << 30
-    """RLIMIT_FSIZE per REPL/exporter (0 = none)."""
+    """Largest file a REPL or exporter may write (`RLIMIT_FSIZE`; `0` = none)."""
     max_repl_procs: int | None = 4096
-    """RLIMIT_NPROC per REPL/exporter; the kernel counts it per user id (0 = none; root is exempt)."""
+    """Processes and threads per REPL/exporter (`RLIMIT_NPROC`; `0` = none): set inside the box, so it
+    counts per box (unboxed, the kernel counts it per user id); root is exempt (a root server's box runs
+    as `LEAN_SERVER_SANDBOX_UID`, where it binds)."""
 
     # The result cache and in-flight dedupe (kimina_grpc/cache/).
     cache_enabled: bool = True
-    """Identical proofs share one check, and VALID/INVALID/SORRY results are kept (false: off)."""
+    """In-flight dedupe and the result cache (identical proofs share one check, and `VALID`, `INVALID`,
+    `SORRY` and `UNTRUSTED` results are kept); `false`: every proof is checked."""
     cache_max_bytes: int | None = 256 << 20
-    """Bytes of results kept in this server's memory (least recently used go first); 0 = none."""
+    """Results kept in this server's memory (least recently used go first); `0` = none."""
     cache_max_entry_bytes: int | None = 1 << 20
-    """Results larger than this (info trees, tactics) are not stored; 0 = no limit."""
+    """A result larger than this (info trees, tactics) is not stored; `0` = no limit."""
     cache_url: str | None = None
-    """redis://host:port/db (or rediss://): a cache shared by every replica, besides the memory one."""
+    """`redis://host:port/db` (or `rediss://`, `unix://`): a cache shared by every replica (besides the
+    memory one)."""
     cache_password_file: Path | None = None
-    """A file holding the Redis password (a mounted Secret; or put it in the URL, redis://:PASSWORD@host)."""
+    """File holding Redis's password (a mounted Secret; or give it in the URL,
+    `redis://:PASSWORD@host`); masked in the box."""
     cache_allow_unboxed: bool = False
-    """Use CACHE_URL with the sandbox off: a proof can then reach Redis and write any verdict for every
-    replica. Refused unless this is true (and then said in GetServerInfo's security warnings)."""
+    """Accept a shared (Redis) cache with the sandbox off, where a proof can reach Redis and write any
+    verdict for every replica (a warning in `GetServerInfo`); else the server refuses to start."""
     cache_ttl: float = Field(7 * 86400, gt=0)
     """Seconds a result stays in Redis."""
     cache_timeout: float = Field(0.1, gt=0)
     """Seconds a Redis request may take before the proof goes to Lean without it."""
     cache_retry_seconds: float = Field(2.0, gt=0)
-    """After a Redis failure, seconds during which Redis is skipped before it is tried again."""
+    """After a Redis failure, Redis is skipped this long, then tried again."""
 
     # The proof log (kimina_grpc/prooflog/, docs/prooflog.md).
-    database_url: str | None = None
-    """postgresql://user@host:5432/db or sqlite:///path.db (SQLAlchemy's form: four slashes for an absolute
-    path): every answered proof becomes a row there (unset = off, as in Kimina)."""
+    database_url: str | None = Field(None, json_schema_extra={"shown": "unset (off)"})
+    """The proof log: `postgresql://user@host:5432/db` or `sqlite:////abs/path.db` (SQLAlchemy's form:
+    four slashes for an absolute path): every answered proof becomes a row there (unset = off, as in
+    Kimina; [proof log](prooflog.md))."""
     database_password_file: Path | None = None
-    """A file holding the PostgreSQL password (a mounted Secret); a password in the URL wins."""
+    """File holding the PostgreSQL password (a mounted Secret; or give it in the URL, which wins; never
+    logged); masked in the box."""
     database_migrate: bool = False
-    """Create or upgrade the log's schema at start (else `kimina-grpc db upgrade` does it)."""
+    """Create or upgrade the log's tables at start (else `kimina-grpc db upgrade`)."""
     database_timeout: float = Field(5.0, gt=0)
-    """Seconds to connect, and for one batch's write, before its rows go to the spool."""
+    """Seconds to connect, and for one batch's write before its rows go to the spool."""
     database_retry_seconds: float = Field(2.0, gt=0)
-    """After a failed write, seconds during which batches go straight to the spool."""
-    log_spool_dir: Path | None = None
-    """Where rows wait while the database is away (default ~/.cache/kimina-grpc/prooflog-spool)."""
+    """After a failed write, batches go straight to the spool this long, then a write is tried again."""
+    log_spool_dir: Path | None = Field(None, json_schema_extra={"shown": "~/.cache/kimina-grpc/prooflog-spool"})
+    """Where rows wait while the database is away (written on the next start too)."""
     log_spool_max_bytes: int | None = 1 << 30
-    """Bytes the spool may hold (e.g. 1G); rows past it are dropped and counted. 0 = no limit."""
+    """Spool bound (e.g. `1G`); rows past it are dropped and counted (`0` = none)."""
     log_batch_size: int = Field(500, gt=0)
+    """Rows per write."""
     log_flush_seconds: float = Field(0.25, gt=0)
-    """Seconds a row may wait for its batch to fill."""
+    """How long a row may wait for its batch to fill, in seconds."""
     log_max_pending: int = Field(100_000, gt=0)
     """Rows waiting in memory at most (behind a slow database and spool); more are dropped and counted."""
-    log_retention_days: float | None = Field(None, ge=0)
-    """Delete rows older than this many days (unset or 0 = keep them all)."""
+    log_retention_days: float | None = Field(None, ge=0, json_schema_extra={"shown": "unset (keep all)"})
+    """Delete rows older than this many days (at start, then hourly; unset or `0` = keep them all)."""
 
     # gRPC.
     max_message_bytes: int = Field(64 << 20, gt=0)
+    """gRPC send/receive limit (info trees are large); a result past its share is cut to fit, never the
+    call failed ([replies](replies.md))."""
     keepalive_seconds: float = Field(60.0, gt=0)
-    max_connection_age: float = Field(0, ge=0)
-    """Seconds before the server asks a client to reconnect (0 = never); set it behind a headless
-    Service so clients re-resolve and spread over new pods."""
+    """HTTP/2 keepalive pings, in seconds."""
+    max_connection_age: float = Field(0, ge=0, json_schema_extra={"shown": "0 (off)"})
+    """Seconds before clients are asked to reconnect (spreads load over new pods: set it behind a headless
+    Service so clients re-resolve); `0` = never."""
     drain_seconds: float = Field(5.0, ge=0)
+    """Shutdown: how long running proofs may still run."""
     grace_seconds: float = Field(10.0, ge=0)
+    """Shutdown: after the drain, how long answers may take to reach callers."""
     reflection: bool = True
-    metrics_port: int | None = Field(None, ge=0, le=65535)
-    """Serve Prometheus metrics at http://METRICS_HOST:PORT/metrics (unset = off; 0 = any free port)."""
-    metrics_host: str | None = None
-    """Interface of the metrics endpoint (unset = LEAN_SERVER_HOST). It has no auth: keep it on the pod
-    network (or 127.0.0.1 behind a sidecar), never on a public address."""
+    """gRPC server reflection."""
+    metrics_port: int | None = Field(None, ge=0, le=65535, json_schema_extra={"shown": "unset (off)"})
+    """Serve Prometheus metrics at `http://METRICS_HOST:PORT/metrics` (the image and manifests use `9090`;
+    `0` = any free port); at most 64 connections at once (past that the oldest one that has sent no request
+    is closed), each closed after 10 s."""
+    metrics_host: str | None = Field(None, json_schema_extra={"shown": "LEAN_SERVER_HOST"})
+    """Interface of the metrics endpoint; it has no auth: keep it off public addresses (on the pod network,
+    or 127.0.0.1 behind a sidecar)."""
 
     @field_validator(
         "max_repl_mem",

@@ -90,7 +90,7 @@ def test_grpcurl_script_finds_the_grpcurl_make_setup_installed(keyed: str) -> No
 
 
 def _readme_grpcurl_lines() -> list[str]:
-    text = (ROOT / "README.md").read_text().replace("\\\n        ", "")
+    text = (ROOT / "docs" / "client.md").read_text().replace("\\\n        ", "")
     block = text.split("grpcurl (reflection is on by default", 1)[1].split("\n\n", 2)[1]
     return [line.strip() for line in block.splitlines()]
 
