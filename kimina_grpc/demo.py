@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 DEMO_MODULE = "import Mathlib.Logic.Basic\n\ntheorem not_not_intro {a : Prop} (h : a) : ¬¬a := fun hn => hn h\n"
-"""The one module of the demo's stand-in exporter (the README's ExportAst example)."""
+"""The one module of the demo's stand-in exporter (the ExportAst example in docs/client.md)."""
 LEAN_VERSION = "stand-in (no Lean: the stand-in REPL, kimina_grpc.testing.fake_repl)"
 """What GetServerInfo's lean_version says in the demo."""
 PROOF = "theorem t : True := trivial"

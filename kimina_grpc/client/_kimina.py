@@ -1,5 +1,5 @@
 """kimina-client's API on ours: its names, argument orders and result helpers, so that a script
-written for kimina-client runs with its import line and target changed (README, "Coming from
+written for kimina-client runs with its import line and target changed (docs/migrating-from-kimina.md, "Coming from
 Kimina"). Nothing here decides a verdict: it renames the server's.
 
 What stays different: `r.error` is "" rather than None when there is none, `r.diagnostics` is our

@@ -76,7 +76,7 @@ class TrustLevel(_TrustLevel, metaclass=_TrustLevelEnumTypeWrapper):
       AUDIT for it); from v4.30 the REPL re-adds constants unchecked and the judge cannot see
       `debug.skipKernelTC`. Limits: signatures are compared as pp.all prints them, so bound-variable
       and universe names must match the reference's; `#eval` in a proof still runs code during the
-      check (in the sandbox, see the README).
+      check (in the sandbox, see docs/security.md).
 
     The audit's and the judge's commands are each bounded by the proof's timeout (TIMEOUT past
     it), the judge's import by the server's import timeout: a Verify deadline shorter than an import
