@@ -127,7 +127,10 @@ def test_the_stand_in_imports_none_of_the_servers_code() -> None:
     tree = ast.parse(Path(fake_repl.__file__).read_text())
     modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert {m for m in modules if m.startswith("kimina_grpc")} <= {"kimina_grpc.testing.lean_header"}
+    allowed = {"kimina_grpc.testing", "kimina_grpc.testing.lean_header"}  # fake_tactics comes from the package
+    assert {m for m in modules if m.startswith("kimina_grpc")} <= allowed
+    tactics = ast.parse((Path(fake_repl.__file__).parent / "fake_tactics.py").read_text())
+    assert not [n for n in ast.walk(tactics) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("kimina")]
 
 
 def _kernel_numbers() -> dict[str, int]:

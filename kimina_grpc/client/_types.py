@@ -360,6 +360,8 @@ def translate(err: grpc.RpcError) -> KiminaError:
     """A typed exception for a non-retryable failure."""
     code: grpc.StatusCode = err.code()
     message: str = err.details() or ""
+    if connection_lost(err):
+        return KiminaError(grpc.StatusCode.UNAVAILABLE, "the connection to the server was lost mid-call")
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         status = _status_details(err)
         details: list[str] = []
@@ -378,8 +380,16 @@ def handshake_failed(details: str) -> bool:
     return "handshake failed" in details.lower()
 
 
+def connection_lost(err: grpc.RpcError) -> bool:
+    """gRPC core's own INTERNAL for a message sent on a call whose connection just went away (the
+    server killed mid-stream): an outage like UNAVAILABLE, not an error of the server's."""
+    return err.code() is grpc.StatusCode.INTERNAL and (err.details() or "") == "Internal error from Core"
+
+
 def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE and not handshake_failed(exc.details() or "")
+    if not isinstance(exc, grpc.RpcError):
+        return False
+    return (exc.code() in RETRYABLE and not handshake_failed(exc.details() or "")) or connection_lost(exc)
 
 
 def http_hint(target: str) -> str:
