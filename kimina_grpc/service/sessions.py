@@ -50,6 +50,7 @@ def make_room(supervisor: Supervisor, checks: CheckCache, settings: Settings) ->
         max_repls=settings.session_repls,
         max_states_per_repl=settings.session_max_states,
         import_timeout=supervisor.s.import_timeout,
+        max_repl_rss=supervisor.s.max_repl_rss,
     )
     return SessionRoom(supervisor.s.spec, limits, check)
 
@@ -87,6 +88,7 @@ class SessionCollector(Collector):
             ("restores", "Sessions moved to a fresh REPL by replaying their states (death or recycle)."),
             ("restored_states", "States replayed by those moves."),
             ("timeouts", "Session tactics that ran past their timeout (their REPL killed)."),
+            ("out_of_memory", "Session tactics that took their REPL past LEAN_SERVER_MAX_REPL_RSS (killed)."),
         ):
             yield CounterMetricFamily(f"kimina_session_{name}", text, value=self.room.counters[name])
 

@@ -35,6 +35,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.repl.protocol import ProtocolError, parse_reply
+from kimina_grpc.sessions.memory import MemoryBudget, Size, watch
 from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, reply_goals
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 
@@ -59,6 +60,8 @@ class SessionLimits:
     max_states_per_repl: int = 100_000
     """Proof states a REPL may record before its sessions move to a fresh one (a recycle)."""
     import_timeout: float = 1800.0
+    max_repl_rss: int | None = None
+    """Resident bytes a session REPL may hold (the pool's LEAN_SERVER_MAX_REPL_RSS; see memory.py)."""
 
 
 @dataclass(eq=False)
@@ -71,6 +74,8 @@ class SessionRepl:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     states: int = 0
     dead: bool = False
+    rss_floor: int = 0
+    """Its resident memory once its sessions were on it (after the import, or a move's replay)."""
 
 
 @dataclass(eq=False)
@@ -90,13 +95,21 @@ class Session:
 class SessionRoom:
     def __init__(self, spec: ReplSpec, limits: SessionLimits, check: Check) -> None:
         self.spec, self.limits, self.check = spec, limits, check
+        self.memory = MemoryBudget(limits.max_repl_rss or None)
         self.repls: set[SessionRepl] = set()
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._admit = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
-        self.counters = {"opened": 0, "tactics": 0, "restores": 0, "restored_states": 0, "timeouts": 0}
+        self.counters = {
+            "opened": 0,
+            "tactics": 0,
+            "restores": 0,
+            "restored_states": 0,
+            "timeouts": 0,
+            "out_of_memory": 0,
+        }
 
     # ------------------------------------------------------------------ sessions
 
@@ -164,8 +177,12 @@ class SessionRoom:
                 outcome = await self._tactic(home, session, node, tactic)
             if outcome is not None:
                 self.counters["tactics"] += 1
-                if home.states > self.limits.max_states_per_repl and not home.dead:
+                if home.dead:
+                    return outcome
+                if home.states > self.limits.max_states_per_repl:
                     await self._move(home, "recycle")
+                elif home.repl is not None and self.memory.judge(home.repl.rss(), home.rss_floor) is Size.RECYCLE:
+                    await self._move(home, "memory")
                 return outcome
 
     async def finish(self, session: Session, state: int) -> tuple[Outcome, str]:
@@ -182,20 +199,35 @@ class SessionRoom:
         assert home.repl is not None
         data = json.dumps({"tactic": tactic, "proofState": node.repl_state}, ensure_ascii=False).encode() + b"\n\n"
         started = time.perf_counter()
+        repl = home.repl
+        over: list[bool] = []
+
+        def stop() -> None:  # the REPL cannot be interrupted: killing it ends the pending read at once
+            over.append(True)
+            self._spawn(repl.kill())
+
+        sampler = asyncio.ensure_future(watch(repl, self.memory, stop))
         try:
-            raw = await asyncio.wait_for(home.repl.request(data), session.options.timeout)
+            raw = await asyncio.wait_for(repl.request(data), session.options.timeout)
             reply = parse_reply(raw)
+            if not over and self.memory.judge(repl.rss(), home.rss_floor) is Size.OVER:
+                over.append(True)
         except TimeoutError:
             self.counters["timeouts"] += 1
             await self._lost(home, "a tactic timed out")
             return TacticOutcome(Status.TIMEOUT, error=f"the tactic ran past {session.options.timeout:g} s")
         except ReplCrashed as exc:
-            innocent = exc.returncode is None and "before the request was sent" in exc.reason
+            if over:  # the watchdog killed it
+                return await self._out_of_memory(home)
             await self._lost(home, str(exc))
-            return None if innocent else TacticOutcome(Status.ERROR, error=f"the REPL crashed on the tactic: {exc}")
+            return None if exc.unsent else TacticOutcome(Status.ERROR, error=f"the REPL crashed on the tactic: {exc}")
         except (ProtocolError, ReplyTooDeep) as exc:
             await self._lost(home, str(exc))
             return TacticOutcome(Status.ERROR, error=f"the REPL's reply could not be read: {exc}")
+        finally:
+            sampler.cancel()
+        if over:  # this tactic took the REPL past the budget: its state is not kept
+            return await self._out_of_memory(home)
         seconds = time.perf_counter() - started
         new_state = reply.extra.get("proofState")
         if reply.error is not None or not isinstance(new_state, int):
@@ -211,6 +243,11 @@ class SessionRoom:
         failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
         status = Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
         return TacticOutcome(status, child.id, goals, reply.messages, seconds=seconds)
+
+    async def _out_of_memory(self, home: SessionRepl) -> TacticOutcome:
+        self.counters["out_of_memory"] += 1
+        await self._lost(home, "its resident memory passed the budget")
+        return TacticOutcome(Status.ERROR, error=self.memory.error())
 
     async def _open_on(self, home: SessionRepl, session: Session) -> None:
         """Send the session's code on `home` (lock held) and map its sorries to the tree's roots,
@@ -278,6 +315,7 @@ class SessionRoom:
         if verdict_of(reply) is not Verdict.VALID or reply.env is None:
             raise OpenFailed(f"the header failed: {reply.error or [m.data for m in reply.messages][:1]}")
         home.base_env = reply.env
+        home.rss_floor = home.repl.rss()
 
     async def _watch(self, home: SessionRepl) -> None:
         """A REPL that dies between tactics (an outside kill) moves its sessions at once."""
@@ -347,6 +385,8 @@ class SessionRoom:
                             await self._lost(new, "a replay broke it")  # the rest move again
                             return
                     self.counters["restores"] += 1
+                if new.repl is not None:
+                    new.rss_floor = new.repl.rss()
         finally:
             for s in sessions:
                 if s.broken or s.home is None or not s.home.dead:  # else the next move sets it
