@@ -33,10 +33,6 @@ ROOT_GOALS = "opens goals from `rootGoals` (a statement with no `sorry`): a sess
 ALL_TACTICS = "opens the proof states of `allTactics` (each tactic of a whole proof): a session opens at `sorry`s"
 ERROR_SORRY = "runs tactics on the `sorry` of a command with an error: a session opens only code Lean accepts"
 NO_RUN = "runs no tactic on a state an opening made"
-INNER = (
-    "runs a tactic on the state of a `sorry` inside an earlier tactic (`have h : p := by sorry`): a"
-    " session answers a tactic with its resulting state only"
-)
 
 
 @dataclass
@@ -80,7 +76,6 @@ def plan(path: Path) -> Plan:
     chains: dict[int, tuple[str, list[tuple[dict[str, Any], int]]]] = {}  # env -> its file, replies
     owned: set[int] = set()  # the REPL's proof states a session holds
     refused: set[int] = set()  # those of a command a session does not open (Lean's errors)
-    inner: set[int] = set()  # those of a `sorry` inside a tactic (the session gives the tactic's own)
     copies: dict[int, int] = {}  # an unpickled state -> the state it copies
     pickled: dict[str, int] = {}  # a pickle file -> the state in it
     for q, a in zip(requests, replies, strict=False):
@@ -117,11 +112,8 @@ def plan(path: Path) -> Plan:
                 out.steps.append(("open", code, whole))
         elif state in owned:
             out.steps.append(("run", (q, {**q, "proofState": state}), a))
-            if "proofState" in a:
-                owned.add(a["proofState"])
-            inner |= {x["proofState"] for x in a.get("sorries", [])}
-        elif state in inner:
-            out.why_not = INNER
+            owned |= {a["proofState"]} if "proofState" in a else set()
+            owned |= {x["proofState"] for x in a.get("sorries", [])}  # `have h : p := by sorry`
         elif state in refused:
             out.why_not = ERROR_SORRY
         elif a.get("message") == UNKNOWN and out.steps:
@@ -142,9 +134,7 @@ NOT_EXPRESSIBLE = {
     "Mathlib__test__H20231214": "no recorded reply for every request",
     "Mathlib__test__pickle_2": FOREIGN_PICKLE,
     "all_tactics-20250622": ALL_TACTICS,
-    "app_type_mismatch2": INNER,
     "have_by_sorry": ERROR_SORRY,
-    "name_generator": INNER,
     "pickle_proof_state_2": FOREIGN_PICKLE,
     "root_goals": ROOT_GOALS,
     "self_proof_check": ALL_TACTICS,  # its last requests; its first ones would replay
@@ -221,6 +211,11 @@ async def test_transcript_through_the_session_api(path: Path, tmp_path: Path) ->
                 ids[reply["proofState"]] = (s, got.state)
                 goals[s, got.state] = list(got.goals)
                 assert list(got.goals) == reply["goals"]
+                assert [g.goal for g in got.sorries] == [x["goal"] for x in reply.get("sorries", [])]
+                for x, g in zip(reply.get("sorries", []), got.sorries, strict=True):  # states to go on from
+                    ids[x["proofState"]] = (s, g.state)
+                    goals[s, g.state] = [g.goal]
+                assert list(got.traces) == reply.get("traces", [])
                 assert [m.text for m in got.messages] == [m["data"] for m in reply.get("messages", [])]
                 assert got.status == expected_status(reply)
         originals = {p: v for p, v in ids.items() if p not in copies}

@@ -114,6 +114,8 @@ def _tactic_result(request_id: str, o: TacticOutcome) -> pb.ProofSessionResponse
             messages=[_message(m) for m in o.messages],
             error=o.error,
             time_seconds=o.seconds,
+            sorries=[pb.GoalState(state=state, goal=goal) for state, goal in o.sorries],
+            traces=o.traces,
         )
     )
 
@@ -249,8 +251,9 @@ class SessionCall:
         self.out.put_nowait(_tactic_result(rid, outcome))
 
     async def _finish(self, rid: str, finish: pb.FinishRequest, session: Session) -> None:
-        if finish.state not in session.tree.nodes:
-            result = convert.not_checked(rid, f"unknown state {finish.state}")
+        why = f"unknown state {finish.state}" if finish.state not in session.tree.nodes else ""
+        if why or (why := session.tree.unfinishable(finish.state)):
+            result = convert.not_checked(rid, why)
             self.out.put_nowait(pb.ProofSessionResponse(finished=pb.FinishResult(request_id=rid, result=result)))
             return
         outcome, proof = await self.room.finish(session, finish.state)

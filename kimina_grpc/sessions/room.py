@@ -237,12 +237,26 @@ class SessionRoom:
         home.states = max(home.states, new_state + 1)
         goals = reply_goals(reply.extra)
         child = session.tree.add(node, tactic, goals, new_state)
+        inner = []
+        for k, s in enumerate(reply.sorries):  # `have h : p := by sorry`: states of the session too
+            if s.proof_state is not None:
+                inner.append((session.tree.add_sorry(child, k, s.goal, s.proof_state).id, s.goal))
+                home.states = max(home.states, s.proof_state + 1)
+        traces = reply.extra.get("traces", [])
         errors = any(m.severity is Severity.ERROR for m in reply.messages)
         proof_status = str(reply.extra.get("proofStatus", ""))
         done = not goals and proof_status == "Completed"
         failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
         status = Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
-        return TacticOutcome(status, child.id, goals, reply.messages, seconds=seconds)
+        return TacticOutcome(
+            status,
+            child.id,
+            goals,
+            reply.messages,
+            seconds=seconds,
+            sorries=tuple(inner),
+            traces=tuple(t for t in traces if isinstance(t, str)) if isinstance(traces, list) else (),
+        )
 
     async def _out_of_memory(self, home: SessionRepl) -> TacticOutcome:
         self.counters["out_of_memory"] += 1
@@ -397,13 +411,20 @@ class SessionRoom:
     async def _replay(self, home: SessionRepl, session: Session) -> None:
         await self._open_on(home, session)
         assert home.repl is not None
+        inner: dict[int, list[int | None]] = {}  # a replayed node -> the states of its tactic's sorries
         for node in session.tree.in_order():
             if node.parent is None:
                 continue
             parent = session.tree.nodes[node.parent]
-            data = json.dumps({"tactic": node.tactic, "proofState": parent.repl_state}, ensure_ascii=False)
-            raw = await asyncio.wait_for(home.repl.request(data.encode() + b"\n\n"), session.options.timeout)
-            state = parse_reply(raw).extra.get("proofState")
+            if node.sorry_of is not None:  # its state came with its parent's
+                states = inner.get(parent.id, [])
+                state: object = states[node.sorry_of] if node.sorry_of < len(states) else None
+            else:
+                data = json.dumps({"tactic": node.tactic, "proofState": parent.repl_state}, ensure_ascii=False)
+                raw = await asyncio.wait_for(home.repl.request(data.encode() + b"\n\n"), session.options.timeout)
+                reply = parse_reply(raw)
+                state = reply.extra.get("proofState")
+                inner[node.id] = [s.proof_state for s in reply.sorries]
             if not isinstance(state, int):
                 raise OpenFailed(f"state {node.id} did not come back")
             node.repl_state = state

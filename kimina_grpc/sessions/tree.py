@@ -29,6 +29,9 @@ class TacticOutcome:
     messages: tuple[Message, ...] = ()
     error: str = ""
     seconds: float = 0.0
+    sorries: tuple[tuple[int, str], ...] = ()
+    """The states of the `sorry`s inside the tactic: (client id, goal)."""
+    traces: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -43,6 +46,9 @@ class Node:
     goals: tuple[str, ...]
     repl_state: int
     """The REPL's proofState for it on the session's current REPL (changes when the session moves)."""
+    sorry_of: int | None = None
+    """A `sorry` inside the tactic that made `parent`: its index among that tactic's sorries (the
+    REPL gives its state with the parent's, and a replay of the parent gives it again)."""
 
 
 @dataclass(slots=True)
@@ -59,8 +65,20 @@ class SessionTree:
     def add(self, parent: Node, tactic: str, goals: tuple[str, ...], repl_state: int) -> Node:
         return self._add(parent.id, tactic, parent.root, goals, repl_state)
 
-    def _add(self, parent: int | None, tactic: str, root: int, goals: tuple[str, ...], repl_state: int) -> Node:
-        node = Node(len(self.nodes) + 1, parent, tactic, root, goals, repl_state)
+    def add_sorry(self, parent: Node, index: int, goal: str, repl_state: int) -> Node:
+        return self._add(parent.id, "", parent.root, (goal,), repl_state, sorry_of=index)
+
+    def _add(
+        self,
+        parent: int | None,
+        tactic: str,
+        root: int,
+        goals: tuple[str, ...],
+        repl_state: int,
+        *,
+        sorry_of: int | None = None,
+    ) -> Node:
+        node = Node(len(self.nodes) + 1, parent, tactic, root, goals, repl_state, sorry_of)
         self.nodes[node.id] = node
         return node
 
@@ -72,6 +90,15 @@ class SessionTree:
             out.append(node)
             node = self.nodes[node.parent] if node.parent is not None else None
         return out[::-1]
+
+    def unfinishable(self, state: int) -> str:
+        """Why the path to `state` cannot be assembled into a whole proof ("" if it can)."""
+        if any(n.sorry_of is not None for n in self.path(state)):
+            return (
+                f"state {state} lies under a `sorry` inside a tactic, whose text holds the `sorry`:"
+                " finish the path through the tactic's own state"
+            )
+        return ""
 
     def in_order(self) -> list[Node]:
         """Every node after its parent (ids grow with creation): the order to replay them in."""
