@@ -36,7 +36,7 @@ from kimina_grpc.repl import (
 )
 from kimina_grpc.repl.protocol import ProtocolError, parse_reply
 from kimina_grpc.sessions.memory import MemoryBudget, Size, watch
-from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, reply_goals
+from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, record
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 
 log = structlog.get_logger("kimina_grpc.sessions")
@@ -229,34 +229,9 @@ class SessionRoom:
         if over:  # this tactic took the REPL past the budget: its state is not kept
             return await self._out_of_memory(home)
         seconds = time.perf_counter() - started
-        new_state = reply.extra.get("proofState")
-        if reply.error is not None or not isinstance(new_state, int):
-            return TacticOutcome(
-                Status.ERROR, error=reply.error or "no proof state in the REPL's reply", seconds=seconds
-            )
-        home.states = max(home.states, new_state + 1)
-        goals = reply_goals(reply.extra)
-        child = session.tree.add(node, tactic, goals, new_state)
-        inner = []
-        for k, s in enumerate(reply.sorries):  # `have h : p := by sorry`: states of the session too
-            if s.proof_state is not None:
-                inner.append((session.tree.add_sorry(child, k, s.goal, s.proof_state).id, s.goal))
-                home.states = max(home.states, s.proof_state + 1)
-        traces = reply.extra.get("traces", [])
-        errors = any(m.severity is Severity.ERROR for m in reply.messages)
-        proof_status = str(reply.extra.get("proofStatus", ""))
-        done = not goals and proof_status == "Completed"
-        failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
-        status = Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
-        return TacticOutcome(
-            status,
-            child.id,
-            goals,
-            reply.messages,
-            seconds=seconds,
-            sorries=tuple(inner),
-            traces=tuple(t for t in traces if isinstance(t, str)) if isinstance(traces, list) else (),
-        )
+        outcome = record(session.tree, node, tactic, reply, seconds)
+        home.states = max([home.states, *(s + 1 for s in outcome.repl_states)])
+        return outcome
 
     async def _out_of_memory(self, home: SessionRepl) -> TacticOutcome:
         self.counters["out_of_memory"] += 1

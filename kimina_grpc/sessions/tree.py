@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from kimina_grpc.repl import Message, Pos
+from kimina_grpc.repl import Message, Pos, Reply, Severity
 
 
 class Status(Enum):
@@ -32,6 +32,8 @@ class TacticOutcome:
     sorries: tuple[tuple[int, str], ...] = ()
     """The states of the `sorry`s inside the tactic: (client id, goal)."""
     traces: tuple[str, ...] = ()
+    repl_states: tuple[int, ...] = ()
+    """The REPL's proof states the reply made (the room counts them toward the recycle budget)."""
 
 
 @dataclass(slots=True)
@@ -129,3 +131,34 @@ def assemble(code: str, start: Pos, end: Pos | None, tactics: list[str]) -> str:
 def reply_goals(obj: dict[str, Any]) -> tuple[str, ...]:
     goals = obj.get("goals", [])
     return tuple(g for g in goals if isinstance(g, str)) if isinstance(goals, list) else ()
+
+
+def record(tree: SessionTree, node: Node, tactic: str, reply: Reply, seconds: float) -> TacticOutcome:
+    """The REPL's `reply` to `tactic` run on `node`, its states added to `tree`: the new state, and
+    one for each `sorry` inside the tactic (`have h : p := by sorry`), which a replay of the tactic
+    gives again."""
+    new_state = reply.extra.get("proofState")
+    if reply.error is not None or not isinstance(new_state, int):
+        return TacticOutcome(Status.ERROR, error=reply.error or "no proof state in the REPL's reply", seconds=seconds)
+    goals = reply_goals(reply.extra)
+    child = tree.add(node, tactic, goals, new_state)
+    inner = [
+        (tree.add_sorry(child, k, s.goal, s.proof_state).id, s.goal, s.proof_state)
+        for k, s in enumerate(reply.sorries)
+        if s.proof_state is not None
+    ]
+    traces = reply.extra.get("traces", [])
+    errors = any(m.severity is Severity.ERROR for m in reply.messages)
+    proof_status = str(reply.extra.get("proofStatus", ""))
+    done = not goals and proof_status == "Completed"
+    failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
+    return TacticOutcome(
+        Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE,
+        child.id,
+        goals,
+        reply.messages,
+        seconds=seconds,
+        sorries=tuple((state, goal) for state, goal, _ in inner),
+        traces=tuple(t for t in traces if isinstance(t, str)) if isinstance(traces, list) else (),
+        repl_states=(new_state, *(r for _, _, r in inner)),
+    )
