@@ -46,6 +46,14 @@ class MemoryBudget:
         mark = self.limit * RECYCLE_FRACTION
         return Size.RECYCLE if rss > mark and floor <= mark else Size.FINE
 
+    def of(self, repl: Repl, floor: int) -> Size:
+        """`judge` of `repl`'s size now (its process tree is walked only when there is a budget)."""
+        return Size.FINE if self.limit is None else self.judge(repl.rss(), floor)
+
+    def measure(self, repl: Repl) -> int:
+        """`repl`'s size as a floor (0 when there is no budget: nothing is walked)."""
+        return 0 if self.limit is None else repl.rss()
+
     def error(self) -> str:
         return f"out of memory: the REPL's resident memory passed {self.limit} bytes on this tactic"
 

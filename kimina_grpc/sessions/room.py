@@ -181,7 +181,7 @@ class SessionRoom:
                     return outcome
                 if home.states > self.limits.max_states_per_repl:
                     await self._move(home, "recycle")
-                elif home.repl is not None and self.memory.judge(home.repl.rss(), home.rss_floor) is Size.RECYCLE:
+                elif home.repl is not None and self.memory.of(home.repl, home.rss_floor) is Size.RECYCLE:
                     await self._move(home, "memory")
                 return outcome
 
@@ -210,7 +210,7 @@ class SessionRoom:
         try:
             raw = await asyncio.wait_for(repl.request(data), session.options.timeout)
             reply = parse_reply(raw)
-            if not over and self.memory.judge(repl.rss(), home.rss_floor) is Size.OVER:
+            if not over and self.memory.of(repl, home.rss_floor) is Size.OVER:
                 over.append(True)
         except TimeoutError:
             self.counters["timeouts"] += 1
@@ -304,7 +304,7 @@ class SessionRoom:
         if verdict_of(reply) is not Verdict.VALID or reply.env is None:
             raise OpenFailed(f"the header failed: {reply.error or [m.data for m in reply.messages][:1]}")
         home.base_env = reply.env
-        home.rss_floor = home.repl.rss()
+        home.rss_floor = self.memory.measure(home.repl)
 
     async def _watch(self, home: SessionRepl) -> None:
         """A REPL that dies between tactics (an outside kill) moves its sessions at once."""
@@ -375,7 +375,7 @@ class SessionRoom:
                             return
                     self.counters["restores"] += 1
                 if new.repl is not None:
-                    new.rss_floor = new.repl.rss()
+                    new.rss_floor = self.memory.measure(new.repl)
         finally:
             for s in sessions:
                 if s.broken or s.home is None or not s.home.dead:  # else the next move sets it
