@@ -44,6 +44,9 @@ class Step:
     messages: tuple[Message, ...]
     error: str
     time: float
+    sorries: tuple[tuple[int, str], ...] = ()
+    """The `sorry`s inside the tactic (`have h : p := by sorry`): (state, goal), states to run on."""
+    traces: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -72,6 +75,8 @@ def _step(t: pb.TacticResult) -> Step:
         tuple(_message(m) for m in t.messages),
         t.error,
         t.time_seconds,
+        tuple((g.state, g.goal) for g in t.sorries),
+        tuple(t.traces),
     )
 
 

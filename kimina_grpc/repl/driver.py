@@ -63,6 +63,8 @@ class ReplCrashed(Exception):
         self.reason = reason
         self.returncode = returncode
         self.stderr = stderr
+        self.unsent = False
+        """The REPL was dead before the request reached it: how it died is not this request's doing."""
 
     def __str__(self) -> str:
         text = self.reason
@@ -349,6 +351,7 @@ class Repl:
             await self._die("the REPL had exited before the request was sent")
             assert self._dead is not None
             self._dead.returncode = None
+            self._dead.unsent = True
             raise self._dead
         raw = await self._next_reply()
         barrier = await self._next_reply()

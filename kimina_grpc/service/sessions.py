@@ -50,6 +50,7 @@ def make_room(supervisor: Supervisor, checks: CheckCache, settings: Settings) ->
         max_repls=settings.session_repls,
         max_states_per_repl=settings.session_max_states,
         import_timeout=supervisor.s.import_timeout,
+        max_repl_rss=supervisor.s.max_repl_rss,
     )
     return SessionRoom(supervisor.s.spec, limits, check)
 
@@ -87,6 +88,7 @@ class SessionCollector(Collector):
             ("restores", "Sessions moved to a fresh REPL by replaying their states (death or recycle)."),
             ("restored_states", "States replayed by those moves."),
             ("timeouts", "Session tactics that ran past their timeout (their REPL killed)."),
+            ("out_of_memory", "Session tactics that took their REPL past LEAN_SERVER_MAX_REPL_RSS (killed)."),
         ):
             yield CounterMetricFamily(f"kimina_session_{name}", text, value=self.room.counters[name])
 
@@ -112,6 +114,8 @@ def _tactic_result(request_id: str, o: TacticOutcome) -> pb.ProofSessionResponse
             messages=[_message(m) for m in o.messages],
             error=o.error,
             time_seconds=o.seconds,
+            sorries=[pb.GoalState(state=state, goal=goal) for state, goal in o.sorries],
+            traces=o.traces,
         )
     )
 
@@ -247,8 +251,9 @@ class SessionCall:
         self.out.put_nowait(_tactic_result(rid, outcome))
 
     async def _finish(self, rid: str, finish: pb.FinishRequest, session: Session) -> None:
-        if finish.state not in session.tree.nodes:
-            result = convert.not_checked(rid, f"unknown state {finish.state}")
+        why = f"unknown state {finish.state}" if finish.state not in session.tree.nodes else ""
+        if why or (why := session.tree.unfinishable(finish.state)):
+            result = convert.not_checked(rid, why)
             self.out.put_nowait(pb.ProofSessionResponse(finished=pb.FinishResult(request_id=rid, result=result)))
             return
         outcome, proof = await self.room.finish(session, finish.state)

@@ -35,7 +35,8 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.repl.protocol import ProtocolError, parse_reply
-from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, reply_goals
+from kimina_grpc.sessions.memory import MemoryBudget, Size, watch
+from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, record
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 
 log = structlog.get_logger("kimina_grpc.sessions")
@@ -59,6 +60,8 @@ class SessionLimits:
     max_states_per_repl: int = 100_000
     """Proof states a REPL may record before its sessions move to a fresh one (a recycle)."""
     import_timeout: float = 1800.0
+    max_repl_rss: int | None = None
+    """Resident bytes a session REPL may hold (the pool's LEAN_SERVER_MAX_REPL_RSS; see memory.py)."""
 
 
 @dataclass(eq=False)
@@ -71,6 +74,8 @@ class SessionRepl:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     states: int = 0
     dead: bool = False
+    rss_floor: int = 0
+    """Its resident memory once its sessions were on it (after the import, or a move's replay)."""
 
 
 @dataclass(eq=False)
@@ -90,13 +95,21 @@ class Session:
 class SessionRoom:
     def __init__(self, spec: ReplSpec, limits: SessionLimits, check: Check) -> None:
         self.spec, self.limits, self.check = spec, limits, check
+        self.memory = MemoryBudget(limits.max_repl_rss or None)
         self.repls: set[SessionRepl] = set()
         self.sessions: set[Session] = set()
         self._ids = itertools.count(1)
         self._admit = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
-        self.counters = {"opened": 0, "tactics": 0, "restores": 0, "restored_states": 0, "timeouts": 0}
+        self.counters = {
+            "opened": 0,
+            "tactics": 0,
+            "restores": 0,
+            "restored_states": 0,
+            "timeouts": 0,
+            "out_of_memory": 0,
+        }
 
     # ------------------------------------------------------------------ sessions
 
@@ -164,8 +177,12 @@ class SessionRoom:
                 outcome = await self._tactic(home, session, node, tactic)
             if outcome is not None:
                 self.counters["tactics"] += 1
-                if home.states > self.limits.max_states_per_repl and not home.dead:
+                if home.dead:
+                    return outcome
+                if home.states > self.limits.max_states_per_repl:
                     await self._move(home, "recycle")
+                elif home.repl is not None and self.memory.of(home.repl, home.rss_floor) is Size.RECYCLE:
+                    await self._move(home, "memory")
                 return outcome
 
     async def finish(self, session: Session, state: int) -> tuple[Outcome, str]:
@@ -182,35 +199,44 @@ class SessionRoom:
         assert home.repl is not None
         data = json.dumps({"tactic": tactic, "proofState": node.repl_state}, ensure_ascii=False).encode() + b"\n\n"
         started = time.perf_counter()
+        repl = home.repl
+        over: list[bool] = []
+
+        def stop() -> None:  # the REPL cannot be interrupted: killing it ends the pending read at once
+            over.append(True)
+            self._spawn(repl.kill())
+
+        sampler = asyncio.ensure_future(watch(repl, self.memory, stop))
         try:
-            raw = await asyncio.wait_for(home.repl.request(data), session.options.timeout)
+            raw = await asyncio.wait_for(repl.request(data), session.options.timeout)
             reply = parse_reply(raw)
+            if not over and self.memory.of(repl, home.rss_floor) is Size.OVER:
+                over.append(True)
         except TimeoutError:
             self.counters["timeouts"] += 1
             await self._lost(home, "a tactic timed out")
             return TacticOutcome(Status.TIMEOUT, error=f"the tactic ran past {session.options.timeout:g} s")
         except ReplCrashed as exc:
-            innocent = exc.returncode is None and "before the request was sent" in exc.reason
+            if over:  # the watchdog killed it
+                return await self._out_of_memory(home)
             await self._lost(home, str(exc))
-            return None if innocent else TacticOutcome(Status.ERROR, error=f"the REPL crashed on the tactic: {exc}")
+            return None if exc.unsent else TacticOutcome(Status.ERROR, error=f"the REPL crashed on the tactic: {exc}")
         except (ProtocolError, ReplyTooDeep) as exc:
             await self._lost(home, str(exc))
             return TacticOutcome(Status.ERROR, error=f"the REPL's reply could not be read: {exc}")
+        finally:
+            sampler.cancel()
+        if over:  # this tactic took the REPL past the budget: its state is not kept
+            return await self._out_of_memory(home)
         seconds = time.perf_counter() - started
-        new_state = reply.extra.get("proofState")
-        if reply.error is not None or not isinstance(new_state, int):
-            return TacticOutcome(
-                Status.ERROR, error=reply.error or "no proof state in the REPL's reply", seconds=seconds
-            )
-        home.states = max(home.states, new_state + 1)
-        goals = reply_goals(reply.extra)
-        child = session.tree.add(node, tactic, goals, new_state)
-        errors = any(m.severity is Severity.ERROR for m in reply.messages)
-        proof_status = str(reply.extra.get("proofStatus", ""))
-        done = not goals and proof_status == "Completed"
-        failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
-        status = Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE
-        return TacticOutcome(status, child.id, goals, reply.messages, seconds=seconds)
+        outcome = record(session.tree, node, tactic, reply, seconds)
+        home.states = max([home.states, *(s + 1 for s in outcome.repl_states)])
+        return outcome
+
+    async def _out_of_memory(self, home: SessionRepl) -> TacticOutcome:
+        self.counters["out_of_memory"] += 1
+        await self._lost(home, "its resident memory passed the budget")
+        return TacticOutcome(Status.ERROR, error=self.memory.error())
 
     async def _open_on(self, home: SessionRepl, session: Session) -> None:
         """Send the session's code on `home` (lock held) and map its sorries to the tree's roots,
@@ -278,6 +304,7 @@ class SessionRoom:
         if verdict_of(reply) is not Verdict.VALID or reply.env is None:
             raise OpenFailed(f"the header failed: {reply.error or [m.data for m in reply.messages][:1]}")
         home.base_env = reply.env
+        home.rss_floor = self.memory.measure(home.repl)
 
     async def _watch(self, home: SessionRepl) -> None:
         """A REPL that dies between tactics (an outside kill) moves its sessions at once."""
@@ -347,6 +374,8 @@ class SessionRoom:
                             await self._lost(new, "a replay broke it")  # the rest move again
                             return
                     self.counters["restores"] += 1
+                if new.repl is not None:
+                    new.rss_floor = self.memory.measure(new.repl)
         finally:
             for s in sessions:
                 if s.broken or s.home is None or not s.home.dead:  # else the next move sets it
@@ -357,13 +386,20 @@ class SessionRoom:
     async def _replay(self, home: SessionRepl, session: Session) -> None:
         await self._open_on(home, session)
         assert home.repl is not None
+        inner: dict[int, list[int | None]] = {}  # a replayed node -> the states of its tactic's sorries
         for node in session.tree.in_order():
             if node.parent is None:
                 continue
             parent = session.tree.nodes[node.parent]
-            data = json.dumps({"tactic": node.tactic, "proofState": parent.repl_state}, ensure_ascii=False)
-            raw = await asyncio.wait_for(home.repl.request(data.encode() + b"\n\n"), session.options.timeout)
-            state = parse_reply(raw).extra.get("proofState")
+            if node.sorry_of is not None:  # its state came with its parent's
+                states = inner.get(parent.id, [])
+                state: object = states[node.sorry_of] if node.sorry_of < len(states) else None
+            else:
+                data = json.dumps({"tactic": node.tactic, "proofState": parent.repl_state}, ensure_ascii=False)
+                raw = await asyncio.wait_for(home.repl.request(data.encode() + b"\n\n"), session.options.timeout)
+                reply = parse_reply(raw)
+                state = reply.extra.get("proofState")
+                inner[node.id] = [s.proof_state for s in reply.sorries]
             if not isinstance(state, int):
                 raise OpenFailed(f"state {node.id} did not come back")
             node.repl_state = state

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from kimina_grpc.repl import Message, Pos
+from kimina_grpc.repl import Message, Pos, Reply, Severity
 
 
 class Status(Enum):
@@ -29,6 +29,11 @@ class TacticOutcome:
     messages: tuple[Message, ...] = ()
     error: str = ""
     seconds: float = 0.0
+    sorries: tuple[tuple[int, str], ...] = ()
+    """The states of the `sorry`s inside the tactic: (client id, goal)."""
+    traces: tuple[str, ...] = ()
+    repl_states: tuple[int, ...] = ()
+    """The REPL's proof states the reply made (the room counts them toward the recycle budget)."""
 
 
 @dataclass(slots=True)
@@ -43,6 +48,9 @@ class Node:
     goals: tuple[str, ...]
     repl_state: int
     """The REPL's proofState for it on the session's current REPL (changes when the session moves)."""
+    sorry_of: int | None = None
+    """A `sorry` inside the tactic that made `parent`: its index among that tactic's sorries (the
+    REPL gives its state with the parent's, and a replay of the parent gives it again)."""
 
 
 @dataclass(slots=True)
@@ -59,8 +67,20 @@ class SessionTree:
     def add(self, parent: Node, tactic: str, goals: tuple[str, ...], repl_state: int) -> Node:
         return self._add(parent.id, tactic, parent.root, goals, repl_state)
 
-    def _add(self, parent: int | None, tactic: str, root: int, goals: tuple[str, ...], repl_state: int) -> Node:
-        node = Node(len(self.nodes) + 1, parent, tactic, root, goals, repl_state)
+    def add_sorry(self, parent: Node, index: int, goal: str, repl_state: int) -> Node:
+        return self._add(parent.id, "", parent.root, (goal,), repl_state, sorry_of=index)
+
+    def _add(
+        self,
+        parent: int | None,
+        tactic: str,
+        root: int,
+        goals: tuple[str, ...],
+        repl_state: int,
+        *,
+        sorry_of: int | None = None,
+    ) -> Node:
+        node = Node(len(self.nodes) + 1, parent, tactic, root, goals, repl_state, sorry_of)
         self.nodes[node.id] = node
         return node
 
@@ -72,6 +92,15 @@ class SessionTree:
             out.append(node)
             node = self.nodes[node.parent] if node.parent is not None else None
         return out[::-1]
+
+    def unfinishable(self, state: int) -> str:
+        """Why the path to `state` cannot be assembled into a whole proof ("" if it can)."""
+        if any(n.sorry_of is not None for n in self.path(state)):
+            return (
+                f"state {state} lies under a `sorry` inside a tactic, whose text holds the `sorry`:"
+                " finish the path through the tactic's own state"
+            )
+        return ""
 
     def in_order(self) -> list[Node]:
         """Every node after its parent (ids grow with creation): the order to replay them in."""
@@ -102,3 +131,34 @@ def assemble(code: str, start: Pos, end: Pos | None, tactics: list[str]) -> str:
 def reply_goals(obj: dict[str, Any]) -> tuple[str, ...]:
     goals = obj.get("goals", [])
     return tuple(g for g in goals if isinstance(g, str)) if isinstance(goals, list) else ()
+
+
+def record(tree: SessionTree, node: Node, tactic: str, reply: Reply, seconds: float) -> TacticOutcome:
+    """The REPL's `reply` to `tactic` run on `node`, its states added to `tree`: the new state, and
+    one for each `sorry` inside the tactic (`have h : p := by sorry`), which a replay of the tactic
+    gives again."""
+    new_state = reply.extra.get("proofState")
+    if reply.error is not None or not isinstance(new_state, int):
+        return TacticOutcome(Status.ERROR, error=reply.error or "no proof state in the REPL's reply", seconds=seconds)
+    goals = reply_goals(reply.extra)
+    child = tree.add(node, tactic, goals, new_state)
+    inner = [
+        (tree.add_sorry(child, k, s.goal, s.proof_state).id, s.goal, s.proof_state)
+        for k, s in enumerate(reply.sorries)
+        if s.proof_state is not None
+    ]
+    traces = reply.extra.get("traces", [])
+    errors = any(m.severity is Severity.ERROR for m in reply.messages)
+    proof_status = str(reply.extra.get("proofStatus", ""))
+    done = not goals and proof_status == "Completed"
+    failed = errors or proof_status.startswith("Error")  # newer REPLs' kernel check of a finished proof
+    return TacticOutcome(
+        Status.ERROR if failed else Status.PROOF_COMPLETE if done else Status.INCOMPLETE,
+        child.id,
+        goals,
+        reply.messages,
+        seconds=seconds,
+        sorries=tuple((state, goal) for state, goal, _ in inner),
+        traces=tuple(t for t in traces if isinstance(t, str)) if isinstance(traces, list) else (),
+        repl_states=(new_state, *(r for _, _, r in inner)),
+    )

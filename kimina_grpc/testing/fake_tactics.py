@@ -36,6 +36,10 @@ directive lines in its text (`-- fake: VERB ARGS`, each on a line of its own, as
                        "Error: kernel type check failed: TEXT" (default "(kernel) declaration type
                        mismatch"; newer REPLs check a completed proof); in a command, as command mode's
     sleep S, cpu S, hang, crash [CODE]   as in command mode
+    alloc MB           allocate and touch MB MiB and keep it, as in command mode (a replay of the
+                       tactic on a fresh REPL allocates it again)
+    alloc-once MB PATH  like `alloc` if PATH does not exist, creating it: memory the REPL gathers
+                       that is no proof state's (a fresh REPL replaying the tactic does not)
 
 A state's goals are plain strings; `sorry`, `done` and the directives are all the stand-in knows.
 Checking a whole command runs each `:= by` block that uses `goals`, `when` or `done` through the
@@ -115,11 +119,20 @@ class TacticMode:
 
     def __init__(self) -> None:
         self.states: list[ProofState | None] = []
+        self.ballast: list[bytearray] = []
 
     def record(self, goal: str | None) -> int:
         """A new proof state with one goal (a command's sorry); its id."""
         self.states.append(ProofState((goal,)) if goal is not None else None)
         return len(self.states) - 1
+
+    def _allocate(self, mb: int) -> None:
+        try:
+            self.ballast.append(bytearray(b"\x01") * (mb << 20))
+        except MemoryError:
+            sys.stderr.write("INTERNAL PANIC: out of memory\n")
+            sys.stderr.flush()
+            os._exit(1)
 
     def _add(self, state: ProofState) -> int:
         self.states.append(state)
@@ -158,6 +171,13 @@ class TacticMode:
                 sys.stderr.write("fake REPL crash\n")
                 sys.stderr.flush()
                 os._exit(int(arg or 1))
+            elif verb == "alloc-once" and effects:
+                mb, _, path = arg.partition(" ")
+                if not os.path.exists(path.strip()):
+                    open(path.strip(), "w").close()
+                    self._allocate(int(float(mb)))
+            elif verb == "alloc" and effects:
+                self._allocate(int(float(arg)))
             elif verb == "parse-error":
                 return {"message": f"Lean error:\n<input>:1:1: {arg or 'unknown tactic'}"}
             elif verb == "when" and (not goals or _target(goals[0]) != " ".join(arg.split())):

@@ -1696,6 +1696,8 @@ class TacticResult(_message.Message):
     MESSAGES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    SORRIES_FIELD_NUMBER: _builtins.int
+    TRACES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request's id."""
     status: Global___TacticStatus.ValueType
@@ -1716,6 +1718,17 @@ class TacticResult(_message.Message):
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """Lean's messages about the tactic."""
 
+    @_builtins.property
+    def sorries(self) -> _containers.RepeatedCompositeFieldContainer[Global___GoalState]:
+        """The `sorry`s inside the tactic (`have h : p := by sorry`): each a state of the session to run
+        tactics on, with its goal (no position: tactic mode gives none). A state under one cannot be
+        finished (the tactic's text holds the `sorry`): finish the path through `state` instead.
+        """
+
+    @_builtins.property
+    def traces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Lean's trace output of the tactic (`trace "…"`, `set_option trace.…`), as the REPL gives it."""
+
     def __init__(
         self,
         *,
@@ -1726,10 +1739,12 @@ class TacticResult(_message.Message):
         messages: _abc.Iterable[Global___Message] | None = ...,
         error: _builtins.str = ...,
         time_seconds: _builtins.float = ...,
+        sorries: _abc.Iterable[Global___GoalState] | None = ...,
+        traces: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "goals", b"goals", "messages", b"messages", "request_id", b"request_id", "state", b"state", "status", b"status", "time_seconds", b"time_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "goals", b"goals", "messages", b"messages", "request_id", b"request_id", "sorries", b"sorries", "state", b"state", "status", b"status", "time_seconds", b"time_seconds", "traces", b"traces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
