@@ -144,7 +144,9 @@ class Settings(BaseSettings):
     max_repl_rss: int | None = None
     """Resident-memory watchdog over the REPL's whole process tree, walked afresh every 0.25 s (so processes
     a proof starts count), e.g. `8G`: a proof past it is killed (`OUT_OF_MEMORY`); a REPL past it after a
-    proof is recycled. Unset or `0`: off."""
+    proof is recycled. Unset or `0`: off. Session REPLs are watched too: a tactic past it is `ERROR` (out of
+    memory) and the REPL's other sessions move; a session REPL past 3/4 of it is recycled, its sessions
+    moved ([sessions](sessions.md#memory))."""
     init_repls: dict[str, int] = Field(default_factory=dict, json_schema_extra={"shown": "{}"})
     """Pre-warm, JSON header → count, e.g. `{"import Mathlib": 3}`."""
     max_concurrent_imports: int = Field(2, ge=1)
