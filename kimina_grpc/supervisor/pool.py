@@ -477,7 +477,11 @@ class Supervisor:
         #    with no REPL at all that starves.
         for worker in idle:
             queue = self._queues.get(worker.key)
-            if (to := switches.get(worker.id)) is not None:
+            if worker.key.fresh and not queue:
+                # Started for one proof that was cancelled or expired while it imported.
+                self._release_fresh(worker)
+                self._kick()
+            elif (to := switches.get(worker.id)) is not None:
                 self._replace(worker, to)
             elif queue and self._importing < self.s.max_concurrent_imports and (key := self._move_target(worker)):
                 self._replace(worker, key)
@@ -1120,9 +1124,7 @@ class Supervisor:
 
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
-            self._spawn(self._retire(worker, counter=None))
-            if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
-                self._to_start.append(worker.returns)
+            self._release_fresh(worker)
         elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
         else:
@@ -1130,6 +1132,15 @@ class Supervisor:
             worker.idle_since = time.monotonic()
             worker.job = None
         self._kick()
+
+    def _release_fresh(self, worker: Worker) -> None:
+        """A REPL started for one proof is done with it (or its proof went first): it goes, and the
+        pool REPL it stood in for comes back."""
+        worker.state = WorkerState.GONE
+        self._workers.discard(worker)
+        self._spawn(self._retire(worker, counter=None))
+        if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
+            self._to_start.append(worker.returns)
 
     def _retry(self, job: Job, outcome: Outcome, history: bool) -> bool:
         """Try a proof once more when its failure may not be its own: a crash or a stopped REPL
