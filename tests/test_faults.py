@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import command
 from kimina_grpc.supervisor import CheckOptions, QueueFull
-from kimina_grpc.supervisor.pool import ShuttingDown
+from kimina_grpc.supervisor.queue import ShuttingDown
 from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -177,7 +177,7 @@ async def test_header_bookkeeping_is_dropped_and_the_view_is_bounded(started: St
     for job in jobs:
         sup.cancel(job)
     await asyncio.sleep(0.3)
-    assert len(sup._queues) <= 1  # only the header the REPL holds
+    assert len(sup.queue.known_keys()) <= 1  # only the header the REPL holds
     assert len(sup.state().headers) <= 1
 
 

@@ -26,7 +26,8 @@ from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.ast import AstExporter
 from kimina_grpc.supervisor.jobs import Outcome, not_checked
-from kimina_grpc.supervisor.pool import ShuttingDown, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
+from kimina_grpc.supervisor.queue import ShuttingDown
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
