@@ -30,7 +30,7 @@ from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.posture import BindError, Posture
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.ast import AstExporter
+from kimina_grpc.supervisor.exports import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
 from kimina_grpc.v1 import verifier_pb2, verifier_pb2_grpc
 

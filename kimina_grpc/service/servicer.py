@@ -24,7 +24,7 @@ from kimina_grpc.service.posture import Posture
 from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
 from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.ast import AstExporter
+from kimina_grpc.supervisor.exports import AstExporter
 from kimina_grpc.supervisor.jobs import Outcome, not_checked
 from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.supervisor.queue import ShuttingDown

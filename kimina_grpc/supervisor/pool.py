@@ -114,7 +114,7 @@ class PoolState:
     """REPLs replaced by a new process that had to import first."""
 
 
-class _Mean:
+class Mean:
     """A running mean that starts from a guess (proof costs are heavy-tailed: no EMA)."""
 
     def __init__(self, initial: float) -> None:
@@ -140,10 +140,11 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._importing = 0
-        self._import_cost = _Mean(settings.import_cost_hint)
+        # The mean import time (read by the policy; a test may set it to make waiting worth it or not).
+        self.import_cost = Mean(settings.import_cost_hint)
         # One mean proof cost over all headers: per-header means of heavy-tailed costs are too noisy
         # to move REPLs on.
-        self._proof_cost = _Mean(1.0)
+        self._proof_cost = Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
         self._policy = SwitchPolicy()
         # When a proof of each header last started on a REPL: a header's wait for a switch counts from it.
@@ -294,7 +295,7 @@ class Supervisor:
             if worker.job is job:
                 ran = time.monotonic() - worker.idle_since
                 asyncio.get_running_loop().call_later(
-                    max(0.0, self._import_cost.value - ran), self._stop_abandoned, worker, job
+                    max(0.0, self.import_cost.value - ran), self._stop_abandoned, worker, job
                 )
 
     def _stop_abandoned(self, worker: Worker, job: Job) -> None:
@@ -325,6 +326,10 @@ class Supervisor:
                 )
             )
         return PoolState(self.ready, self.queue.count, tuple(stats), **self.counters)
+
+    def workers(self) -> tuple[Worker, ...]:
+        """The pool's REPLs now (spares included), to read: the pool alone changes them."""
+        return tuple(self._workers)
 
     @property
     def queued(self) -> int:
@@ -458,7 +463,7 @@ class Supervisor:
 
     def _ahead(self) -> int:
         """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
-        return max(1, math.ceil(self._import_cost.value / max(self._proof_cost.value, 1e-3)))
+        return max(1, math.ceil(self.import_cost.value / max(self._proof_cost.value, 1e-3)))
 
     def _working(self) -> int:
         """REPLs that count toward MAX_REPLS (all but the spares)."""
@@ -480,7 +485,7 @@ class Supervisor:
         counts = self._worker_counts()
         return Snapshot(
             now=now,
-            import_cost=self._import_cost.value,
+            import_cost=self.import_cost.value,
             proof_cost=self._proof_cost.value,
             max_wait=self.s.max_wait,
             import_slots=self.s.max_concurrent_imports - self._importing,
@@ -527,7 +532,7 @@ class Supervisor:
         if not idle:
             return None
         mine = self._worker_counts().get(key, 0)
-        import_cost = self._import_cost.value
+        import_cost = self.import_cost.value
         # Nothing serves this key: an idle REPL with nothing to do is converted at once.
         if mine > 0 and self._backlog(key) / (mine + 1) <= _CONVERT_FACTOR * import_cost:
             return None
@@ -549,7 +554,7 @@ class Supervisor:
         last = max(drains, key=drains.__getitem__)
         if last == worker.key:
             return None
-        import_cost = self._import_cost.value
+        import_cost = self.import_cost.value
         after = (self._backlog(last) + import_cost) / (counts[last] + 1)
         if self._backlog(worker.key) / (mine - 1) <= after <= drains[last] - _CONVERT_FACTOR * import_cost:
             return last
@@ -655,7 +660,7 @@ class Supervisor:
             # means this environment must never be a warm REPL's base (it would be unchecked).
             await self._header_rejected(worker, reply)
             return
-        self._import_cost.add(time.monotonic() - started)
+        self.import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
         if self._problem_key == worker.key or (self._problem is not None and self._problem_key is None):
             log.info("pool_recovered", problem=self._problem)
