@@ -43,6 +43,7 @@ from kimina_grpc.supervisor.check import Checker, crash_verdict
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
 from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting, spare_plan
 from kimina_grpc.supervisor.queue import JobQueue, QueueFull, ShuttingDown, budget, size_of, too_short
+from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.trust import Reviewer
 from kimina_grpc.supervisor.workers import Worker, WorkerState
 
@@ -55,9 +56,6 @@ _CONVERT_FACTOR = 0.5
 # Idle REPLs are looked at this often: one that died (the OOM killer picks the largest process,
 # often an idle Mathlib REPL) or was stopped is replaced before a proof is sent to it.
 _SWEEP_PERIOD = 1.0
-# While the pool cannot start REPLs, a start is tried again after this long (doubling to the max).
-_PROBE_PERIOD = 1.0
-_PROBE_MAX = 30.0
 # GetServerInfo's view is bounded: headers are caller-chosen text.
 _STATE_HEADERS = 100
 _STATE_HEADER_CHARS = 200
@@ -152,21 +150,13 @@ class Supervisor:
         self._kick_pending = False
         self._closing = False
         self._draining = False
-        self._probing = False  # the start-up probe (see `_probe_repl`) runs
-        self._warmup: list[Worker] = []
-        self._warmup_total = 0
+        self.readiness = Readiness(retry=self._start_again, closing=lambda: self._closing)
         self._memory_retry: asyncio.TimerHandle | None = None
         # REPLs to start as soon as the pool has room and the import bound allows: pre-warm, then
         # replacements of REPLs that died or were recycled.
         self._to_start: list[PoolKey] = []
         # Jobs handed to a REPL and not answered yet (close() answers them whatever state they are in).
         self._running: set[Job] = set()
-        # Why the pool cannot serve (the REPL cannot start, a pre-warm header fails), and the key
-        # whose successful start clears it; retried in the background until it works.
-        self._problem: str | None = None
-        self._problem_key: PoolKey | None = None
-        self._probe_delay = _PROBE_PERIOD
-        self._probe: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.counters = {
             "imports": 0,
@@ -194,61 +184,29 @@ class Supervisor:
             key = PoolKey(split_header(header).header)
             self._to_start.extend([key] * count)
         del self._to_start[self.s.max_repls :]
-        self._warmup_total = len(self._to_start)
+        self.readiness.warmup_total = len(self._to_start)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         if not self._to_start:
-            self._probing = True
+            self.readiness.probing = True
             self._spawn(self._probe_repl())
         self._kick()
 
     async def _probe_repl(self) -> None:
-        """Nothing to pre-warm, but readiness must still know whether the configured REPL starts at
-        all: one REPL answers an empty header command, then goes (it takes no slot of the pool's)."""
-        try:
-            problem = await self._first_command_fails()
-        except TimeoutError:
-            problem = f"the REPL did not answer its first command within {self.s.import_timeout:g} s"
-        except Exception as exc:  # ReplCrashed above all; whatever it is, readiness says so
-            problem = str(exc) or repr(exc)
-        finally:
-            self._probing = False
-        if problem:
-            self._set_problem(None, f"{problem} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        await self.readiness.probe(self.s.spec, self.s.import_timeout)
         self._kick()
-
-    async def _first_command_fails(self) -> str:
-        repl = await Repl.start(self.s.spec, "probe")
-        try:
-            reply, _ = await asyncio.wait_for(repl.run(protocol.command(""), measure=False), self.s.import_timeout)
-        finally:
-            await repl.kill()
-        return "" if reply.error is None and reply.env is not None else f"the REPL answered with {reply.error!r}"
 
     @property
     def ready(self) -> bool:
         """Pre-warming is done and nothing keeps the pool from serving."""
-        return (
-            self._problem is None
-            and not self._probing
-            and len(self._warmup) == self._warmup_total
-            and all(w.state is not WorkerState.STARTING for w in self._warmup)
-        )
+        return self.readiness.ready
 
     @property
     def not_ready_reason(self) -> str:
         """Why `ready` is False ("" when it is True)."""
-        if self._problem is not None:
-            return self._problem
-        if self._probing:
-            return "starting a REPL to see that it works"
-        if not self.ready:
-            done, total = self.warmup_progress()
-            return f"pre-warming: {done} of {total} REPLs ready"
-        return ""
+        return self.readiness.reason
 
     def warmup_progress(self) -> tuple[int, int]:
-        done = sum(w.state is not WorkerState.STARTING for w in self._warmup)
-        return done, self._warmup_total
+        return self.readiness.warmup_progress()
 
     def submit(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof; its outcome arrives on `job.future`."""
@@ -342,7 +300,8 @@ class Supervisor:
     async def close(self) -> None:
         """Answer every queued and running job as not checked, kill every REPL, and wait for them."""
         self._closing = True
-        for timer in (self._memory_retry, self._probe, self._sweeper):
+        self.readiness.close()
+        for timer in (self._memory_retry, self._sweeper):
             if timer is not None:
                 timer.cancel()
         self.queue.clear("the server is shutting down")
@@ -386,8 +345,8 @@ class Supervisor:
             and self._memory_ok()
         ):
             worker = self._new_worker(self._to_start.pop(0))
-            if len(self._warmup) < self._warmup_total:
-                self._warmup.append(worker)
+            if len(self.readiness.warmup) < self.readiness.warmup_total:
+                self.readiness.warmup.append(worker)
         idle = [w for w in self._workers if w.state is WorkerState.IDLE and not w.spare]
         switches: dict[str, PoolKey] = {}
         if self._working() >= self.s.max_repls:
@@ -662,10 +621,7 @@ class Supervisor:
             return
         self.import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
-        if self._problem_key == worker.key or (self._problem is not None and self._problem_key is None):
-            log.info("pool_recovered", problem=self._problem)
-            self._problem = self._problem_key = None
-            self._probe_delay = _PROBE_PERIOD
+        self.readiness.started(worker.key)
         await worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
@@ -700,28 +656,13 @@ class Supervisor:
             self.counters["crashes"] += 1
             self._spawn(self._lost(worker))
 
-    def _set_problem(self, key: PoolKey | None, problem: str) -> None:
-        """The pool cannot serve: readiness says why until a start for `key` (any key when None)
-        succeeds; a start is tried again in the background, with backoff."""
-        if self._problem != problem:
-            log.error("pool_not_ready", reason=problem)
-        self._problem, self._problem_key = problem, key
-        if self._probe is None and not self._closing:
-
-            def probe() -> None:
-                self._probe = None
-                if self._problem is None or self._closing:
-                    return
-                retry = self._problem_key or PoolKey("")
-                if retry not in self._to_start and not any(
-                    w.key == retry and w.state is WorkerState.STARTING for w in self._workers
-                ):
-                    self._to_start.append(retry)
-                    self._kick()
-                self._probe_delay = min(_PROBE_MAX, self._probe_delay * 2)
-                self._set_problem(self._problem_key, self._problem)
-
-            self._probe = asyncio.get_running_loop().call_later(self._probe_delay, probe)
+    def _start_again(self, key: PoolKey) -> None:
+        """Readiness's background retry: start a REPL for `key` unless one is on its way."""
+        if key not in self._to_start and not any(
+            w.key == key and w.state is WorkerState.STARTING for w in self._workers
+        ):
+            self._to_start.append(key)
+            self._kick()
 
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.counters["crashes"] += 1
@@ -732,9 +673,9 @@ class Supervisor:
         if worker.repl is None or not worker.key.header:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
-            self._set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
-        elif worker in self._warmup:
-            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
+            self.readiness.set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        elif worker in self.readiness.warmup:
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
         if failures >= 2 or worker.repl is None:
             # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
             self._import_failures.pop(worker.key, None)
@@ -753,9 +694,9 @@ class Supervisor:
         if verdict is Verdict.VALID:  # no env: not a reply to a command
             verdict = Verdict.REPL_ERROR
         error = f"the REPL answered: {reply.error}" if reply.error is not None else "Lean did not accept the header"
-        if worker in self._warmup:
+        if worker in self.readiness.warmup:
             text = "; ".join(m.data for m in reply.messages)[:500] or error
-            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
         for job in self.queue.drain(worker.key):
             job.answer(Outcome(verdict, _header_reply_in_file(reply, job.split), error=error, repl_id=worker.id))
             self.counters["completed"] += 1
