@@ -41,7 +41,16 @@ from kimina_grpc.repl import (
 )
 from kimina_grpc.supervisor.check import Checker, crash_verdict
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
-from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting, spare_plan
+from kimina_grpc.supervisor.policy import (
+    Idle,
+    Snapshot,
+    SwitchPolicy,
+    Waiting,
+    move_target,
+    neediest,
+    spare_plan,
+    worth_converting,
+)
 from kimina_grpc.supervisor.queue import JobQueue, QueueFull, ShuttingDown, budget, size_of, too_short
 from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.trust import Reviewer
@@ -49,10 +58,6 @@ from kimina_grpc.supervisor.workers import Worker, WorkerState
 
 log = structlog.get_logger("kimina_grpc.supervisor")
 
-# An idle REPL of another header is converted only if, after the conversion, each REPL of the
-# header would still have this many imports' worth of queued work: the import pays for itself, and
-# a short burst of one header does not pull REPLs away from the others (hysteresis).
-_CONVERT_FACTOR = 0.5
 # Idle REPLs are looked at this often: one that died (the OOM killer picks the largest process,
 # often an idle Mathlib REPL) or was stopped is replaced before a proof is sent to it.
 _SWEEP_PERIOD = 1.0
@@ -458,19 +463,8 @@ class Supervisor:
         )
 
     def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
-        """The key whose queue has the most jobs per REPL (busy, idle or starting) after one more."""
-        best: PoolKey | None = None
-        best_score = 0.0
-        counts = self._worker_counts()
-        for key in keys:
-            n = counts.get(key, 0)
-            queued = self.queue.length(key)
-            if queued <= self._starting_for(key):
-                continue  # REPLs on their way will take these
-            score = queued / (n + 1)
-            if best is None or score > best_score:
-                best, best_score = key, score
-        return best
+        starting = {key: self._starting_for(key) for key in keys}
+        return neediest(keys, {key: self.queue.length(key) for key in keys}, self._worker_counts(), starting)
 
     def _worker_counts(self) -> dict[PoolKey, int]:
         counts: dict[PoolKey, int] = {}
@@ -490,34 +484,14 @@ class Supervisor:
         ]
         if not idle:
             return None
-        mine = self._worker_counts().get(key, 0)
-        import_cost = self.import_cost.value
-        # Nothing serves this key: an idle REPL with nothing to do is converted at once.
-        if mine > 0 and self._backlog(key) / (mine + 1) <= _CONVERT_FACTOR * import_cost:
+        if not worth_converting(self._backlog(key), self._worker_counts().get(key, 0), self.import_cost.value):
             return None
         return min(idle, key=lambda w: w.idle_since)  # the one idle longest
 
     def _move_target(self, worker: Worker) -> PoolKey | None:
-        """The key that will drain last, if giving it this REPL (whose own key still has work) lets
-        it drain an import's worth sooner while the REPL's own key still drains no later than it:
-        e.g. 8 REPLs over 3 equal headers start 3/3/2, and one REPL should change sides midway."""
-        counts = self._worker_counts()
-        mine = counts[worker.key]
-        if worker.key.fresh or mine < 2:
-            return None
-        drains = {
-            key: self._backlog(key) / counts[key]
-            for key, _ in self.queue.waiting()
-            if not key.fresh and counts.get(key, 0) > 0
-        }
-        last = max(drains, key=drains.__getitem__)
-        if last == worker.key:
-            return None
-        import_cost = self.import_cost.value
-        after = (self._backlog(last) + import_cost) / (counts[last] + 1)
-        if self._backlog(worker.key) / (mine - 1) <= after <= drains[last] - _CONVERT_FACTOR * import_cost:
-            return last
-        return None
+        """Where an idle REPL whose header still has work moves (`policy.move_target`), if anywhere."""
+        backlogs = {key: self._backlog(key) for key, _ in self.queue.waiting()}
+        return move_target(worker.key, backlogs, self._worker_counts(), self.import_cost.value)
 
     def _backlog(self, key: PoolKey) -> float:
         """Estimated seconds of queued work for `key`."""
