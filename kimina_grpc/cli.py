@@ -107,7 +107,8 @@ def _serve(args: argparse.Namespace) -> int:
     from kimina_grpc import log
     from kimina_grpc.prooflog.url import ProofLogError
     from kimina_grpc.repl.sandbox import SandboxUnavailable
-    from kimina_grpc.service.server import BindError, serve
+    from kimina_grpc.service.posture import BindError
+    from kimina_grpc.service.server import serve
 
     settings = _settings(args)
     if settings is None:

@@ -23,8 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import command
-from kimina_grpc.supervisor import CheckOptions, QueueFull
-from kimina_grpc.supervisor.pool import ShuttingDown
+from kimina_grpc.supervisor import CheckOptions, QueueFull, Supervisor
+from kimina_grpc.supervisor.queue import ShuttingDown
 from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
@@ -32,8 +32,8 @@ from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from .conftest import ARGV, Started, check, children
 
 
-def repl_pids(sup: object) -> list[int]:
-    return [w.repl.pid for w in sup._workers if w.repl is not None]  # type: ignore[attr-defined]
+def repl_pids(sup: Supervisor) -> list[int]:
+    return [w.repl.pid for w in sup.workers() if w.repl is not None]
 
 
 async def warm(sup: object, n: int) -> None:
@@ -127,7 +127,7 @@ async def test_a_crash_reports_only_its_own_proofs_stderr(started: Started) -> N
 async def test_a_gone_caller_stops_its_long_proof_and_frees_the_repl(started: Started) -> None:
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
-    sup._import_cost.value = 0.3  # a cheap import: waiting is not worth it
+    sup.import_cost.value = 0.3  # a cheap import: waiting is not worth it
     job = sup.submit(split_header("theorem t := by\n  -- fake: hang"), CheckOptions(timeout=60))
     while sum(h.busy for h in sup.state().headers) == 0:
         await asyncio.sleep(0.01)
@@ -140,7 +140,7 @@ async def test_a_gone_caller_stops_its_long_proof_and_frees_the_repl(started: St
 async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path) -> None:
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
-    sup._import_cost.value = 60  # let it finish rather than kill (set once an import was measured)
+    sup.import_cost.value = 60  # let it finish rather than kill (set once an import was measured)
     flag = tmp_path / "f"
     job = sup.submit(
         split_header(f"theorem t := by\n  -- fake: sleep 0.3\n  -- fake: crash-once {flag}"), CheckOptions(timeout=5)
@@ -177,7 +177,7 @@ async def test_header_bookkeeping_is_dropped_and_the_view_is_bounded(started: St
     for job in jobs:
         sup.cancel(job)
     await asyncio.sleep(0.3)
-    assert len(sup._queues) <= 1  # only the header the REPL holds
+    assert len(sup.queue.known_keys()) <= 1  # only the header the REPL holds
     assert len(sup.state().headers) <= 1
 
 
@@ -219,7 +219,7 @@ async def test_a_gone_caller_stops_its_trust_review_too(started: Started) -> Non
 
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
-    sup._import_cost.value = 0.3  # a cheap import: waiting is not worth it
+    sup.import_cost.value = 0.3  # a cheap import: waiting is not worth it
     policy = TrustPolicy(TrustLevel.AUDIT, theorem="t")
     code = "theorem t : True := trivial\n-- fake: hang-print-axioms"
     job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=policy))
@@ -370,7 +370,7 @@ async def test_a_gone_caller_stops_the_judge_import_too(tmp_path: Path) -> None:
     try:
         code = "import A\ntheorem t : True := trivial"
         await asyncio.wait_for(check(sup, "import A\ntheorem warm := 1", timeout=60), 40)  # the pool's import
-        sup._import_cost.value = 0.3  # waiting for the judge is not worth it
+        sup.import_cost.value = 0.3  # waiting for the judge is not worth it
         job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=TrustPolicy(TrustLevel.JUDGE, theorem="t")))
         await asyncio.sleep(1.0)  # the body is checked; the judge's REPL imports for 4 s
         sup.cancel(job)
@@ -447,7 +447,7 @@ async def test_a_repl_sigkilled_from_outside_is_out_of_memory_after_a_retry_on_a
     job = sup.submit(split_header(code), CheckOptions(timeout=60))
     for attempt in range(2):
         for _ in range(400):
-            busy = [w for w in sup._workers if w.job is job and w.repl is not None and w.repl._repl_pid]
+            busy = [w for w in sup.workers() if w.job is job and w.repl is not None and w.repl._repl_pid]
             if busy and job.attempts == attempt + 1:
                 break
             await asyncio.sleep(0.02)

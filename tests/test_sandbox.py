@@ -744,7 +744,7 @@ async def test_the_judge_carries_the_pickle_between_boxes() -> None:
         assert out.verdict is Verdict.UNTRUSTED and "cheat in the judge's clean environment" in out.reason
         out = await check(sup, HONEST, JUDGE)
         assert out.verdict is Verdict.VALID, out.reason
-        pool_repl = next(iter(sup._workers)).repl
+        pool_repl = next(iter(sup.workers())).repl
         assert pool_repl is not None
         from kimina_grpc.repl.boxfs import _init_of
 

@@ -217,7 +217,7 @@ async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue()
 
             def settled() -> bool:  # one running, two queued, the third waiting for room
                 busy = sum(h.busy for h in sup.state().headers)
-                return busy == 1 and sup.queued == 2 and len(sup._room_waiters) == 1
+                return busy == 1 and sup.queued == 2 and sup.queue.waiting_for_room == 1
 
             await eventually(settled, what="one proof running, two queued, one waiting for room")
             stopping = asyncio.create_task(app.stop())

@@ -322,7 +322,7 @@ async def test_judge_import_timeout_kills_it_and_cleans_up(tmp_path: Path, tmp: 
     await s.start()
     # The judge's unpickle pays the 3 s import; its start (a Python process) fits in 1.5 s even on a
     # slow machine.
-    s._reviewer.import_timeout = 1.5
+    s.checker.reviewer.import_timeout = 1.5
     try:
         job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
         out = await job.future

@@ -6,7 +6,7 @@ Installable without the server's dependencies (`pip install kimina_grpc`).
 from kimina_grpc.client._async import AsyncKiminaClient
 from kimina_grpc.client._backends import BackendStats, ClusterOptions
 from kimina_grpc.client._info import CacheState, HeaderState, PoolCounters, ProofLogState, ServerInfo
-from kimina_grpc.client._kimina import Infotree, SnippetAnalysis, SnippetStatus
+from kimina_grpc.client._kimina_results import Infotree, SnippetAnalysis, SnippetStatus
 from kimina_grpc.client._process import ForkedProcessError
 from kimina_grpc.client._session import AsyncSession, Finished, Goal, Session, Step
 from kimina_grpc.client._sync import KiminaClient

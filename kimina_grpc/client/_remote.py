@@ -1,7 +1,7 @@
 """The blocking client's calls run in a fresh helper process, for a process that cannot use gRPC
 itself: one forked from a process that had opened a channel (see _process.py).
 
-The helper is `main()` in a new interpreter, started with fork+exec (a clean gRPC): it
+The helper is `_remote_helper.main()` in a new interpreter, started with fork+exec (a clean gRPC): it
 makes a KiminaClient with the caller's arguments and answers calls sent as pickles over its stdin
 and stdout (the two ends belong to one process tree and trust each other). It exits when its stdin
 closes, that is when the process that started it exits. Inputs are read whole before they are sent:
@@ -29,7 +29,7 @@ def _portable(value: Any) -> Any:
     return list(value) if isinstance(value, Iterator) else value
 
 
-def _send(pipe: IO[bytes], message: tuple[Any, ...]) -> None:
+def send(pipe: IO[bytes], message: tuple[Any, ...]) -> None:
     try:
         data = pickle.dumps(message)
     except Exception:  # an exception that does not pickle: its text crosses instead
@@ -73,7 +73,7 @@ class Remote:
     def _start(self) -> None:
         path = os.pathsep.join(p for p in sys.path if p)  # where this process found kimina_grpc, as spawn does
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", f"from {__name__} import main; main()"],
+            [sys.executable, "-c", "from kimina_grpc.client._remote_helper import main; main()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": path},
@@ -92,7 +92,7 @@ class Remote:
     def _request(self, message: tuple[Any, ...]) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:
-            _send(self._proc.stdin, message)
+            send(self._proc.stdin, message)
         except OSError:
             self._lost()
 
@@ -142,39 +142,3 @@ class Remote:
     def close(self) -> None:
         with self._lock:
             self._stop(kill=False)
-
-
-def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
-    from kimina_grpc.client._sync import KiminaClient
-
-    _, args, kw = pickle.load(requests)
-    try:
-        client = KiminaClient(*args, **kw)
-    except Exception as exc:
-        _send(replies, ("error", exc))
-        return
-    _send(replies, ("ok", None))
-    with client:
-        while True:
-            try:
-                kind, name, args, kw = pickle.load(requests)
-            except EOFError:
-                return
-            try:
-                if kind == "stream":
-                    for item in client.verify_stream(*args, **kw):
-                        _send(replies, ("item", item))
-                    _send(replies, ("end", None))
-                else:
-                    _send(replies, ("ok", getattr(client, name)(*args, **kw)))
-            except BrokenPipeError:
-                return
-            except Exception as exc:
-                _send(replies, ("error", exc))
-
-
-def main() -> None:
-    """The helper process: requests on stdin, replies on what was stdout (stdout itself goes to stderr)."""
-    replies = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print goes to stderr, not into the replies
-    _serve(sys.stdin.buffer, replies)

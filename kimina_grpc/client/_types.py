@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2  # noqa: F401  (RetryInfo needs it regi
 from google.rpc import error_details_pb2, status_pb2
 
 from kimina_grpc import extras
-from kimina_grpc.client._kimina import KiminaCheckResponse, KiminaResult, KiminaSnippet
+from kimina_grpc.client._kimina_results import KiminaCheckResponse, KiminaResult, KiminaSnippet
 from kimina_grpc.client.reach import with_default_port
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.verdict import Verdict
@@ -66,7 +66,7 @@ class Diagnostics:
 
 @dataclass(frozen=True, slots=True)
 class Result(KiminaResult):
-    """One proof's result. Kimina's `r.response` and `r.analyze()` work too (see _kimina.py)."""
+    """One proof's result. Kimina's `r.response` and `r.analyze()` work too (see _kimina_results.py)."""
 
     id: str
     verdict: Verdict

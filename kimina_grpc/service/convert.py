@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2
 from kimina_grpc.repl import InfotreeMode, Pos, Split, split_header
 from kimina_grpc.service.tags import check_tags
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.ast import MODULE_NAME
+from kimina_grpc.supervisor.exports import MODULE_NAME
 from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, CheckOptions, Outcome, TrustLevel, TrustPolicy
 from kimina_grpc.supervisor.trust import SORRY_AXIOM, statement_name
 from kimina_grpc.v1 import verifier_pb2 as pb

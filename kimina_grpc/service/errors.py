@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from kimina_grpc.service.convert import InvalidInput
 from kimina_grpc.service.sessions import IdleExpired
 from kimina_grpc.sessions import SessionsFull
-from kimina_grpc.supervisor.pool import QueueFull, ShuttingDown
+from kimina_grpc.supervisor.queue import QueueFull, ShuttingDown
 
 log = structlog.get_logger("kimina_grpc.service")
 

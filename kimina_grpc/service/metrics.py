@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,13 +20,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kimina_grpc.cache import CheckCache
+from kimina_grpc.service.posture import BindError, Posture
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2
 from kimina_grpc.verdict import Verdict
-
-if TYPE_CHECKING:
-    from kimina_grpc.service.servicer import Posture
 
 SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 # Lean checks take 0.01 s to many minutes.
@@ -114,8 +112,6 @@ class Metrics:
         try:
             self._http = await asyncio.start_server(self._answer, host, port, limit=_MAX_HEAD)
         except OSError as exc:
-            from kimina_grpc.service.server import BindError  # the caller's module: no import cycle at run time
-
             reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
             raise BindError(f"cannot listen on {host}:{port} (LEAN_SERVER_METRICS_PORT): {reason}") from None
         return int(self._http.sockets[0].getsockname()[1])

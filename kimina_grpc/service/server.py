@@ -27,17 +27,14 @@ from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
-from kimina_grpc.service.servicer import Posture, VerifierServicer
+from kimina_grpc.service.posture import BindError, Posture
+from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.ast import AstExporter
+from kimina_grpc.supervisor.exports import AstExporter
 from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
 from kimina_grpc.v1 import verifier_pb2, verifier_pb2_grpc
 
 log = structlog.get_logger("kimina_grpc.server")
-
-
-class BindError(RuntimeError):
-    """The listen address cannot be bound (in use, or not this machine's); the message is one line."""
 
 
 SERVICE_NAME = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name

@@ -8,7 +8,6 @@ import shlex
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
 
@@ -18,16 +17,17 @@ import structlog
 from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.prooflog.record import Call
 from kimina_grpc.prooflog.writer import ProofLog, state_message
-from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
 from kimina_grpc.service import convert, results
 from kimina_grpc.service.errors import NotConfigured, streaming, unary
 from kimina_grpc.service.metrics import Metrics
+from kimina_grpc.service.posture import Posture
 from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
 from kimina_grpc.sessions import SessionRoom
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.ast import AstExporter
+from kimina_grpc.supervisor.exports import AstExporter
 from kimina_grpc.supervisor.jobs import Outcome, not_checked
-from kimina_grpc.supervisor.pool import ShuttingDown, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
+from kimina_grpc.supervisor.queue import ShuttingDown
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
@@ -51,18 +51,6 @@ def _server_version() -> str:
 def _deadline_left(context: Context) -> float | None:
     left = context.time_remaining()
     return None if left is None else max(0.001, left - _DEADLINE_MARGIN)
-
-
-@dataclass(frozen=True, slots=True)
-class Posture:
-    """How exposed the server is, as GetServerInfo and the metrics report it."""
-
-    sandbox: str = "off"
-    auth_required: bool = False
-    tls: bool = False
-    tls_client_auth: bool = False
-    warnings: tuple[str, ...] = ()
-    memory_accounting: str = MEMORY_ACCOUNTING
 
 
 class VerifierServicer(pb_grpc.VerifierServiceServicer):

@@ -30,6 +30,7 @@ Nothing here starts a process, reads a clock or touches the event loop: `Supervi
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kimina_grpc.supervisor.jobs import PoolKey
@@ -193,3 +194,55 @@ def spare_plan(
     room = spare_repls - sum(kept.values())
     start = [k for k in target for _ in range(target[k] - kept.get(k, 0))][: max(room, 0)]
     return start, retire
+
+
+# An idle REPL of another header is converted only if, after the conversion, each REPL of the
+# header would still have this many imports' worth of queued work: the import pays for itself, and
+# a short burst of one header does not pull REPLs away from the others (hysteresis).
+CONVERT_FACTOR = 0.5
+
+
+def neediest(
+    keys: Sequence[PoolKey],
+    queued: Mapping[PoolKey, int],
+    repls: Mapping[PoolKey, int],
+    starting: Mapping[PoolKey, int],
+) -> PoolKey | None:
+    """Which of `keys` (oldest first) gets the next new REPL: the one with the most queued proofs
+    per REPL (busy, idle or starting) after one more; none whose proofs REPLs on their way will take."""
+    best: PoolKey | None = None
+    best_score = 0.0
+    for key in keys:
+        waiting = queued.get(key, 0)
+        if waiting <= starting.get(key, 0):
+            continue  # REPLs on their way will take these
+        score = waiting / (repls.get(key, 0) + 1)
+        if best is None or score > best_score:
+            best, best_score = key, score
+    return best
+
+
+def worth_converting(backlog: float, repls: int, import_cost: float) -> bool:
+    """Whether an idle REPL with nothing to do converts to a header with `backlog` seconds of queued
+    work and `repls` REPLs: at once when nothing serves it, else only if the import pays for itself."""
+    return repls == 0 or backlog / (repls + 1) > CONVERT_FACTOR * import_cost
+
+
+def move_target(
+    own: PoolKey, backlogs: Mapping[PoolKey, float], repls: Mapping[PoolKey, int], import_cost: float
+) -> PoolKey | None:
+    """Where an idle REPL of `own` (whose header still has work) moves: the header that will drain
+    last, if giving it this REPL lets it drain an import's worth sooner while `own` still drains no
+    later than it (8 REPLs over 3 equal headers start 3/3/2, and one REPL changes sides midway).
+    `backlogs`: seconds of queued work of the waiting headers."""
+    mine = repls.get(own, 0)
+    if own.fresh or mine < 2:
+        return None
+    drains = {key: backlog / repls[key] for key, backlog in backlogs.items() if not key.fresh and repls.get(key, 0) > 0}
+    last = max(drains, key=drains.__getitem__)
+    if last == own:
+        return None
+    after = (backlogs[last] + import_cost) / (repls[last] + 1)
+    if backlogs.get(own, 0.0) / (mine - 1) <= after <= drains[last] - CONVERT_FACTOR * import_cost:
+        return last
+    return None

@@ -16,16 +16,11 @@ a REPL that is killed, crashes, is recycled or converted, so no proof waits for 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import itertools
 import math
-import signal
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field, replace
-from enum import Enum
 from typing import Any
 
 import psutil
@@ -36,10 +31,7 @@ from kimina_grpc.repl import (
     ReplCrashed,
     ReplSpec,
     Reply,
-    ReplyInvalid,
     ReplyRefused,
-    ReplyTooLarge,
-    ReplyTooSlow,
     Split,
     Verdict,
     decode,
@@ -47,40 +39,31 @@ from kimina_grpc.repl import (
     split_header,
     verdict_of,
 )
+from kimina_grpc.supervisor.check import Checker, crash_verdict
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
-from kimina_grpc.supervisor.policy import Idle, Snapshot, SwitchPolicy, Waiting, spare_plan
+from kimina_grpc.supervisor.policy import (
+    Idle,
+    Snapshot,
+    SwitchPolicy,
+    Waiting,
+    move_target,
+    neediest,
+    spare_plan,
+    worth_converting,
+)
+from kimina_grpc.supervisor.queue import JobQueue, QueueFull, ShuttingDown, budget, size_of, too_short
+from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.trust import Reviewer
+from kimina_grpc.supervisor.workers import Worker, WorkerState
 
 log = structlog.get_logger("kimina_grpc.supervisor")
 
-# Lean's runtime prints this when an allocation fails (e.g. under RLIMIT_AS).
-_OOM_MARKERS = ("out of memory", "std::bad_alloc", "memoryerror")
-# An idle REPL of another header is converted only if, after the conversion, each REPL of the
-# header would still have this many imports' worth of queued work: the import pays for itself, and
-# a short burst of one header does not pull REPLs away from the others (hysteresis).
-_CONVERT_FACTOR = 0.5
-_WATCHDOG_PERIOD = 0.25
 # Idle REPLs are looked at this often: one that died (the OOM killer picks the largest process,
 # often an idle Mathlib REPL) or was stopped is replaced before a proof is sent to it.
 _SWEEP_PERIOD = 1.0
-# While the pool cannot start REPLs, a start is tried again after this long (doubling to the max).
-_PROBE_PERIOD = 1.0
-_PROBE_MAX = 30.0
 # GetServerInfo's view is bounded: headers are caller-chosen text.
 _STATE_HEADERS = 100
 _STATE_HEADER_CHARS = 200
-
-
-class QueueFull(Exception):
-    """The queue cannot take the work now."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("the server's queue is full")
-        self.retry_after = retry_after
-
-
-class ShuttingDown(Exception):
-    """The supervisor no longer takes work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,33 +88,6 @@ class PoolSettings:
     they are spares: `max_repls` still bounds the checks running at once."""
     """A proof whose budget (its timeout, or what its caller's deadline leaves) is below this is
     answered NOT_CHECKED without a REPL: a check cut that short only kills a warm REPL."""
-
-
-class WorkerState(Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    BUSY = "busy"
-    GONE = "gone"
-
-
-@dataclass(eq=False)
-class Worker:
-    key: PoolKey
-    id: str
-    state: WorkerState = WorkerState.STARTING
-    repl: Repl | None = None
-    base_env: int = 0
-    uses: int = 0
-    idle_since: float = 0.0
-    job: Job | None = None
-    stop: Callable[[str], None] | None = None
-    """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
-    warm_since: float = 0.0
-    """When its header's import was done: its visit to the header began (the switch policy's)."""
-    spare: bool = False
-    """A warm successor beyond MAX_REPLS: takes no work until it replaces a REPL of its header."""
-    returns: PoolKey | None = None
-    """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +117,7 @@ class PoolState:
     """REPLs replaced by a new process that had to import first."""
 
 
-class _Mean:
+class Mean:
     """A running mean that starts from a guess (proof costs are heavy-tailed: no EMA)."""
 
     def __init__(self, initial: float) -> None:
@@ -176,16 +132,22 @@ class _Mean:
 class Supervisor:
     def __init__(self, settings: PoolSettings) -> None:
         self.s = settings
-        self._queues: dict[PoolKey, deque[Job]] = {}
-        self._queued = 0
+        self.queue = JobQueue(
+            max_queue=settings.max_queue,
+            max_queue_bytes=settings.max_queue_bytes,
+            max_wait=settings.max_wait,
+            min_timeout=settings.min_timeout,
+            left=self._prune,
+        )
         self._workers: set[Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._ids = itertools.count(1)
         self._importing = 0
-        self._import_cost = _Mean(settings.import_cost_hint)
+        # The mean import time (read by the policy; a test may set it to make waiting worth it or not).
+        self.import_cost = Mean(settings.import_cost_hint)
         # One mean proof cost over all headers: per-header means of heavy-tailed costs are too noisy
         # to move REPLs on.
-        self._proof_cost = _Mean(1.0)
+        self._proof_cost = Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
         self._policy = SwitchPolicy()
         # When a proof of each header last started on a REPL: a header's wait for a switch counts from it.
@@ -193,24 +155,13 @@ class Supervisor:
         self._kick_pending = False
         self._closing = False
         self._draining = False
-        self._probing = False  # the start-up probe (see `_probe_repl`) runs
-        # Submitters waiting for room in a full queue, oldest first: each dequeue wakes one.
-        self._room_waiters: deque[asyncio.Future[None]] = deque()
-        self._warmup: list[Worker] = []
-        self._warmup_total = 0
+        self.readiness = Readiness(retry=self._start_again, closing=lambda: self._closing)
         self._memory_retry: asyncio.TimerHandle | None = None
         # REPLs to start as soon as the pool has room and the import bound allows: pre-warm, then
         # replacements of REPLs that died or were recycled.
         self._to_start: list[PoolKey] = []
-        self._queued_bytes = 0
         # Jobs handed to a REPL and not answered yet (close() answers them whatever state they are in).
         self._running: set[Job] = set()
-        # Why the pool cannot serve (the REPL cannot start, a pre-warm header fails), and the key
-        # whose successful start clears it; retried in the background until it works.
-        self._problem: str | None = None
-        self._problem_key: PoolKey | None = None
-        self._probe_delay = _PROBE_PERIOD
-        self._probe: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.counters = {
             "imports": 0,
@@ -221,8 +172,13 @@ class Supervisor:
             "warm_swaps": 0,
             "cold_swaps": 0,
         }
-        self._reviewer = Reviewer(
-            settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
+        self.checker = Checker(
+            max_repl_rss=settings.max_repl_rss,
+            reviewer=Reviewer(
+                settings.spec, import_timeout=settings.import_timeout, max_judges=settings.max_concurrent_imports
+            ),
+            spawn=self._spawn,
+            measured=self._proof_cost.add,
         )
 
     # ----------------------------------------------------------------- public API
@@ -233,61 +189,29 @@ class Supervisor:
             key = PoolKey(split_header(header).header)
             self._to_start.extend([key] * count)
         del self._to_start[self.s.max_repls :]
-        self._warmup_total = len(self._to_start)
+        self.readiness.warmup_total = len(self._to_start)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         if not self._to_start:
-            self._probing = True
+            self.readiness.probing = True
             self._spawn(self._probe_repl())
         self._kick()
 
     async def _probe_repl(self) -> None:
-        """Nothing to pre-warm, but readiness must still know whether the configured REPL starts at
-        all: one REPL answers an empty header command, then goes (it takes no slot of the pool's)."""
-        try:
-            problem = await self._first_command_fails()
-        except TimeoutError:
-            problem = f"the REPL did not answer its first command within {self.s.import_timeout:g} s"
-        except Exception as exc:  # ReplCrashed above all; whatever it is, readiness says so
-            problem = str(exc) or repr(exc)
-        finally:
-            self._probing = False
-        if problem:
-            self._set_problem(None, f"{problem} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        await self.readiness.probe(self.s.spec, self.s.import_timeout)
         self._kick()
-
-    async def _first_command_fails(self) -> str:
-        repl = await Repl.start(self.s.spec, "probe")
-        try:
-            reply, _ = await asyncio.wait_for(repl.run(protocol.command(""), measure=False), self.s.import_timeout)
-        finally:
-            await repl.kill()
-        return "" if reply.error is None and reply.env is not None else f"the REPL answered with {reply.error!r}"
 
     @property
     def ready(self) -> bool:
         """Pre-warming is done and nothing keeps the pool from serving."""
-        return (
-            self._problem is None
-            and not self._probing
-            and len(self._warmup) == self._warmup_total
-            and all(w.state is not WorkerState.STARTING for w in self._warmup)
-        )
+        return self.readiness.ready
 
     @property
     def not_ready_reason(self) -> str:
         """Why `ready` is False ("" when it is True)."""
-        if self._problem is not None:
-            return self._problem
-        if self._probing:
-            return "starting a REPL to see that it works"
-        if not self.ready:
-            done, total = self.warmup_progress()
-            return f"pre-warming: {done} of {total} REPLs ready"
-        return ""
+        return self.readiness.reason
 
     def warmup_progress(self) -> tuple[int, int]:
-        done = sum(w.state is not WorkerState.STARTING for w in self._warmup)
-        return done, self._warmup_total
+        return self.readiness.warmup_progress()
 
     def submit(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof; its outcome arrives on `job.future`."""
@@ -298,75 +222,35 @@ class Supervisor:
         if self._closing or self._draining:
             raise ShuttingDown
         batch = list(items)
-        sizes = [_size(split, options) for split, options in batch]
-        if self._queued + len(batch) > self.s.max_queue or (
-            self.s.max_queue_bytes and self._queued and self._queued_bytes + sum(sizes) > self.s.max_queue_bytes
-        ):
+        sizes = [size_of(split, options) for split, options in batch]
+        if not self.queue.admits(sizes):
             raise QueueFull(retry_after=self._retry_after())
         loop = asyncio.get_running_loop()
         jobs = []
         for (split, options), size in zip(batch, sizes, strict=True):
             job = Job(split, options, loop.create_future(), size=size)
             jobs.append(job)
-            if (budget := _budget(options, job.submitted)) < self.s.min_timeout:
+            if (left := budget(options, job.submitted)) < self.s.min_timeout:
                 # Never queued: it would only make the pool start a REPL it cannot use.
-                self._finish(job, not_checked(_too_short(budget, self.s.min_timeout, "when it came")))
+                self._finish(job, not_checked(too_short(left, self.s.min_timeout, "when it came")))
                 continue
-            self._enqueue(job)
-            self._arm_expiry(job, self.s.max_wait)
+            self.queue.push(job)
+            self.queue.arm_expiry(job, self.s.max_wait)
         self._kick()
         return jobs
 
-    def _arm_expiry(self, job: Job, max_wait: float) -> None:
-        """Answer the job NOT_CHECKED if it is still queued after `max_wait` seconds (0: no bound)
-        or at its caller's deadline."""
-        waits = [max_wait] if max_wait > 0 else []
-        if job.options.deadline is not None:
-            # Out of the queue while the deadline still leaves the shortest check.
-            waits.append(job.options.deadline - self.s.min_timeout - time.monotonic())
-        if waits:
-            job.expiry = asyncio.get_running_loop().call_later(max(0.0, min(waits)), self._expire, job)
-
     async def submit_when_room(self, split: Split, options: CheckOptions) -> Job:
         """Queue one proof, waiting while the queue is full (a stream's backpressure)."""
-        size = _size(split, options)
-        # First come, first served: behind those already waiting, and a waiter woken without enough
-        # room (a large proof) keeps its place at the front, so a stream of small ones never starves it.
-        woken = False
-        while not (self._closing or self._draining) and (
-            (not woken and any(not r.done() for r in self._room_waiters)) or self._full(size)
-        ):
-            room: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if woken:
-                self._room_waiters.appendleft(room)
-            else:
-                self._room_waiters.append(room)
-            try:
-                await room
-            except asyncio.CancelledError:
-                if room.done() and not room.cancelled():
-                    self._wake_one()  # woken, then cancelled: hand the room on
-                with contextlib.suppress(ValueError):
-                    self._room_waiters.remove(room)
-                raise
-            woken = True
+        await self.queue.wait_for_room(size_of(split, options), lambda: self._closing or self._draining)
         job = self.submit(split, options)
-        if self._room_waiters and not self._full(0):
-            self._wake_one()  # room is left: the next in line may fit too
+        self.queue.pass_room_on()
         return job
-
-    def _full(self, size: int) -> bool:
-        """Whether the queue has no room for one more proof of `size` bytes (one larger than the
-        byte bound fits an empty queue)."""
-        return self._queued >= self.s.max_queue or bool(
-            self.s.max_queue_bytes and self._queued and self._queued_bytes + size > self.s.max_queue_bytes
-        )
 
     def cancel(self, job: Job) -> None:
         """The caller is gone: a queued job never runs. A running one may finish within an import's
         worth of time (killing its REPL would cost an import anyway, and most proofs are short);
         past that its REPL is killed and replaced, so it no longer keeps others waiting."""
-        if self._dequeue(job) or not job.future.done():
+        if self.queue.remove(job) or not job.future.done():
             job.future.cancel()
         if job.expiry is not None:
             job.expiry.cancel()
@@ -374,7 +258,7 @@ class Supervisor:
             if worker.job is job:
                 ran = time.monotonic() - worker.idle_since
                 asyncio.get_running_loop().call_later(
-                    max(0.0, self._import_cost.value - ran), self._stop_abandoned, worker, job
+                    max(0.0, self.import_cost.value - ran), self._stop_abandoned, worker, job
                 )
 
     def _stop_abandoned(self, worker: Worker, job: Job) -> None:
@@ -386,8 +270,8 @@ class Supervisor:
         characters (headers are caller-chosen text)."""
         workers = self._worker_counts()
         keys = sorted(
-            set(self._queues) | set(workers),
-            key=lambda k: (-(workers.get(k, 0) + len(self._queues.get(k, ()))), k.header, k.fresh),
+            self.queue.known_keys() | set(workers),
+            key=lambda k: (-(workers.get(k, 0) + self.queue.length(k)), k.header, k.fresh),
         )[:_STATE_HEADERS]
         stats = []
         for key in sorted(keys, key=lambda k: (k.header, k.fresh)):
@@ -399,34 +283,34 @@ class Supervisor:
                     warm=sum(w.state is WorkerState.IDLE and not w.spare for w in ws),
                     busy=sum(w.state is WorkerState.BUSY for w in ws),
                     starting=sum(w.state is WorkerState.STARTING for w in ws),
-                    queued=len(self._queues.get(key, ())),
+                    queued=self.queue.length(key),
                     # Ready to take over; a spare still importing counts as starting.
                     spares=sum(w.state is WorkerState.IDLE and w.spare for w in ws),
                 )
             )
-        return PoolState(self.ready, self._queued, tuple(stats), **self.counters)
+        return PoolState(self.ready, self.queue.count, tuple(stats), **self.counters)
+
+    def workers(self) -> tuple[Worker, ...]:
+        """The pool's REPLs now (spares included), to read: the pool alone changes them."""
+        return tuple(self._workers)
 
     @property
     def queued(self) -> int:
-        return self._queued
+        return self.queue.count
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued_bytes
+        return self.queue.bytes
 
     async def close(self) -> None:
         """Answer every queued and running job as not checked, kill every REPL, and wait for them."""
         self._closing = True
-        for timer in (self._memory_retry, self._probe, self._sweeper):
+        self.readiness.close()
+        for timer in (self._memory_retry, self._sweeper):
             if timer is not None:
                 timer.cancel()
-        for queue in self._queues.values():
-            while queue:
-                queue.popleft().answer(not_checked("the server is shutting down"))
-        self._queued = 0
-        self._queued_bytes = 0
-        while self._room_waiters:  # waiting submitters learn of the shutdown
-            self._wake_one()
+        self.queue.clear("the server is shutting down")
+        self.queue.wake_all()  # waiting submitters learn of the shutdown
         for job in self._running:  # on a REPL, or between a lost REPL and its retry
             job.answer(not_checked("the server is shutting down"))
         for task in list(self._tasks):
@@ -440,9 +324,8 @@ class Supervisor:
         ShuttingDown), answer queued jobs as not checked, and give the running ones up to `timeout`
         seconds to finish with their verdicts. `close` answers what is left."""
         self._draining = True
-        while self._room_waiters:
-            self._wake_one()
-        for key in list(self._queues):
+        self.queue.wake_all()
+        for key in self.queue.known_keys():
             self._fail_queue(key, not_checked("the server is shutting down"))
         running = {job.future for job in self._running if not job.future.done()}
         if running:
@@ -467,8 +350,8 @@ class Supervisor:
             and self._memory_ok()
         ):
             worker = self._new_worker(self._to_start.pop(0))
-            if len(self._warmup) < self._warmup_total:
-                self._warmup.append(worker)
+            if len(self.readiness.warmup) < self.readiness.warmup_total:
+                self.readiness.warmup.append(worker)
         idle = [w for w in self._workers if w.state is WorkerState.IDLE and not w.spare]
         switches: dict[str, PoolKey] = {}
         if self._working() >= self.s.max_repls:
@@ -476,14 +359,18 @@ class Supervisor:
         # 1. Idle REPLs take the oldest job of their key, unless the policy moves them to a key
         #    with no REPL at all that starves.
         for worker in idle:
-            queue = self._queues.get(worker.key)
-            if (to := switches.get(worker.id)) is not None:
+            queue = self.queue.length(worker.key)
+            if worker.key.fresh and not queue:
+                # Started for one proof that was cancelled or expired while it imported.
+                self._release_fresh(worker)
+                self._kick()
+            elif (to := switches.get(worker.id)) is not None:
                 self._replace(worker, to)
             elif queue and self._importing < self.s.max_concurrent_imports and (key := self._move_target(worker)):
                 self._replace(worker, key)
             elif queue:
-                self._run(worker, self._pop(worker.key))
-        waiting = [(q[0].submitted, key) for key, q in self._queues.items() if q]
+                self._run(worker, self.queue.pop(worker.key))
+        waiting = [(q[0].submitted, key) for key, q in self.queue.waiting()]
         if not waiting:
             self._place_spares()
             return
@@ -515,7 +402,7 @@ class Supervisor:
         for w in self._workers:
             if w.spare:
                 spares[w.key] = spares.get(w.key, 0) + 1
-        queued = {k: len(q) for k, q in self._queues.items() if q}
+        queued = {k: len(q) for k, q in self.queue.waiting()}
         expiring: dict[PoolKey, int] = {}
         if self.s.max_repl_uses:
             # Within an import's worth of proofs of the limit: its successor is started ahead.
@@ -540,7 +427,7 @@ class Supervisor:
 
     def _ahead(self) -> int:
         """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
-        return max(1, math.ceil(self._import_cost.value / max(self._proof_cost.value, 1e-3)))
+        return max(1, math.ceil(self.import_cost.value / max(self._proof_cost.value, 1e-3)))
 
     def _working(self) -> int:
         """REPLs that count toward MAX_REPLS (all but the spares)."""
@@ -562,35 +449,22 @@ class Supervisor:
         counts = self._worker_counts()
         return Snapshot(
             now=now,
-            import_cost=self._import_cost.value,
+            import_cost=self.import_cost.value,
             proof_cost=self._proof_cost.value,
             max_wait=self.s.max_wait,
             import_slots=self.s.max_concurrent_imports - self._importing,
             waiting=tuple(
                 Waiting(key, q[0].submitted, counts.get(key, 0), self._served.get(key))
-                for key, q in self._queues.items()
-                if q
+                for key, q in self.queue.waiting()
             ),
             idle=tuple(
-                Idle(w.id, w.key, len(self._queues.get(w.key, ())), counts[w.key], w.idle_since, w.warm_since)
-                for w in idle
+                Idle(w.id, w.key, self.queue.length(w.key), counts[w.key], w.idle_since, w.warm_since) for w in idle
             ),
         )
 
     def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
-        """The key whose queue has the most jobs per REPL (busy, idle or starting) after one more."""
-        best: PoolKey | None = None
-        best_score = 0.0
-        counts = self._worker_counts()
-        for key in keys:
-            n = counts.get(key, 0)
-            queued = len(self._queues[key])
-            if queued <= self._starting_for(key):
-                continue  # REPLs on their way will take these
-            score = queued / (n + 1)
-            if best is None or score > best_score:
-                best, best_score = key, score
-        return best
+        starting = {key: self._starting_for(key) for key in keys}
+        return neediest(keys, {key: self.queue.length(key) for key in keys}, self._worker_counts(), starting)
 
     def _worker_counts(self) -> dict[PoolKey, int]:
         counts: dict[PoolKey, int] = {}
@@ -606,42 +480,22 @@ class Supervisor:
         idle = [
             w
             for w in self._workers
-            if w.state is WorkerState.IDLE and not w.spare and w.key != key and not self._queues.get(w.key)
+            if w.state is WorkerState.IDLE and not w.spare and w.key != key and not self.queue.length(w.key)
         ]
         if not idle:
             return None
-        mine = self._worker_counts().get(key, 0)
-        import_cost = self._import_cost.value
-        # Nothing serves this key: an idle REPL with nothing to do is converted at once.
-        if mine > 0 and self._backlog(key) / (mine + 1) <= _CONVERT_FACTOR * import_cost:
+        if not worth_converting(self._backlog(key), self._worker_counts().get(key, 0), self.import_cost.value):
             return None
         return min(idle, key=lambda w: w.idle_since)  # the one idle longest
 
     def _move_target(self, worker: Worker) -> PoolKey | None:
-        """The key that will drain last, if giving it this REPL (whose own key still has work) lets
-        it drain an import's worth sooner while the REPL's own key still drains no later than it:
-        e.g. 8 REPLs over 3 equal headers start 3/3/2, and one REPL should change sides midway."""
-        counts = self._worker_counts()
-        mine = counts[worker.key]
-        if worker.key.fresh or mine < 2:
-            return None
-        drains = {
-            key: self._backlog(key) / counts[key]
-            for key, queue in self._queues.items()
-            if queue and not key.fresh and counts.get(key, 0) > 0
-        }
-        last = max(drains, key=drains.__getitem__)
-        if last == worker.key:
-            return None
-        import_cost = self._import_cost.value
-        after = (self._backlog(last) + import_cost) / (counts[last] + 1)
-        if self._backlog(worker.key) / (mine - 1) <= after <= drains[last] - _CONVERT_FACTOR * import_cost:
-            return last
-        return None
+        """Where an idle REPL whose header still has work moves (`policy.move_target`), if anywhere."""
+        backlogs = {key: self._backlog(key) for key, _ in self.queue.waiting()}
+        return move_target(worker.key, backlogs, self._worker_counts(), self.import_cost.value)
 
     def _backlog(self, key: PoolKey) -> float:
         """Estimated seconds of queued work for `key`."""
-        return len(self._queues[key]) * self._proof_cost.value
+        return self.queue.length(key) * self._proof_cost.value
 
     def _memory_ok(self) -> bool:
         need = self.s.min_free_memory
@@ -660,69 +514,15 @@ class Supervisor:
     def _retry_after(self) -> float:
         busy = max(1, sum(1 for w in self._workers if w.state is WorkerState.BUSY))
         per_proof = self._proof_cost.value
-        return min(60.0, max(1.0, self._queued * per_proof / busy / 10))
-
-    def _enqueue(self, job: Job, *, first: bool = False) -> None:
-        queue = self._queues.setdefault(job.key, deque())
-        if first:
-            queue.appendleft(job)
-        else:
-            queue.append(job)
-        self._queued += 1
-        self._queued_bytes += job.size
-
-    def _pop(self, key: PoolKey) -> Job:
-        job = self._queues[key].popleft()
-        self._left_queue(job)
-        if job.expiry is not None:
-            job.expiry.cancel()
-        return job
-
-    def _dequeue(self, job: Job) -> bool:
-        queue = self._queues.get(job.key)
-        if queue is None:
-            return False
-        try:
-            queue.remove(job)
-        except ValueError:
-            return False
-        self._left_queue(job)
-        return True
-
-    def _left_queue(self, job: Job) -> None:
-        self._queued -= 1
-        self._queued_bytes -= job.size
-        self._prune(job.key)
-        if self._room_waiters:
-            self._wake_one()
+        return min(60.0, max(1.0, self.queue.count * per_proof / busy / 10))
 
     def _prune(self, key: PoolKey) -> None:
         """Forget a header that has no queued work and no REPL (headers are caller-chosen: kept
         forever, their bookkeeping would only grow)."""
-        if not self._queues.get(key) and all(w.key != key for w in self._workers):
-            self._queues.pop(key, None)
+        if not self.queue.length(key) and all(w.key != key for w in self._workers):
+            self.queue.forget(key)
             self._import_failures.pop(key, None)
             self._served.pop(key, None)
-
-    def _wake_one(self) -> None:
-        while self._room_waiters:
-            room = self._room_waiters.popleft()
-            if not room.done():  # not cancelled with its submitter
-                room.set_result(None)
-                return
-
-    def _expire(self, job: Job) -> None:
-        if not self._dequeue(job):
-            return
-        deadline = job.options.deadline
-        if deadline is not None and time.monotonic() >= deadline - self.s.min_timeout - 0.01:
-            job.answer(
-                not_checked(_too_short(deadline - time.monotonic(), self.s.min_timeout, "before a REPL was free"))
-            )
-        else:
-            job.answer(
-                not_checked(f"waited {self.s.max_wait:g} s for a REPL (LEAN_SERVER_MAX_WAIT) and was not checked")
-            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -793,12 +593,9 @@ class Supervisor:
             # means this environment must never be a warm REPL's base (it would be unchecked).
             await self._header_rejected(worker, reply)
             return
-        self._import_cost.add(time.monotonic() - started)
+        self.import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
-        if self._problem_key == worker.key or (self._problem is not None and self._problem_key is None):
-            log.info("pool_recovered", problem=self._problem)
-            self._problem = self._problem_key = None
-            self._probe_delay = _PROBE_PERIOD
+        self.readiness.started(worker.key)
         await worker.repl.settle()
         worker.base_env = reply.env
         worker.state = WorkerState.IDLE
@@ -833,28 +630,13 @@ class Supervisor:
             self.counters["crashes"] += 1
             self._spawn(self._lost(worker))
 
-    def _set_problem(self, key: PoolKey | None, problem: str) -> None:
-        """The pool cannot serve: readiness says why until a start for `key` (any key when None)
-        succeeds; a start is tried again in the background, with backoff."""
-        if self._problem != problem:
-            log.error("pool_not_ready", reason=problem)
-        self._problem, self._problem_key = problem, key
-        if self._probe is None and not self._closing:
-
-            def probe() -> None:
-                self._probe = None
-                if self._problem is None or self._closing:
-                    return
-                retry = self._problem_key or PoolKey("")
-                if retry not in self._to_start and not any(
-                    w.key == retry and w.state is WorkerState.STARTING for w in self._workers
-                ):
-                    self._to_start.append(retry)
-                    self._kick()
-                self._probe_delay = min(_PROBE_MAX, self._probe_delay * 2)
-                self._set_problem(self._problem_key, self._problem)
-
-            self._probe = asyncio.get_running_loop().call_later(self._probe_delay, probe)
+    def _start_again(self, key: PoolKey) -> None:
+        """Readiness's background retry: start a REPL for `key` unless one is on its way."""
+        if key not in self._to_start and not any(
+            w.key == key and w.state is WorkerState.STARTING for w in self._workers
+        ):
+            self._to_start.append(key)
+            self._kick()
 
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.counters["crashes"] += 1
@@ -865,16 +647,16 @@ class Supervisor:
         if worker.repl is None or not worker.key.header:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
-            self._set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
-        elif worker in self._warmup:
-            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
+            self.readiness.set_problem(None, f"{exc} (command: {' '.join(self.s.spec.argv)}; cwd: {self.s.spec.cwd})")
+        elif worker in self.readiness.warmup:
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
         if failures >= 2 or worker.repl is None:
             # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
             self._import_failures.pop(worker.key, None)
             if isinstance(exc, TimeoutError):
                 outcome = Outcome(Verdict.TIMEOUT, error=f"importing the header took over {self.s.import_timeout:g} s")
             else:
-                outcome = Outcome(_crash_verdict(exc), error=f"the REPL failed while importing the header: {exc}")
+                outcome = Outcome(crash_verdict(exc), error=f"the REPL failed while importing the header: {exc}")
             self._fail_queue(worker.key, outcome)
         self._kick()
 
@@ -886,20 +668,17 @@ class Supervisor:
         if verdict is Verdict.VALID:  # no env: not a reply to a command
             verdict = Verdict.REPL_ERROR
         error = f"the REPL answered: {reply.error}" if reply.error is not None else "Lean did not accept the header"
-        if worker in self._warmup:
+        if worker in self.readiness.warmup:
             text = "; ".join(m.data for m in reply.messages)[:500] or error
-            self._set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
-        queue = self._queues.get(worker.key, deque())
-        while queue:
-            job = self._pop(worker.key)
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
+        for job in self.queue.drain(worker.key):
             job.answer(Outcome(verdict, _header_reply_in_file(reply, job.split), error=error, repl_id=worker.id))
             self.counters["completed"] += 1
         self._kick()
 
     def _fail_queue(self, key: PoolKey, outcome: Outcome) -> None:
-        queue = self._queues.get(key, deque())
-        while queue:
-            self._pop(key).answer(outcome)
+        for job in self.queue.drain(key):
+            job.answer(outcome)
             self.counters["completed"] += 1
 
     def _run(self, worker: Worker, job: Job) -> None:
@@ -926,203 +705,31 @@ class Supervisor:
             self._running.discard(job)
             self._after_check(worker, recycle=False)
             return
-        budget = _budget(job.options, time.monotonic())
-        if budget < self.s.min_timeout:  # nothing is sent: the REPL stays warm and in step
-            self._finish(job, not_checked(_too_short(budget, self.s.min_timeout, "when a REPL was free")))
+        left = budget(job.options, time.monotonic())
+        if left < self.s.min_timeout:  # nothing is sent: the REPL stays warm and in step
+            self._finish(job, not_checked(too_short(left, self.s.min_timeout, "when a REPL was free")))
             self._after_check(worker, recycle=False)
             return
-        repl = worker.repl
         job.attempts += 1
-        opts = job.options
-        request = protocol.command(
-            job.split.body, env=worker.base_env, all_tactics=opts.all_tactics, infotree=opts.infotree
-        )
         started = time.monotonic()
         worker.idle_since = started  # cancel() reads how long the job has run from it
-        queue_seconds = started - job.submitted
-        loop = asyncio.get_running_loop()
-        limit = self.s.max_repl_rss
-        peak = 0
-        killed_for: str | None = None
-        answered_at: float | None = None
-        watch: asyncio.TimerHandle | None = None
-
-        def stop(reason: str) -> None:
-            # The REPL cannot be interrupted: killing it makes its pending read fail at once. Once
-            # it has answered, the time the reply takes to parse is not the proof's.
-            nonlocal killed_for
-            if killed_for is None and answered_at is None and repl.alive:  # not already dead of its own
-                # A stopped (SIGSTOP) REPL times out every proof: not this proof's fault.
-                killed_for = "stopped" if reason == "timeout" and repl.stopped() else reason
-                self._spawn(repl.kill())
-
-        def answered() -> None:
-            nonlocal answered_at
-            answered_at = time.monotonic()
-            timer.cancel()
-
-        def sample() -> None:
-            nonlocal peak, watch
-            if not repl.alive:
-                return  # the check is over, one way or another
-            rss = repl.rss()
-            peak = max(peak, rss)
-            if limit is not None and rss > limit:
-                if worker.stop is not None:
-                    worker.stop("memory")
-            else:
-                watch = loop.call_later(_WATCHDOG_PERIOD, sample)
-
-        worker.stop = stop
+        opts = job.options
         # No longer than the caller's deadline leaves: its call must get every answer in time.
         run_for = opts.timeout if opts.deadline is None else max(0.001, min(opts.timeout, opts.deadline - started))
-        timer = loop.call_later(run_for, stop, "timeout")
-        if limit is not None or opts.diagnostics:  # the peak of processes the proof starts shows only here
-            watch = loop.call_later(_WATCHDOG_PERIOD, sample)
-        crash: ReplCrashed | None = None
-        refused: ReplyRefused | None = None
-        try:
-            reply, usage = await repl.run(
-                request,
-                measure=opts.diagnostics or limit is not None,
-                shift=job.split.line_offset,
-                answered=answered,
-                deadline=started + run_for,  # reading the REPL's output is the proof's time too
-            )
-        except ReplCrashed as exc:
-            crash = exc
-        except ReplyRefused as exc:
-            refused = exc
-        finally:
-            worker.stop = None
-            timer.cancel()
-        elapsed = (answered_at or time.monotonic()) - started
-        made = functools.partial(
-            Outcome,
-            repl_id=worker.id,
-            queue_seconds=queue_seconds,
-            attempts=job.attempts,
-            fresh_repl=worker.key.fresh,
-            time_seconds=elapsed,
-        )
-        if killed_for is not None or crash is not None:
-            if watch is not None:
-                watch.cancel()
-            self.counters["kills" if killed_for is not None else "crashes"] += 1
-            history = worker.uses > 0
+        ended = await self.checker.run(worker, job, started, run_for)
+        if ended.lost is not None:
+            self.counters[ended.lost] += 1
             await self._lost(worker)
-            if killed_for == "timeout":
-                outcome = made(
-                    Verdict.TIMEOUT,
-                    error=f"the proof ran past its timeout of {run_for:g} s",
-                    peak_memory_bytes=peak,
-                )
-            elif killed_for == "memory":
-                outcome = self._out_of_memory(made, peak)
-            elif killed_for == "abandoned":
-                outcome = not_checked("the caller went away; the proof was stopped")
-            elif killed_for == "stopped":
-                outcome = made(Verdict.REPL_ERROR, error="the REPL was stopped (SIGSTOP) and did not answer")
-            else:
-                assert crash is not None
-                why = "; killed by a SIGKILL the server did not send (most likely the kernel's OOM killer)"
-                outcome = made(_crash_verdict(crash), error=str(crash) + (why if _sigkilled(crash) else ""))
-            # A reply past the bound is the proof's own: the same proof writes it again.
-            if not isinstance(crash, ReplyTooLarge) and self._retry(job, outcome, history or _sigkilled(crash)):
+            if ended.may_retry and self._retry(job, ended.outcome, ended.history):
                 return
-            self._finish(job, outcome)
+            self._finish(job, ended.outcome)
             return
-        if refused is not None:
-            # The REPL answered and is still in step; only this reply cannot be handed on.
-            if watch is not None:
-                watch.cancel()
-            worker.uses += 1
-            self._finish(job, _refused(made, refused, run_for))
-            # No honest REPL writes an invalid reply: its state is not trusted with the next proof.
-            self._after_check(worker, recycle=isinstance(refused, ReplyInvalid))
-            return
-        self._proof_cost.add(elapsed)
-        worker.uses += 1
-        verdict = verdict_of(reply)
-        outcome = made(
-            verdict,
-            reply,
-            error=f"the REPL answered: {reply.error}" if reply.error is not None else "",
-            cpu_seconds=usage.cpu_seconds,
-            peak_memory_bytes=max(peak, usage.peak_bytes),
-        )
-        recycle = reply.error is not None  # a REPL-level failure: don't trust its state
-        if opts.trust is not None and verdict is Verdict.VALID and reply.env is not None:
-            outcome, recycle = await self._review(worker, repl, outcome, reply.env, opts)
-        if watch is not None:
-            watch.cancel()
-        self._finish(job, outcome)
-        self._after_check(
-            worker,
-            recycle=recycle
-            or not repl.alive  # killed or crashed during the trust review
-            or (self.s.max_repl_rss is not None and max(usage.rss_bytes, repl.rss()) > self.s.max_repl_rss),
-        )
-
-    async def _review(
-        self, worker: Worker, repl: Repl, outcome: Outcome, env: int, opts: CheckOptions
-    ) -> tuple[Outcome, bool]:
-        """The trust review of a VALID body, as a task its caller's departure or the memory
-        watchdog stops (the judge's REPL with it). Returns the final outcome and whether the REPL
-        must be recycled (a review stopped midway leaves a reply in flight)."""
-        assert opts.trust is not None
-        reviewed = time.monotonic()
-        review = asyncio.ensure_future(
-            self._reviewer.review(
-                repl,
-                outcome,
-                env=env,
-                base_env=worker.base_env,
-                policy=opts.trust,
-                timeout=opts.timeout,
-                header=worker.key.header,
-            )
-        )
-        why: list[str] = []
-
-        def stop(reason: str) -> None:
-            if not why:
-                why.append(reason)
-                review.cancel()
-
-        worker.stop = stop
-        try:
-            outcome = await asyncio.shield(review)
-        except asyncio.CancelledError:
-            if not review.done():  # this task itself was cancelled (shutdown): take the review along
-                review.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await review  # its clean-up (the judge's REPL, the pickle) runs to its end
-                raise
-            if not why:
-                raise
-            if why[0] == "memory":
-                oom = functools.partial(replace, outcome, reply=None)
-                outcome = self._out_of_memory(oom, outcome.peak_memory_bytes)
-            else:
-                outcome = not_checked("the caller went away; the proof's trust review was stopped")
-            return outcome, True
-        finally:
-            worker.stop = None
-        return replace(outcome, review_seconds=time.monotonic() - reviewed), False
-
-    def _out_of_memory(self, made: Callable[..., Outcome], peak: int) -> Outcome:
-        return made(
-            Verdict.OUT_OF_MEMORY,
-            peak_memory_bytes=peak,
-            error=f"the REPL's resident memory passed {self.s.max_repl_rss} bytes",
-        )
+        self._finish(job, ended.outcome)
+        self._after_check(worker, recycle=ended.recycle)
 
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
-            self._spawn(self._retire(worker, counter=None))
-            if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
-                self._to_start.append(worker.returns)
+            self._release_fresh(worker)
         elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
             self._replace(worker, worker.key)
         else:
@@ -1130,6 +737,15 @@ class Supervisor:
             worker.idle_since = time.monotonic()
             worker.job = None
         self._kick()
+
+    def _release_fresh(self, worker: Worker) -> None:
+        """A REPL started for one proof is done with it (or its proof went first): it goes, and the
+        pool REPL it stood in for comes back."""
+        worker.state = WorkerState.GONE
+        self._workers.discard(worker)
+        self._spawn(self._retire(worker, counter=None))
+        if worker.returns is not None and not self._closing and not self._take_spare(worker.returns):
+            self._to_start.append(worker.returns)
 
     def _retry(self, job: Job, outcome: Outcome, history: bool) -> bool:
         """Try a proof once more when its failure may not be its own: a crash or a stopped REPL
@@ -1148,8 +764,8 @@ class Supervisor:
             self._finish(job, not_checked("the server is shutting down"))
             return True
         self._running.discard(job)
-        self._enqueue(job, first=True)
-        self._arm_expiry(job, 0.0)  # its caller's deadline still holds; the wait bound was met once
+        self.queue.push(job, first=True)
+        self.queue.arm_expiry(job, 0.0)  # its caller's deadline still holds; the wait bound was met once
         self._kick()
         return True
 
@@ -1167,48 +783,6 @@ class Supervisor:
         if not self._closing and not worker.spare and key is not None and not self._take_spare(key):
             self._to_start.append(key)
         self._kick()
-
-
-def _budget(options: CheckOptions, now: float) -> float:
-    """Seconds a proof may run from `now`: its timeout, or less when its caller's deadline is nearer."""
-    return options.timeout if options.deadline is None else min(options.timeout, options.deadline - now)
-
-
-def _too_short(budget: float, minimum: float, when: str) -> str:
-    if budget <= 0:
-        return f"the caller's deadline came {when}; not checked"
-    return (
-        f"{budget:.3g} s left to check it {when} (the caller's deadline or timeout), less than the "
-        f"shortest check of {minimum:g} s (LEAN_SERVER_MIN_TIMEOUT); not checked"
-    )
-
-
-def _size(split: Split, options: CheckOptions) -> int:
-    """Bytes a queued proof holds (the queue is bounded in bytes): its code and reference statement."""
-    statement = options.trust.statement if options.trust is not None and options.trust.statement else ""
-    return len(split.header.encode()) + len(split.body.encode()) + len(statement.encode())
-
-
-def _refused(made: Callable[..., Outcome], exc: ReplyRefused, run_for: float) -> Outcome:
-    """The outcome of a proof whose reply the REPL wrote but the server cannot hand on."""
-    if isinstance(exc, ReplyTooSlow):
-        return made(Verdict.TIMEOUT, error=f"{exc} of {run_for:g} s")
-    if isinstance(exc, ReplyInvalid):
-        return made(Verdict.REPL_ERROR, error=f"the REPL's reply cannot be represented: {exc}")
-    return made(Verdict.REPL_ERROR, error=f"{exc}; ask for a smaller infotree mode")
-
-
-def _crash_verdict(exc: BaseException) -> Verdict:
-    """OUT_OF_MEMORY when Lean's runtime said so, or when something else SIGKILLed the REPL (the
-    server did not: that is a kill, not a crash): on Linux, the kernel's out-of-memory killer, which
-    leaves no last words. Retried on a fresh REPL when the REPL had run earlier proofs."""
-    text = (str(exc) or "").lower()
-    return Verdict.OUT_OF_MEMORY if _sigkilled(exc) or any(m in text for m in _OOM_MARKERS) else Verdict.REPL_ERROR
-
-
-def _sigkilled(exc: BaseException | None) -> bool:
-    """Whether the REPL died of a SIGKILL the server did not send (its wrapper reports it as 137)."""
-    return isinstance(exc, ReplCrashed) and exc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL)
 
 
 def _header_reply_in_file(reply: Reply, split: Split) -> Reply:
