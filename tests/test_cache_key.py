@@ -170,7 +170,9 @@ async def test_a_replica_with_other_rules_reads_none_of_the_shared_entries(
 @contextlib.asynccontextmanager
 async def replica(url: str) -> AsyncIterator[pb_grpc.VerifierServiceAsyncStub]:
     """A server sharing the Redis at `url` (`running` would count the test's Redis as a leftover)."""
-    app = create_app(settings(cache_url=url, cache_allow_unboxed=True))
+    # A generous Redis timeout: on a loaded machine the default 0.1 s drops writes (by design), and this
+    # test is about which entries are read, not about a slow Redis.
+    app = create_app(settings(cache_url=url, cache_allow_unboxed=True, cache_timeout=5))
     await app.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
