@@ -5,7 +5,6 @@ environment, work before authentication, and what ExportAst leaves behind."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shlex
 import shutil
@@ -15,9 +14,8 @@ import sysconfig
 import tempfile
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
@@ -27,36 +25,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kimina_grpc.client import AsyncKiminaClient, KiminaClient, Proof, Verdict
 from kimina_grpc.repl import sandbox
 from kimina_grpc.repl.decode import INLINE_BYTES
-from kimina_grpc.service.server import App, create_app
 from kimina_grpc.testing import fake_ast_export_command, free_port, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import none_left
 from .helpers import eventually_sync
-from .test_server import settings
+from .test_sandbox import KEY, app_with, proof
 
-KEY = "k-" + uuid.uuid4().hex
 SETPRIV = shutil.which("setpriv")
 ROOT = os.geteuid() == 0
-
-
-@contextlib.asynccontextmanager
-async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
-    app = create_app(settings(**kw))
-    await app.start()
-    client = AsyncKiminaClient(f"127.0.0.1:{app.port}", kw.get("api_key") or KEY, max_attempts=1)
-    try:
-        yield app, client
-    finally:
-        await client.close()
-        await app.stop()
-        await none_left()
-
-
-def proof(*directives: str, header: str = "") -> str:
-    body = "".join(f"  -- fake: {d}\n" for d in directives)
-    return f"{header}\ntheorem t : True := by\n{body}  trivial\n"
 
 
 @pytest.fixture

@@ -490,19 +490,8 @@ class Simulator:
             if d is None:
                 continue
             verb, arg = d.group(1), d.group(2)
-            if verb == "sleep":
-                time.sleep(float(arg))
-            elif verb == "cpu":
-                end = time.process_time() + float(arg)
-                while time.process_time() < end:
-                    pass
-            elif verb == "hang":
-                while True:
-                    time.sleep(3600)
-            elif verb == "crash":
-                sys.stderr.write("fake REPL crash\n")
-                sys.stderr.flush()
-                os._exit(int(arg or 1))
+            if fake_tactics.process_directive(verb, arg):
+                pass
             elif verb == "crash-once":
                 try:
                     with open(arg, "x"):

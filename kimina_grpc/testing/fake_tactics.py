@@ -67,6 +67,27 @@ TACTIC_ONLY_ERROR = "(kernel) declaration has metavariables"
 """What a command says of a `tactic-only` step: the whole-file check that tactic mode skipped."""
 
 
+def process_directive(verb: str, arg: str) -> bool:
+    """The directives that act on the REPL's process itself (sleep, cpu, hang, crash), the same in
+    command and tactic mode. False for any other verb."""
+    if verb == "sleep":
+        time.sleep(float(arg))
+    elif verb == "cpu":
+        end = time.process_time() + float(arg)
+        while time.process_time() < end:
+            pass
+    elif verb == "hang":
+        while True:
+            time.sleep(3600)
+    elif verb == "crash":
+        sys.stderr.write("fake REPL crash\n")
+        sys.stderr.flush()
+        os._exit(int(arg or 1))
+    else:
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class ProofState:
     goals: tuple[str, ...]
@@ -158,19 +179,8 @@ class TacticMode:
             verb, arg = d.group(1), d.group(2)
             if not effects and verb in ("sleep", "cpu", "hang", "crash", "error"):
                 continue  # a command's own directive loop does these
-            if verb == "sleep":
-                time.sleep(float(arg))
-            elif verb == "cpu":
-                end = time.process_time() + float(arg)
-                while time.process_time() < end:
-                    pass
-            elif verb == "hang":
-                while True:
-                    time.sleep(3600)
-            elif verb == "crash":
-                sys.stderr.write("fake REPL crash\n")
-                sys.stderr.flush()
-                os._exit(int(arg or 1))
+            if process_directive(verb, arg):
+                pass
             elif verb == "alloc-once" and effects:
                 mb, _, path = arg.partition(" ")
                 if not os.path.exists(path.strip()):
