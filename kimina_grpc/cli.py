@@ -105,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from kimina_grpc import log
-    from kimina_grpc.prooflog.url import ProofLogError
+    from kimina_grpc.prooflog.errors import ProofLogError
     from kimina_grpc.repl.sandbox import SandboxUnavailable
     from kimina_grpc.service.posture import BindError
     from kimina_grpc.service.server import serve

@@ -402,7 +402,7 @@ class Settings(BaseSettings):
         if self.cache_password_file is not None:
             self.cache_password()
         if self.database_url is not None:
-            from kimina_grpc.prooflog.url import parse  # its message names the variable, never the password
+            from kimina_grpc.database_url import parse  # its message names the variable, never the password
 
             parse(self.database_url, self.database_password())
         return self

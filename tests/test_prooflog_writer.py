@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from kimina_grpc.database_url import parse
 from kimina_grpc.prooflog.backends import Rejected, SqliteBackend
 from kimina_grpc.prooflog.record import Call, Entry, Origin, encode
 from kimina_grpc.prooflog.spool import Spool
-from kimina_grpc.prooflog.url import parse
 from kimina_grpc.prooflog.writer import ProofLog, Tuning
 from kimina_grpc.repl import Verdict
 from kimina_grpc.supervisor.jobs import Outcome

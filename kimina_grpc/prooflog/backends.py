@@ -15,9 +15,9 @@ import sqlite3
 import threading
 from typing import Any, Protocol
 
+from kimina_grpc.database_url import Target
 from kimina_grpc.prooflog import schema
 from kimina_grpc.prooflog.columns import JSON_COLUMNS, PROOF_COLUMNS, tables
-from kimina_grpc.prooflog.url import Target
 
 _LOCK_ID = 0x6B696D696E61  # pg_advisory_xact_lock: one migration at a time, over every replica
 

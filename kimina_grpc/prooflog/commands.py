@@ -23,7 +23,7 @@ def _fail(message: str) -> int:
 def _target(args: argparse.Namespace) -> Any:
     """The parsed URL, or a one-line error (str)."""
     from kimina_grpc import extras
-    from kimina_grpc.prooflog.url import VARIABLE, parse
+    from kimina_grpc.database_url import VARIABLE, parse
 
     url = args.url or os.environ.get(VARIABLE, "").strip()
     if not url:
@@ -47,8 +47,8 @@ def _target(args: argparse.Namespace) -> Any:
 def _upgrade(args: argparse.Namespace) -> int:
     import asyncio
 
+    from kimina_grpc.database_url import VARIABLE
     from kimina_grpc.prooflog.backends import backend_for, one_line
-    from kimina_grpc.prooflog.url import VARIABLE
 
     target = _target(args)
     if isinstance(target, str):
@@ -92,9 +92,9 @@ def _tag(text: str) -> tuple[str, str]:
 
 def _reading(run: Callable[[Any, Any, argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def go(args: argparse.Namespace) -> int:
+        from kimina_grpc.database_url import VARIABLE
         from kimina_grpc.prooflog.backends import one_line
         from kimina_grpc.prooflog.read import Filter, Reader
-        from kimina_grpc.prooflog.url import VARIABLE
 
         target = _target(args)
         if isinstance(target, str):

@@ -6,10 +6,10 @@ import socket
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from kimina_grpc.database_url import Target, parse
 from kimina_grpc.prooflog.backends import backend_for
 from kimina_grpc.prooflog.record import Origin
 from kimina_grpc.prooflog.spool import Spool
-from kimina_grpc.prooflog.url import Target, parse
 from kimina_grpc.prooflog.writer import ProofLog, Tuning
 from kimina_grpc.settings import Settings
 

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kimina_grpc.database_url import Target, parse
 from kimina_grpc.prooflog.columns import JSON_COLUMNS, PROOF_COLUMNS, TIME_COLUMNS
-from kimina_grpc.prooflog.url import Target, parse
 
 CHUNK = 5000
 OUT_COLUMNS = (*PROOF_COLUMNS[:6], "header", "code", *PROOF_COLUMNS[6:])

@@ -20,11 +20,12 @@ from typing import Any
 
 import structlog
 
+from kimina_grpc.database_url import VARIABLE
 from kimina_grpc.prooflog import schema
 from kimina_grpc.prooflog.backends import Backend, Rejected, one_line
+from kimina_grpc.prooflog.errors import ProofLogError
 from kimina_grpc.prooflog.record import Call, Entry, Origin, encode
 from kimina_grpc.prooflog.spool import Spool
-from kimina_grpc.prooflog.url import VARIABLE, ProofLogError
 from kimina_grpc.supervisor.jobs import Outcome, TrustPolicy
 from kimina_grpc.v1 import verifier_pb2 as pb
 

@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from kimina_grpc.database_url import parse
 from kimina_grpc.prooflog.read import Filter, Reader
-from kimina_grpc.prooflog.url import parse
 from kimina_grpc.testing.postgres import PASSWORD
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc

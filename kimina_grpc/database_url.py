@@ -1,4 +1,5 @@
-"""LEAN_SERVER_DATABASE_URL: which database, where, and how to name it without its password."""
+"""LEAN_SERVER_DATABASE_URL: which database, where, and how to name it without its password. Standard
+library only, on the ground floor: the settings check the URL at start-up, the proof log opens it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 VARIABLE = "LEAN_SERVER_DATABASE_URL"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
-
-
-class ProofLogError(RuntimeError):
-    """The proof log cannot start (bad URL, wrong password, unreachable database, old schema). The
-    message is one line naming the variable to fix, never the password."""
 
 
 @dataclass(frozen=True, slots=True)
