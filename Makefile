@@ -19,7 +19,7 @@ proto-check: proto
 	git diff --exit-code -- kimina_grpc/v1
 	@test -z "$$(git status --porcelain -- kimina_grpc/v1)" || (echo "untracked generated files" && exit 1)
 
-# The configuration reference, docs/configuration.md, from the fields of kimina_grpc/settings.py.
+# The configuration reference, docs/configuration.md, from the fields of the settings groups (kimina_grpc/settings/).
 docs:
 	$(BIN)/python scripts/gen_config_docs.py
 

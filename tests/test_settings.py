@@ -61,3 +61,33 @@ def test_a_blank_api_key_is_no_key() -> None:
         Settings(_env_file=None, api_key="  \n", auth="on").resolved_api_key()  # type: ignore[call-arg]
     assert Settings(_env_file=None, api_key=" ", auth="off").resolved_api_key() is None  # type: ignore[call-arg]
     assert Settings(_env_file=None, api_key=" k\n", auth="on").resolved_api_key() == "k"  # type: ignore[call-arg]
+
+
+def _imports_after(code: str) -> set[str]:
+    """The kimina_grpc and pydantic modules a fresh interpreter holds after running `code`."""
+    probe = (
+        f"{code}\nimport sys\nprint(' '.join(m for m in sys.modules if m.split('.')[0] in ('kimina_grpc', 'pydantic')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    return set(done.stdout.split())
+
+
+def test_the_settings_check_the_database_url_without_importing_the_proof_log(tmp_path: Path) -> None:
+    """The settings are the ground floor: checking LEAN_SERVER_DATABASE_URL must not reach up into the proof
+    log (kimina_grpc/prooflog/ imports the settings); a bad URL is still refused."""
+    code = (
+        "from kimina_grpc.settings import Settings\n"
+        f"Settings(_env_file=None, database_url={f'sqlite:///{tmp_path}/log.db'!r})"
+    )
+    loaded = _imports_after(code)
+    assert "kimina_grpc.settings" in loaded
+    assert not {m for m in loaded if m.startswith("kimina_grpc.prooflog")}
+    with pytest.raises(ValueError, match="LEAN_SERVER_DATABASE_URL: 'mysql://db' is neither"):
+        Settings(_env_file=None, database_url="mysql://db")  # type: ignore[call-arg]
+
+
+def test_the_database_url_grammar_needs_only_the_standard_library() -> None:
+    """`kimina_grpc.prooflog.load` and `kimina-grpc log export` run with the `log` extra, without pydantic."""
+    loaded = _imports_after("import kimina_grpc.database_url")
+    assert "kimina_grpc.database_url" in loaded
+    assert not {m for m in loaded if m.startswith(("pydantic", "kimina_grpc.settings"))}
