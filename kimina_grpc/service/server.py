@@ -25,7 +25,7 @@ from kimina_grpc.prooflog.open import open_log
 from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
-from kimina_grpc.service.errors import DecodeErrors
+from kimina_grpc.service.errors import ErrorsToStatus
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.posture import BindError, Posture
 from kimina_grpc.service.servicer import VerifierServicer
@@ -365,10 +365,6 @@ def create_app(settings: Settings) -> App:
     decode.configure(settings.max_decoding_bytes)
     supervisor = Supervisor(pool_settings(settings, box))
     cache = check_cache(settings, supervisor)
-    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
-    if api_key:
-        interceptors.insert(0, AuthInterceptor(api_key))
-    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     exporter = None
     with contextlib.suppress(ValueError):  # no AST project: ExportAst answers FAILED_PRECONDITION
         argv, project = settings.ast_argv()
@@ -383,6 +379,10 @@ def create_app(settings: Settings) -> App:
     info = posture(settings, resolved, api_key)
     metrics = Metrics(supervisor, cache)
     metrics.posture(info)
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorsToStatus(metrics, SERVICE_NAME)]
+    if api_key:
+        interceptors.insert(0, AuthInterceptor(api_key))
+    server = grpc.aio.server(interceptors=interceptors, options=grpc_options(settings))
     prooflog = open_log(settings, cache.environment)
     if prooflog is not None:
         metrics.registry.register(ProofLogCollector(prooflog))

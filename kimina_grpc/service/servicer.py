@@ -16,7 +16,7 @@ from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.prooflog.record import Call
 from kimina_grpc.prooflog.writer import ProofLog
 from kimina_grpc.service import convert, info, results
-from kimina_grpc.service.errors import NotConfigured, streaming, unary
+from kimina_grpc.service.errors import NotConfigured
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.posture import Posture
 from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
@@ -81,7 +81,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         if self.draining:
             raise ShuttingDown
 
-    @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
         call = Call("Verify", uuid.uuid4().hex[:12], time.time(), request.tags)
         structlog.contextvars.bind_contextvars(request_id=call.request_id, rpc="Verify")
@@ -122,7 +121,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         result.retryable = self.draining and outcome.verdict is Verdict.NOT_CHECKED
         return result
 
-    @streaming
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
@@ -142,7 +140,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             reader.cancel()
             stream.cancel_all()
 
-    @unary
     async def ExportAst(self, request: pb.ExportAstRequest, context: Context) -> pb.ExportAstResponse:
         self._refuse_when_draining()
         convert.check_ast_request(request, self.settings)
@@ -160,7 +157,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             results=[pb.AstResult(module=i.module, ast=i.ast, error=i.error, time_seconds=i.seconds) for i in items]
         )
 
-    @streaming
     async def ProofSession(
         self, request_iterator: AsyncIterator[pb.ProofSessionRequest], context: Context
     ) -> AsyncIterator[pb.ProofSessionResponse]:
@@ -179,7 +175,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         """Shutdown: kill the sessions' REPLs (their calls end as the server stops)."""
         await self.sessions.close_all()
 
-    @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
         return info.server_info(
             self.supervisor.state(),
