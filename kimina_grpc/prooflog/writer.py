@@ -302,4 +302,3 @@ class ProofLog:
         if not self._loss_logged:  # once, until the spool has drained again
             self._loss_logged = True
             log.error("prooflog_rows_dropped", rows=rows, reason=why)
-
