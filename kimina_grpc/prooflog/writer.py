@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -303,10 +303,3 @@ class ProofLog:
         if not self._loss_logged:  # once, until the spool has drained again
             self._loss_logged = True
             log.error("prooflog_rows_dropped", rows=rows, reason=why)
-
-
-def state_message(prooflog: ProofLog | None) -> pb.ProofLogState:
-    """GetServerInfo's `proof_log`."""
-    if prooflog is None:
-        return pb.ProofLogState(backend="off")
-    return pb.ProofLogState(**asdict(prooflog.state()))

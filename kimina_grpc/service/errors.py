@@ -1,14 +1,13 @@
-"""The one place where domain failures become gRPC statuses, and where every RPC's end is counted. Handlers
-raise; this maps."""
+"""The one place where domain failures become gRPC statuses (`status_of`, used by the one interceptor
+every call goes through), and where every RPC's end is counted. Handlers raise; this maps."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeAlias
 
 import grpc
 import structlog
@@ -23,7 +22,7 @@ from kimina_grpc.supervisor.queue import QueueFull, ShuttingDown
 
 log = structlog.get_logger("kimina_grpc.service")
 
-T = TypeVar("T")
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class NotConfigured(Exception):
@@ -64,15 +63,19 @@ def status_of(exc: BaseException) -> grpc.Status:
     return _rich(grpc.StatusCode.INTERNAL, code_pb2.INTERNAL, "internal server error", None)
 
 
-class _Call:
-    """One RPC's end: map its failure to a status, and count it (servicer.metrics) either way."""
+class RpcCounter(Protocol):
+    def rpc(self, method: str, kind: str, code: grpc.StatusCode, seconds: float) -> None: ...
 
-    def __init__(self, servicer: Any, method: str, kind: str) -> None:
-        self.servicer, self.method, self.kind = servicer, method, kind
+
+class _Call:
+    """One RPC's end: map its failure to a status, and count it (when the call is counted) either way."""
+
+    def __init__(self, method: str, kind: str, counter: RpcCounter | None) -> None:
+        self.method, self.kind, self.counter = method, kind, counter
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
 
-    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+    async def fail(self, context: Context, exc: BaseException) -> NoReturn:
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):  # the client cancelled or its deadline passed
             self.code = grpc.StatusCode.CANCELLED
             raise exc
@@ -85,46 +88,12 @@ class _Call:
         raise AssertionError("unreachable")  # abort raises
 
     def done(self) -> None:
-        self.servicer.metrics.rpc(self.method, self.kind, self.code, time.perf_counter() - self.started)
-
-
-def unary(
-    fn: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[T]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
-        call = _Call(self, fn.__name__, "unary")
-        try:
-            return await fn(self, _decoded_one(request), context)
-        except (Exception, asyncio.CancelledError) as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
-
-    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-def streaming(
-    fn: Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[T]],
-) -> Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[T]]:
-    @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[T]:
-        call = _Call(self, fn.__name__, "bidi_stream")
-        try:
-            async for item in fn(self, _decoded(request), context):
-                yield item
-        except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
-            await call.fail(context, exc)
-        finally:
-            call.done()
-
-    wrapper.maps_undecodable = True  # type: ignore[attr-defined]
-    return wrapper
+        if self.counter is not None:
+            self.counter.rpc(self.method, self.kind, self.code, time.perf_counter() - self.started)
 
 
 class _Undecodable:
-    """What request bytes that are not the method's message decode to, so that the handler, not gRPC
+    """What request bytes that are not the method's message decode to, so that the call, not gRPC
     (UNKNOWN for a unary request, the handler's own failure mid-stream), answers INVALID_ARGUMENT."""
 
     __slots__ = ("error",)
@@ -156,8 +125,56 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-class DecodeErrors(grpc.aio.ServerInterceptor):
-    """Request bytes that do not decode answer INVALID_ARGUMENT, for every service of the server."""
+Start: TypeAlias = Callable[[], _Call]
+
+
+def _answering(fn: Callable[..., Awaitable[Any]], decoded: Callable[[Any], Any], start: Start) -> Callable[..., Any]:
+    """A handler that returns its answer (a unary response, or None after writing a stream)."""
+
+    async def call(request: Any, context: Context) -> Any:
+        end = start()
+        try:
+            return await fn(decoded(request), context)
+        except (Exception, asyncio.CancelledError) as exc:
+            await end.fail(context, exc)
+        finally:
+            end.done()
+
+    return call
+
+
+def _yielding(fn: Callable[..., AsyncIterator[Any]], decoded: Callable[[Any], Any], start: Start) -> Callable[..., Any]:
+    """A handler that yields its stream of answers."""
+
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        end = start()
+        try:
+            async for item in fn(decoded(request), context):
+                yield item
+        except (Exception, asyncio.CancelledError, GeneratorExit) as exc:
+            await end.fail(context, exc)
+        finally:
+            end.done()
+
+    return call
+
+
+_KINDS = (
+    # (the handler's attribute, how its request arrives, gRPC's constructor, the metrics' grpc_type)
+    ("unary_unary", _decoded_one, grpc.unary_unary_rpc_method_handler, "unary"),
+    ("unary_stream", _decoded_one, grpc.unary_stream_rpc_method_handler, "server_stream"),
+    ("stream_unary", _decoded, grpc.stream_unary_rpc_method_handler, "client_stream"),
+    ("stream_stream", _decoded, grpc.stream_stream_rpc_method_handler, "bidi_stream"),
+)
+
+
+class ErrorsToStatus(grpc.aio.ServerInterceptor):
+    """Every call of the server ends here: request bytes that do not decode answer INVALID_ARGUMENT,
+    and whatever a handler raises becomes its status through `status_of` (handlers raise domain errors
+    and never build statuses). The calls of the service named `counted` are counted in `metrics`."""
+
+    def __init__(self, metrics: RpcCounter | None = None, counted: str = "") -> None:
+        self._metrics, self._counted = metrics, counted
 
     async def intercept_service(
         self,
@@ -167,51 +184,24 @@ class DecodeErrors(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        decode, encode = _tolerant(handler.request_deserializer), handler.response_serializer
-        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            uu: Callable[..., Any] = handler.unary_unary
-            if getattr(uu, "maps_undecodable", False):  # `unary` above answers (and counts) it itself
-                return grpc.unary_unary_rpc_method_handler(uu, decode, encode)
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        counter = self._metrics if service == self._counted else None
+        for attribute, decoded, build, kind in _KINDS:
+            fn = getattr(handler, attribute)
+            if fn is None:
+                continue
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                if isinstance(request, _Undecodable):
-                    await context.abort_with_status(status_of(request.error))
-                return await uu(request, context)
+            def start(kind: str = kind) -> _Call:
+                return _Call(method, kind, counter)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, decode, encode)
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            us: Callable[..., Any] = handler.unary_stream
-
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-                if isinstance(request, _Undecodable):
-                    await context.abort_with_status(status_of(request.error))
-                async for response in us(request, context):
-                    yield response
-
-            return grpc.unary_stream_rpc_method_handler(unary_stream, decode, encode)
-        if handler.stream_unary is not None and inspect.iscoroutinefunction(handler.stream_unary):
-            su: Callable[..., Any] = handler.stream_unary
-
-            async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    return await su(_decoded(requests), context)
-                except InvalidInput as exc:  # a handler that does not map errors itself
-                    await context.abort_with_status(status_of(exc))
-
-            return grpc.stream_unary_rpc_method_handler(stream_unary, decode, encode)
-        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
-            ss: Callable[..., Any] = handler.stream_stream
-            if getattr(ss, "maps_undecodable", False):  # `streaming` above: no second layer per message
-                return grpc.stream_stream_rpc_method_handler(ss, decode, encode)
-
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                try:
-                    async for response in ss(_decoded(requests), context):
-                        yield response
-                except InvalidInput as exc:
-                    await context.abort_with_status(status_of(exc))
-
-            return grpc.stream_stream_rpc_method_handler(stream_stream, decode, encode)
-        return handler  # a synchronous handler: left as gRPC runs it
+            if inspect.isasyncgenfunction(fn):
+                wrapped = _yielding(fn, decoded, start)
+            elif inspect.iscoroutinefunction(fn):
+                wrapped = _answering(fn, decoded, start)
+            else:
+                return handler  # a synchronous handler: left as gRPC runs it
+            result: grpc.RpcMethodHandler[Any, Any] = build(
+                wrapped, _tolerant(handler.request_deserializer), handler.response_serializer
+            )
+            return result
+        return handler

@@ -20,13 +20,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kimina_grpc.cache import CheckCache
+from kimina_grpc.service.health import SERVICE_NAME
 from kimina_grpc.service.posture import BindError, Posture
 from kimina_grpc.supervisor.jobs import Outcome
 from kimina_grpc.supervisor.pool import Supervisor
-from kimina_grpc.v1 import verifier_pb2
 from kimina_grpc.verdict import Verdict
 
-SERVICE = verifier_pb2.DESCRIPTOR.services_by_name["VerifierService"].full_name
 # Lean checks take 0.01 s to many minutes.
 _BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 READ_TIMEOUT = 10.0
@@ -99,8 +98,8 @@ class Metrics:
             self._queue.observe(outcome.queue_seconds)
 
     def rpc(self, method: str, kind: str, code: grpc.StatusCode, seconds: float) -> None:
-        self._handled.labels(SERVICE, method, kind, code.name).inc()
-        self._handling.labels(SERVICE, method, kind).observe(seconds)
+        self._handled.labels(SERVICE_NAME, method, kind, code.name).inc()
+        self._handling.labels(SERVICE_NAME, method, kind).observe(seconds)
 
     def invalid(self) -> None:
         self._by_verdict[Verdict.NOT_CHECKED].inc()
@@ -194,16 +193,16 @@ class _CacheCollector(Collector):
         self.cache = cache
 
     def collect(self) -> Iterator[Any]:
-        s = self.cache.stats()
+        stats = self.cache.stats()
         for name, value, text in (
-            ("hits", s.hits, "Proofs answered from the result cache (memory or Redis)."),
-            ("misses", s.misses, "Proofs looked up in the cache and not found: each started a Lean check."),
-            ("dedupe_joins", s.joins, "Proofs that joined an identical check already queued or running."),
-            ("backend_errors", s.backend_errors, "Failed or timed-out requests to the shared cache (Redis)."),
+            ("hits", stats.hits, "Proofs answered from the result cache (memory or Redis)."),
+            ("misses", stats.misses, "Proofs looked up in the cache and not found: each started a Lean check."),
+            ("dedupe_joins", stats.joins, "Proofs that joined an identical check already queued or running."),
+            ("backend_errors", stats.backend_errors, "Failed or timed-out requests to the shared cache (Redis)."),
         ):
             yield CounterMetricFamily(f"kimina_cache_{name}", text, value=value)
-        yield GaugeMetricFamily("kimina_cache_bytes", "Bytes held by the in-memory result cache.", value=s.bytes)
-        yield GaugeMetricFamily("kimina_cache_entries", "Results held by the in-memory cache.", value=s.entries)
+        yield GaugeMetricFamily("kimina_cache_bytes", "Bytes held by the in-memory result cache.", value=stats.bytes)
+        yield GaugeMetricFamily("kimina_cache_entries", "Results held by the in-memory cache.", value=stats.entries)
         yield GaugeMetricFamily(
-            "kimina_cache_backend_up", "1 while Redis answers (also 1 without Redis).", value=int(s.remote_up)
+            "kimina_cache_backend_up", "1 while Redis answers (also 1 without Redis).", value=int(stats.remote_up)
         )

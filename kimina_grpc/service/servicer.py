@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shlex
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeAlias
 
 import grpc
@@ -16,9 +14,9 @@ import structlog
 
 from kimina_grpc.cache import CheckCache, Ticket
 from kimina_grpc.prooflog.record import Call
-from kimina_grpc.prooflog.writer import ProofLog, state_message
-from kimina_grpc.service import convert, results
-from kimina_grpc.service.errors import NotConfigured, streaming, unary
+from kimina_grpc.prooflog.writer import ProofLog
+from kimina_grpc.service import convert, info, results
+from kimina_grpc.service.errors import NotConfigured
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.posture import Posture
 from kimina_grpc.service.sessions import SessionCall, SessionCollector, make_room, sessions_state
@@ -37,15 +35,7 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 # Leave the caller this much of its deadline to receive the answers.
 _DEADLINE_MARGIN = 0.25
-NO_IMPORTS = "(no imports)"
-"""GetServerInfo's label for the empty header."""
 _SHUTDOWN = "the server is shutting down"
-
-
-def _server_version() -> str:
-    with contextlib.suppress(PackageNotFoundError):
-        return version("kimina_grpc")
-    return "unknown"
 
 
 def _deadline_left(context: Context) -> float | None:
@@ -91,7 +81,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         if self.draining:
             raise ShuttingDown
 
-    @unary
     async def Verify(self, request: pb.VerifyRequest, context: Context) -> pb.VerifyResponse:
         call = Call("Verify", uuid.uuid4().hex[:12], time.time(), request.tags)
         structlog.contextvars.bind_contextvars(request_id=call.request_id, rpc="Verify")
@@ -132,7 +121,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         result.retryable = self.draining and outcome.verdict is Verdict.NOT_CHECKED
         return result
 
-    @streaming
     async def StreamVerify(
         self, request_iterator: AsyncIterator[pb.StreamVerifyRequest], context: Context
     ) -> AsyncIterator[pb.StreamVerifyResponse]:
@@ -152,7 +140,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             reader.cancel()
             stream.cancel_all()
 
-    @unary
     async def ExportAst(self, request: pb.ExportAstRequest, context: Context) -> pb.ExportAstResponse:
         self._refuse_when_draining()
         convert.check_ast_request(request, self.settings)
@@ -170,7 +157,6 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
             results=[pb.AstResult(module=i.module, ast=i.ast, error=i.error, time_seconds=i.seconds) for i in items]
         )
 
-    @streaming
     async def ProofSession(
         self, request_iterator: AsyncIterator[pb.ProofSessionRequest], context: Context
     ) -> AsyncIterator[pb.ProofSessionResponse]:
@@ -189,64 +175,15 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         """Shutdown: kill the sessions' REPLs (their calls end as the server stops)."""
         await self.sessions.close_all()
 
-    @unary
     async def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Context) -> pb.GetServerInfoResponse:
-        state = self.supervisor.state()
-        cache = self.checks.stats()
-        try:
-            argv, _ = self.settings.repl_argv()
-            command = shlex.join(argv)
-        except ValueError as exc:
-            command = f"(none: {exc})"
-        return pb.GetServerInfoResponse(
-            proof_log=state_message(self.prooflog),
-            server_version=_server_version(),
-            lean_version=self.settings.lean_version,
-            repl_command=command,
-            ready=state.ready,
+        return info.server_info(
+            self.supervisor.state(),
             not_ready_reason=self.supervisor.not_ready_reason,
-            max_repls=self.settings.max_repls,
-            queued=state.queued,
-            headers=[
-                pb.HeaderState(
-                    header=h.header,
-                    label=h.header or NO_IMPORTS,
-                    warm=h.warm,
-                    busy=h.busy,
-                    starting=h.starting,
-                    queued=h.queued,
-                    spares=h.spares,
-                )
-                for h in state.headers
-            ],
-            counters=pb.PoolCounters(
-                imports=state.imports,
-                recycles=state.recycles,
-                kills=state.kills,
-                crashes=state.crashes,
-                completed=state.completed,
-                warm_swaps=state.warm_swaps,
-                cold_swaps=state.cold_swaps,
-            ),
-            sandbox=self.posture.sandbox,
-            auth_required=self.posture.auth_required,
-            tls=self.posture.tls,
-            tls_client_auth=self.posture.tls_client_auth,
-            security_warnings=self.posture.warnings,
-            memory_accounting=self.posture.memory_accounting,
+            cache=self.checks.stats(),
+            proof_log=None if self.prooflog is None else self.prooflog.state(),
             sessions=sessions_state(self.sessions),
-            cache=pb.CacheState(
-                enabled=cache.enabled,
-                backend=cache.backend,
-                remote_up=cache.remote_up,
-                entries=cache.entries,
-                bytes=cache.bytes,
-                hits=cache.hits,
-                misses=cache.misses,
-                joins=cache.joins,
-                backend_errors=cache.backend_errors,
-                environment=cache.environment,
-            ),
+            settings=self.settings,
+            posture=self.posture,
         )
 
 
