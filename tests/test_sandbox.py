@@ -285,7 +285,7 @@ async def test_killing_a_boxed_repl_kills_the_whole_box() -> None:
     )
     assert b"grandchild : ok pid" in raw
     await repl.settle()
-    tree = [psutil.Process(pid) for pid in repl._pids()]
+    tree = [psutil.Process(pid) for pid in repl.tree()]
     assert len(tree) >= 4  # bwrap, the box's init, the REPL, its child
     await repl.kill()
     assert [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
