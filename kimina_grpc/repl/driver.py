@@ -98,7 +98,7 @@ class Repl:
 
     def stopped(self) -> bool:
         """Whether a process of the tree is stopped (SIGSTOP) or traced: it will not answer."""
-        return self._process.stopped()
+        return self._process.tree.stopped()
 
     def tree(self) -> list[int]:
         """The pids of its process tree now: the process started, its wrappers' and its own children."""
@@ -106,18 +106,18 @@ class Repl:
 
     def sample(self) -> tuple[float, int]:
         """CPU seconds and resident bytes of the process tree now (one /proc read per process)."""
-        return self._process.sample()
+        return self._process.tree.sample()
 
     def rss(self) -> int:
         """Resident memory of the whole process tree now, in bytes (0 once dead): walked afresh on
         each call, so processes a proof started since (children of `IO.Process.spawn`) count too."""
-        return self._process.rss()
+        return self._process.tree.rss()
 
     async def settle(self) -> None:
         """The REPL has answered its first request: its process tree is complete (`lake env` has
         started the REPL, the box its init). Remember the tree and the REPL process: from now on
         every reply must come from it alone (see ownership.py)."""
-        await self._ownership.settle(self._process.pids(fresh=True))
+        await self._ownership.settle(self._process.tree.pids(fresh=True))
 
     async def request(self, data: bytes) -> bytes:
         """Send one encoded request and return the reply's bytes (without its blank line).
@@ -202,7 +202,7 @@ class Repl:
         before = self._cpu_seen
         if measure and before < 0:
             before = self.sample()[0]
-        hwm = measure and self._process.reset_peaks()
+        hwm = measure and self._process.tree.reset_peaks()
         start = time.perf_counter()
         raw = await self.request(data)
         wall = time.perf_counter() - start
@@ -233,7 +233,7 @@ class Repl:
         peak = rss
         if hwm:
             with contextlib.suppress(OSError, ValueError):
-                peak = max(rss, self._process.peak())
+                peak = max(rss, self._process.tree.peak())
         return reply, Usage(wall, max(0.0, cpu - before), rss, peak)
 
     async def ping(self) -> None:

@@ -129,7 +129,8 @@ class ReplProcess:
         self._tail_limit = spec.stderr_tail_bytes
         self._stderr_written = 0
         self._stderr_mark = 0  # _stderr_written when the current command was sent
-        self._tree: list[int] | None = None
+        self.tree = proctree.ProcessTree(proc.pid)
+        """Its process tree: what it and its wrappers started, measured."""
         self.pending = bytearray()
         """What the REPL wrote to stdout that is not yet taken (as a whole reply) by the driver."""
         self._stdout_changed = asyncio.Event()
@@ -248,48 +249,6 @@ class ReplProcess:
         await self._exited.wait()
         return self._proc.returncode
 
-    def pids(self, *, fresh: bool = False) -> list[int]:
-        """The process and its descendants, as found the last time (or now, when `fresh` or after a
-        member was found gone)."""
-        if self._tree is None or fresh:
-            self._tree = proctree.psutil_tree(self._proc.pid)
-        return self._tree
-
-    def stopped(self) -> bool:
-        """Whether a process of the tree is stopped (SIGSTOP) or traced: it will not answer."""
-        return any(proctree.is_stopped(pid) for pid in self.pids())
-
-    def sample(self) -> tuple[float, int]:
-        """CPU seconds and resident bytes of the process tree now (one /proc read per process)."""
-        cpu, rss = 0.0, 0
-        for pid in self.pids():
-            try:
-                c, r = proctree.proc_stat(pid)
-            except (OSError, psutil.Error, ValueError, IndexError):
-                self._tree = None  # a member is gone: look again next time
-                continue
-            cpu += c
-            rss += r
-        return cpu, rss
-
-    def rss(self) -> int:
-        """Resident memory of the whole process tree now, in bytes (0 once dead): walked afresh on
-        each call, so processes a proof started since (children of `IO.Process.spawn`) count too."""
-        total = 0
-        for pid in proctree.tree_of(self._proc.pid):
-            with contextlib.suppress(OSError, psutil.Error, ValueError, IndexError):
-                total += proctree.proc_stat(pid)[1]
-        return total
-
-    def reset_peaks(self) -> bool:
-        """Reset the resident high-water mark of every process of the tree; whether all of them could
-        be (then `peak` is the command's own)."""
-        return proctree.PROC and all([proctree.reset_peak(pid) for pid in self.pids()])
-
-    def peak(self) -> int:
-        """The tree's resident high-water marks, summed (OSError, ValueError when one is unreadable)."""
-        return sum(proctree.peak(pid) for pid in self.pids())
-
     async def _drain_stderr(self) -> None:
         assert self._proc.stderr is not None
         with contextlib.suppress(Exception):
@@ -327,7 +286,7 @@ class ReplProcess:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""
         # Even when the leader has exited, its children may live on in its group; the box's init
         # runs in a session of its own, so every member of the tree is killed by pid too.
-        tree = proctree.processes(self.pids(fresh=True)[1:])
+        tree = proctree.processes(self.tree.pids(fresh=True)[1:])
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
         for p in tree:

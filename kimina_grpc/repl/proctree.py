@@ -1,8 +1,9 @@
 """Reading a process tree from /proc: its members, their CPU time and memory, their state; psutil
-where there is no /proc. Plain functions of pids: nothing here starts, owns or judges a process.
+where there is no /proc. Readings only: nothing here starts, owns or judges a process.
 
-Cheap on purpose (they run after every proof): the tree is walked through each thread's /proc
-children list, never by a scan of every process on the machine.
+Cheap on purpose (they run after every proof): `tree_of` walks each thread's /proc children list, no
+scan of every process on the machine; `ProcessTree` keeps the members psutil found (by such a scan)
+until one is gone or it is asked afresh.
 """
 
 from __future__ import annotations
@@ -96,12 +97,58 @@ def tree_of(root: int) -> list[int]:
     return found
 
 
-def psutil_tree(root: int) -> list[int]:
-    """`root` and its descendants now, as psutil sees them ([] when `root` is gone)."""
-    try:
-        return [root, *(c.pid for c in psutil.Process(root).children(recursive=True))]
-    except psutil.Error:
-        return []
+class ProcessTree:
+    """A process and its descendants, measured. The members found last time are measured again
+    (cheap: the tree of an idle REPL does not change), until one is found gone or `pids(fresh=True)`."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._pids: list[int] | None = None
+
+    def pids(self, *, fresh: bool = False) -> list[int]:
+        """The root and its descendants, as found the last time (or now, when `fresh` or after a
+        member was found gone); [] once the root is gone."""
+        if self._pids is None or fresh:
+            try:
+                self._pids = [self.root, *(c.pid for c in psutil.Process(self.root).children(recursive=True))]
+            except psutil.Error:
+                self._pids = []
+        return self._pids
+
+    def stopped(self) -> bool:
+        """Whether a process of the tree is stopped (SIGSTOP) or traced: it will not answer."""
+        return any(is_stopped(pid) for pid in self.pids())
+
+    def sample(self) -> tuple[float, int]:
+        """CPU seconds and resident bytes of the tree now (one /proc read per process)."""
+        cpu, rss = 0.0, 0
+        for pid in self.pids():
+            try:
+                c, r = proc_stat(pid)
+            except (OSError, psutil.Error, ValueError, IndexError):
+                self._pids = None  # a member is gone: look again next time
+                continue
+            cpu += c
+            rss += r
+        return cpu, rss
+
+    def rss(self) -> int:
+        """Resident memory of the whole tree now, in bytes (0 once gone): walked afresh on each
+        call, so processes started since (children of `IO.Process.spawn`) count too."""
+        total = 0
+        for pid in tree_of(self.root):
+            with contextlib.suppress(OSError, psutil.Error, ValueError, IndexError):
+                total += proc_stat(pid)[1]
+        return total
+
+    def reset_peaks(self) -> bool:
+        """Reset the resident high-water mark of every process of the tree; whether all of them could
+        be (then `peak` is what came after)."""
+        return PROC and all([reset_peak(pid) for pid in self.pids()])
+
+    def peak(self) -> int:
+        """The tree's resident high-water marks, summed (OSError, ValueError when one is unreadable)."""
+        return sum(peak(pid) for pid in self.pids())
 
 
 def leaf(pids: list[int]) -> int | None:
