@@ -7,7 +7,7 @@ other rules reads none of the old entries (they expire in Redis on their own).
 
 Bump RULES_VERSION in the same commit as any change that can make the same file, options and Lean
 environment get another verdict, reason, axioms or messages than before, for example:
-- the verdict of a reply (kimina_grpc/repl/verdict.py);
+- the verdict of a reply (kimina_grpc/repl/reply_verdict.py);
 - a trust rule: what audit or judge ask Lean and how they read its answers (supervisor/trust.py,
   audit.py, judge.py, answers.py);
 - the header cut, which decides what Lean reads (repl/header.py);

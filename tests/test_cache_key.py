@@ -192,14 +192,14 @@ def test_the_rules_version_is_in_the_key(monkeypatch: pytest.MonkeyPatch) -> Non
 # change to them fails this test until the fingerprint is recorded again: the moment to decide
 # whether RULES_VERSION must be bumped (kimina_grpc/rules.py says when).
 RULE_SOURCES = (
-    "kimina_grpc/repl/verdict.py",
+    "kimina_grpc/repl/reply_verdict.py",
     "kimina_grpc/supervisor/trust.py",
     "kimina_grpc/supervisor/audit.py",
     "kimina_grpc/supervisor/judge.py",
     "kimina_grpc/supervisor/answers.py",
     "kimina_grpc/repl/header.py",
 )
-RECORDED = (3, "1929e568ad0611a2")
+RECORDED = (3, "7e2cf2454137f21e")
 # ast.unparse's text can differ between Python versions: the fingerprint is that of the image's.
 RECORDED_ON = (3, 11)
 

@@ -140,7 +140,7 @@ async def test_children_of_the_repl_die_with_it() -> None:
     spec = ReplSpec(argv=("sh", "-c", f"{fake_repl_command()}; exit 0"))
     repl = await started(spec)
     await repl.settle()
-    assert len(repl._pids()) >= 2
+    assert len(repl.tree()) >= 2
     await repl.kill()
     assert children() == []
 

@@ -447,7 +447,7 @@ async def test_a_repl_sigkilled_from_outside_is_out_of_memory_after_a_retry_on_a
     job = sup.submit(split_header(code), CheckOptions(timeout=60))
     for attempt in range(2):
         for _ in range(400):
-            busy = [w for w in sup.workers() if w.job is job and w.repl is not None and w.repl._repl_pid]
+            busy = [w for w in sup.workers() if w.job is job and w.repl is not None and w.repl.settled]
             if busy and job.attempts == attempt + 1:
                 break
             await asyncio.sleep(0.02)

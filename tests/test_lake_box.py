@@ -4,7 +4,7 @@ bubblewrap with the filesystem read-only. What `lake env` needs there, read from
 the configuration trace works on a read-only file), but git in every dependency's checkout, which git
 refuses when another user owns it (the Docker image's root-owned workspace; in the box, every file of
 a user the box does not map), and then Lake fetches and checks out. The box's environment gives git
-`safe.directory=*` (sandbox.py); a stale workspace fails with Lake's own error and stays untouched."""
+`safe.directory=*` (environment.py); a stale workspace fails with Lake's own error and stays untouched."""
 
 from __future__ import annotations
 

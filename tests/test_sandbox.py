@@ -28,15 +28,9 @@ from prometheus_client import generate_latest
 
 from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, boxfs, sandbox, seccomp
-from kimina_grpc.repl.sandbox import (
-    OFF,
-    Box,
-    Limits,
-    SandboxUnavailable,
-    allowed_env,
-    default_hide,
-    probe,
-)
+from kimina_grpc.repl.environment import allowed_env
+from kimina_grpc.repl.masks import default_hide
+from kimina_grpc.repl.sandbox import OFF, Box, Limits, SandboxUnavailable, probe
 from kimina_grpc.service.server import App, create_app
 from kimina_grpc.testing import fake_ast_export_command, fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
@@ -285,7 +279,7 @@ async def test_killing_a_boxed_repl_kills_the_whole_box() -> None:
     )
     assert b"grandchild : ok pid" in raw
     await repl.settle()
-    tree = [psutil.Process(pid) for pid in repl._pids()]
+    tree = [psutil.Process(pid) for pid in repl.tree()]
     assert len(tree) >= 4  # bwrap, the box's init, the REPL, its child
     await repl.kill()
     assert [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
@@ -419,7 +413,7 @@ def test_auto_probes_the_box_with_its_filter_and_falls_back_loudly(
 ) -> None:
     broken = tmp_path / "filter.bpf"
     broken.write_bytes(b"not a BPF program")  # bwrap refuses it, as a kernel without seccomp would
-    monkeypatch.setattr(sandbox, "seccomp_file", lambda: str(broken))
+    monkeypatch.setattr(seccomp, "program_file", lambda: str(broken))
     resolved = sandbox.resolve("auto", tmp_bytes=1 << 20, hide=(), env_allow=())
     assert resolved.box.bwrap is None and resolved.warning and resolved.warning.startswith("NO SANDBOX: bwrap failed")
     with pytest.raises(SandboxUnavailable, match="seccomp"):

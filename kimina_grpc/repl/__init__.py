@@ -16,7 +16,7 @@ from kimina_grpc.repl.protocol import (
     Sorry,
     Tactic,
 )
-from kimina_grpc.repl.verdict import Verdict, verdict_of
+from kimina_grpc.repl.reply_verdict import Verdict, verdict_of
 
 __all__ = [
     "InfotreeMode",

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from kimina_grpc.repl.protocol import Message, Pos, Reply, ReplyInvalid, Severity, Tactic, parse_reply
-from kimina_grpc.repl.verdict import SORRY_WARNINGS
+from kimina_grpc.repl.reply_verdict import SORRY_WARNINGS
 
 MAX_POSITION = (1 << 31) - 1
 """Lines and columns travel as int32 (the contract's Position); no file within the code bound has more."""

@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from kimina_grpc.repl import bounds, reaper, sandbox
+from kimina_grpc.repl import bounds, reaper, wrappers
 from kimina_grpc.repl.protocol import ProtocolError, Reply, ReplyInvalid, ReplyTooDeep, ReplyTooSlow
 
 INLINE_BYTES = 128 << 10
@@ -239,7 +239,7 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
 def main() -> None:
     # Like the server: a process of the same uid (an unboxed REPL) cannot read its memory (replies
     # of other proofs) or attach to it.
-    sandbox.undumpable()
+    wrappers.undumpable()
     sys.setrecursionlimit(_DEEP_RECURSION)
     threading.stack_size(_DEEP_STACK)
     worker = threading.Thread(target=_serve, args=(sys.stdin.buffer, sys.stdout.buffer))

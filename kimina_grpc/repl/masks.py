@@ -1,5 +1,5 @@
-"""Where the box hides secrets: which paths get an empty read-only tmpfs (directories) and which
-/dev/null (files), given what the box needs to see.
+"""Where the box hides secrets: which ones (`default_hide`), and which paths get an empty read-only
+tmpfs (directories) and which /dev/null (files), given what the box needs to see.
 
 A mount on a file stays on the file it covered: once the file is replaced by rename (editors, config
 management, certbot, Kubernetes' secret volumes swap a `..data` symlink) the box sees the new one. So
@@ -13,9 +13,21 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+# Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
+_HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
+_SYSTEM_SECRETS = ("/var/run/secrets", "/run/secrets", "/etc/ssl/private")
 # Replaced wholesale by fresh mounts inside the box; what lies under /tmp or /run is visible again
 # only where its top directory is bound back (see Box.bwrap_args).
 _FRESH = ("/tmp", "/dev", "/proc", "/run")
+
+
+def default_hide(extra: Iterable[str | Path] = ()) -> tuple[str, ...]:
+    """Secrets to mask in the box: well-known locations, the server's config files and `extra`."""
+    home = Path.home()
+    paths = [*_SYSTEM_SECRETS, *(str(home / name) for name in _HOME_SECRETS)]
+    paths += [str(home / ".config" / "kimina-grpc"), str(home / ".config" / "gcloud"), str(Path.cwd() / ".env")]
+    paths += [str(p) for p in extra]
+    return tuple(dict.fromkeys(paths))
 
 
 def masks(

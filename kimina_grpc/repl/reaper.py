@@ -17,7 +17,7 @@ import os
 
 import psutil
 
-from kimina_grpc.repl.sandbox import LINUX, prctl
+from kimina_grpc.repl.wrappers import LINUX, prctl
 
 _PR_SET_CHILD_SUBREAPER = 36
 _spawned: set[int] = set()

@@ -1,5 +1,7 @@
-"""How a REPL or exporter process is boxed: its command line (exec wrappers and bubblewrap), its
-environment (an allow-list) and its resource limits.
+"""How a REPL or exporter process is boxed: its command line (bubblewrap's mounts and namespaces
+around the exec wrappers of wrappers.py) and its resource limits; and which box LEAN_SERVER_SANDBOX
+gets on this machine (`resolve`, which probes bubblewrap). The environment's allow-list is
+environment.py's, the secrets masked masks.py's, the seccomp filter seccomp.py's.
 
 The code a REPL runs comes from a model: `#eval` runs arbitrary IO with the rights of the process
 (write files, spawn processes, open sockets). With bubblewrap (`LEAN_SERVER_SANDBOX=bwrap|auto`) a
@@ -11,9 +13,8 @@ no ptrace, keyrings, io_uring, bpf, new namespaces, mounts, chroot or unix socke
 knows of (API key file, TLS key, Kubernetes service account, ~/.ssh...) are masked. Without it only the
 limits, the environment allow-list and the parent-death signal apply.
 
-Nothing runs in Python between fork and exec (gRPC's threads make that unsafe), so every limit is set
-by an exec wrapper: util-linux's `setpriv --pdeathsig KILL` (the process dies with the server) and
-`prlimit` (address space, file size, core dumps, process count). With the box, `bwrap --die-with-parent
+Every limit is set by an exec wrapper (wrappers.py: nothing runs in Python between fork and exec):
+`setpriv --pdeathsig KILL` (the process dies with the server) and `prlimit`. With the box, `bwrap --die-with-parent
 --unshare-pid` carries it inward: when bwrap dies the box's init dies, and with it every process of its
 PID namespace, whatever `lake env` or the proof started (the seccomp filter and the read-only /proc
 keep the proof from reaching into the init, by ptrace or /proc/1/mem, to clear its parent-death
@@ -32,87 +33,43 @@ by that uid.
 
 from __future__ import annotations
 
-import atexit
-import ctypes
-import ctypes.util
-import fnmatch
 import os
 import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from kimina_grpc.repl import seccomp
-from kimina_grpc.repl.masks import binds_and, masks, under_fresh_mounts, usable
+from kimina_grpc.repl import environment, seccomp, wrappers
+from kimina_grpc.repl.environment import DEFAULT_ENV_ALLOW
+from kimina_grpc.repl.masks import binds_and, default_hide, masks, under_fresh_mounts, usable
+from kimina_grpc.repl.wrappers import LINUX, undumpable
 
-_PR_SET_DUMPABLE = 4
+# The box's face: with the box's own names, the pieces the service reads from here to make one.
+__all__ = [
+    "DEFAULT_ENV_ALLOW",
+    "NO_LIMITS",
+    "OFF",
+    "SHM_BYTES",
+    "Box",
+    "Limits",
+    "Resolved",
+    "SandboxMode",
+    "SandboxUnavailable",
+    "default_hide",
+    "probe",
+    "resolve",
+    "undumpable",
+]
+
 SandboxMode = Literal["auto", "bwrap", "off"]
-LINUX = sys.platform.startswith("linux")
-
-# What Lean, Lake and elan read from the environment; nothing else reaches a REPL. KIMINA_FAKE_* are
-# the stand-in REPL's knobs (test double only; no secret has that prefix).
-DEFAULT_ENV_ALLOW = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LANGUAGE",
-    "LC_*",
-    "TZ",
-    "LD_LIBRARY_PATH",
-    "ELAN",
-    "ELAN_HOME",
-    "ELAN_TOOLCHAIN",
-    "LAKE",
-    "LAKE_HOME",
-    "LAKE_NO_CACHE",
-    "LAKE_ARTIFACT_CACHE",
-    "LEAN",
-    "LEAN_PATH",
-    "LEAN_SRC_PATH",
-    "LEAN_SYSROOT",
-    "LEAN_CC",
-    "LEAN_AR",
-    "LEAN_NUM_THREADS",
-    "LEAN_STACK_SIZE_KB",
-    "LEAN_ABORT_ON_PANIC",
-    "KIMINA_FAKE_*",
-)
-# The server's own settings (the API key among them) never reach a REPL, whatever the allow-list says.
-_NEVER = "LEAN_SERVER_*"
-# `lake env` runs git in every dependency's checkout (Lake's PackageEntry.materialize: `git rev-parse
-# HEAD`, then `git diff`), and git refuses a repository another user owns ("dubious ownership"): the
-# Docker image's root-owned workspace, and in the box every file of a user it does not map (seen as
-# nobody). Lake then fetches and checks out (network, writes) and fails: no REPL starts. git honours
-# safe.directory from command-scope config in the environment (git >= 2.31); a proof can run git
-# with any config anyway. Nothing else of `lake env` needs a write (docs/lake-in-the-box.md).
-_GIT_ENV = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": "*"}
-
-# Secrets that commonly sit on a server's filesystem; masked inside the box when they exist.
-_HOME_SECRETS = (".ssh", ".aws", ".azure", ".kube", ".docker", ".gnupg", ".netrc", ".git-credentials", ".pypirc")
-_SYSTEM_SECRETS = ("/var/run/secrets", "/run/secrets", "/etc/ssl/private")
 SHM_BYTES = 64 << 20
 """Size of the box's /dev/shm (POSIX shared memory and semaphores)."""
 _RO_TMPFS_BYTES = 1 << 20
 """Size of the read-only tmpfs mounts (/run, masked directories): only their mount points live there."""
-# The fd bwrap reads the seccomp program from (opened by the exec wrapper, see _die_with).
-_SECCOMP_FD = 9
-
-
-def allowed_env(source: Mapping[str, str], allow: Iterable[str]) -> dict[str, str]:
-    """The variables of `source` whose names match a pattern of `allow` (fnmatch), never LEAN_SERVER_*."""
-    patterns = tuple(allow)
-    return {
-        k: v
-        for k, v in source.items()
-        if any(fnmatch.fnmatchcase(k, p) for p in patterns) and not fnmatch.fnmatchcase(k, _NEVER)
-    }
 
 
 class SandboxUnavailable(RuntimeError):
@@ -169,9 +126,7 @@ class Box:
         self, extra: Mapping[str, str] | None = None, source: Mapping[str, str] | None = None
     ) -> dict[str, str]:
         """The environment of a boxed process: the allow-listed part of the server's, plus `extra`."""
-        env = {**_GIT_ENV, **allowed_env(os.environ if source is None else source, self.env_allow)}
-        env.update({k: v for k, v in (extra or {}).items() if not fnmatch.fnmatchcase(k, _NEVER)})
-        return env
+        return environment.environ(self.env_allow, extra, source)
 
     def argv(
         self,
@@ -196,30 +151,25 @@ class Box:
             return command
         limits = limits or NO_LIMITS
         if self.bwrap is None:
-            return [*_die_with(os.getpid()), *_rlimits(limits), *_SUBREAPER, *_through_lake(command, _setpriv())]
+            return [
+                *wrappers.die_with(os.getpid()),
+                *wrappers.rlimits(limits.address_space, limits.file_size, limits.processes),
+                *wrappers.SUBREAPER,
+                *wrappers.through_lake(command, wrappers.setpriv()),
+            ]
         needed = (command[0] if command else None, cwd, *keep)
         # More paths it reads (no mask may hide them): its program found on PATH, absolute arguments.
         uses = [shutil.which(command[0]) or "", *(a for a in command[1:] if os.path.isabs(a))] if command else []
-        outside = Limits(limits.address_space, limits.file_size)  # the process count is set inside
-        inside = [*_rlimits(Limits(processes=limits.processes), core=False)] if limits.processes else []
+        # The process count is set inside, in the box's user namespace.
+        inside = wrappers.rlimits(processes=limits.processes, core=False) if limits.processes else []
         return [
-            *_die_with(os.getpid(), seccomp_file()),
-            *_rlimits(outside),
-            *self._as_user(),
+            *wrappers.die_with(os.getpid(), seccomp.program_file()),
+            *wrappers.rlimits(limits.address_space, limits.file_size),
+            *(wrappers.as_user(self.runs_as) if self.runs_as is not None else []),
             *self.bwrap_args(cwd=cwd, binds=binds, tmpfs=tmpfs, files=files, keep=needed, uses=uses),
             *inside,
             *command,
         ]
-
-    def _as_user(self) -> list[str]:
-        """Become `runs_as` before bubblewrap starts (it then maps the box to that uid). Changing
-        uids clears the parent-death signal: it is set again, and the parent checked again."""
-        uid = self.runs_as
-        if uid is None:
-            return []
-        setpriv = _tool("setpriv", "a box that is not root")
-        drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--"]
-        return [*drop, *_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(os.getpid())]
 
     def _env_paths(self) -> list[str]:
         """Absolute paths the box's environment names (PATH's entries, HOME, ELAN_HOME, ...)."""
@@ -238,7 +188,7 @@ class Box:
         keep: Iterable[str | None] = (),
         uses: Iterable[str] = (),
     ) -> list[str]:
-        """bwrap and its options, up to `--`; its seccomp program is read from fd 9 (see _die_with).
+        """bwrap and its options, up to `--`; its seccomp program is read from fd 9 (see wrappers.die_with).
 
         `keep`: paths the command needs (its program, its cwd): where one lies under a fresh mount
         (/tmp, /run), its top directory there is bound back read-only, with this server's interpreter
@@ -288,8 +238,8 @@ class Box:
             "--cap-drop",
             "ALL",
         ]
-        if seccomp_file() is not None:
-            args += ["--seccomp", str(_SECCOMP_FD)]
+        if seccomp.program_file() is not None:
+            args += ["--seccomp", str(wrappers.SECCOMP_FD)]
         if cwd is not None:
             args += ["--chdir", cwd]
         return [*args, "--"]
@@ -299,112 +249,6 @@ class Box:
 _SERVER_PATHS = (sys.prefix, sys.executable, str(Path(__file__).resolve().parents[2]))
 OFF = Box()
 NO_LIMITS = Limits()
-
-
-def undumpable() -> bool:
-    """prctl(PR_SET_DUMPABLE, 0): /proc/PID of this process becomes root's, so a process of the same
-    uid (an unboxed REPL) can neither read its environment and memory nor ptrace it."""
-    if not LINUX:
-        return False
-    return prctl(_PR_SET_DUMPABLE, 0)
-
-
-def prctl(option: int, value: int) -> bool:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    return int(libc.prctl(option, value, 0, 0, 0)) == 0
-
-
-def _tool(name: str, why: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise RuntimeError(f"{why} needs util-linux's `{name}` on PATH (apt-get install util-linux)")
-    return path
-
-
-def _rlimits(limits: Limits, *, core: bool = True) -> list[str]:
-    # Core dumps are always off: a dump of a Mathlib REPL is gigabytes and may hold other proofs.
-    args = [_tool("prlimit", "limiting a REPL"), *(["--core=0"] if core else [])]
-    if limits.address_space:
-        args.append(f"--as={limits.address_space}:{limits.address_space}")
-    if limits.file_size:
-        args.append(f"--fsize={limits.file_size}:{limits.file_size}")
-    if limits.processes:
-        args.append(f"--nproc={limits.processes}:{limits.processes}")
-    return [*args, "--"]
-
-
-def _setpriv() -> list[str]:
-    return [_tool("setpriv", "a REPL that dies with the server"), "--pdeathsig", "KILL", "--"]
-
-
-# Runs after the parent-death signal is set: a parent that died before that (between fork and prctl)
-# would never signal, so the child checks that its parent is still the server and gives up otherwise.
-_STILL_MY_PARENT = 'if [ "$PPID" != "$0" ]; then exit 137; fi; exec "$@"'
-# The same, for the box: bwrap reads its seccomp program from fd 9, opened here from the file $1.
-_STILL_MY_PARENT_BOXED = f'if [ "$PPID" != "$0" ]; then exit 137; fi; f=$1; shift; exec "$@" {_SECCOMP_FD}<"$f"'
-
-
-def _die_with(server_pid: int, seccomp: str | None = None) -> list[str]:
-    """Dies with the server (SIGKILL when it dies), even if it dies while this process starts. The
-    box's own --die-with-parent covers the processes inside; this covers bwrap itself too. With
-    `seccomp` (a file), the command gets it open on fd 9. (A file, not an inherited fd: whoever spawns
-    the command needs to pass nothing.)"""
-    if seccomp is None:
-        return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT, str(server_pid)]
-    return [*_setpriv(), "/bin/sh", "-c", _STILL_MY_PARENT_BOXED, str(server_pid), seccomp]
-
-
-_SECCOMP_FILE: list[str] = []
-
-
-def seccomp_file() -> str | None:
-    """The box's seccomp program (seccomp.py) in a file of this server's, written once (and again if
-    something removed it, e.g. a /tmp cleaner); None on an architecture without a syscall table."""
-    arch = seccomp.native()
-    if arch is None:
-        return None
-    if _SECCOMP_FILE and os.path.exists(_SECCOMP_FILE[0]):
-        return _SECCOMP_FILE[0]
-    folder = tempfile.mkdtemp(prefix="kimina-seccomp-")
-    atexit.register(shutil.rmtree, folder, True)
-    path = os.path.join(folder, "filter.bpf")
-    with open(path, "xb") as f:
-        f.write(seccomp.program(arch))
-    os.chmod(path, 0o444)
-    os.chmod(folder, 0o755)  # not secret; readable by a server that runs bwrap as another user
-    _SECCOMP_FILE[:] = [path]
-    return path
-
-
-# Without the box, a process a proof starts and orphans (a daemon's double fork) would be reparented
-# to the server (a subreaper) or to init: out of the REPL's tree, where the driver looks for what a
-# proof left running (driver.Repl._intruder). The command is made a child subreaper before it runs
-# (the setting survives exec): orphans of its descendants stay in its tree. (In the box, its init
-# adopts them.)
-_SUBREAPER = (
-    sys.executable,
-    "-I",
-    "-S",
-    "-c",
-    "import ctypes, os, sys; ctypes.CDLL(None).prctl(36, 1, 0, 0, 0); os.execvp(sys.argv[1], sys.argv[1:])",
-)
-
-
-def _through_lake(argv: list[str], death: list[str]) -> list[str]:
-    """`lake env X` runs X as lake's child, and a parent-death signal is not inherited: X gets its own,
-    so it dies when lake does (which dies with the server)."""
-    if len(argv) >= 3 and os.path.basename(argv[0]) == "lake" and argv[1] == "env":
-        return [*argv[:2], *death, *argv[2:]]
-    return argv
-
-
-def default_hide(extra: Iterable[str | Path] = ()) -> tuple[str, ...]:
-    """Secrets to mask in the box: well-known locations, the server's config files and `extra`."""
-    home = Path.home()
-    paths = [*_SYSTEM_SECRETS, *(str(home / name) for name in _HOME_SECRETS)]
-    paths += [str(home / ".config" / "kimina-grpc"), str(home / ".config" / "gcloud"), str(Path.cwd() / ".env")]
-    paths += [str(p) for p in extra]
-    return tuple(dict.fromkeys(paths))
 
 
 def probe(box: Box, timeout: float = 20.0) -> str | None:
@@ -473,7 +317,7 @@ def resolve(
                 box = replace(box, uid=None)
                 reason = probe(box)
         if reason is None:
-            if seccomp_file() is None:
+            if seccomp.program_file() is None:
                 return Resolved(box, f"the box has no seccomp filter on {platform.machine()} (only x86_64 and aarch64)")
             if LINUX and os.geteuid() == 0 and box.runs_as is None:
                 why = as_root or "LEAN_SERVER_SANDBOX_UID=0"

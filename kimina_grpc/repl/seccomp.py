@@ -24,8 +24,12 @@ killed process.
 
 from __future__ import annotations
 
+import atexit
+import os
 import platform
+import shutil
 import struct
+import tempfile
 from dataclasses import dataclass
 
 # linux/filter.h, linux/seccomp.h, linux/audit.h
@@ -195,3 +199,26 @@ def program(arch: Arch) -> bytes:
     p.label("enosys")
     p.op(_RET, _ERRNO | ENOSYS)
     return p.assemble()
+
+
+_FILE: list[str] = []
+
+
+def program_file() -> str | None:
+    """The native program in a file of this server's (bubblewrap reads it through an fd the exec
+    wrapper opens), written once (and again if something removed it, e.g. a /tmp cleaner); None on
+    an architecture without a syscall table."""
+    arch = native()
+    if arch is None:
+        return None
+    if _FILE and os.path.exists(_FILE[0]):
+        return _FILE[0]
+    folder = tempfile.mkdtemp(prefix="kimina-seccomp-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = os.path.join(folder, "filter.bpf")
+    with open(path, "xb") as f:
+        f.write(program(arch))
+    os.chmod(path, 0o444)
+    os.chmod(folder, 0o755)  # not secret; readable by a server that runs bwrap as another user
+    _FILE[:] = [path]
+    return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kimina_grpc.repl.driver import MEMORY_ACCOUNTING
+from kimina_grpc.repl.proctree import MEMORY_ACCOUNTING
 
 
 class BindError(RuntimeError):

@@ -1,4 +1,5 @@
-"""Verdicts: what became of a proof, decided from the REPL's reply alone."""
+"""The verdict a reply gives: what became of a proof, decided from the REPL's reply alone (the enum
+itself is kimina_grpc/verdict.py; TIMEOUT and OUT_OF_MEMORY are decided by whoever kills the REPL)."""
 
 from __future__ import annotations
 
