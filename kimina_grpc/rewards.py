@@ -39,9 +39,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kimina_grpc.client._errors import KiminaError
 from kimina_grpc.client._process import PerProcess
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import KiminaError, Proof, Result
+from kimina_grpc.client._types import Proof, Result
 from kimina_grpc.verdict import Verdict
 
 Extract = Literal["auto", "last_block", "statement"]
