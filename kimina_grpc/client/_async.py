@@ -21,7 +21,7 @@ from kimina_grpc.client._process import open_channel
 from kimina_grpc.client._rows import Proofs, as_proofs, iter_proofs
 from kimina_grpc.client._session import AsyncSession
 from kimina_grpc.client._types import AstResult, CheckResponse, Result, not_checked
-from kimina_grpc.client._wire import ast_from_proto, options, to_proto
+from kimina_grpc.client._wire import ast_from_proto, options
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -133,12 +133,7 @@ class AsyncKiminaClient:
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         if self._cluster is not None:
             return await verify_in_order(self._cluster, items, opts, self._metadata, self._patience())
-        results: list[Result] = []
-        for start in range(0, len(items), self._batch_size):
-            results += await self._calls.verify_batch(
-                [to_proto(p) for p in items[start : start + self._batch_size]], opts
-            )
-        return results
+        return await self._calls.verify(items, opts, self._batch_size)
 
     async def verify_stream(
         self,

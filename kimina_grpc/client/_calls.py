@@ -14,7 +14,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from kimina_grpc.client._dispatch import next_proof, stream_item
 from kimina_grpc.client._errors import is_retryable, reconnect_delay, translate, tried, wait
 from kimina_grpc.client._types import Proof, Result, not_checked
-from kimina_grpc.client._wire import from_proto
+from kimina_grpc.client._wire import from_proto, to_proto
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -48,7 +48,14 @@ class Calls:
             raise tried(translate(err), attempts) from None
         raise AssertionError("unreachable")
 
-    async def verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
+    async def verify(self, items: list[Proof], opts: pb.ProofOptions, batch_size: int) -> list[Result]:
+        """Results in input order, `batch_size` proofs a Verify."""
+        results: list[Result] = []
+        for start in range(0, len(items), batch_size):
+            results += await self._verify_batch([to_proto(p) for p in items[start : start + batch_size]], opts)
+        return results
+
+    async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
         """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
         answers: dict[str, pb.ProofResult] = {}
         todo = proofs
