@@ -196,7 +196,7 @@ class _Failed(grpc.RpcError):
 
 
 def test_a_tls_handshake_failure_is_not_retried_an_outage_is() -> None:
-    from kimina_grpc.client._types import is_retryable
+    from kimina_grpc.client._errors import is_retryable
 
     down = "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Connection refused"
     assert is_retryable(_Failed(grpc.StatusCode.UNAVAILABLE, down))

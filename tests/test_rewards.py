@@ -377,7 +377,7 @@ def test_one_string_is_one_completion_and_infra_failures_have_their_own_reward(t
 
 
 def test_the_retry_budget_rides_out_a_pod_restart() -> None:
-    from kimina_grpc.client._async import reconnect_delay
+    from kimina_grpc.client._errors import reconnect_delay
 
     reward = trl_reward()
     assert sum(reconnect_delay(f) for f in range(1, reward.max_attempts)) >= 60

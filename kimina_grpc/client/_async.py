@@ -4,54 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 
 from kimina_grpc.client._backends import BackendSet, BackendStats, ClusterOptions, parse_targets
-from kimina_grpc.client._dispatch import ClusterCall, next_proof, stream_item, verify_in_order
+from kimina_grpc.client._calls import Calls
+from kimina_grpc.client._channel import Pem, channel_args, channel_credentials
+from kimina_grpc.client._dispatch import ClusterCall, verify_in_order
+from kimina_grpc.client._errors import KiminaError, reconnect_delay, translate
 from kimina_grpc.client._info import ServerInfo, server_info_from_proto
 from kimina_grpc.client._kimina import client_options, run_benchmark
 from kimina_grpc.client._process import open_channel
+from kimina_grpc.client._rows import Proofs, as_proofs, iter_proofs
 from kimina_grpc.client._session import AsyncSession
-from kimina_grpc.client._types import (
-    AstResult,
-    CheckResponse,
-    KiminaError,
-    Pem,
-    Proof,
-    Proofs,
-    Result,
-    as_proofs,
-    ast_from_proto,
-    channel_args,
-    channel_credentials,
-    from_proto,
-    is_retryable,
-    iter_proofs,
-    not_checked,
-    options,
-    retry_delay,
-    to_proto,
-    translate,
-    tried,
-)
+from kimina_grpc.client._types import AstResult, CheckResponse, Result, not_checked
+from kimina_grpc.client._wire import ast_from_proto, options
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-T = TypeVar("T")
 READINESS = "kimina_grpc.v1.VerifierService"
-_backoff = wait_exponential(multiplier=0.2, max=10)
-
-
-def _wait(state: RetryCallState) -> float:
-    """The server's RetryInfo when it sent one, else exponential backoff."""
-    exc = state.outcome.exception() if state.outcome else None
-    hinted = retry_delay(exc) if isinstance(exc, grpc.RpcError) else None
-    return hinted if hinted is not None else _backoff(state)
 
 
 class AsyncKiminaClient:
@@ -100,6 +74,7 @@ class AsyncKiminaClient:
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._batch_size = batch_size
         self._max_attempts = max_attempts
+        self._calls = Calls(self._stub, self._metadata, max_attempts)
         targets = parse_targets(given)
         self._cluster: BackendSet | None = None
         if targets is not None:
@@ -134,25 +109,6 @@ class AsyncKiminaClient:
         given = self._cluster.options.unavailable_after if self._cluster is not None else None
         return given if given is not None else sum(reconnect_delay(f) for f in range(1, self._max_attempts))
 
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            retry=retry_if_exception(is_retryable),
-            stop=stop_after_attempt(self._max_attempts),
-            wait=_wait,
-            reraise=True,
-        )
-
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
-        attempts = 0
-        try:
-            async for attempt in self._retrying():
-                with attempt:
-                    attempts += 1
-                    return await fn()
-        except grpc.RpcError as err:
-            raise tried(translate(err), attempts) from None
-        raise AssertionError("unreachable")
-
     async def verify(
         self,
         proofs: Proofs,
@@ -177,24 +133,7 @@ class AsyncKiminaClient:
         opts = options(timeout, infotree, reuse, diagnostics, trust, allowed_axioms, None if cache else False)
         if self._cluster is not None:
             return await verify_in_order(self._cluster, items, opts, self._metadata, self._patience())
-        results: list[Result] = []
-        for start in range(0, len(items), self._batch_size):
-            results += await self._verify_batch([to_proto(p) for p in items[start : start + self._batch_size]], opts)
-        return results
-
-    async def _verify_batch(self, proofs: list[pb.Proof], opts: pb.ProofOptions) -> list[Result]:
-        """One Verify, and again for the proofs a shutting-down server answered `retryable`."""
-        answers: dict[str, pb.ProofResult] = {}
-        todo = proofs
-        for _ in range(self._max_attempts):
-            request = pb.VerifyRequest(proofs=todo, options=opts)
-            reply = await self._call(lambda r=request: self._stub.Verify(r, metadata=self._metadata))  # type: ignore[misc]
-            answers.update((r.id, r) for r in reply.results)
-            todo = [p for p in todo if p.id in answers and answers[p.id].retryable]
-            if not todo:
-                break
-        lost = "the server's response had no result for this proof"
-        return [from_proto(answers[p.id]) if p.id in answers else not_checked(p.id, lost) for p in proofs]
+        return await self._calls.verify(items, opts, self._batch_size)
 
     async def verify_stream(
         self,
@@ -225,81 +164,8 @@ class AsyncKiminaClient:
             async for result in ClusterCall(self._cluster, opts, window, self._metadata, self._patience()).run(source):
                 yield result
             return
-        pending: dict[str, Proof] = {}  # sent (or about to be), not yet answered
-        exhausted = False
-        refused: Exception | None = None  # raised by the proofs' source, or a repeated id
-        failures = 0
-        while True:
-            slots = asyncio.Semaphore(window)
-            resend = list(pending.values())
-            ended: list[bool] = []  # the call is over: the request generator returns (gRPC's task with it)
-
-            async def requests(
-                resend: list[Proof] = resend, slots: asyncio.Semaphore = slots, ended: list[bool] = ended
-            ) -> AsyncIterator[Any]:
-                nonlocal exhausted, refused
-                for proof in resend:
-                    await slots.acquire()
-                    if ended:
-                        return
-                    yield stream_item(proof, opts)
-                while not exhausted:
-                    await slots.acquire()
-                    if ended:
-                        return
-                    try:
-                        new = next_proof(source, pending)
-                    except Exception as exc:
-                        refused = exc
-                        raise  # gRPC cancels the call; the caller gets `refused`
-                    if new is None:
-                        exhausted = True
-                        break
-                    pending[new.id] = new
-                    yield stream_item(new, opts)
-
-            if exhausted and not pending:
-                return
-            call = self._stub.StreamVerify(requests(), metadata=self._metadata)
-            try:
-                async for response in call:
-                    if response.result.retryable:
-                        continue  # a shutting-down server's: stays pending, sent again on the next stream
-                    if pending.pop(response.result.id, None) is None:
-                        continue  # not ours to answer (already answered)
-                    failures = 0
-                    slots.release()
-                    yield from_proto(response.result)
-                if exhausted and not pending:
-                    return
-                # The server ended the call as done, yet owes these ids: sent again, a few times,
-                # then answered here, so no caller waits for them forever.
-                failures += 1
-                if failures >= self._max_attempts:
-                    lost = list(pending)
-                    pending.clear()
-                    for proof_id in lost:
-                        yield not_checked(proof_id, "the server ended the stream without answering this proof")
-                    if exhausted:
-                        return
-                await asyncio.sleep(reconnect_delay(failures))
-            except asyncio.CancelledError:
-                if refused is None:
-                    raise
-                raise refused from None
-            except grpc.RpcError as err:
-                if refused is not None:
-                    raise refused from None
-                if not is_retryable(err):
-                    raise tried(translate(err), failures + 1) from None
-                failures += 1
-                if failures >= self._max_attempts:
-                    raise tried(translate(err), failures) from None
-                await asyncio.sleep(reconnect_delay(failures))
-            finally:
-                call.cancel()
-                ended.append(True)
-                slots.release()
+        async for result in self._calls.stream(source, opts, window):
+            yield result
 
     async def check(  # noqa: PLR0917  (Kimina's positional order)
         self,
@@ -377,7 +243,7 @@ class AsyncKiminaClient:
         request = pb.ExportAstRequest(modules=list(modules or ()), code=code or "", module=module, one=one)
         if timeout is not None:
             request.timeout_seconds = timeout
-        reply = await self._call(lambda: self._stub.ExportAst(request, metadata=self._metadata))
+        reply = await self._calls.unary(lambda: self._stub.ExportAst(request, metadata=self._metadata))
         return [ast_from_proto(r) for r in reply.results]
 
     async def health(self, service: str = READINESS) -> bool:
@@ -418,7 +284,9 @@ class AsyncKiminaClient:
 
     async def server_info(self) -> ServerInfo:
         """What the server runs (versions, the REPL command, readiness) and how its pool and cache stand."""
-        reply = await self._call(lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata))
+        reply = await self._calls.unary(
+            lambda: self._stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self._metadata)
+        )
         return server_info_from_proto(reply)
 
 
@@ -441,8 +309,3 @@ class Blocking:
         finally:
             if not self._loop.is_closed():
                 asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop).result()  # type: ignore[attr-defined]
-
-
-def reconnect_delay(failures: int) -> float:
-    """Seconds before a stream's next attempt after `failures` broken ones in a row."""
-    return min(10.0, 0.2 * 2.0**failures)

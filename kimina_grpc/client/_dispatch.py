@@ -21,15 +21,9 @@ import grpc
 
 from kimina_grpc.client._backends import Backend, BackendSet
 from kimina_grpc.client._balance import Load, backend_window, header_key
-from kimina_grpc.client._types import (
-    InvalidArgument,
-    KiminaError,
-    Proof,
-    Result,
-    from_proto,
-    to_proto,
-    translate,
-)
+from kimina_grpc.client._errors import InvalidArgument, KiminaError, translate
+from kimina_grpc.client._types import Proof, Result
+from kimina_grpc.client._wire import from_proto, to_proto
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.verdict import Verdict
 

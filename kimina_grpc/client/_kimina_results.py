@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from kimina_grpc.verdict import Verdict
 
 
-class _Message(Protocol):
-    @property
-    def severity(self) -> str: ...
+class _Span(Protocol):
     @property
     def line(self) -> int | None: ...
     @property
@@ -26,19 +24,16 @@ class _Message(Protocol):
     def end_line(self) -> int | None: ...
     @property
     def end_column(self) -> int | None: ...
+
+
+class _Message(_Span, Protocol):
+    @property
+    def severity(self) -> str: ...
     @property
     def text(self) -> str: ...
 
 
-class _Sorry(Protocol):
-    @property
-    def line(self) -> int | None: ...
-    @property
-    def column(self) -> int | None: ...
-    @property
-    def end_line(self) -> int | None: ...
-    @property
-    def end_column(self) -> int | None: ...
+class _Sorry(_Span, Protocol):
     @property
     def goal(self) -> str: ...
 

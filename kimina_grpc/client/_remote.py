@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import grpc
 
-from kimina_grpc.client._types import KiminaError
+from kimina_grpc.client._errors import KiminaError
 
 
 def _portable(value: Any) -> Any:

@@ -11,7 +11,9 @@ from typing import Any
 
 import grpc
 
-from kimina_grpc.client._types import Message, Result, from_proto, translate
+from kimina_grpc.client._errors import translate
+from kimina_grpc.client._types import Message, Result
+from kimina_grpc.client._wire import from_proto, message_from_proto
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
@@ -61,18 +63,12 @@ class Finished:
     proof: str
 
 
-def _message(m: pb.Message) -> Message:
-    severity = pb.Severity.Name(m.severity).removeprefix("SEVERITY_").lower()
-    end = (m.end.line, m.end.column) if m.HasField("end") else (None, None)
-    return Message(severity, m.start.line, m.start.column, end[0], end[1], m.text)
-
-
 def _step(t: pb.TacticResult) -> Step:
     return Step(
         _STATUS.get(t.status, "error"),
         t.state,
         tuple(t.goals),
-        tuple(_message(m) for m in t.messages),
+        tuple(message_from_proto(m) for m in t.messages),
         t.error,
         t.time_seconds,
         tuple((g.state, g.goal) for g in t.sorries),

@@ -18,8 +18,9 @@ from kimina_grpc.client._info import ServerInfo
 from kimina_grpc.client._kimina import run_benchmark
 from kimina_grpc.client._process import ForkedProcessError, PerProcess, grpc_usable
 from kimina_grpc.client._remote import Remote
+from kimina_grpc.client._rows import Proofs
 from kimina_grpc.client._session import AsyncSession, Session
-from kimina_grpc.client._types import AstResult, CheckResponse, Proofs, Result
+from kimina_grpc.client._types import AstResult, CheckResponse, Result
 
 T = TypeVar("T")
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kimina_grpc.client import bench_report
-from kimina_grpc.client._types import CODE_COLUMNS, ID_COLUMNS, Proof, Proofs, Result, pick_column
+from kimina_grpc.client._rows import CODE_COLUMNS, ID_COLUMNS, Proofs, pick_column
+from kimina_grpc.client._types import Proof, Result
 
 
 class Streams(Protocol):

@@ -12,15 +12,9 @@ from typing import Any
 
 import grpc
 
+from kimina_grpc.client._errors import KEY_SOURCES, KiminaError, Unauthenticated, handshake_failed
 from kimina_grpc.client._sync import KiminaClient
-from kimina_grpc.client._types import (
-    KEY_SOURCES,
-    KiminaError,
-    Proof,
-    Unauthenticated,
-    handshake_failed,
-    not_checked,
-)
+from kimina_grpc.client._types import Proof, not_checked
 from kimina_grpc.client.benchmark import UsageError, load_proofs, result_json, run_bench
 from kimina_grpc.client.declared import theorem_names
 from kimina_grpc.client.reach import unreachable

@@ -16,7 +16,7 @@ from kimina_grpc.repl import Message, Split
 from kimina_grpc.service import convert
 from kimina_grpc.service.convert import InvalidInput
 from kimina_grpc.sessions import SessionLimits, SessionRoom, Status, TacticOutcome
-from kimina_grpc.sessions.room import OpenFailed, Session
+from kimina_grpc.sessions.home import OpenFailed, Session
 from kimina_grpc.settings import Settings
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 from kimina_grpc.supervisor.pool import Supervisor

@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from kimina_grpc.repl import (
-    Message,
-    Repl,
-    ReplCrashed,
-    ReplSpec,
-    ReplyTooDeep,
-    Severity,
-    Split,
-    Verdict,
-    protocol,
-    split_header,
-    verdict_of,
+from kimina_grpc.repl import ReplCrashed, ReplSpec, Split, split_header
+from kimina_grpc.sessions.home import (
+    BROKEN,
+    UNREADABLE,
+    OpenFailed,
+    Session,
+    SessionRepl,
+    import_header,
+    open_on,
+    replay,
+    send_tactic,
 )
-from kimina_grpc.repl.protocol import ProtocolError, parse_reply
 from kimina_grpc.sessions.memory import MemoryBudget, Size, watch
-from kimina_grpc.sessions.tree import Node, SessionTree, Status, TacticOutcome, assemble, record
+from kimina_grpc.sessions.tree import Node, Status, TacticOutcome, assemble, record
 from kimina_grpc.supervisor.jobs import CheckOptions, Outcome
 
 log = structlog.get_logger("kimina_grpc.sessions")
@@ -46,10 +43,6 @@ Check = Callable[[Split, CheckOptions], Awaitable[Outcome]]
 
 class SessionsFull(Exception):
     """No room for another session (the contract's RESOURCE_EXHAUSTED)."""
-
-
-class OpenFailed(Exception):
-    """The opened code gives no state to start from (Lean's error, no sorry, a failed header)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,34 +55,6 @@ class SessionLimits:
     import_timeout: float = 1800.0
     max_repl_rss: int | None = None
     """Resident bytes a session REPL may hold (the pool's LEAN_SERVER_MAX_REPL_RSS; see memory.py)."""
-
-
-@dataclass(eq=False)
-class SessionRepl:
-    header: str
-    id: str
-    repl: Repl | None = None
-    base_env: int = 0
-    sessions: set[Session] = field(default_factory=set)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    states: int = 0
-    dead: bool = False
-    rss_floor: int = 0
-    """Its resident memory once its sessions were on it (after the import, or a move's replay)."""
-
-
-@dataclass(eq=False)
-class Session:
-    id: str
-    split: Split
-    code: str
-    options: CheckOptions
-    tree: SessionTree = field(default_factory=SessionTree)
-    home: SessionRepl | None = None
-    moved: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set while the session's REPL is usable; cleared while it moves to another."""
-    broken: str = ""
-    messages: tuple[Message, ...] = ()
 
 
 class SessionRoom:
@@ -140,8 +105,8 @@ class SessionRoom:
             if home.dead:
                 raise OpenFailed("the REPL died as the session opened; open it again")
             try:
-                await self._open_on(home, session)
-            except (TimeoutError, ReplCrashed, ProtocolError, ReplyTooDeep) as exc:
+                await open_on(home, session)
+            except BROKEN as exc:
                 home.sessions.discard(session)  # the others move; this one was never open
                 await self._lost(home, f"on a session's code: {exc!r}")
                 why = "ran past the timeout" if isinstance(exc, TimeoutError) else f"broke the REPL: {exc}"
@@ -197,7 +162,6 @@ class SessionRoom:
     async def _tactic(self, home: SessionRepl, session: Session, node: Node, tactic: str) -> TacticOutcome | None:
         """Run `tactic` on `node` (home's lock held). None: the REPL had died before; run it again."""
         assert home.repl is not None
-        data = json.dumps({"tactic": tactic, "proofState": node.repl_state}, ensure_ascii=False).encode() + b"\n\n"
         started = time.perf_counter()
         repl = home.repl
         over: list[bool] = []
@@ -208,8 +172,7 @@ class SessionRoom:
 
         sampler = asyncio.ensure_future(watch(repl, self.memory, stop))
         try:
-            raw = await asyncio.wait_for(repl.request(data), session.options.timeout)
-            reply = parse_reply(raw)
+            reply = await send_tactic(repl, node.repl_state, tactic, session.options.timeout)
             if not over and self.memory.of(repl, home.rss_floor) is Size.OVER:
                 over.append(True)
         except TimeoutError:
@@ -221,7 +184,7 @@ class SessionRoom:
                 return await self._out_of_memory(home)
             await self._lost(home, str(exc))
             return None if exc.unsent else TacticOutcome(Status.ERROR, error=f"the REPL crashed on the tactic: {exc}")
-        except (ProtocolError, ReplyTooDeep) as exc:
+        except UNREADABLE as exc:
             await self._lost(home, str(exc))
             return TacticOutcome(Status.ERROR, error=f"the REPL's reply could not be read: {exc}")
         finally:
@@ -237,36 +200,6 @@ class SessionRoom:
         self.counters["out_of_memory"] += 1
         await self._lost(home, "its resident memory passed the budget")
         return TacticOutcome(Status.ERROR, error=self.memory.error())
-
-    async def _open_on(self, home: SessionRepl, session: Session) -> None:
-        """Send the session's code on `home` (lock held) and map its sorries to the tree's roots,
-        recording them the first time, re-pointing them after a move."""
-        assert home.repl is not None
-        split = session.split
-        reply, _ = await asyncio.wait_for(
-            home.repl.run(protocol.command(split.body, env=home.base_env), measure=False, shift=split.line_offset),
-            session.options.timeout,
-        )
-        errors = [m for m in reply.messages if m.severity is Severity.ERROR]
-        if reply.error is not None or errors:
-            raise OpenFailed(reply.error or f"line {errors[0].pos.line}: {errors[0].data}")
-        sorries = [s for s in reply.sorries if s.proof_state is not None and s.pos is not None]
-        if not sorries:
-            raise OpenFailed("the code has no `sorry` to start from")
-        tree = session.tree
-        session.messages = reply.messages
-        if not tree.roots:
-            for s in sorries:
-                assert s.pos is not None and s.proof_state is not None
-                tree.add_root(s.pos, s.end_pos, s.goal, s.proof_state)
-        else:
-            roots = [n for n in tree.in_order() if n.parent is None]
-            if len(roots) != len(sorries):
-                raise OpenFailed("the code gave other states on the fresh REPL")
-            for n, s in zip(roots, sorries, strict=True):
-                assert s.proof_state is not None
-                n.repl_state = s.proof_state
-        home.states = max([home.states, *(s.proof_state + 1 for s in sorries if s.proof_state is not None)])
 
     def _room_for(self, header: str) -> SessionRepl | None:
         fits = [r for r in self.repls if r.header == header and not r.dead and len(r.sessions) < self.limits.per_repl]
@@ -286,7 +219,7 @@ class SessionRoom:
         home = SessionRepl(header, f"session-repl-{next(self._ids)}")
         self.repls.add(home)
         try:
-            await self._import(home)
+            home.rss_floor = self.memory.measure(await import_header(home, self.spec, self.limits.import_timeout))
         except BaseException:
             self.repls.discard(home)
             home.dead = True
@@ -295,16 +228,6 @@ class SessionRoom:
             raise
         self._spawn(self._watch(home))
         return home
-
-    async def _import(self, home: SessionRepl) -> None:
-        home.repl = await Repl.start(self.spec, home.id)
-        reply, _ = await asyncio.wait_for(
-            home.repl.run(protocol.command(home.header), measure=False), self.limits.import_timeout
-        )
-        if verdict_of(reply) is not Verdict.VALID or reply.env is None:
-            raise OpenFailed(f"the header failed: {reply.error or [m.data for m in reply.messages][:1]}")
-        home.base_env = reply.env
-        home.rss_floor = self.memory.measure(home.repl)
 
     async def _watch(self, home: SessionRepl) -> None:
         """A REPL that dies between tactics (an outside kill) moves its sessions at once."""
@@ -365,12 +288,12 @@ class SessionRoom:
                     new.sessions.add(s)
                 for s in live:
                     try:
-                        await self._replay(new, s)
+                        await replay(new, s, self._restored_state)
                     except Exception as exc:  # this session is lost, never the others
                         log.warning("session_restore_failed", session=s.id, error=repr(exc))
                         s.broken = f"the session could not be restored: {exc!r}"
                         new.sessions.discard(s)
-                        if isinstance(exc, (TimeoutError, ReplCrashed, ProtocolError, ReplyTooDeep)):
+                        if isinstance(exc, BROKEN):
                             await self._lost(new, "a replay broke it")  # the rest move again
                             return
                     self.counters["restores"] += 1
@@ -383,28 +306,8 @@ class SessionRoom:
             if old.repl is not None:  # a recycled REPL served until its sessions moved
                 await old.repl.kill()
 
-    async def _replay(self, home: SessionRepl, session: Session) -> None:
-        await self._open_on(home, session)
-        assert home.repl is not None
-        inner: dict[int, list[int | None]] = {}  # a replayed node -> the states of its tactic's sorries
-        for node in session.tree.in_order():
-            if node.parent is None:
-                continue
-            parent = session.tree.nodes[node.parent]
-            if node.sorry_of is not None:  # its state came with its parent's
-                states = inner.get(parent.id, [])
-                state: object = states[node.sorry_of] if node.sorry_of < len(states) else None
-            else:
-                data = json.dumps({"tactic": node.tactic, "proofState": parent.repl_state}, ensure_ascii=False)
-                raw = await asyncio.wait_for(home.repl.request(data.encode() + b"\n\n"), session.options.timeout)
-                reply = parse_reply(raw)
-                state = reply.extra.get("proofState")
-                inner[node.id] = [s.proof_state for s in reply.sorries]
-            if not isinstance(state, int):
-                raise OpenFailed(f"state {node.id} did not come back")
-            node.repl_state = state
-            home.states = max(home.states, state + 1)
-            self.counters["restored_states"] += 1
+    def _restored_state(self) -> None:
+        self.counters["restored_states"] += 1
 
     async def close_all(self) -> None:
         """Shutdown: no more REPLs; every session ends (its requests answered ERROR)."""
