@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import shlex
 from collections import Counter
@@ -20,23 +19,8 @@ from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .test_server import running
-
-
-def checks(log: Path) -> list[str]:
-    """The proof bodies the stand-in REPLs ran (commands on an env; headers have none)."""
-    if not log.exists():
-        return []
-    requests = [json.loads(line)["request"] for line in log.read_text().splitlines()]
-    return [r["cmd"] for r in requests if "cmd" in r and r.get("env") is not None]
-
-
-@pytest.fixture
-def fake_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "checks.jsonl"
-    monkeypatch.setenv("KIMINA_FAKE_LOG", str(path))  # the REPLs inherit the server's environment
-    return path
-
+from .helpers.cache import checks
+from .helpers.server import running
 
 DIRECTIVES = ["", "  -- fake: error nope", "  -- fake: sorry"]
 EXPECTED = [pb.VERDICT_VALID, pb.VERDICT_INVALID, pb.VERDICT_SORRY]

@@ -17,8 +17,9 @@ from kimina_grpc.testing import redis_server, serve_process, start_redis
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .test_cache import checks
-from .test_server import running
+from .helpers import eventually
+from .helpers.cache import checks
+from .helpers.server import running
 
 DIRECTIVES = {"": Verdict.VALID, "  -- fake: error nope": Verdict.INVALID, "  -- fake: sorry": Verdict.SORRY}
 
@@ -107,8 +108,7 @@ async def test_redis_killed_mid_run_fails_no_proof_and_comes_back(
         stub = pb_grpc.VerifierServiceStub(ch)
         work = proofs(150, "k")
         task = asyncio.create_task(stream(stub, work))
-        while app.cache.misses < 40:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: app.cache.misses >= 40)
         assert app.cache.remote is not None and app.cache.remote.up
         killed.kill()
         killed.wait()

@@ -6,7 +6,6 @@ import asyncio
 import socket
 import time
 from collections import Counter
-from typing import Any
 
 import grpc
 import pytest
@@ -22,23 +21,12 @@ from kimina_grpc.client import (
 )
 from kimina_grpc.service.server import create_app
 
-from .test_server import running, settings, threaded_app
+from .helpers.client import count_calls
+from .helpers.server import running, settings, threaded_app
 
 VALID = "import A\ntheorem t : True := by\n  trivial"
 INVALID = "import A\ntheorem t : True := by\n  -- fake: error no\n  trivial"
 SORRY = "import A\ntheorem t : True := by\n  -- fake: sorry"
-
-
-def count_calls(client: AsyncKiminaClient, method: str) -> Counter[str]:
-    calls: Counter[str] = Counter()
-    original = getattr(client._stub, method)
-
-    def counting(*args: Any, **kw: Any) -> Any:
-        calls[method] += 1
-        return original(*args, **kw)
-
-    setattr(client._stub, method, counting)
-    return calls
 
 
 async def test_async_client_methods_and_result_fields() -> None:

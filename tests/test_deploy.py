@@ -23,9 +23,9 @@ from kimina_grpc.repl.sandbox import SandboxUnavailable
 from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, create_app
 from kimina_grpc.testing import free_port
 
-from .conftest import ROOT
 from .helpers import eventually
-from .test_server import settings
+from .helpers.paths import ROOT
+from .helpers.server import settings
 
 K8S = ROOT / "deploy" / "kubernetes"
 

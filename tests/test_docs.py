@@ -10,7 +10,7 @@ import sys
 
 from kimina_grpc.settings import Settings
 
-from .conftest import ROOT
+from .helpers.paths import ROOT
 
 REFERENCE = ROOT / "docs" / "configuration.md"
 README = ROOT / "README.md"

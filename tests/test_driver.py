@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shlex
 from collections.abc import AsyncIterator
 
 import psutil
@@ -15,16 +14,8 @@ from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Severity
 from kimina_grpc.repl.protocol import command
 from kimina_grpc.testing import fake_repl_command
 
-from .conftest import children
-
-SPEC = ReplSpec(argv=tuple(shlex.split(fake_repl_command())))
-
-
-async def started(spec: ReplSpec = SPEC) -> Repl:
-    repl = await Repl.start(spec, "t")
-    reply, _ = await repl.run(command(""))
-    assert reply.env == 0
-    return repl
+from .helpers.processes import children
+from .helpers.repl import SPEC, started
 
 
 @contextlib.asynccontextmanager

@@ -23,8 +23,8 @@ from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
 from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.testing.fake_repl import chunks
 
-from .conftest import ROOT
-from .real_lean import test_exploits as suite
+from .helpers.paths import ROOT
+from .real_lean import cases as suite
 
 ARGV = tuple(shlex.split(fake_repl_command()))
 

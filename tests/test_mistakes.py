@@ -20,10 +20,8 @@ from kimina_grpc.cli import main
 from kimina_grpc.client import KiminaClient
 from kimina_grpc.testing import fake_repl_command, serve_process
 
-from .test_install import calls
-from .test_install import env as installer_env  # noqa: F401  (a fixture, by this name here)
-from .test_tls import Pki
-from .test_tls import pki as tls_pki  # noqa: F401  (a fixture, by this name here)
+from .helpers.install import calls
+from .helpers.tls import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,7 +204,7 @@ def test_the_demo_serves_the_readme_export_ast_example_on_loopback(command: list
 
 
 def test_tls_files_that_are_missing_or_junk_name_the_variable(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    pki: Pki = request.getfixturevalue("tls_pki")
+    pki: Pki = request.getfixturevalue("pki")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a PEM file\n")
     cert, key = str(pki.server_cert), str(pki.server_key)
@@ -296,7 +294,7 @@ def test_a_workspace_that_does_not_exist_is_said_and_not_ready_until_it_does(tmp
 
 
 def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    env: dict[str, str] = request.getfixturevalue("installer_env")
+    env: dict[str, str] = request.getfixturevalue("env")
     ws = tmp_path / "ws"
     (ws / "repl").mkdir(parents=True)
     (ws / "repl" / "lean-toolchain").write_text("leanprover/lean4:v4.19.0\n")
@@ -339,7 +337,7 @@ def cli_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_client_tls_mistakes_are_one_line_with_a_hint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    pki: Pki = request.getfixturevalue("tls_pki")
+    pki: Pki = request.getfixturevalue("pki")
     proof = tmp_path / "p.lean"
     proof.write_text("theorem t : True := trivial\n")
     tls = {"LEAN_SERVER_TLS_CERT": str(pki.server_cert), "LEAN_SERVER_TLS_KEY": str(pki.server_key)}

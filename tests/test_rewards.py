@@ -25,8 +25,8 @@ from kimina_grpc.rewards import (
 )
 from kimina_grpc.testing import serve_process
 
-from .test_client import count_calls
-from .test_server import threaded_app
+from .helpers.client import count_calls
+from .helpers.server import threaded_app
 
 ROOT = Path(__file__).resolve().parent.parent
 STATEMENT = "theorem t : True := by sorry"

@@ -17,16 +17,15 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
 import pytest
 from prometheus_client import generate_latest
 
-from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
+from kimina_grpc.client import InvalidArgument, KiminaClient, Result, Verdict
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, boxfs, sandbox, seccomp
 from kimina_grpc.repl.sandbox import (
     OFF,
@@ -37,13 +36,15 @@ from kimina_grpc.repl.sandbox import (
     default_hide,
     probe,
 )
-from kimina_grpc.service.server import App, create_app
+from kimina_grpc.service.server import create_app
 from kimina_grpc.testing import fake_ast_export_command, fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children, none_left
-from .test_server import settings
+from .helpers import eventually
+from .helpers.processes import FAKE, children, stand_ins
+from .helpers.sandbox import KEY, app_with, proof
+from .helpers.server import settings
 
 BWRAP = shutil.which("bwrap")
 BOX = Box(bwrap=BWRAP)
@@ -57,8 +58,6 @@ def _bwrap_reason() -> str | None:
 
 _NO_BWRAP = _bwrap_reason()
 needs_bwrap = pytest.mark.skipif(_NO_BWRAP is not None, reason=f"bwrap cannot run here: {_NO_BWRAP}")
-KEY = "k-" + uuid.uuid4().hex
-FAKE = "kimina_grpc.testing.fake_repl"
 
 
 @pytest.fixture
@@ -71,34 +70,11 @@ def outside() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@contextlib.asynccontextmanager
-async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
-    app = create_app(settings(**kw))
-    await app.start()
-    client = AsyncKiminaClient(f"127.0.0.1:{app.port}", kw.get("api_key") or KEY, max_attempts=1)
-    try:
-        yield app, client
-    finally:
-        await client.close()
-        await app.stop()
-        await none_left()
-
-
-def proof(*directives: str, header: str = "") -> str:
-    body = "".join(f"  -- fake: {d}\n" for d in directives)
-    return f"{header}\ntheorem t : True := by\n{body}  trivial\n"
-
-
 def said(result: Result, verb: str) -> str:
     """The stand-in's report of one attack (an info message, as `#eval` output is)."""
     lines = [m.text for m in result.messages if m.text.startswith((verb + " ", verb + ":"))]
     assert len(lines) == 1, (verb, [m.text for m in result.messages], result.error)
     return lines[0]
-
-
-def stand_ins() -> list[psutil.Process]:
-    """The stand-in REPL processes (not their wrappers) under this test process."""
-    return [p for p in children() if p.name().startswith("python") and FAKE in p.cmdline()]
 
 
 def marked(marker: str) -> list[psutil.Process]:
@@ -264,10 +240,7 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             # is not trusted with it, the proof's reply neither; nothing it started survives.
             [spawner] = await client.verify(proof(f"spawn 120 {marker}", header="import A"))
             assert spawner.verdict is Verdict.REPL_ERROR and "started a process" in spawner.error
-            deadline = time.monotonic() + 1.0
-            while marked(marker) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert marked(marker) == []
+            await eventually(lambda: marked(marker) == [], what="what the proof started killed")
             [after] = await client.verify(proof(header="import B"))
             assert after.verdict is Verdict.VALID
     finally:
@@ -730,8 +703,8 @@ async def test_the_judge_carries_the_pickle_between_boxes() -> None:
     from kimina_grpc.repl import ReplSpec
     from kimina_grpc.supervisor import PoolSettings, Supervisor
 
-    from .conftest import ARGV
-    from .test_trust import HONEST, JUDGE, check
+    from .helpers.pool import ARGV
+    from .helpers.trust import HONEST, JUDGE, check
 
     sup = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, box=BOX), max_repls=1, import_cost_hint=0.1))
     await sup.start()

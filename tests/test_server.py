@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
-import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,57 +17,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import generate_latest
 
-from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, App, create_app
-from kimina_grpc.settings import Settings
-from kimina_grpc.testing import fake_repl_command, serve_process
+from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, create_app
+from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children, none_left
+from .helpers import eventually
+from .helpers.processes import children
+from .helpers.server import proof, running, scrape, settings, threaded_app
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "repl_command": fake_repl_command(),
-        "max_repls": 2,
-        "max_repl_mem": None,
-        "drain_seconds": 0,
-        "grace_seconds": 1,
-        "import_cost_hint": 0.1,
-        # Test fixtures live in /tmp, which the box replaces with its own: the box has its own tests.
-        "sandbox": "off",
-        # This interpreter and the fixtures may be root's alone (pyenv under /root, mkdtemp): a box
-        # that is not root could not run them. The uid a root server's box takes has its own tests.
-        "sandbox_uid": 0,
-        "auth": "on" if kw.get("api_key") or kw.get("api_key_file") else "off",
-    }
-    return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
-
-
-@contextlib.asynccontextmanager
-async def running(**kw: Any) -> AsyncIterator[tuple[App, grpc.aio.Channel]]:
-    app = create_app(settings(**kw))
-    await app.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
-    try:
-        yield app, channel
-    finally:
-        await channel.close()
-        await app.stop()
-        # A process the server killed may still be on its way out: wait (briefly) for none, and name
-        # any that stays.
-        await none_left()
-
-
-def proof(pid: str, body: str, header: str = "import A", **opts: Any) -> pb.Proof:
-    return pb.Proof(
-        id=pid, code=f"{header}\n\ntheorem t : True := by\n{body}\n  trivial", options=pb.ProofOptions(**opts)
-    )
 
 
 async def test_verdicts_end_to_end_in_input_order() -> None:
@@ -231,8 +188,7 @@ async def test_a_full_queue_holds_a_stream_instead_of_refusing_its_items() -> No
         batch = asyncio.ensure_future(
             stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", f"  -- fake: sleep 0.1\n  -- {i}") for i in range(3)]))
         )
-        while app.supervisor.queued < 3:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: app.supervisor.queued >= 3)
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(12):
@@ -312,28 +268,6 @@ def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
         yield proc, port
 
 
-@contextlib.contextmanager
-def threaded_app(**kw: Any) -> Iterator[tuple[App, asyncio.AbstractEventLoop]]:
-    """A server on an event loop of its own thread, for blocking clients in the test's thread."""
-    loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-
-    async def start() -> App:
-        app = create_app(settings(**kw))
-        await app.start()
-        return app
-
-    app = asyncio.run_coroutine_threadsafe(start(), loop).result()
-    try:
-        yield app, loop
-    finally:
-        asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join()
-        loop.close()
-
-
 async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
     server_process: tuple[subprocess.Popen[str], int],
 ) -> None:
@@ -353,18 +287,6 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
         assert [r.verdict for r in reply.results] == [pb.VERDICT_VALID] * 2
     assert await asyncio.to_thread(proc.wait, 15) == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in repls)
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The metrics page as {'name{labels}': value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:

@@ -20,9 +20,9 @@ from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
 from .helpers import eventually
-from .test_server import proof, running, scrape, settings
+from .helpers.processes import children
+from .helpers.server import proof, running, scrape, settings
 
 GARBAGE = b"\xff\xff\xff\xff"  # a field tag whose varint never ends: protobuf's DecodeError
 VERIFIER = "/kimina_grpc.v1.VerifierService/"

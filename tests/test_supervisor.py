@@ -14,7 +14,9 @@ from kimina_grpc.repl import ReplSpec, Verdict, split_header
 from kimina_grpc.supervisor import CheckOptions, QueueFull, ShuttingDown, Supervisor
 from kimina_grpc.supervisor.jobs import Job, Outcome
 
-from .conftest import ARGV, Started, check, children, pool
+from .helpers import eventually
+from .helpers.pool import ARGV, Started, check, pool
+from .helpers.processes import children
 
 
 async def test_reuse_by_header_and_no_state_leak(started: Started) -> None:
@@ -34,8 +36,7 @@ async def test_positions_are_in_the_users_file(started: Started) -> None:
 
 async def test_timeout_kills_and_pool_recovers_full_warm_strength(started: Started) -> None:
     sup = await started(max_repls=2, init_repls={"import A": 2})
-    while not sup.ready:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: sup.ready)
     out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
     assert out.verdict is Verdict.TIMEOUT and out.time_seconds >= 0.3
     assert sup.counters["kills"] == 1
