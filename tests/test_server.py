@@ -88,17 +88,21 @@ async def test_stream_backpressure_bounds_what_the_server_accepts() -> None:
             nonlocal produced
             for i in range(100_000):
                 produced += 1
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 30"))
+                # Distinct proofs (identical ones would share one check): each is a job of its own.
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 30\n  -- {i}"))
+
+        def held() -> int:
+            return app.supervisor.queued + sum(h.busy for h in app.supervisor.state().headers)
 
         call = stub.StreamVerify(requests())
-        await asyncio.sleep(2.0)
-        in_server = app.supervisor.queued + sum(h.busy for h in app.supervisor.state().headers)
+        # No proof ends (each sleeps 30 s): once the window is full the server reads nothing more.
+        await eventually(lambda: held() >= window, what="the window full")
+        in_server = held()
         call.cancel()
         print(f"\nbackpressure: client produced {produced}, server holds {in_server} (window {window})")
         assert in_server <= window
         assert produced < 5_000  # the window plus transport buffers, not 100,000
-        await asyncio.sleep(0.2)
-        assert app.supervisor.queued == 0
+        await eventually(lambda: app.supervisor.queued == 0, what="the cancelled stream's proofs dropped")
 
 
 async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
@@ -107,21 +111,27 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(20):
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 0.2"))
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 0.2\n  -- {i}"))  # distinct
             await asyncio.sleep(60)
 
         call = stub.StreamVerify(requests())
         first = await call.read()
         assert isinstance(first, pb.StreamVerifyResponse)
         call.cancel()
-        await asyncio.sleep(0.8)
-        completed = app.supervisor.counters["completed"]
-        assert app.supervisor.queued == 0
-        assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
         labels = {"grpc_service": SERVICE_NAME, "grpc_method": "StreamVerify", "grpc_type": "bidi_stream"}
-        assert (
-            app.metrics.registry.get_sample_value("grpc_server_handled_total", labels | {"grpc_code": "CANCELLED"}) == 1
-        )
+
+        def over() -> bool:
+            """The call is counted CANCELLED, nothing is queued and no REPL works: no proof can run now."""
+            cancelled = labels | {"grpc_code": "CANCELLED"}
+            return (
+                app.metrics.registry.get_sample_value("grpc_server_handled_total", cancelled) == 1
+                and app.supervisor.queued == 0
+                and not any(h.busy for h in app.supervisor.state().headers)
+            )
+
+        await eventually(over, what="the cancelled call over")
+        completed = app.supervisor.counters["completed"]
+        assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
 
 
 async def test_deadline_caps_the_proof_timeout() -> None:
@@ -225,13 +235,13 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
     async def status(name: str) -> int:
         return (await health.Check(health_pb2.HealthCheckRequest(service=name))).status  # type: ignore[no-any-return]
 
+    async def serving() -> bool:
+        return bool(await status(SERVICE_NAME) == SERVING)
+
     try:
         assert await status("") == NOT_SERVING and await status(SERVICE_NAME) == NOT_SERVING
         assert await status(LIVENESS) == SERVING
-        for _ in range(100):
-            if await status(SERVICE_NAME) == SERVING:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(serving, what="ready once the REPLs imported")
         assert await status("") == SERVING and await status(SERVICE_NAME) == SERVING
         info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
         assert info.ready and info.headers[0].warm == 2 and info.counters.imports == 2
@@ -239,10 +249,10 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
         running_proof = pb_grpc.VerifierServiceStub(ch).Verify(
             pb.VerifyRequest(proofs=[proof("p", "  -- fake: sleep 0.8", header="import A")])
         )
-        await asyncio.sleep(0.2)
+        await eventually(lambda: any(h.busy for h in app.supervisor.state().headers), what="the proof running")
         stopping = asyncio.create_task(app.stop())
-        await asyncio.sleep(0.3)
-        assert await status(SERVICE_NAME) == NOT_SERVING and await status(LIVENESS) == SERVING
+        await eventually(lambda: app.servicer.draining, what="the drain begun")
+        assert not await serving() and await status(LIVENESS) == SERVING
         assert (await running_proof).results[0].verdict == pb.VERDICT_VALID
         await stopping
     finally:
@@ -263,7 +273,7 @@ def test_reflection_lists_and_describes_the_service() -> None:
 
 @pytest.fixture
 def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    env = {"LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_DRAIN_SECONDS": "0.5", "LEAN_SERVER_GRACE_SECONDS": "5"}
+    env = {"LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_DRAIN_SECONDS": "10", "LEAN_SERVER_GRACE_SECONDS": "5"}
     with serve_process(env) as (proc, port):
         yield proc, port
 
@@ -274,12 +284,15 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
     proc, port = server_process
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pb_grpc.VerifierServiceStub(ch)
-        call = stub.Verify(pb.VerifyRequest(proofs=[proof(f"p{i}", "  -- fake: sleep 0.7") for i in range(2)]))
-        for _ in range(500):  # until both run (REPLs start slowly on a loaded machine)
+        # Two distinct proofs (identical ones would share one check), each long enough to see both run.
+        batch = [proof(f"p{i}", f"  -- fake: sleep 3\n  -- {i}") for i in range(2)]
+        call = stub.Verify(pb.VerifyRequest(proofs=batch))
+
+        async def both_run() -> bool:  # REPLs start slowly on a loaded machine
             info = await stub.GetServerInfo(pb.GetServerInfoRequest())
-            if sum(h.busy for h in info.headers) == 2:
-                break
-            await asyncio.sleep(0.01)
+            return sum(h.busy for h in info.headers) == 2
+
+        await eventually(both_run, what="both proofs running")
         repls = psutil.Process(proc.pid).children(recursive=True)
         assert repls
         proc.send_signal(signal.SIGTERM)
@@ -304,8 +317,7 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
-        while not app.supervisor.ready:  # the start-up probe may still be on its way
-            await asyncio.sleep(0.02)
+        await eventually(lambda: app.supervisor.ready, what="the start-up probe done")
         # A blocking client in another thread; the endpoint answers from the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3
