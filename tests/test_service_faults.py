@@ -222,7 +222,7 @@ async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue()
                 yield pb.StreamVerifyRequest(proof=proof("runs", "  -- fake: sleep 1"))
                 for i in range(3):  # two fill the queue, the third waits for room
                     yield pb.StreamVerifyRequest(proof=proof(f"waits{i}", f"  -- {i}"))  # distinct: no dedupe
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3600)  # keeps the client's side open
 
             call = stub.StreamVerify(requests())
             sup = app.supervisor
@@ -262,7 +262,7 @@ async def test_the_client_stream_survives_its_server_shutting_down() -> None:
             async for result in client.verify_stream(proofs, window=8):
                 got.append((result.id, result.verdict))
                 if len(got) == 5:  # the server of the stream goes away: queued proofs answered retryable
-                    stopped = next(app for app in apps if app.servicer._streams)
+                    stopped = next(app for app in apps if app.servicer.open_streams)
                     await stopped.stop()
         assert sorted(got) == sorted((p.id, Verdict.VALID) for p in proofs)
     finally:
