@@ -33,7 +33,7 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The tests, without those marked slow (the fault soak, tests/test_soak.py): `make test SLOW=1` or
+# The tests, without those marked slow (the fault soak, tests/test_soak.py, and a long sweep): `make test SLOW=1` or
 # `make test-all` runs them too, as CI does (.ci/run).
 SLOW ?=
 test:
