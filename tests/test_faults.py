@@ -395,7 +395,7 @@ async def test_a_large_proof_waiting_for_room_is_not_starved_by_small_ones(start
     await warm(sup, 1)
     filler = [sup.submit(split_header(small + "y" * 1500 + str(i)), CheckOptions(timeout=10)) for i in range(4)]
     waiting_big = asyncio.ensure_future(sup.submit_when_room(split_header(big), CheckOptions(timeout=10)))
-    await asyncio.sleep(0)
+    await eventually(lambda: sup.queue.waiting_for_room == 1, what="the big one waiting for room")
     # A stream of small proofs arrives behind the big one: each would fit, but it waits its turn.
     smalls = [
         asyncio.ensure_future(sup.submit_when_room(split_header(small + str(i)), CheckOptions(timeout=10)))

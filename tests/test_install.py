@@ -12,11 +12,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from .helpers import eventually_sync
 from .helpers.install import REAL_REPL_TAGS, calls
 from .helpers.paths import ROOT
 
@@ -142,9 +142,7 @@ def interrupt(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProce
         start_new_session=True,
     )
     flag = Path(env["FAKE_LOG"] + ".sleeping")
-    deadline = time.monotonic() + 30
-    while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually_sync(lambda: flag.exists() or proc.poll() is not None, what="the installer in its sleeping step")
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=30)

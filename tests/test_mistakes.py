@@ -20,6 +20,7 @@ from kimina_grpc.cli import main
 from kimina_grpc.client import KiminaClient
 from kimina_grpc.testing import fake_repl_command, serve_process
 
+from .helpers import eventually_sync
 from .helpers.install import calls
 from .helpers.tls import Pki
 
@@ -273,21 +274,17 @@ def test_a_workspace_that_does_not_exist_is_said_and_not_ready_until_it_does(tmp
                 request = health_pb2.HealthCheckRequest(service="kimina_grpc.v1.VerifierService")
                 return health.Check(request, timeout=5).status  # type: ignore[no-any-return]
 
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                info = pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
-                if "cannot start" in info.not_ready_reason:
-                    break
-                time.sleep(0.1)
+            def info() -> pb.GetServerInfoResponse:
+                return pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
+
+            eventually_sync(lambda: "cannot start" in info().not_ready_reason, what="the REPL's start failed")
             assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert str(ws / "mathlib4") in info.not_ready_reason  # the REPL's working directory
+            assert str(ws / "mathlib4") in info().not_ready_reason  # the REPL's working directory
             repl.parent.mkdir(parents=True)
             repl.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
             repl.chmod(0o755)
             (ws / "mathlib4").mkdir()
-            while time.monotonic() < deadline + 60 and status() != health_pb2.HealthCheckResponse.SERVING:
-                time.sleep(0.2)
-            assert status() == health_pb2.HealthCheckResponse.SERVING
+            eventually_sync(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=90, what="ready")
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -112,7 +112,7 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(20):
                 yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 0.2\n  -- {i}"))  # distinct
-            await asyncio.sleep(60)
+            await asyncio.sleep(60)  # keeps the client's side open until the call is cancelled
 
         call = stub.StreamVerify(requests())
         first = await call.read()

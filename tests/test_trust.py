@@ -18,6 +18,7 @@ from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, TrustPolicy
 from kimina_grpc.supervisor.trust import statement_name
 from kimina_grpc.testing.fake_repl import chunks, normalise_request
 
+from .helpers import eventually
 from .helpers.paths import TRANSCRIPTS
 from .helpers.pool import ARGV
 from .helpers.processes import children
@@ -254,10 +255,7 @@ async def test_judge_leaves_nothing_behind_when_cancelled(tmp_path: Path, tmp: P
     s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
     await s.start()
     job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
-    for _ in range(200):  # until the judge's REPL is importing
-        await asyncio.sleep(0.05)
-        if log.exists() and "unpickleEnvFrom" in log.read_text():
-            break
+    await eventually(lambda: log.exists() and "unpickleEnvFrom" in log.read_text(), what="the judge's REPL importing")
     assert len(children()) >= 2 and list(tmp.iterdir())
     await s.close()
     assert (await job.future).verdict is Verdict.NOT_CHECKED
@@ -299,7 +297,7 @@ async def test_judge_runs_under_the_pools_memory_cap(tmp_path: Path, tmp: Path) 
             for p in children():
                 with contextlib.suppress(psutil.Error):
                     limits.add(p.rlimit(psutil.RLIMIT_AS)[0])
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # samples the limits while the job runs: a sampling pace, not a wait
         assert (await job.future).verdict is Verdict.VALID
         assert limits == {cap}
     finally:

@@ -14,7 +14,6 @@ from kimina_grpc.testing import fake_repl_command
 
 from . import eventually
 
-# The supervisor with stand-in REPLs, shared by the supervisor, fidelity and fault tests.
 ARGV = tuple(shlex.split(fake_repl_command()))
 
 

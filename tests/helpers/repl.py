@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
-
 from kimina_grpc.repl import Repl, ReplSpec
 from kimina_grpc.repl.protocol import command
-from kimina_grpc.testing import fake_repl_command
 
-SPEC = ReplSpec(argv=tuple(shlex.split(fake_repl_command())))
+from .pool import ARGV
+
+SPEC = ReplSpec(argv=ARGV)
 
 
 async def started(spec: ReplSpec = SPEC) -> Repl:
