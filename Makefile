@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup proto proto-check docs docs-check lint test soak test-real-lean serve demo bench wheel-check ci
+.PHONY: setup proto proto-check docs docs-check lint test test-all soak test-real-lean serve demo bench wheel-check ci
 
 setup:
 	$(PY) -m venv $(VENV)
@@ -33,12 +33,18 @@ lint:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The tests, without those marked slow (the fault soak, tests/test_soak.py, and a long sweep): `make test SLOW=1` or
+# `make test-all` runs them too, as CI does (.ci/run).
+SLOW ?=
 test:
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(if $(SLOW),,-m "not slow")
+
+test-all:
+	$(MAKE) test SLOW=1
 
 # The fault soak (tests/test_soak.py) at full size: 5,000 proofs under every stand-in fault plus REPLs
 # killed and stopped from outside, cancelled callers and a stalled reader; prints the server's
-# RSS/fds/threads/children series. `make test` runs it with 600.
+# RSS/fds/threads/children series. `make test-all` runs it with 600 (`make test` leaves it out).
 soak:
 	KIMINA_SOAK_PROOFS=5000 $(BIN)/pytest -q -s tests/test_soak.py
 
@@ -68,4 +74,4 @@ bench:
 wheel-check:
 	PY=$(PY) bash scripts/check_wheel.sh
 
-ci: lint proto-check docs-check wheel-check test
+ci: lint proto-check docs-check wheel-check test-all

@@ -15,8 +15,8 @@ from kimina_grpc.testing import fake_ast_export_command
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
-from .test_server import running
+from .helpers.processes import children
+from .helpers.server import running
 
 
 def ast_settings(project: Path, **kw: Any) -> dict[str, Any]:

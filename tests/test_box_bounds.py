@@ -30,7 +30,7 @@ from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .helpers import eventually_sync
-from .test_sandbox import KEY, app_with, proof
+from .helpers.sandbox import KEY, app_with, proof
 
 SETPRIV = shutil.which("setpriv")
 ROOT = os.geteuid() == 0

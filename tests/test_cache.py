@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import shlex
 from collections import Counter
@@ -20,23 +19,9 @@ from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .test_server import running
-
-
-def checks(log: Path) -> list[str]:
-    """The proof bodies the stand-in REPLs ran (commands on an env; headers have none)."""
-    if not log.exists():
-        return []
-    requests = [json.loads(line)["request"] for line in log.read_text().splitlines()]
-    return [r["cmd"] for r in requests if "cmd" in r and r.get("env") is not None]
-
-
-@pytest.fixture
-def fake_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "checks.jsonl"
-    monkeypatch.setenv("KIMINA_FAKE_LOG", str(path))  # the REPLs inherit the server's environment
-    return path
-
+from .helpers import eventually
+from .helpers.cache import checks
+from .helpers.server import running
 
 DIRECTIVES = ["", "  -- fake: error nope", "  -- fake: sorry"]
 EXPECTED = [pb.VERDICT_VALID, pb.VERDICT_INVALID, pb.VERDICT_SORRY]
@@ -195,14 +180,14 @@ async def test_cancelling_one_waiter_keeps_the_shared_check_and_the_last_one_can
     sup, cache = await layer()
     try:
         a, b = await cache.submit_many([item("  -- fake: sleep 0.3"), item("  -- fake: sleep 0.3")])
-        await asyncio.sleep(0.1)  # running now
+        await eventually(lambda: len(checks(fake_log)) == 1, what="the shared check running")
         cache.cancel(a)
         outcome = await b.future
         assert outcome.verdict is Verdict.VALID and outcome.shared and a.future.cancelled()
         assert len(checks(fake_log)) == 1
         # The only REPL is busy with `blocker`; both waiters of a queued check leave: it never runs.
         blocker = (await cache.submit_many([item("  -- fake: sleep 0.3\n  -- blocker")]))[0]
-        await asyncio.sleep(0.05)
+        await eventually(lambda: any("blocker" in body for body in checks(fake_log)), what="the blocker running")
         c, d = await cache.submit_many([item("  -- queued"), item("  -- queued")])
         e = await cache.submit_when_room(*item("  -- queued"))
         assert e.check is c.check  # a stream's proof joins too
@@ -210,7 +195,7 @@ async def test_cancelling_one_waiter_keeps_the_shared_check_and_the_last_one_can
             cache.cancel(t)
         assert sup.queued == 0
         assert (await blocker.future).verdict is Verdict.VALID
-        await asyncio.sleep(0.2)
+        await eventually(lambda: not any(h.busy for h in sup.state().headers), what="the REPL idle")
         assert not any("queued" in body for body in checks(fake_log))
         # The key is free again: a new caller starts a new check.
         f = await cache.submit_when_room(*item("  -- queued"))

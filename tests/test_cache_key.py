@@ -31,8 +31,8 @@ from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .helpers import eventually
-from .test_cache import checks, fake_log  # noqa: F401  (a fixture)
-from .test_server import running, settings
+from .helpers.cache import checks
+from .helpers.server import running, settings
 
 BODY = "theorem t : True := by\n  -- fake: error late\n  trivial\n"
 
@@ -54,7 +54,7 @@ async def verify(stub: pb_grpc.VerifierServiceAsyncStub, pid: str, code: str, ca
     return reply.results[0]
 
 
-async def test_a_header_error_is_reported_at_the_callers_own_column(fake_log: Path) -> None:  # noqa: F811
+async def test_a_header_error_is_reported_at_the_callers_own_column(fake_log: Path) -> None:
     """The issue's reproduction: `import Missing.X` is INVALID at 1:0; the same import six columns
     to the right must say 1:6, as its own check does, not the first file's 1:0 from the cache."""
     async with running() as (_, ch):
@@ -110,7 +110,7 @@ async def test_a_hit_gives_the_bytes_of_the_callers_own_check(first: str, second
         assert seen(served) == seen(own)
 
 
-async def test_variants_that_change_nothing_still_share_the_entry(fake_log: Path) -> None:  # noqa: F811
+async def test_variants_that_change_nothing_still_share_the_entry(fake_log: Path) -> None:
     """The key is not wider than it must be: CRLF and spacing inside a command give the same split,
     so the same entry (one check for both)."""
     async with running() as (_, ch):
@@ -140,7 +140,7 @@ def test_every_field_of_the_split_is_in_the_key() -> None:
 
 
 async def test_a_replica_with_other_rules_reads_none_of_the_shared_entries(
-    fake_log: Path,  # noqa: F811
+    fake_log: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Verdicts written to Redis by a replica of older rules are not served by a newer one (they

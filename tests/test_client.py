@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from collections import Counter
-from typing import Any
 
 import grpc
 import pytest
@@ -22,33 +20,19 @@ from kimina_grpc.client import (
 )
 from kimina_grpc.service.server import create_app
 
-from .test_server import running, settings, threaded_app
+from .helpers import eventually, eventually_sync
+from .helpers.client import count_calls
+from .helpers.server import running, settings, threaded_app
 
 VALID = "import A\ntheorem t : True := by\n  trivial"
 INVALID = "import A\ntheorem t : True := by\n  -- fake: error no\n  trivial"
 SORRY = "import A\ntheorem t : True := by\n  -- fake: sorry"
 
 
-def count_calls(client: AsyncKiminaClient, method: str) -> Counter[str]:
-    calls: Counter[str] = Counter()
-    original = getattr(client._stub, method)
-
-    def counting(*args: Any, **kw: Any) -> Any:
-        calls[method] += 1
-        return original(*args, **kw)
-
-    setattr(client._stub, method, counting)
-    return calls
-
-
 async def test_async_client_methods_and_result_fields() -> None:
     async with running() as (app, _), AsyncKiminaClient(f"127.0.0.1:{app.port}", batch_size=2) as client:
         assert await client.health("liveness")  # at once; readiness once the start-up probe is done
-        for _ in range(500):
-            if await client.health():
-                break
-            await asyncio.sleep(0.02)
-        assert await client.health()
+        await eventually(client.health, what="ready")
         results = await client.verify([VALID, Proof("mine", INVALID), SORRY], diagnostics=True)
         assert [r.id for r in results] == ["0", "mine", "2"]
         assert [r.verdict.name for r in results] == ["VALID", "INVALID", "SORRY"]
@@ -74,10 +58,7 @@ async def test_async_client_methods_and_result_fields() -> None:
 
 def test_sync_client_methods() -> None:
     with threaded_app() as (app, _), KiminaClient(f"127.0.0.1:{app.port}") as client:
-        deadline = time.monotonic() + 10
-        while not client.health() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert client.health()
+        eventually_sync(client.health, what="ready")
         assert [r.verdict for r in client.verify([VALID, INVALID])] == [Verdict.VALID, Verdict.INVALID]
         got = list(client.verify_stream([Proof(f"s{i}", VALID) for i in range(10)], window=3))
         assert sorted(r.id for r in got) == [f"s{i}" for i in range(10)]
@@ -116,7 +97,7 @@ async def test_unavailable_is_retried_until_the_server_comes() -> None:
     async with AsyncKiminaClient(f"127.0.0.1:{port}", max_attempts=8) as client:
         calls = count_calls(client, "Verify")
         task = asyncio.create_task(client.verify(VALID))
-        await asyncio.sleep(0.5)
+        await eventually(lambda: calls["Verify"] >= 2, what="the first attempt refused and retried")
         app = create_app(settings(port=port))
         await app.start()
         try:

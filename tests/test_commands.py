@@ -11,7 +11,7 @@ import pytest
 
 from kimina_grpc.cli import main
 
-from .test_server import threaded_app
+from .helpers.server import threaded_app
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import contextlib
 import re
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,9 @@ from kimina_grpc.repl.sandbox import SandboxUnavailable
 from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, create_app
 from kimina_grpc.testing import free_port
 
-from .conftest import ROOT
-from .helpers import eventually
-from .test_server import settings
+from .helpers import eventually, eventually_sync
+from .helpers.paths import ROOT
+from .helpers.server import settings
 
 K8S = ROOT / "deploy" / "kubernetes"
 
@@ -129,11 +128,10 @@ async def test_three_replicas_round_robin_and_one_dies_mid_run() -> None:
     slow = "theorem t : True := by\n  -- fake: sleep 0.02\n  trivial"
     try:
         async with AsyncKiminaClient(target, batch_size=5, max_attempts=10) as client:
-            for _ in range(100):  # health-checked balancing: wait until every backend is ready
-                if all(app.supervisor.ready for app in apps):
-                    break
-                await asyncio.sleep(0.02)
+            # Health-checked balancing: wait until every backend is ready.
+            await eventually(lambda: all(app.supervisor.ready for app in apps), what="every backend ready")
             # round_robin picks among connected backends: let the channel connect to all three first.
+            # Kept: the client's subchannels show no public state to wait on.
             await client.verify("theorem w : True := trivial")
             await asyncio.sleep(0.5)
             batches = [[Proof(f"b{b}-{i}", f"{slow}\n-- {b} {i}") for i in range(5)] for b in range(60)]
@@ -251,11 +249,13 @@ def _redis_with_password(password: str) -> Iterator[int]:
     proc = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port, password=password)
-        for _ in range(200):
+
+        def answers() -> bool:
             with contextlib.suppress(redis.ConnectionError):
-                client.ping()
-                break
-            time.sleep(0.05)
+                return bool(client.ping())
+            return False
+
+        eventually_sync(answers, what="redis-server answering")
         yield port
     finally:
         proc.kill()
@@ -267,6 +267,10 @@ async def test_the_cache_authenticates_to_redis_with_a_password_file(tmp_path: P
     (tmp_path / "redis-password").write_text(password + "\n")
     with _redis_with_password(password) as port:
         url = f"redis://127.0.0.1:{port}/0"
+
+        def stored_keys() -> int:
+            return len(redis.Redis(port=port, password=password).keys())
+
         for password_file, stored in ((None, 0), (tmp_path / "redis-password", 1)):
             app = create_app(
                 settings(cache_url=url, cache_allow_unboxed=True, cache_password_file=password_file, cache_timeout=2)
@@ -276,7 +280,10 @@ async def test_the_cache_authenticates_to_redis_with_a_password_file(tmp_path: P
                 async with AsyncKiminaClient(f"127.0.0.1:{app.port}") as client:
                     [r] = await client.verify(f"theorem t{stored} : True := trivial")
                     assert r.verdict is Verdict.VALID  # Redis refusing us never fails a proof
-                await asyncio.sleep(0.3)  # the SET is not waited for
+                # The SET is not waited for: the server counts it stored or failed.
+                remote = app.cache.remote
+                assert remote is not None
+                await eventually(lambda: remote.errors or stored_keys(), what="the SET done or failed")  # noqa: B023
             finally:
                 await app.stop()
-            assert len(redis.Redis(port=port, password=password).keys()) == stored
+            assert stored_keys() == stored

@@ -10,7 +10,7 @@ import sys
 
 from kimina_grpc.settings import Settings
 
-from .conftest import ROOT
+from .helpers.paths import ROOT
 
 REFERENCE = ROOT / "docs" / "configuration.md"
 README = ROOT / "README.md"
@@ -151,3 +151,13 @@ def _anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation but `-` and `_` dropped, spaces to `-`."""
     heads = re.findall(r"^#+ (.+)$", markdown, re.M)
     return {_anchor(head) for head in heads}
+
+
+def test_make_test_leaves_the_slow_tests_out_unless_asked_and_ci_runs_them() -> None:
+    def dry_run(*args: str) -> str:
+        done = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, check=True)
+        return done.stdout
+
+    assert '-m "not slow"' in dry_run("test")
+    assert "not slow" not in dry_run("test", "SLOW=1") and "not slow" not in dry_run("test-all")
+    assert re.search(r"^make test-all$", (ROOT / ".ci" / "run").read_text(), re.M)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shlex
 from collections.abc import AsyncIterator
 
 import psutil
@@ -15,16 +14,9 @@ from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Severity
 from kimina_grpc.repl.protocol import command
 from kimina_grpc.testing import fake_repl_command
 
-from .conftest import children
-
-SPEC = ReplSpec(argv=tuple(shlex.split(fake_repl_command())))
-
-
-async def started(spec: ReplSpec = SPEC) -> Repl:
-    repl = await Repl.start(spec, "t")
-    reply, _ = await repl.run(command(""))
-    assert reply.env == 0
-    return repl
+from .helpers import eventually
+from .helpers.processes import children
+from .helpers.repl import SPEC, started
 
 
 @contextlib.asynccontextmanager
@@ -84,8 +76,8 @@ async def test_stderr_flood_is_drained_and_tail_bounded() -> None:
     async with running(ReplSpec(argv=SPEC.argv, stderr_tail_bytes=4096)) as repl:
         reply, _ = await repl.run(command("-- fake: stderr 5000000\ntheorem a : True := trivial", env=0))
         assert reply.messages == ()
-        await asyncio.sleep(0.2)
-        assert 0 < len(repl.stderr_tail()) <= 4096 + 65536
+        await eventually(repl.stderr_tail, what="stderr read")
+        assert len(repl.stderr_tail()) <= 4096 + 65536
 
 
 async def test_repl_error_directive_and_lean_messages() -> None:
@@ -157,8 +149,7 @@ async def test_one_thousand_start_kill_cycles_leave_nothing_behind() -> None:
             await repl.kill()
 
     await asyncio.gather(*(cycle(i) for i in range(1000)))
-    await asyncio.sleep(0.1)
-    assert children() == []
+    await eventually(lambda: children() == [], what="every process reaped")
     assert me.num_fds() <= fds_before + 2, (fds_before, me.num_fds())
 
 

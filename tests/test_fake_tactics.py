@@ -19,20 +19,10 @@ import pytest
 
 from kimina_grpc.repl import Repl, ReplSpec
 from kimina_grpc.testing import fake_repl_command
-from kimina_grpc.testing.fake_repl import chunks, normalise_request
+from kimina_grpc.testing.fake_repl import chunks
 
-from .conftest import TRANSCRIPTS
-
-
-def tactic_transcripts() -> list[Path]:
-    return sorted(p for p in TRANSCRIPTS.glob("*.in") if '"tactic"' in p.read_text())
-
-
-def recorded(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    out = path.with_name(path.name[:-3] + ".expected.out")
-    requests = [normalise_request(b) for b in chunks(path.read_text())]
-    replies = [json.loads(b) for b in chunks(out.read_text())] if out.exists() else []
-    return requests, replies
+from .helpers.paths import TRANSCRIPTS
+from .helpers.transcripts import recorded, tactic_transcripts
 
 
 def test_there_are_34_tactic_transcripts() -> None:

@@ -23,25 +23,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import command
-from kimina_grpc.supervisor import CheckOptions, QueueFull, Supervisor
+from kimina_grpc.supervisor import CheckOptions, QueueFull
 from kimina_grpc.supervisor.queue import ShuttingDown
 from kimina_grpc.testing import fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import ARGV, Started, check, children
-
-
-def repl_pids(sup: Supervisor) -> list[int]:
-    return [w.repl.pid for w in sup.workers() if w.repl is not None]
-
-
-async def warm(sup: object, n: int) -> None:
-    for _ in range(1000):
-        if sum(h.warm for h in sup.state().headers) == n:  # type: ignore[attr-defined]
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the pool did not get warm")
+from .helpers import eventually, eventually_sync
+from .helpers.cache import checks
+from .helpers.pool import ARGV, Started, busy, check, repl_pids, warm
+from .helpers.processes import children, gone, stand_ins
 
 
 def test_writing_to_a_dead_repl_under_uvloop_is_a_crash() -> None:
@@ -49,7 +40,7 @@ def test_writing_to_a_dead_repl_under_uvloop_is_a_crash() -> None:
         repl = await Repl.start(ReplSpec(argv=ARGV), "t")
         await repl.run(command(""))
         os.kill(repl.pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        await eventually(lambda: gone(repl.pid), what="the REPL died")
         with pytest.raises(ReplCrashed, match="exited"):
             await repl.run(command("theorem t := 1", env=0))
         await repl.kill()
@@ -81,14 +72,6 @@ async def test_a_stopped_idle_repl_never_times_out_an_innocent_proof(started: St
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-async def busy(sup: object, n: int) -> None:
-    for _ in range(1000):
-        if sum(h.busy for h in sup.state().headers) == n:  # type: ignore[attr-defined]
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the proofs did not start")
-
-
 async def test_a_repl_stopped_mid_proof_is_retried_not_blamed(started: Started) -> None:
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
@@ -105,11 +88,8 @@ async def test_a_repl_stopped_while_importing_is_replaced_before_the_import_time
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "1")
     sup = await started(max_repls=1, import_timeout=300)
     job = sup.submit(split_header("import A\ntheorem t := 1"), CheckOptions(timeout=5))
-    for _ in range(500):
-        if repl_pids(sup):
-            break
-        await asyncio.sleep(0.01)
-    os.kill(repl_pids(sup)[0], signal.SIGSTOP)
+    (pid,) = await eventually(lambda: repl_pids(sup), what="the REPL started")
+    os.kill(pid, signal.SIGSTOP)
     # The old pool waited out the import timeout (300 s) with the proof queued behind it.
     out = await asyncio.wait_for(job.future, 30)
     assert out.verdict is Verdict.VALID
@@ -129,8 +109,7 @@ async def test_a_gone_caller_stops_its_long_proof_and_frees_the_repl(started: St
     await warm(sup, 1)
     sup.import_cost.value = 0.3  # a cheap import: waiting is not worth it
     job = sup.submit(split_header("theorem t := by\n  -- fake: hang"), CheckOptions(timeout=60))
-    while sum(h.busy for h in sup.state().headers) == 0:
-        await asyncio.sleep(0.01)
+    await busy(sup, 1)
     sup.cancel(job)
     out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
     assert out.verdict is Verdict.VALID
@@ -145,12 +124,13 @@ async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path
     job = sup.submit(
         split_header(f"theorem t := by\n  -- fake: sleep 0.3\n  -- fake: crash-once {flag}"), CheckOptions(timeout=5)
     )
-    while sum(h.busy for h in sup.state().headers) == 0:
-        await asyncio.sleep(0.01)
+    await busy(sup, 1)
     sup.cancel(job)
-    await asyncio.sleep(1.0)
+    # The one REPL takes jobs in order: once the next proof is answered, a retry would have run or be
+    # queued.
+    assert (await check(sup, "theorem u := 1")).verdict is Verdict.VALID
     assert flag.exists() and job.future.cancelled()
-    assert sup.counters["completed"] == 1 and sup.queued == 0  # answered once (dropped), not re-queued
+    assert sup.counters["completed"] == 2 and sup.queued == 0  # answered once (dropped), not re-queued
 
 
 async def test_the_queue_is_bounded_in_bytes_and_gives_them_back(started: Started) -> None:
@@ -176,9 +156,8 @@ async def test_header_bookkeeping_is_dropped_and_the_view_is_bounded(started: St
     assert len(view) == 100 and all(len(h.header) <= 201 for h in view)
     for job in jobs:
         sup.cancel(job)
-    await asyncio.sleep(0.3)
-    assert len(sup.queue.known_keys()) <= 1  # only the header the REPL holds
-    assert len(sup.state().headers) <= 1
+    # Only the header the REPL holds is left.
+    await eventually(lambda: len(sup.queue.known_keys()) <= 1 and len(sup.state().headers) <= 1)
 
 
 def _health(port: int) -> str:
@@ -189,17 +168,18 @@ def _health(port: int) -> str:
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-def test_serve_with_a_repl_that_cannot_start_is_not_ready_until_fixed(tmp_path: Path) -> None:
-    import time
+def _info(port: int) -> pb.GetServerInfoResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
 
+
+def test_serve_with_a_repl_that_cannot_start_is_not_ready_until_fixed(tmp_path: Path) -> None:
     script = tmp_path / "repl.sh"
     env = {"LEAN_SERVER_REPL_COMMAND": str(script), "LEAN_SERVER_INIT_REPLS": '{"import A": 1}'}
     with serve_process(env) as (_, port):
-        time.sleep(1.0)
-        assert _health(port) == "NOT_SERVING"
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            info = pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
-        assert not info.ready and str(script) in info.not_ready_reason
+        # Until its start failed: then the reason names the command, and it is still not ready.
+        eventually_sync(lambda: str(script) in _info(port).not_ready_reason, what="the start failed")
+        assert not _info(port).ready and _health(port) == "NOT_SERVING"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             live = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service="liveness"), timeout=5
@@ -207,14 +187,10 @@ def test_serve_with_a_repl_that_cannot_start_is_not_ready_until_fixed(tmp_path: 
         assert live.status == health_pb2.HealthCheckResponse.SERVING
         script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
         script.chmod(0o755)
-        for _ in range(300):
-            if _health(port) == "SERVING":
-                break
-            time.sleep(0.1)
-        assert _health(port) == "SERVING"
+        eventually_sync(lambda: _health(port) == "SERVING", what="ready once the command is fixed")
 
 
-async def test_a_gone_caller_stops_its_trust_review_too(started: Started) -> None:
+async def test_a_gone_caller_stops_its_trust_review_too(started: Started, fake_log: Path) -> None:
     from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
 
     sup = await started(max_repls=1, init_repls={"": 1})
@@ -223,7 +199,8 @@ async def test_a_gone_caller_stops_its_trust_review_too(started: Started) -> Non
     policy = TrustPolicy(TrustLevel.AUDIT, theorem="t")
     code = "theorem t : True := trivial\n-- fake: hang-print-axioms"
     job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=policy))
-    await asyncio.sleep(0.5)  # the body is checked; its audit's `#print axioms` never returns
+    # The body is checked; its audit's `#print axioms` never returns.
+    await eventually(lambda: "#print axioms" in " ".join(checks(fake_log)), what="the audit started")
     sup.cancel(job)
     out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
     assert out.verdict is Verdict.VALID
@@ -235,11 +212,10 @@ async def test_a_deadline_covers_the_queue_and_no_answer_is_lost() -> None:
     from kimina_grpc.v1 import verifier_pb2 as pb
     from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-    from .test_server import running
+    from .helpers.server import running
 
     async with running(max_repls=1, init_repls={"import A": 1}) as (app, ch):
-        while not app.supervisor.ready:
-            await asyncio.sleep(0.02)
+        await eventually(lambda: app.supervisor.ready)
         stub = pb_grpc.VerifierServiceStub(ch)
         proofs = [
             pb.Proof(id=f"p{i}", code=f"import A\ntheorem t{i} : True := by\n  -- fake: sleep 1\n  trivial")
@@ -271,7 +247,7 @@ def test_a_process_holding_the_repls_pipes_never_wedges_a_proof(
 ) -> None:
     """A timeout or a crash is answered at once although something still holds the REPL's pipes
     (asyncio's Process.wait() waits for them), and the REPL slot serves the next proof."""
-    from .conftest import pool
+    from .helpers.pool import pool
 
     pids = tmp_path / "daemons"
 
@@ -297,7 +273,7 @@ def test_a_process_holding_the_repls_pipes_never_wedges_a_proof(
 
 
 async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replaced(tmp_path: Path) -> None:
-    from .conftest import pool
+    from .helpers.pool import pool
 
     pids = tmp_path / "daemons"
     sup = pool(spec=_with_escaped_daemon(pids), max_repls=1, init_repls={"": 1})
@@ -305,11 +281,8 @@ async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replace
     try:
         await warm(sup, 1)
         os.kill(repl_pids(sup)[0], signal.SIGKILL)
-        for _ in range(200):
-            if sup.counters["crashes"]:
-                break
-            await asyncio.sleep(0.05)
-        assert sup.counters["crashes"] == 1  # noticed while idle, not when the next proof is sent
+        # Noticed while idle, not when the next proof is sent.
+        await eventually(lambda: sup.counters["crashes"] == 1, what="the crash noticed")
         assert (await asyncio.wait_for(check(sup, "theorem u := 1"), 20)).verdict is Verdict.VALID
     finally:
         await asyncio.wait_for(sup.close(), 20)
@@ -362,7 +335,7 @@ async def test_a_caller_gone_before_its_check_starts_takes_no_repl(started: Star
 async def test_a_gone_caller_stops_the_judge_import_too(tmp_path: Path) -> None:
     from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
 
-    from .conftest import pool
+    from .helpers.pool import pool
 
     spec = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "4"})
     sup = pool(spec=spec, max_repls=1)
@@ -372,7 +345,8 @@ async def test_a_gone_caller_stops_the_judge_import_too(tmp_path: Path) -> None:
         await asyncio.wait_for(check(sup, "import A\ntheorem warm := 1", timeout=60), 40)  # the pool's import
         sup.import_cost.value = 0.3  # waiting for the judge is not worth it
         job = sup.submit(split_header(code), CheckOptions(timeout=60, trust=TrustPolicy(TrustLevel.JUDGE, theorem="t")))
-        await asyncio.sleep(1.0)  # the body is checked; the judge's REPL imports for 4 s
+        # The body is checked; the judge's REPL (a second one) imports for 4 s.
+        await eventually(lambda: len(stand_ins()) == 2, what="the judge's REPL started")
         sup.cancel(job)
         started = time.monotonic()
         after = await asyncio.wait_for(check(sup, "import A\ntheorem u := 1", timeout=60), 60)
@@ -390,10 +364,7 @@ async def test_close_answers_a_job_between_its_lost_repl_and_its_retry(started: 
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
     job = sup.submit(split_header("theorem t := 1\n-- fake: crash"), CheckOptions(timeout=10))
-    for _ in range(400):
-        if sup.counters["crashes"]:
-            break
-        await asyncio.sleep(0.005)
+    await eventually(lambda: sup.counters["crashes"], interval=0.005)
     await sup.close()  # the crash's retry is queued (or on its way there)
     assert (await asyncio.wait_for(job.future, 5)).verdict is Verdict.NOT_CHECKED
 
@@ -424,7 +395,7 @@ async def test_a_large_proof_waiting_for_room_is_not_starved_by_small_ones(start
     await warm(sup, 1)
     filler = [sup.submit(split_header(small + "y" * 1500 + str(i)), CheckOptions(timeout=10)) for i in range(4)]
     waiting_big = asyncio.ensure_future(sup.submit_when_room(split_header(big), CheckOptions(timeout=10)))
-    await asyncio.sleep(0)
+    await eventually(lambda: sup.queue.waiting_for_room == 1, what="the big one waiting for room")
     # A stream of small proofs arrives behind the big one: each would fit, but it waits its turn.
     smalls = [
         asyncio.ensure_future(sup.submit_when_room(split_header(small + str(i)), CheckOptions(timeout=10)))
@@ -445,13 +416,16 @@ async def test_a_repl_sigkilled_from_outside_is_out_of_memory_after_a_retry_on_a
     await warm(sup, 1)
     code = "theorem t := by\n  -- fake: sleep 30\n  trivial"
     job = sup.submit(split_header(code), CheckOptions(timeout=60))
-    for attempt in range(2):
-        for _ in range(400):
-            busy = [w for w in sup.workers() if w.job is job and w.repl is not None and w.repl.settled]
-            if busy and job.attempts == attempt + 1:
-                break
-            await asyncio.sleep(0.02)
-        os.kill(busy[0].repl.pid, signal.SIGKILL)  # type: ignore[union-attr]
+    for attempt in (1, 2):
+
+        def on_its_repl(attempt: int = attempt) -> list[int]:
+            """The REPL running the job's `attempt`, once it took the proof (its REPL pid is known)."""
+            if job.attempts != attempt:
+                return []
+            return [w.repl.pid for w in sup.workers() if w.job is job and w.repl is not None and w.repl.settled]
+
+        (pid,) = await eventually(on_its_repl, what=f"attempt {attempt} on a REPL")
+        os.kill(pid, signal.SIGKILL)
     out = await asyncio.wait_for(job.future, 20)
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.attempts == 2 and out.fresh_repl
     assert "SIGKILL the server did not send" in out.error
@@ -473,11 +447,7 @@ async def test_without_the_box_a_daemon_a_proof_leaves_is_seen_and_killed(starte
     try:
         out = await check(sup, f"theorem t := 1\n-- fake: daemon 60 {marker}")
         assert out.verdict is Verdict.REPL_ERROR and "started a process" in out.error
-        for _ in range(100):
-            if not daemons():
-                break
-            await asyncio.sleep(0.02)
-        assert daemons() == []
+        await eventually(lambda: daemons() == [], what="the daemon killed")
         assert (await check(sup, "theorem u := 1")).verdict is Verdict.VALID
     finally:
         for p in daemons():

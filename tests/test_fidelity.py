@@ -19,109 +19,9 @@ from kimina_grpc.repl.protocol import command
 from kimina_grpc.supervisor import pool as pool_module
 from kimina_grpc.testing import fake_repl_command
 
-from .conftest import ARGV, Started, check
-
-# Lean's header parser (Lean/Parser/Module.lean `header`, Lean/Parser/Basic.lean `whitespace`):
-# (file, header it reads, body's first line as the REPL gets it, line offset, verdict on the stand-in)
-CHEAT = "theorem cheat : False := sorry"
-HEADER_SHAPES = [
-    pytest.param(
-        f"import Mathlib {CHEAT}\ntheorem t : False := cheat",
-        "import Mathlib",
-        f"               {CHEAT}",
-        0,
-        Verdict.SORRY,
-        id="theorem-on-the-import-line",
-    ),
-    pytest.param(
-        f"import Mathlib\r{CHEAT}\rtheorem t : False := cheat",
-        "import Mathlib",
-        f"              \r{CHEAT}\rtheorem t : False := cheat",
-        0,
-        Verdict.INVALID,  # one line for Lean (lines end at \n only); a lone CR ends the header, an error
-        id="cr-only-line-endings",
-    ),
-    pytest.param(
-        f"import Mathlib\r\nimport Aesop\r\n\r\n{CHEAT}\r\n",
-        "import Mathlib\nimport Aesop",
-        CHEAT,
-        3,
-        Verdict.SORRY,
-        id="crlf",
-    ),
-    pytest.param(
-        "/-! module doc -/\nimport Mathlib\ntheorem t : True := trivial",
-        "",
-        "/-! module doc -/",
-        0,
-        Verdict.INVALID,  # a doc comment is a token: the import after it is a command, an error
-        id="doc-comment-before-import",
-    ),
-    pytest.param(
-        "module\n\npublic import Mathlib\nmeta import Aesop\ntheorem t : True := trivial",
-        "module\npublic import Mathlib\nmeta import Aesop",
-        "theorem t : True := trivial",
-        4,
-        Verdict.INVALID,  # Lean before 4.22 (the default v4.19.0) has no module files
-        id="module-file",
-    ),
-    pytest.param(
-        f"import Mathlib\u00a0{CHEAT}",
-        "import Mathlib",
-        f"              \u00a0{CHEAT}",
-        0,
-        Verdict.INVALID,  # NBSP is not Lean whitespace: the header ends there, and it starts no token
-        id="nbsp",
-    ),
-    pytest.param(
-        f"import Mathlib\u2028{CHEAT}",
-        "import Mathlib",
-        f"              \u2028{CHEAT}",
-        0,
-        Verdict.INVALID,
-        id="u2028",
-    ),
-    pytest.param(
-        "import\tMathlib\ntheorem t : True := trivial",
-        "",
-        "import\tMathlib",
-        0,
-        Verdict.INVALID,  # tabs are an error in Lean's whitespace
-        id="tab",
-    ),
-    pytest.param(
-        "import Mathlib /- why -/ import Aesop -- and\n\ntheorem t : True := trivial",
-        "import Mathlib\nimport Aesop",
-        "theorem t : True := trivial",
-        2,
-        Verdict.VALID,
-        id="comments-between-imports",
-    ),
-    pytest.param(
-        "import Mathlib\n/-- doc -/\nimport Aesop\ntheorem t : True := trivial",
-        "import Mathlib",
-        "/-- doc -/",
-        1,
-        Verdict.INVALID,
-        id="doc-comment-between-imports",
-    ),
-    pytest.param(
-        "import theorem\ntheorem t : True := trivial",
-        "",
-        "import theorem",
-        0,
-        Verdict.INVALID,  # a keyword is no module name: Lean's header error, not an import of `theorem`
-        id="keyword-as-module",
-    ),
-    pytest.param(
-        "import Mathlib\nimport all\ntheorem t : True := trivial",
-        "import Mathlib\nimport all",
-        "theorem t : True := trivial",
-        2,
-        Verdict.VALID,  # `all` is a module here (what follows is a keyword): the stand-in's modules all exist
-        id="all-before-a-keyword",
-    ),
-]
+from .helpers import eventually
+from .helpers.headers import CHEAT, HEADER_SHAPES
+from .helpers.pool import ARGV, Started, check
 
 
 @pytest.mark.parametrize(("code", "header", "first_line", "offset", "verdict"), HEADER_SHAPES)
@@ -203,6 +103,7 @@ async def test_any_exception_in_the_check_path_is_answered(started: Started, mon
     assert all(h.busy == 0 for h in sup.state().headers)
 
 
+@pytest.mark.slow  # 40 rounds of REPL restarts: about a minute on a loaded machine
 async def test_forged_replies_are_never_passed_on(started: Started) -> None:
     rng = random.Random(11)
     sup = await started(max_repls=2)
@@ -242,29 +143,20 @@ async def test_out_of_memory_on_a_repl_with_history_is_retried_on_a_fresh_one(st
 async def test_readiness_tells_why_and_recovers_without_a_restart(started: Started, tmp_path: Path) -> None:
     script = tmp_path / "repl.sh"
     sup = await started(max_repls=1, init_repls={"import A": 1}, spec=ReplSpec(argv=(str(script),)))
-    for _ in range(100):
-        if sup.not_ready_reason and "cannot start" in sup.not_ready_reason:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sup.not_ready_reason and "cannot start" in sup.not_ready_reason)
     assert not sup.ready and str(script) in sup.not_ready_reason
     out = await check(sup, "theorem t := 1")
     assert out.verdict is Verdict.REPL_ERROR and "cannot start the REPL" in out.error
     script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
     script.chmod(0o755)
-    for _ in range(400):
-        if sup.ready:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sup.ready)
     assert sup.ready and sup.not_ready_reason == ""
     assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
 
 
 async def test_a_prewarm_header_lean_rejects_keeps_the_pool_unready(started: Started) -> None:
     sup = await started(max_repls=2, init_repls={"import Missing.X": 1, "import A": 1})
-    for _ in range(200):
-        if "Missing" in sup.not_ready_reason:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: "Missing" in sup.not_ready_reason)
     assert not sup.ready
     assert "import Missing.X" in sup.not_ready_reason and "unknown module prefix" in sup.not_ready_reason
     assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID  # others are served
@@ -336,7 +228,7 @@ async def test_large_replies_do_not_stall_the_event_loop(started: Started) -> No
         nonlocal ticks
         while not done:
             ticks += 1
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # the ticker: counts how often the loop gets to run, waits for nothing
 
     task = asyncio.create_task(ticker())
     # Parsing the reply counts against the proof's timeout: room for a loaded machine's parse.
@@ -353,7 +245,7 @@ async def test_the_one_line_cheat_is_not_valid_through_verify_and_stream_verify(
     from kimina_grpc.v1 import verifier_pb2 as pb
     from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-    from .test_server import running
+    from .helpers.server import running
 
     code = f"import Mathlib {CHEAT}\ntheorem t : False := cheat"
     async with running(max_repls=1) as (_, ch):
@@ -374,7 +266,7 @@ async def test_a_deep_info_tree_is_answered_and_kept_by_the_result_cache() -> No
     from kimina_grpc.v1 import verifier_pb2 as pb
     from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-    from .test_server import running
+    from .helpers.server import running
 
     code = "import A\n\ntheorem t : True := by\n  -- fake: infotree-depth 2000\n  trivial"
     opts = pb.ProofOptions(infotree=pb.INFOTREE_MODE_FULL, diagnostics=True)
@@ -394,6 +286,8 @@ async def test_a_cancelled_large_decode_never_answers_the_next_one() -> None:
     big = json.dumps({"env": 7, "messages": [], "infotree": _big_tree(20, 1)}).encode()
     deep = b'{"env": 1, "infotree": ' + b"[" * 3000 + b"]" * 3000 + b"}"
     task = asyncio.create_task(decode.decode(big))
+    # Kept: lets the decode of the big reply get under way, so the cancel lands mid-decode (the
+    # helper shows no state to wait on). Either way the next decode must get its own answer.
     await asyncio.sleep(0.2)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -412,16 +306,10 @@ async def test_a_repl_that_exits_before_answering_is_not_ready_without_pre_warm(
     script.write_text("#!/bin/sh\necho 'error: no such file or directory (error code: 2, /wrong/repl)' >&2\nexit 1\n")
     script.chmod(0o755)
     sup = await started(max_repls=1, spec=ReplSpec(argv=(str(script),)))
-    for _ in range(200):
-        if sup.not_ready_reason.startswith("the REPL exited"):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sup.not_ready_reason.startswith("the REPL exited"))
     assert not sup.ready and "/wrong/repl" in sup.not_ready_reason and str(script) in sup.not_ready_reason
     script.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
-    for _ in range(800):
-        if sup.ready:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: sup.ready)
     assert sup.ready and (await check(sup, "theorem t := 1")).verdict is Verdict.VALID
 
 

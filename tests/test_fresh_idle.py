@@ -6,8 +6,8 @@ from __future__ import annotations
 from kimina_grpc.repl import Verdict, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolState
 
-from .conftest import Started, check
 from .helpers import eventually
+from .helpers.pool import Started, check
 
 
 def _rows(state: PoolState) -> list[tuple[str, int, int, int]]:

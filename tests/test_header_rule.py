@@ -18,8 +18,8 @@ from kimina_grpc.testing import fake_repl
 from kimina_grpc.testing.fake_repl import chunks, normalise_request
 from kimina_grpc.testing.lean_header import read_header, scan
 
-from .conftest import KIMINA_MATCH, TRANSCRIPTS
-from .test_fidelity import HEADER_SHAPES
+from .helpers.headers import HEADER_SHAPES
+from .helpers.paths import KIMINA_MATCH, TRANSCRIPTS
 
 Position = tuple[int, int] | None
 Reading = tuple[tuple[str, ...], Position]

@@ -16,7 +16,7 @@ from kimina_grpc import cli, extras
 from kimina_grpc.rewards import RewardServerError, trl_reward
 from kimina_grpc.testing import serve_process
 
-from .test_client import count_calls
+from .helpers.client import count_calls
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -15,7 +15,7 @@ import pytest
 from kimina_grpc.cli import main
 from kimina_grpc.client import CheckResponse, KiminaClient, Snippet, Verdict, results_to_dataset, results_to_rows
 
-from .test_server import threaded_app
+from .helpers.server import threaded_app
 
 # As a Kimina user writes it (kimina-client's README and run_benchmark).
 KIMINA_SCRIPT = """\

@@ -17,7 +17,7 @@ import pytest
 from kimina_grpc.repl import Verdict, split_header, verdict_of
 from kimina_grpc.repl.protocol import reply_from_json
 
-from .conftest import KIMINA_MATCH
+from .helpers.paths import KIMINA_MATCH
 
 _NAMED = [
     re.compile(r"^unused variable `([^`]+)`"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,13 +19,11 @@ from kimina_grpc.repl import ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import parse_reply
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
 from kimina_grpc.supervisor.jobs import TrustLevel, TrustPolicy
-from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.testing.fake_repl import chunks
 
-from .conftest import ROOT
-from .real_lean import test_exploits as suite
-
-ARGV = tuple(shlex.split(fake_repl_command()))
+from .helpers.paths import ROOT
+from .helpers.pool import ARGV
+from .real_lean import cases as suite
 
 
 def installer_default() -> tuple[int, int]:

@@ -22,9 +22,9 @@ from kimina_grpc.supervisor import CheckOptions
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import Started, check
 from .helpers import eventually
-from .test_server import running, settings
+from .helpers.pool import Started, check
+from .helpers.server import running, settings
 
 SLOW = "import A\n\ntheorem t : True := by\n  -- fake: sleep 0.5\n  trivial"
 

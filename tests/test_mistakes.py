@@ -20,10 +20,9 @@ from kimina_grpc.cli import main
 from kimina_grpc.client import KiminaClient
 from kimina_grpc.testing import fake_repl_command, serve_process
 
-from .test_install import calls
-from .test_install import env as installer_env  # noqa: F401  (a fixture, by this name here)
-from .test_tls import Pki
-from .test_tls import pki as tls_pki  # noqa: F401  (a fixture, by this name here)
+from .helpers import eventually_sync
+from .helpers.install import calls
+from .helpers.tls import Pki
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,7 +205,7 @@ def test_the_demo_serves_the_readme_export_ast_example_on_loopback(command: list
 
 
 def test_tls_files_that_are_missing_or_junk_name_the_variable(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    pki: Pki = request.getfixturevalue("tls_pki")
+    pki: Pki = request.getfixturevalue("pki")
     junk = tmp_path / "junk.pem"
     junk.write_text("not a PEM file\n")
     cert, key = str(pki.server_cert), str(pki.server_key)
@@ -275,28 +274,24 @@ def test_a_workspace_that_does_not_exist_is_said_and_not_ready_until_it_does(tmp
                 request = health_pb2.HealthCheckRequest(service="kimina_grpc.v1.VerifierService")
                 return health.Check(request, timeout=5).status  # type: ignore[no-any-return]
 
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                info = pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
-                if "cannot start" in info.not_ready_reason:
-                    break
-                time.sleep(0.1)
+            def info() -> pb.GetServerInfoResponse:
+                return pb_grpc.VerifierServiceStub(channel).GetServerInfo(pb.GetServerInfoRequest(), timeout=5)
+
+            eventually_sync(lambda: "cannot start" in info().not_ready_reason, what="the REPL's start failed")
             assert status() == health_pb2.HealthCheckResponse.NOT_SERVING
-            assert str(ws / "mathlib4") in info.not_ready_reason  # the REPL's working directory
+            assert str(ws / "mathlib4") in info().not_ready_reason  # the REPL's working directory
             repl.parent.mkdir(parents=True)
             repl.write_text(f"#!/bin/sh\nexec {fake_repl_command()}\n")
             repl.chmod(0o755)
             (ws / "mathlib4").mkdir()
-            while time.monotonic() < deadline + 60 and status() != health_pb2.HealthCheckResponse.SERVING:
-                time.sleep(0.2)
-            assert status() == health_pb2.HealthCheckResponse.SERVING
+            eventually_sync(lambda: status() == health_pb2.HealthCheckResponse.SERVING, timeout=90, what="ready")
     finally:
         server.terminate()
         server.wait(timeout=30)
 
 
 def test_serve_resumes_an_interrupted_install(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    env: dict[str, str] = request.getfixturevalue("installer_env")
+    env: dict[str, str] = request.getfixturevalue("env")
     ws = tmp_path / "ws"
     (ws / "repl").mkdir(parents=True)
     (ws / "repl" / "lean-toolchain").write_text("leanprover/lean4:v4.19.0\n")
@@ -339,7 +334,7 @@ def cli_run(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 def test_client_tls_mistakes_are_one_line_with_a_hint(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    pki: Pki = request.getfixturevalue("tls_pki")
+    pki: Pki = request.getfixturevalue("pki")
     proof = tmp_path / "p.lean"
     proof.write_text("theorem t : True := trivial\n")
     tls = {"LEAN_SERVER_TLS_CERT": str(pki.server_cert), "LEAN_SERVER_TLS_KEY": str(pki.server_key)}

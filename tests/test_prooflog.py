@@ -24,7 +24,7 @@ from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .helpers import eventually
 from .helpers.prooflog import chunks, code, count, rows, stream, verdict
-from .test_server import running
+from .helpers.server import running
 
 DISTINCT = 100
 

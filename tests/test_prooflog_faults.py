@@ -21,7 +21,7 @@ from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
 from .helpers import eventually, eventually_sync
 from .helpers.prooflog import code, count, rows, stream, verdict
-from .test_server import running
+from .helpers.server import running
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
 
-from .conftest import none_left
+from .helpers.processes import none_left
 
 FAR = 1 << 40
 

@@ -15,29 +15,29 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import psutil
 import pytest
 from prometheus_client import generate_latest
 
-from kimina_grpc.client import AsyncKiminaClient, InvalidArgument, KiminaClient, Result, Verdict
+from kimina_grpc.client import InvalidArgument, KiminaClient, Result, Verdict
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, boxfs, sandbox, seccomp
 from kimina_grpc.repl.environment import allowed_env
 from kimina_grpc.repl.masks import default_hide
 from kimina_grpc.repl.sandbox import OFF, Box, Limits, SandboxUnavailable, probe
-from kimina_grpc.service.server import App, create_app
+from kimina_grpc.service.server import create_app
 from kimina_grpc.testing import fake_ast_export_command, fake_repl_command, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children, none_left
-from .test_server import settings
+from .helpers import eventually, eventually_sync
+from .helpers.processes import FAKE, children, stand_ins
+from .helpers.sandbox import KEY, app_with, proof
+from .helpers.server import settings
 
 BWRAP = shutil.which("bwrap")
 BOX = Box(bwrap=BWRAP)
@@ -51,8 +51,6 @@ def _bwrap_reason() -> str | None:
 
 _NO_BWRAP = _bwrap_reason()
 needs_bwrap = pytest.mark.skipif(_NO_BWRAP is not None, reason=f"bwrap cannot run here: {_NO_BWRAP}")
-KEY = "k-" + uuid.uuid4().hex
-FAKE = "kimina_grpc.testing.fake_repl"
 
 
 @pytest.fixture
@@ -65,34 +63,11 @@ def outside() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@contextlib.asynccontextmanager
-async def app_with(**kw: Any) -> AsyncIterator[tuple[App, AsyncKiminaClient]]:
-    app = create_app(settings(**kw))
-    await app.start()
-    client = AsyncKiminaClient(f"127.0.0.1:{app.port}", kw.get("api_key") or KEY, max_attempts=1)
-    try:
-        yield app, client
-    finally:
-        await client.close()
-        await app.stop()
-        await none_left()
-
-
-def proof(*directives: str, header: str = "") -> str:
-    body = "".join(f"  -- fake: {d}\n" for d in directives)
-    return f"{header}\ntheorem t : True := by\n{body}  trivial\n"
-
-
 def said(result: Result, verb: str) -> str:
     """The stand-in's report of one attack (an info message, as `#eval` output is)."""
     lines = [m.text for m in result.messages if m.text.startswith((verb + " ", verb + ":"))]
     assert len(lines) == 1, (verb, [m.text for m in result.messages], result.error)
     return lines[0]
-
-
-def stand_ins() -> list[psutil.Process]:
-    """The stand-in REPL processes (not their wrappers) under this test process."""
-    return [p for p in children() if p.name().startswith("python") and FAKE in p.cmdline()]
 
 
 def marked(marker: str) -> list[psutil.Process]:
@@ -258,10 +233,7 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             # is not trusted with it, the proof's reply neither; nothing it started survives.
             [spawner] = await client.verify(proof(f"spawn 120 {marker}", header="import A"))
             assert spawner.verdict is Verdict.REPL_ERROR and "started a process" in spawner.error
-            deadline = time.monotonic() + 1.0
-            while marked(marker) and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-            assert marked(marker) == []
+            await eventually(lambda: marked(marker) == [], what="what the proof started killed")
             [after] = await client.verify(proof(header="import B"))
             assert after.verdict is Verdict.VALID
     finally:
@@ -566,6 +538,8 @@ async def test_exports_run_in_the_box_and_raw_code_never_touches_the_project(out
         sandbox="bwrap", api_key=KEY, ast_export_command=fake_ast_export_command(), ast_export_project_dir=project
     ) as (_, client):
         export = asyncio.ensure_future(client.export_ast(code=code, module="My.Proof"))
+        # Kept: a look mid-export (the stand-in sleeps 0.5 s after its write); what happens inside the
+        # box shows nowhere outside it, which is the point.
         await asyncio.sleep(0.3)
         written = [p for p in project.rglob("*") if p.is_file() and p.suffix in (".lean", ".json")]
         assert written == [project / "Foo" / "Bar.lean"]  # the code is only inside the box
@@ -629,19 +603,15 @@ def test_kill_9_of_the_server_leaves_no_repl_and_a_restart_binds_again(mode: str
         hung = pb_grpc.VerifierServiceStub(channel).Verify.future(
             pb.VerifyRequest(proofs=[pb.Proof(id="h", code=proof("hang", header="import A"))])
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def both_repls() -> list[psutil.Process]:  # the warm REPL and the hung one
             tree = _alive(_descendants(server.pid))
-            if len([p for p in tree if p.name().startswith("python")]) >= 2:  # the warm REPL and the hung one
-                break
-            time.sleep(0.05)
-        assert len([p for p in tree if p.name().startswith("python")]) >= 2, tree
+            return tree if len([p for p in tree if p.name().startswith("python")]) >= 2 else []
+
+        tree = eventually_sync(both_repls, what="the warm REPL and the hung one")
         server.kill()
         server.wait()
-        killed_at = time.monotonic()
-        while _alive(tree) and time.monotonic() - killed_at < 1.0:
-            time.sleep(0.02)
-        assert _alive(tree) == [], [p.cmdline() for p in _alive(tree)]
+        eventually_sync(lambda: _alive(tree) == [], what="every process of the server's gone with it")
         with pytest.raises(grpc.RpcError):
             hung.result(timeout=5)
     # Nothing left holds the port (so_reuseport is off: a leftover would make the bind fail).
@@ -663,13 +633,9 @@ def test_adopted_children_are_reaped_when_the_server_is_pid_1() -> None:
             [r] = client.verify(proof("grandchild", "hang"), timeout=0.3)
             assert r.verdict is Verdict.TIMEOUT
         assert client.verify(proof())[0].verdict is Verdict.VALID
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            zombies = [p for p in server.children() if p.status() == psutil.STATUS_ZOMBIE]
-            if not zombies:
-                break
-            time.sleep(0.1)
-        assert zombies == []
+        eventually_sync(
+            lambda: not [p for p in server.children() if p.status() == psutil.STATUS_ZOMBIE], what="no zombie left"
+        )
 
 
 @needs_bwrap
@@ -697,7 +663,7 @@ async def test_a_daemon_in_the_box_cannot_make_the_server_read_what_it_chooses(s
                     continue
                 break
             assert data == b"the-pickle"
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # the next try at the race with the daemon: a pace, not a wait
         else:
             pytest.fail("the daemon never swapped the pickle")
         assert "Too many levels of symbolic links" in error or "is not a regular file" in error, error
@@ -724,8 +690,8 @@ async def test_the_judge_carries_the_pickle_between_boxes() -> None:
     from kimina_grpc.repl import ReplSpec
     from kimina_grpc.supervisor import PoolSettings, Supervisor
 
-    from .conftest import ARGV
-    from .test_trust import HONEST, JUDGE, check
+    from .helpers.pool import ARGV
+    from .helpers.trust import HONEST, JUDGE, check
 
     sup = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, box=BOX), max_repls=1, import_cost_hint=0.1))
     await sup.start()

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
-import threading
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,57 +17,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import generate_latest
 
-from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, App, create_app
-from kimina_grpc.settings import Settings
-from kimina_grpc.testing import fake_repl_command, serve_process
+from kimina_grpc.service.server import LIVENESS, SERVICE_NAME, create_app
+from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children, none_left
+from .helpers import eventually
+from .helpers.processes import children
+from .helpers.server import proof, running, scrape, settings, threaded_app
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "repl_command": fake_repl_command(),
-        "max_repls": 2,
-        "max_repl_mem": None,
-        "drain_seconds": 0,
-        "grace_seconds": 1,
-        "import_cost_hint": 0.1,
-        # Test fixtures live in /tmp, which the box replaces with its own: the box has its own tests.
-        "sandbox": "off",
-        # This interpreter and the fixtures may be root's alone (pyenv under /root, mkdtemp): a box
-        # that is not root could not run them. The uid a root server's box takes has its own tests.
-        "sandbox_uid": 0,
-        "auth": "on" if kw.get("api_key") or kw.get("api_key_file") else "off",
-    }
-    return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
-
-
-@contextlib.asynccontextmanager
-async def running(**kw: Any) -> AsyncIterator[tuple[App, grpc.aio.Channel]]:
-    app = create_app(settings(**kw))
-    await app.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}")
-    try:
-        yield app, channel
-    finally:
-        await channel.close()
-        await app.stop()
-        # A process the server killed may still be on its way out: wait (briefly) for none, and name
-        # any that stays.
-        await none_left()
-
-
-def proof(pid: str, body: str, header: str = "import A", **opts: Any) -> pb.Proof:
-    return pb.Proof(
-        id=pid, code=f"{header}\n\ntheorem t : True := by\n{body}\n  trivial", options=pb.ProofOptions(**opts)
-    )
 
 
 async def test_verdicts_end_to_end_in_input_order() -> None:
@@ -131,17 +88,21 @@ async def test_stream_backpressure_bounds_what_the_server_accepts() -> None:
             nonlocal produced
             for i in range(100_000):
                 produced += 1
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 30"))
+                # Distinct proofs (identical ones would share one check): each is a job of its own.
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 30\n  -- {i}"))
+
+        def held() -> int:
+            return app.supervisor.queued + sum(h.busy for h in app.supervisor.state().headers)
 
         call = stub.StreamVerify(requests())
-        await asyncio.sleep(2.0)
-        in_server = app.supervisor.queued + sum(h.busy for h in app.supervisor.state().headers)
+        # No proof ends (each sleeps 30 s): once the window is full the server reads nothing more.
+        await eventually(lambda: held() >= window, what="the window full")
+        in_server = held()
         call.cancel()
         print(f"\nbackpressure: client produced {produced}, server holds {in_server} (window {window})")
         assert in_server <= window
         assert produced < 5_000  # the window plus transport buffers, not 100,000
-        await asyncio.sleep(0.2)
-        assert app.supervisor.queued == 0
+        await eventually(lambda: app.supervisor.queued == 0, what="the cancelled stream's proofs dropped")
 
 
 async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
@@ -150,21 +111,27 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(20):
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", "  -- fake: sleep 0.2"))
-            await asyncio.sleep(60)
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 0.2\n  -- {i}"))  # distinct
+            await asyncio.sleep(60)  # keeps the client's side open until the call is cancelled
 
         call = stub.StreamVerify(requests())
         first = await call.read()
         assert isinstance(first, pb.StreamVerifyResponse)
         call.cancel()
-        await asyncio.sleep(0.8)
-        completed = app.supervisor.counters["completed"]
-        assert app.supervisor.queued == 0
-        assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
         labels = {"grpc_service": SERVICE_NAME, "grpc_method": "StreamVerify", "grpc_type": "bidi_stream"}
-        assert (
-            app.metrics.registry.get_sample_value("grpc_server_handled_total", labels | {"grpc_code": "CANCELLED"}) == 1
-        )
+
+        def over() -> bool:
+            """The call is counted CANCELLED, nothing is queued and no REPL works: no proof can run now."""
+            cancelled = labels | {"grpc_code": "CANCELLED"}
+            return (
+                app.metrics.registry.get_sample_value("grpc_server_handled_total", cancelled) == 1
+                and app.supervisor.queued == 0
+                and not any(h.busy for h in app.supervisor.state().headers)
+            )
+
+        await eventually(over, what="the cancelled call over")
+        completed = app.supervisor.counters["completed"]
+        assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
 
 
 async def test_deadline_caps_the_proof_timeout() -> None:
@@ -231,8 +198,7 @@ async def test_a_full_queue_holds_a_stream_instead_of_refusing_its_items() -> No
         batch = asyncio.ensure_future(
             stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", f"  -- fake: sleep 0.1\n  -- {i}") for i in range(3)]))
         )
-        while app.supervisor.queued < 3:
-            await asyncio.sleep(0.01)
+        await eventually(lambda: app.supervisor.queued >= 3)
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(12):
@@ -269,13 +235,13 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
     async def status(name: str) -> int:
         return (await health.Check(health_pb2.HealthCheckRequest(service=name))).status  # type: ignore[no-any-return]
 
+    async def serving() -> bool:
+        return bool(await status(SERVICE_NAME) == SERVING)
+
     try:
         assert await status("") == NOT_SERVING and await status(SERVICE_NAME) == NOT_SERVING
         assert await status(LIVENESS) == SERVING
-        for _ in range(100):
-            if await status(SERVICE_NAME) == SERVING:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(serving, what="ready once the REPLs imported")
         assert await status("") == SERVING and await status(SERVICE_NAME) == SERVING
         info = await pb_grpc.VerifierServiceStub(ch).GetServerInfo(pb.GetServerInfoRequest())
         assert info.ready and info.headers[0].warm == 2 and info.counters.imports == 2
@@ -283,10 +249,10 @@ async def test_readiness_follows_prewarm_and_drain(monkeypatch: pytest.MonkeyPat
         running_proof = pb_grpc.VerifierServiceStub(ch).Verify(
             pb.VerifyRequest(proofs=[proof("p", "  -- fake: sleep 0.8", header="import A")])
         )
-        await asyncio.sleep(0.2)
+        await eventually(lambda: any(h.busy for h in app.supervisor.state().headers), what="the proof running")
         stopping = asyncio.create_task(app.stop())
-        await asyncio.sleep(0.3)
-        assert await status(SERVICE_NAME) == NOT_SERVING and await status(LIVENESS) == SERVING
+        await eventually(lambda: app.servicer.draining, what="the drain begun")
+        assert not await serving() and await status(LIVENESS) == SERVING
         assert (await running_proof).results[0].verdict == pb.VERDICT_VALID
         await stopping
     finally:
@@ -307,31 +273,9 @@ def test_reflection_lists_and_describes_the_service() -> None:
 
 @pytest.fixture
 def server_process() -> Iterator[tuple[subprocess.Popen[str], int]]:
-    env = {"LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_DRAIN_SECONDS": "0.5", "LEAN_SERVER_GRACE_SECONDS": "5"}
+    env = {"LEAN_SERVER_MAX_REPLS": "2", "LEAN_SERVER_DRAIN_SECONDS": "10", "LEAN_SERVER_GRACE_SECONDS": "5"}
     with serve_process(env) as (proc, port):
         yield proc, port
-
-
-@contextlib.contextmanager
-def threaded_app(**kw: Any) -> Iterator[tuple[App, asyncio.AbstractEventLoop]]:
-    """A server on an event loop of its own thread, for blocking clients in the test's thread."""
-    loop = asyncio.new_event_loop()
-    runner = threading.Thread(target=loop.run_forever, daemon=True)
-    runner.start()
-
-    async def start() -> App:
-        app = create_app(settings(**kw))
-        await app.start()
-        return app
-
-    app = asyncio.run_coroutine_threadsafe(start(), loop).result()
-    try:
-        yield app, loop
-    finally:
-        asyncio.run_coroutine_threadsafe(app.stop(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        runner.join()
-        loop.close()
 
 
 async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
@@ -340,12 +284,15 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
     proc, port = server_process
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         stub = pb_grpc.VerifierServiceStub(ch)
-        call = stub.Verify(pb.VerifyRequest(proofs=[proof(f"p{i}", "  -- fake: sleep 0.7") for i in range(2)]))
-        for _ in range(500):  # until both run (REPLs start slowly on a loaded machine)
+        # Two distinct proofs (identical ones would share one check), each long enough to see both run.
+        batch = [proof(f"p{i}", f"  -- fake: sleep 3\n  -- {i}") for i in range(2)]
+        call = stub.Verify(pb.VerifyRequest(proofs=batch))
+
+        async def both_run() -> bool:  # REPLs start slowly on a loaded machine
             info = await stub.GetServerInfo(pb.GetServerInfoRequest())
-            if sum(h.busy for h in info.headers) == 2:
-                break
-            await asyncio.sleep(0.01)
+            return sum(h.busy for h in info.headers) == 2
+
+        await eventually(both_run, what="both proofs running")
         repls = psutil.Process(proc.pid).children(recursive=True)
         assert repls
         proc.send_signal(signal.SIGTERM)
@@ -353,18 +300,6 @@ async def test_sigterm_during_a_batch_answers_in_flight_and_exits_clean(
         assert [r.verdict for r in reply.results] == [pb.VERDICT_VALID] * 2
     assert await asyncio.to_thread(proc.wait, 15) == 0
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in repls)
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The metrics page as {'name{labels}': value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
 
 
 async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
@@ -382,8 +317,7 @@ async def test_metrics_count_what_callers_got_and_read_the_pool() -> None:
         assert sorted(got) == [pb.VERDICT_VALID, pb.VERDICT_NOT_CHECKED]
         with pytest.raises(grpc.aio.AioRpcError):
             await stub.Verify(pb.VerifyRequest())  # no proofs: INVALID_ARGUMENT
-        while not app.supervisor.ready:  # the start-up probe may still be on its way
-            await asyncio.sleep(0.02)
+        await eventually(lambda: app.supervisor.ready, what="the start-up probe done")
         # A blocking client in another thread; the endpoint answers from the event loop.
         m = await asyncio.to_thread(scrape, app.metrics_port)
         assert m['kimina_proofs_total{verdict="valid"}'] == 3

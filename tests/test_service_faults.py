@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kimina_grpc.client import AsyncKiminaClient, Proof, Verdict
 from kimina_grpc.service import metrics
@@ -20,9 +20,9 @@ from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import children
 from .helpers import eventually
-from .test_server import proof, running, scrape, settings
+from .helpers.processes import children
+from .helpers.server import proof, running, scrape, settings
 
 GARBAGE = b"\xff\xff\xff\xff"  # a field tag whose varint never ends: protobuf's DecodeError
 VERIFIER = "/kimina_grpc.v1.VerifierService/"
@@ -94,6 +94,8 @@ async def test_idle_metrics_connections_take_no_thread_and_are_closed(monkeypatc
         me = psutil.Process()
         threads = me.num_threads()
         idle = [await asyncio.open_connection("127.0.0.1", app.metrics_port) for _ in range(300)]
+        # Kept: time for the server to take the connections in. That no thread is started for one
+        # shows nowhere to wait on.
         await asyncio.sleep(0.3)
         print(f"\nmetrics: threads {threads} -> {me.num_threads()} with 300 idle connections")
         assert me.num_threads() <= threads + 2  # asyncio.to_thread below may add one
@@ -127,7 +129,9 @@ async def test_a_stream_that_is_not_read_gets_no_more_than_its_window_checked() 
                     yield pb.StreamVerifyRequest(proof=proof(f"p{i}", big))
 
             call = stub.StreamVerify(requests())
-            await asyncio.sleep(3.0)  # reading nothing
+            # Kept: the test reads nothing for a while, to show the server checks no more than its
+            # window meanwhile (something that does not happen: there is no state to wait on).
+            await asyncio.sleep(3.0)
             checked = (await stub.GetServerInfo(pb.GetServerInfoRequest())).counters.completed - 1
             grown = (server.memory_info().rss - rss) / 2**20
             print(f"\nunread stream: wrote {written}, checked {checked} (window {window}), server RSS +{grown:.1f} MiB")
@@ -148,7 +152,7 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.VerifierServiceStub(ch)
             await stub.Verify(pb.VerifyRequest(proofs=[proof("w1", "  -- fake: sleep 0.2"), proof("w2", "")]))
-            terminated = asyncio.Event()
+            draining = asyncio.Event()
             late = [f"late{i}" for i in range(5)]
 
             async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
@@ -156,8 +160,7 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
                 yield pb.StreamVerifyRequest(proof=proof("outlasts", "  -- fake: sleep 30"))  # past it
                 for i in range(38):
                     yield pb.StreamVerifyRequest(proof=proof(f"queued{i}", f"  -- fake: sleep 1\n  -- {i}"))
-                await terminated.wait()
-                await asyncio.sleep(0.3)
+                await draining.wait()
                 for pid in late:  # read during the drain
                     yield pb.StreamVerifyRequest(proof=proof(pid, ""))
                 await asyncio.sleep(3600)  # the client keeps its side open
@@ -173,15 +176,24 @@ async def test_sigterm_mid_stream_answers_every_accepted_id_and_exits_within_dra
                     return err.code()
                 return grpc.StatusCode.OK
 
+            async def held(running: int, queued: int) -> bool:
+                info = await stub.GetServerInfo(pb.GetServerInfoRequest())
+                return sum(h.busy for h in info.headers) == running and info.queued == queued
+
+            async def not_ready() -> bool:
+                check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+                return bool((await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+            health = health_pb2_grpc.HealthStub(ch)
             reading = asyncio.create_task(read())
-            await asyncio.sleep(0.5)
+            await eventually(lambda: held(2, 38), what="two proofs running, the stream's others queued")
             # queued; distinct from earlier proofs, or the result cache would answer them at once
             batch = stub.Verify(pb.VerifyRequest(proofs=[proof(f"b{i}", f"  -- b{i}") for i in range(3)]))
-            await asyncio.sleep(0.2)
+            await eventually(lambda: held(2, 41), what="the batch queued")
             proc.send_signal(signal.SIGTERM)
             sent = time.monotonic()
-            terminated.set()
-            await asyncio.sleep(0.2)
+            await eventually(not_ready, what="the drain begun")
+            draining.set()
             with pytest.raises(grpc.aio.AioRpcError) as info:  # a new call during the drain goes elsewhere
                 await stub.Verify(pb.VerifyRequest(proofs=[proof("new", "")]), timeout=5)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -210,7 +222,7 @@ async def test_shutdown_answers_a_stream_item_waiting_for_room_in_a_full_queue()
                 yield pb.StreamVerifyRequest(proof=proof("runs", "  -- fake: sleep 1"))
                 for i in range(3):  # two fill the queue, the third waits for room
                     yield pb.StreamVerifyRequest(proof=proof(f"waits{i}", f"  -- {i}"))  # distinct: no dedupe
-                await asyncio.sleep(3600)
+                await asyncio.sleep(3600)  # keeps the client's side open
 
             call = stub.StreamVerify(requests())
             sup = app.supervisor
@@ -250,7 +262,7 @@ async def test_the_client_stream_survives_its_server_shutting_down() -> None:
             async for result in client.verify_stream(proofs, window=8):
                 got.append((result.id, result.verdict))
                 if len(got) == 5:  # the server of the stream goes away: queued proofs answered retryable
-                    stopped = next(app for app in apps if app.servicer._streams)
+                    stopped = next(app for app in apps if app.servicer.open_streams)
                     await stopped.stop()
         assert sorted(got) == sorted((p.id, Verdict.VALID) for p in proofs)
     finally:

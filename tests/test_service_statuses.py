@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 from kimina_grpc.service.errors import ErrorsToStatus
 from kimina_grpc.supervisor.queue import QueueFull
 
-from .test_server import running
+from .helpers.server import running
 
 SERVICE = "test.Faulty"
 COUNTED = "test.Counted"

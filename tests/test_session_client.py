@@ -9,8 +9,8 @@ from pathlib import Path
 from kimina_grpc.client import AsyncKiminaClient, KiminaClient
 from kimina_grpc.testing import serve_process
 
-from .test_server import running
-from .test_sessions import CODE, EXACT_P, EXACT_Q, SPLIT, STATEMENT
+from .helpers.server import running
+from .helpers.sessions import CODE, EXACT_P, EXACT_Q, SPLIT, STATEMENT
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,9 +16,9 @@ from kimina_grpc.sessions.memory import RECYCLE_FRACTION, MemoryBudget, Size
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 from .helpers import eventually
-from .test_driver import SPEC, started
-from .test_server import running
-from .test_sessions import SPLIT, Raw, session_repls
+from .helpers.repl import SPEC, started
+from .helpers.server import running
+from .helpers.sessions import SPLIT, Raw, session_repls
 
 BUDGET = 250 << 20
 

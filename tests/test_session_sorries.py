@@ -8,8 +8,8 @@ import signal
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 from .helpers import eventually
-from .test_server import running
-from .test_sessions import EXACT_P, SPLIT, Raw, session_repls
+from .helpers.server import running
+from .helpers.sessions import EXACT_P, SPLIT, Raw, session_repls
 
 
 async def test_a_tactics_sorry_is_a_state_that_survives_a_move_and_is_not_finished() -> None:

@@ -20,9 +20,9 @@ from kimina_grpc.repl import split_header
 from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.v1 import verifier_pb2 as pb
 
-from .test_fake_tactics import recorded, tactic_transcripts
-from .test_server import running
-from .test_sessions import Raw
+from .helpers.server import running
+from .helpers.sessions import Raw
+from .helpers.transcripts import recorded, tactic_transcripts
 
 UNKNOWN = "Unknown proof state."
 FOREIGN_PICKLE = (

@@ -36,6 +36,9 @@ from kimina_grpc.testing import FAKE_REPL_MODULE, serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
+from .helpers import eventually
+from .helpers.processes import gone
+
 pytestmark = pytest.mark.slow
 
 PROOFS = int(os.environ.get("KIMINA_SOAK_PROOFS", "600"))
@@ -164,7 +167,7 @@ async def sample(server: psutil.Process, run: Run) -> None:
             )
         for p in repls(server):
             run.repls_seen.setdefault(p.pid, p)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # the sampling period: a time series, not a wait for a state
 
 
 def idle(p: psutil.Process) -> bool:
@@ -205,17 +208,23 @@ async def inject(server: psutil.Process, log: Path, run: Run, rng: random.Random
             victim.send_signal(sig)
             run.faults.append(Fault(time.monotonic() - run.started, sig.name, victim.pid, busy))
 
+    quiet: list[psutil.Process] = []
+
+    def all_quiet() -> bool:
+        nonlocal quiet
+        quiet = [p for p in candidates() if idle(p)]
+        return bool(quiet) and len(quiet) >= len(candidates())
+
     while True:
-        await asyncio.sleep(FAULT_PERIOD * rng.uniform(0.5, 1.5))
+        await asyncio.sleep(FAULT_PERIOD * rng.uniform(0.5, 1.5))  # the faults' pace: deliberate
         turn += 1
         if turn % 4 == 0:
             run.gate.clear()
             try:
-                deadline = time.monotonic() + 10
-                while not (quiet := [p for p in candidates() if idle(p)]) or len(quiet) < len(candidates()):
-                    if time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.05)
+                # Until no REPL has work; after 10 s, the ones idle then (a REPL the test stopped
+                # stays busy until the server replaces it).
+                with contextlib.suppress(AssertionError):
+                    await eventually(all_quiet, timeout=10, interval=0.05)
                 idle_stops = sum(f.sig == "SIGSTOP" and not f.busy for f in run.faults)
                 idle_kills = sum(f.sig == "SIGKILL" and not f.busy for f in run.faults)
                 signals = [signal.SIGKILL, signal.SIGSTOP][:: 1 if idle_kills <= idle_stops else -1]  # rarer first
@@ -302,14 +311,17 @@ async def cancellers(target: str, rng: random.Random, run: Run) -> None:
 
 
 async def settle(stub: pb_grpc.VerifierServiceAsyncStub, seconds: float) -> pb.GetServerInfoResponse:
-    """Wait until the pool is full, idle and has nothing queued (or `seconds` pass); its last state."""
-    deadline = time.monotonic() + seconds
-    while True:
-        info = await stub.GetServerInfo(pb.GetServerInfoRequest())
-        warm = sum(h.warm for h in info.headers)
-        if (warm == info.max_repls and info.queued == 0) or time.monotonic() > deadline:
-            return info
-        await asyncio.sleep(0.2)
+    """Wait until the pool is full, idle and has nothing queued (or `seconds` pass); its last state
+    (the caller asserts on it, with the run's report)."""
+    infos: list[pb.GetServerInfoResponse] = []
+
+    async def settled() -> bool:
+        infos.append(info := await stub.GetServerInfo(pb.GetServerInfoRequest()))
+        return sum(h.warm for h in info.headers) == info.max_repls and info.queued == 0
+
+    with contextlib.suppress(AssertionError):
+        await eventually(settled, timeout=seconds, interval=0.2)
+    return infos[-1]
 
 
 def series(run: Run) -> str:
@@ -396,13 +408,26 @@ async def test_fault_soak(tmp_path: Path) -> None:
             # sweep; cancelled callers' REPLs within an import's worth. Then the pool is used in full
             # once (the pool starts REPLs on demand, and one started for a single proof, as an
             # out-of-memory retry is, is not replaced) and must come back to full strength, idle.
-            await asyncio.sleep(2.0)
+            stopped = [f.pid for f in run.faults if f.sig == "SIGSTOP"]
+
+            async def faults_cleared() -> bool:
+                info = await stub.GetServerInfo(pb.GetServerInfoRequest())
+                return all(map(gone, stopped)) and info.queued == 0 and not any(h.busy for h in info.headers)
+
+            await eventually(faults_cleared, timeout=60, what="the stopped REPLs killed and the pool idle")
             full = [
                 pb.Proof(id=f"f{i}", code=f"{HEADER}\n\n-- fake: sleep 0.3\n-- id f{i}") for i in range(MAX_REPLS * 2)
             ]
             final = await stub.Verify(pb.VerifyRequest(proofs=full))
             info = await settle(stub, 20)
-            await asyncio.sleep(1.0)
+
+            def at_rest() -> bool:
+                """The pool's REPLs only: every REPL seen and retired has exited."""
+                current = {p.pid for p in repls(server)}
+                return len(current) == MAX_REPLS and all(gone(pid) for pid in run.repls_seen if pid not in current)
+
+            with contextlib.suppress(AssertionError):  # the assertions below say what is left, with the report
+                await eventually(at_rest, timeout=10)
             background[0].cancel()
             await asyncio.gather(background[0], return_exceptions=True)
             with server.oneshot():

@@ -18,8 +18,8 @@ from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .conftest import ARGV, Started, check
 from .helpers import eventually
+from .helpers.pool import ARGV, Started, check
 
 # One working REPL (repl-1, pre-warmed) and its spare (repl-2): a replacement that runs on repl-2
 # paid no import; a new process would be repl-3.

@@ -14,7 +14,9 @@ from kimina_grpc.repl import ReplSpec, Verdict, split_header
 from kimina_grpc.supervisor import CheckOptions, QueueFull, ShuttingDown, Supervisor
 from kimina_grpc.supervisor.jobs import Job, Outcome
 
-from .conftest import ARGV, Started, check, children, pool
+from .helpers import eventually
+from .helpers.pool import ARGV, Started, check, pool
+from .helpers.processes import children
 
 
 async def test_reuse_by_header_and_no_state_leak(started: Started) -> None:
@@ -34,16 +36,11 @@ async def test_positions_are_in_the_users_file(started: Started) -> None:
 
 async def test_timeout_kills_and_pool_recovers_full_warm_strength(started: Started) -> None:
     sup = await started(max_repls=2, init_repls={"import A": 2})
-    while not sup.ready:
-        await asyncio.sleep(0.02)
+    await eventually(lambda: sup.ready)
     out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
     assert out.verdict is Verdict.TIMEOUT and out.time_seconds >= 0.3
     assert sup.counters["kills"] == 1
-    for _ in range(200):
-        state = sup.state()
-        if sum(h.warm for h in state.headers) == 2:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: sum(h.warm for h in sup.state().headers) == 2, what="two warm REPLs again")
     assert [(h.header, h.warm) for h in sup.state().headers] == [("import A", 2)]
 
 
@@ -94,24 +91,19 @@ async def test_cancel_frees_queued_jobs(started: Started) -> None:
     sup = await started(max_repls=1)
     first = sup.submit(split_header("theorem t := by\n  -- fake: sleep 0.5"), CheckOptions(timeout=5))
     queued = [sup.submit(split_header(f"theorem q{i} := 1"), CheckOptions(timeout=5)) for i in range(10)]
-    for _ in range(500):  # until the REPL has started and taken the first
-        if sup.queued == 10:
-            break
-        await asyncio.sleep(0.01)
-    assert sup.queued == 10
+    await eventually(lambda: sup.queued == 10, what="the REPL started and took the first")
     for job in queued:
         sup.cancel(job)
     assert sup.queued == 0
     assert (await first.future).verdict is Verdict.VALID
-    await asyncio.sleep(0.2)
+    await eventually(lambda: not any(h.busy for h in sup.state().headers), what="the REPL idle")
     assert sup.counters["completed"] == 1  # the cancelled ten never ran
     assert all(j.future.cancelled() for j in queued)
 
 
 async def test_max_wait_answers_not_checked(started: Started) -> None:
     sup = await started(max_repls=1, max_wait=0.2, init_repls={"": 1})
-    while not sup.ready:  # the REPL's start is no part of the wait measured here
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sup.ready)  # the REPL's start is no part of the wait measured here
     slow = sup.submit(split_header("theorem t := by\n  -- fake: sleep 1"), CheckOptions(timeout=5))
     waiting = sup.submit(split_header("theorem u := 1"), CheckOptions(timeout=5))
     out = await waiting.future
@@ -143,8 +135,7 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(started: 
 
     async def fill() -> None:
         sup.submit(*slow)
-        while sup.queued:  # running
-            await asyncio.sleep(0.01)
+        await eventually(lambda: not sup.queued, what="running")
         sup.submit_many([slow, slow])  # and two queued: full
 
     def later() -> asyncio.Future[Job]:
@@ -152,7 +143,7 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(started: 
 
     await fill()
     waiting = later()
-    await asyncio.sleep(0.1)
+    await eventually(lambda: sup.queue.waiting_for_room == 1, what="waiting for room")
     assert not waiting.done() and sup.queued == 2
     job = await asyncio.wait_for(waiting, 5)  # the running proof finished: room
     assert (await job.future).verdict is Verdict.VALID
@@ -172,7 +163,7 @@ async def test_submit_when_room_waits_for_the_queue_and_wakes_on_close(started: 
 
     await fill()
     blocked = later()
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sup.queue.waiting_for_room == 1, what="waiting for room")
     await sup.close()
     with pytest.raises(ShuttingDown):
         await asyncio.wait_for(blocked, 5)
@@ -182,14 +173,13 @@ async def test_a_waiter_cancelled_after_its_wake_up_hands_the_room_on(started: S
     sup = await started(max_repls=1, max_queue=2)
     slow = (split_header("theorem t := by\n  -- fake: sleep 5"), CheckOptions(timeout=10))
     sup.submit(*slow)
-    while sup.queued:  # running
-        await asyncio.sleep(0.01)
+    await eventually(lambda: not sup.queued, what="running")
     queued = sup.submit_many([slow, slow])
     a, b = (
         asyncio.ensure_future(sup.submit_when_room(split_header(f"theorem {n} := 1"), CheckOptions(timeout=5)))
         for n in "ab"
     )
-    await asyncio.sleep(0.05)
+    await eventually(lambda: sup.queue.waiting_for_room == 2, what="both waiting for room")
     sup.cancel(queued[0])  # room for one: wakes `a` ...
     a.cancel()  # ... which is cancelled before it runs
     job = await asyncio.wait_for(b, 1)  # not 5 s later, when the running proof ends
@@ -222,7 +212,7 @@ async def test_random_fault_mix_loses_and_duplicates_nothing(started: Started, t
     for i, job in enumerate(jobs):
         job.future.add_done_callback(functools.partial(lambda i, _f: answered.update([i]), i))
     outcomes = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 240)
-    await asyncio.sleep(0.05)
+    await eventually(lambda: len(answered) == 2000, what="every done callback ran")
     assert len(outcomes) == 2000 and set(answered.values()) == {1} and len(answered) == 2000
     wrong = [(k, o.verdict, o.error) for (k, _), o in zip(items, outcomes, strict=True) if o.verdict != expected[k]]
     assert wrong == []
@@ -233,8 +223,7 @@ async def test_close_answers_everything_and_kills_every_repl() -> None:
     sup = pool(max_repls=2)
     await sup.start()
     jobs = [sup.submit(split_header("theorem t := by\n  -- fake: sleep 5"), CheckOptions(timeout=10)) for _ in range(5)]
-    await asyncio.sleep(0.5)
-    assert children()
+    await eventually(children, what="REPLs started")
     await sup.close()
     outs = [j.future.result() for j in jobs]
     assert {o.verdict for o in outs} == {Verdict.NOT_CHECKED}
@@ -246,13 +235,16 @@ async def test_prewarm_respects_the_import_bound_and_reports_progress(
 ) -> None:
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.3")
     sup = await started(max_repls=4, max_concurrent_imports=1, init_repls={"import A": 3, "import B": 1})
-    most_starting = 0
+    starting: list[int] = []
     progress = []
-    while not sup.ready:
-        most_starting = max(most_starting, sum(h.starting for h in sup.state().headers))
+
+    def sampled_until_ready() -> bool:
+        starting.append(sum(h.starting for h in sup.state().headers))
         progress.append(sup.warmup_progress())
-        await asyncio.sleep(0.02)
-    assert most_starting == 1
+        return sup.ready
+
+    await eventually(sampled_until_ready)
+    assert max(starting) == 1
     assert progress[0][1] == 4 and sup.warmup_progress() == (4, 4)
     assert sorted((h.header, h.warm) for h in sup.state().headers) == [("import A", 3), ("import B", 1)]
 

@@ -11,7 +11,7 @@ import pytest
 from kimina_grpc.repl import Split, Verdict, split_header
 from kimina_grpc.supervisor import CheckOptions
 
-from .conftest import Started
+from .helpers.pool import Started
 
 
 def proofs(headers: list[str], per_header: int, cost: float) -> list[tuple[Split, CheckOptions]]:

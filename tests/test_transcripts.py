@@ -12,7 +12,7 @@ from kimina_grpc.repl.protocol import parse_reply, reply_to_json
 from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.testing.fake_repl import chunks, normalise_request
 
-from .conftest import TRANSCRIPTS
+from .helpers.paths import TRANSCRIPTS
 
 COMMAND_KEYS = {"cmd", "env", "allTactics", "rootGoals", "infotree"}
 

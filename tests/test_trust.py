@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
-import shlex
-import tempfile
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,62 +14,16 @@ import pytest
 
 from kimina_grpc.repl import Repl, ReplCrashed, ReplSpec, Verdict, protocol, split_header
 from kimina_grpc.supervisor import CheckOptions, PoolSettings, Supervisor
-from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, Outcome, TrustLevel, TrustPolicy
+from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, TrustPolicy
 from kimina_grpc.supervisor.trust import statement_name
-from kimina_grpc.testing import fake_repl_command
 from kimina_grpc.testing.fake_repl import chunks, normalise_request
 
-from .conftest import TRANSCRIPTS, children
+from .helpers import eventually
+from .helpers.paths import TRANSCRIPTS
+from .helpers.pool import ARGV
+from .helpers.processes import children
+from .helpers.trust import AUDIT, CHECK, HEADER, HONEST, JUDGE, check, sent
 
-ARGV = tuple(shlex.split(fake_repl_command()))
-CHECK, AUDIT, JUDGE = TrustLevel.CHECK, TrustLevel.AUDIT, TrustLevel.JUDGE
-HEADER = "import Mathlib\n\n"
-LEAN = "v4.22.0"  # the stand-in's Lean: the sorry exploit needs `warn.sorry` (Lean 4.22 on)
-
-
-@pytest.fixture
-def tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The judge's private temporary directories are made here, so a test sees every one."""
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    yield scratch
-
-
-@pytest.fixture
-async def sup(tmp_path: Path, tmp: Path) -> AsyncIterator[Supervisor]:
-    log = tmp_path / "requests.jsonl"
-    env = {"KIMINA_FAKE_LOG": str(log), "KIMINA_FAKE_IMPORT_SECONDS": "0.05", "KIMINA_FAKE_LEAN_VERSION": LEAN}
-    s = Supervisor(PoolSettings(spec=ReplSpec(argv=ARGV, env=env), max_repls=1, import_cost_hint=0.1))
-    await s.start()
-    yield s
-    await s.close()
-    assert children() == []
-    assert list(tmp.iterdir()) == [], "the judge left temporary files"
-
-
-def sent(tmp_path: Path) -> list[list[dict[str, Any]]]:
-    """Requests per REPL process, in order (the pool's REPL first, then each judge), with the
-    reference name's random suffix and the pickle's temporary directory made fixed."""
-    by_pid: dict[int, list[dict[str, Any]]] = {}
-    for line in (tmp_path / "requests.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        text = re.sub(r"_kimina[0-9a-f]{12}", "_kiminaN", json.dumps(row["request"]))
-        text = re.sub(r'"[^"]*/kimina-judge-[^"/]*/proof\.olean"', '"TMP/proof.olean"', text)
-        by_pid.setdefault(row["pid"], []).append(json.loads(text))
-    return [requests for requests in by_pid.values() if requests != [{"cmd": ""}]]  # not the start-up probe
-
-
-async def check(sup: Supervisor, body: str, level: TrustLevel, **policy: Any) -> Outcome:
-    trust = None
-    if level is not CHECK:
-        policy.setdefault("theorem", "t")
-        trust = TrustPolicy(level, **policy)
-    job = sup.submit(split_header(HEADER + body), CheckOptions(timeout=10.0, trust=trust))
-    return await job.future
-
-
-HONEST = "theorem t : 1 + 1 = 2 := by norm_num"
 NAMES = "set_option pp.fullNames true in set_option pp.privateNames true in"
 # The global constant: no namespace, `open` or variable of the proof's; no universe parameters shown.
 AXIOMS = f"{NAMES} set_option pp.universes false in #print axioms _root_.t"
@@ -305,10 +255,7 @@ async def test_judge_leaves_nothing_behind_when_cancelled(tmp_path: Path, tmp: P
     s = Supervisor(PoolSettings(spec=spec, max_repls=1, import_cost_hint=0.1))
     await s.start()
     job = s.submit(split_header(HEADER + HONEST), CheckOptions(timeout=10.0, trust=TrustPolicy(JUDGE, "t")))
-    for _ in range(200):  # until the judge's REPL is importing
-        await asyncio.sleep(0.05)
-        if log.exists() and "unpickleEnvFrom" in log.read_text():
-            break
+    await eventually(lambda: log.exists() and "unpickleEnvFrom" in log.read_text(), what="the judge's REPL importing")
     assert len(children()) >= 2 and list(tmp.iterdir())
     await s.close()
     assert (await job.future).verdict is Verdict.NOT_CHECKED
@@ -350,7 +297,7 @@ async def test_judge_runs_under_the_pools_memory_cap(tmp_path: Path, tmp: Path) 
             for p in children():
                 with contextlib.suppress(psutil.Error):
                     limits.add(p.rlimit(psutil.RLIMIT_AS)[0])
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # samples the limits while the job runs: a sampling pace, not a wait
         assert (await job.future).verdict is Verdict.VALID
         assert limits == {cap}
     finally:

@@ -11,7 +11,7 @@ import pytest
 from kimina_grpc.cli import main
 from kimina_grpc.client import KiminaClient, Proof, Verdict
 
-from .test_server import threaded_app
+from .helpers.server import threaded_app
 
 STATEMENT = "theorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by sorry\n"
 HONEST = "import Mathlib\n\ntheorem t (x : ℕ) (h : 2 * x = 6) : x = 3 := by omega\n"

@@ -17,10 +17,9 @@ from kimina_grpc.supervisor.jobs import STANDARD_AXIOMS, Outcome, TrustPolicy
 from kimina_grpc.supervisor.trust import _axioms as axioms_answer
 from kimina_grpc.supervisor.trust import _Rejected as Rejected
 
-from .conftest import children
-from .test_trust import ARGV, AUDIT, CHECK, JUDGE, check, sent, sup, tmp
-
-__all__ = ["sup", "tmp"]  # fixtures, shared with test_trust.py
+from .helpers.pool import ARGV
+from .helpers.processes import children
+from .helpers.trust import AUDIT, CHECK, JUDGE, check, sent
 
 LEVELS = (CHECK, AUDIT, JUDGE)
 

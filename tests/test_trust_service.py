@@ -10,7 +10,7 @@ import pytest
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 
-from .test_server import running
+from .helpers.server import running
 
 STATEMENT = "theorem t (x : ℕ) (h : 2 * x = 6) :\n  x = 3 := by"
 CHEAT = "import Mathlib\n\naxiom cheat : False\ntheorem t : 1 = 2 := cheat.elim\n-- fake: axioms t cheat"

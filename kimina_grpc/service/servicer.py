@@ -67,6 +67,11 @@ class VerifierServicer(pb_grpc.VerifierServiceServicer):
         self.sessions: SessionRoom = make_room(supervisor, checks, settings)
         metrics.registry.register(SessionCollector(self.sessions))
 
+    @property
+    def open_streams(self) -> int:
+        """StreamVerify calls open now."""
+        return len(self._streams)
+
     def drain(self) -> None:
         """Shutdown begins: new calls get UNAVAILABLE, new items of open streams NOT_CHECKED."""
         self.draining = True

@@ -5,9 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> T: ...
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.02, what: str = ""
+) -> T: ...
 
 
 async def eventually(
