@@ -23,15 +23,16 @@ from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_i
 from kimina_grpc.prooflog.metrics import ProofLogCollector
 from kimina_grpc.prooflog.open import open_log
 from kimina_grpc.prooflog.writer import ProofLog
-from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
-from kimina_grpc.repl.sandbox import OFF, Box, Limits, Resolved
+from kimina_grpc.repl import decode, reaper, sandbox
+from kimina_grpc.repl.sandbox import Limits, Resolved
 from kimina_grpc.service.errors import DecodeErrors
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.posture import BindError, Posture
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.exports import AstExporter
-from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2, verifier_pb2_grpc
 
 log = structlog.get_logger("kimina_grpc.server")
@@ -93,34 +94,6 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
 def limits(settings: Settings) -> Limits:
     return Limits(settings.max_repl_mem, settings.max_repl_file_size, settings.max_repl_procs)
-
-
-def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
-    argv, cwd = settings.repl_argv()
-    return PoolSettings(
-        spec=ReplSpec(
-            argv=argv,
-            cwd=cwd,
-            max_memory_bytes=settings.max_repl_mem,
-            max_file_bytes=settings.max_repl_file_size,
-            max_processes=settings.max_repl_procs,
-            box=box,
-            max_reply_bytes=settings.max_reply_bytes,
-            max_reply_items=settings.max_reply_messages,
-        ),
-        max_repls=settings.max_repls,
-        max_repl_uses=settings.max_repl_uses,
-        spare_repls=settings.spare_repls,
-        max_repl_rss=settings.max_repl_rss,
-        max_wait=settings.max_wait,
-        max_queue=settings.max_queue,
-        max_queue_bytes=settings.max_queue_bytes,
-        max_concurrent_imports=settings.max_concurrent_imports,
-        min_free_memory=settings.min_free_memory,
-        import_cost_hint=settings.import_cost_hint,
-        init_repls=settings.init_repls,
-        min_timeout=settings.min_timeout,
-    )
 
 
 def check_cache(settings: Settings, supervisor: Supervisor) -> CheckCache:
@@ -363,7 +336,7 @@ def create_app(settings: Settings) -> App:
         )
     box = resolved.box
     decode.configure(settings.max_decoding_bytes)
-    supervisor = Supervisor(pool_settings(settings, box))
+    supervisor = Supervisor(PoolSettings.from_settings(settings, box))
     cache = check_cache(settings, supervisor)
     interceptors: list[grpc.aio.ServerInterceptor] = [DecodeErrors()]
     if api_key:

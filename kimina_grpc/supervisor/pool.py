@@ -20,7 +20,7 @@ import itertools
 import math
 import time
 from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psutil
@@ -29,7 +29,6 @@ import structlog
 from kimina_grpc.repl import (
     Repl,
     ReplCrashed,
-    ReplSpec,
     Reply,
     ReplyRefused,
     Split,
@@ -40,6 +39,7 @@ from kimina_grpc.repl import (
     verdict_of,
 )
 from kimina_grpc.supervisor.check import Checker, crash_verdict
+from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
 from kimina_grpc.supervisor.policy import (
     Idle,
@@ -64,30 +64,6 @@ _SWEEP_PERIOD = 1.0
 # GetServerInfo's view is bounded: headers are caller-chosen text.
 _STATE_HEADERS = 100
 _STATE_HEADER_CHARS = 200
-
-
-@dataclass(frozen=True, slots=True)
-class PoolSettings:
-    spec: ReplSpec
-    max_repls: int = 1
-    max_repl_uses: int = 0
-    max_repl_rss: int | None = None
-    max_wait: float = 0.0
-    max_queue: int = 100_000
-    max_queue_bytes: int = 0
-    """Bytes of code queued at most, over all callers (0 = no bound)."""
-    max_concurrent_imports: int = 2
-    min_free_memory: int | None = None
-    import_timeout: float = 1800.0
-    import_cost_hint: float = 15.0
-    init_repls: dict[str, int] = field(default_factory=dict)
-    min_timeout: float = 0.1
-    spare_repls: int = 0
-    """Warm REPLs beyond `max_repls`, kept imported for the headers in use: a REPL killed, crashed
-    or recycled is replaced by one at once (see `policy.spare_plan`). They never run a proof while
-    they are spares: `max_repls` still bounds the checks running at once."""
-    """A proof whose budget (its timeout, or what its caller's deadline leaves) is below this is
-    answered NOT_CHECKED without a REPL: a check cut that short only kills a warm REPL."""
 
 
 @dataclass(frozen=True, slots=True)
