@@ -158,7 +158,7 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
         assert isinstance(first, pb.StreamVerifyResponse)
         call.cancel()
         await asyncio.sleep(0.8)
-        completed = app.supervisor.counters["completed"]
+        completed = app.supervisor.totals.completed
         assert app.supervisor.queued == 0
         assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
         labels = {"grpc_service": SERVICE_NAME, "grpc_method": "StreamVerify", "grpc_type": "bidi_stream"}
@@ -210,7 +210,7 @@ async def test_bad_input_is_invalid_argument_and_disturbs_nothing(request_: pb.V
             await stub.Verify(request_)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in _violations(info.value)
-        assert app.supervisor.counters["completed"] == 0 and app.supervisor.queued == 0
+        assert app.supervisor.totals.completed == 0 and app.supervisor.queued == 0
         ok = await stub.Verify(pb.VerifyRequest(proofs=[proof("fine", "")]))
         assert ok.results[0].verdict == pb.VERDICT_VALID
 

@@ -2,8 +2,9 @@
 
 from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey
-from kimina_grpc.supervisor.pool import PoolState, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.supervisor.queue import QueueFull, ShuttingDown
+from kimina_grpc.supervisor.state import PoolState
 
 __all__ = [
     "CheckOptions",
