@@ -24,7 +24,7 @@ Its rule is **exhaustive service with a starvation bound**:
   any idle REPL: its visit is one proof, after which the REPL's header is imported back (the pool
   keeps its strength), so waiting longer would save no import.
 
-Nothing here starts a process, reads a clock or touches the event loop: `Supervisor` builds a
+Nothing here starts a process, reads a clock or touches the event loop: the `Scheduler` builds a
 `Snapshot` and applies the `Switch`es it gets back.
 """
 
