@@ -18,8 +18,10 @@ from kimina_grpc.supervisor.lifecycle import Lifecycle
 from kimina_grpc.supervisor.policy import (
     Idle,
     Snapshot,
+    Step,
     SwitchPolicy,
     Waiting,
+    idle_step,
     move_target,
     neediest,
     spare_plan,
@@ -77,23 +79,19 @@ class Scheduler:
         switches: dict[str, PoolKey] = {}
         if workers.working() >= max_repls:
             switches = {s.repl: s.to for s in self.policy.switches(self._snapshot(now, idle))}
-        # 1. Idle REPLs take the oldest job of their key, unless the policy moves them to a key
-        #    with no REPL at all that starves.
+        # 1. Idle REPLs take the oldest job of their key, unless the policy moves them (to a key with
+        #    no REPL that starves, or to the one that drains last); `policy.idle_step` decides.
         for worker in idle:
-            queue = self.queue.length(worker.key)
-            if worker.key.fresh and not queue:
-                # Started for one proof that was cancelled or expired while it imported.
+            queued = self.queue.length(worker.key)
+            may_import = workers.importing < self.settings.max_concurrent_imports
+            move = self._move_target(worker) if queued and may_import else None
+            step, to = idle_step(worker.key, queued, switches.get(worker.id), move)
+            if step is Step.RELEASE:
                 workers.release_fresh(worker)
                 self.kick()
-            elif (to := switches.get(worker.id)) is not None:
+            elif to is not None:  # SWITCH or MOVE
                 workers.replace(worker, to)
-            elif (
-                queue
-                and workers.importing < self.settings.max_concurrent_imports
-                and (key := self._move_target(worker))
-            ):
-                workers.replace(worker, key)
-            elif queue:
+            elif step is Step.RUN:
                 self._served[worker.key] = time.monotonic()
                 self._run(worker, self.queue.pop(worker.key))
         waiting = [(q[0].submitted, key) for key, q in self.queue.waiting()]
