@@ -47,6 +47,10 @@ log = structlog.get_logger("kimina_grpc.supervisor")
 
 
 class Supervisor:
+    """The pool: the queue takes jobs in, the scheduler pairs them with REPLs, the lifecycle starts
+    and retires those, the checker runs one job on one REPL; this class wires them, answers each
+    job once (`_finish`) and owns the tasks they spawn (cancelled on `close`)."""
+
     def __init__(self, settings: PoolSettings) -> None:
         self.settings = settings
         self.totals = Totals()
