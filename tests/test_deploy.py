@@ -136,13 +136,13 @@ async def test_three_replicas_round_robin_and_one_dies_mid_run() -> None:
             await asyncio.sleep(0.5)
             batches = [[Proof(f"b{b}-{i}", f"{slow}\n-- {b} {i}") for i in range(5)] for b in range(60)]
             calls = [asyncio.create_task(client.verify(batch)) for batch in batches]
-            await eventually(lambda: apps[0].supervisor.counters["completed"] > 0, what="replica 0 checked one")
+            await eventually(lambda: apps[0].supervisor.totals.completed > 0, what="replica 0 checked one")
             await apps[0].stop()  # a replica goes away mid-run
             results = [r for call in calls for r in await call]
         ids = [r.id for r in results]
         assert sorted(ids) == sorted(p.id for batch in batches for p in batch) and len(set(ids)) == 300
         assert {r.verdict for r in results} == {Verdict.VALID}
-        served = [app.supervisor.counters["completed"] for app in apps]
+        served = [app.supervisor.totals.completed for app in apps]
         print(f"\nproofs served per replica: {served}")
         # Each id reached the caller once; what the dying replica left unanswered was checked elsewhere.
         assert all(n > 0 for n in served) and sum(served) >= 300

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import shlex
 import signal
@@ -93,7 +92,7 @@ async def test_a_repl_stopped_while_importing_is_replaced_before_the_import_time
     # The old pool waited out the import timeout (300 s) with the proof queued behind it.
     out = await asyncio.wait_for(job.future, 30)
     assert out.verdict is Verdict.VALID
-    assert sup.counters["crashes"] == 1
+    assert sup.totals.crashes == 1
 
 
 async def test_a_crash_reports_only_its_own_proofs_stderr(started: Started) -> None:
@@ -113,7 +112,7 @@ async def test_a_gone_caller_stops_its_long_proof_and_frees_the_repl(started: St
     sup.cancel(job)
     out = await asyncio.wait_for(check(sup, "theorem u := 1", timeout=60), 10)
     assert out.verdict is Verdict.VALID
-    assert sup.counters["kills"] == 1
+    assert sup.totals.kills == 1
 
 
 async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path) -> None:
@@ -130,7 +129,7 @@ async def test_a_cancelled_job_is_never_retried(started: Started, tmp_path: Path
     # queued.
     assert (await check(sup, "theorem u := 1")).verdict is Verdict.VALID
     assert flag.exists() and job.future.cancelled()
-    assert sup.counters["completed"] == 2 and sup.queued == 0  # answered once (dropped), not re-queued
+    assert sup.totals.completed == 2 and sup.queued == 0  # answered once (dropped), not re-queued
 
 
 async def test_the_queue_is_bounded_in_bytes_and_gives_them_back(started: Started) -> None:
@@ -282,7 +281,7 @@ async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replace
         await warm(sup, 1)
         os.kill(repl_pids(sup)[0], signal.SIGKILL)
         # Noticed while idle, not when the next proof is sent.
-        await eventually(lambda: sup.counters["crashes"] == 1, what="the crash noticed")
+        await eventually(lambda: sup.totals.crashes == 1, what="the crash noticed")
         assert (await asyncio.wait_for(check(sup, "theorem u := 1"), 20)).verdict is Verdict.VALID
     finally:
         await asyncio.wait_for(sup.close(), 20)
@@ -313,7 +312,7 @@ async def test_parsing_a_reply_counts_against_the_timeout_but_never_kills_the_re
     out = await check(sup, "theorem t := 1\n-- fake: output 0.5", timeout=0.5)  # over 128 KiB: the helper's
     assert out.verdict is Verdict.TIMEOUT and "could not be read within the proof's timeout" in out.error
     assert out.time_seconds < 0.5  # the REPL's time, not the parse's
-    assert sup.counters["kills"] == 0
+    assert sup.totals.kills == 0
     again = await check(sup, "theorem u := 1", timeout=5)
     assert again.verdict is Verdict.VALID and again.repl_id == out.repl_id
 
@@ -329,7 +328,7 @@ async def test_a_caller_gone_before_its_check_starts_takes_no_repl(started: Star
     await asyncio.sleep(0)  # the scheduler ran: the job is on the REPL, its task not started yet
     sup.cancel(job)
     out = await asyncio.wait_for(check(sup, "theorem u := 1"), 5)
-    assert out.verdict is Verdict.VALID and sup.counters["kills"] == 0
+    assert out.verdict is Verdict.VALID and sup.totals.kills == 0
 
 
 async def test_a_gone_caller_stops_the_judge_import_too(tmp_path: Path) -> None:
@@ -364,15 +363,15 @@ async def test_close_answers_a_job_between_its_lost_repl_and_its_retry(started: 
     sup = await started(max_repls=1, init_repls={"": 1})
     await warm(sup, 1)
     job = sup.submit(split_header("theorem t := 1\n-- fake: crash"), CheckOptions(timeout=10))
-    await eventually(lambda: sup.counters["crashes"], interval=0.005)
+    await eventually(lambda: sup.totals.crashes, interval=0.005)
     await sup.close()  # the crash's retry is queued (or on its way there)
     assert (await asyncio.wait_for(job.future, 5)).verdict is Verdict.NOT_CHECKED
 
 
 async def test_a_retried_proof_past_its_callers_deadline_is_not_checked(started: Started) -> None:
-    sup = await started(max_repls=1, init_repls={"import A": 1})
+    slow_imports = ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "2"})
+    sup = await started(max_repls=1, init_repls={"import A": 1}, spec=slow_imports)
     await warm(sup, 1)
-    sup.s = dataclasses.replace(sup.s, spec=ReplSpec(argv=ARGV, env={"KIMINA_FAKE_IMPORT_SECONDS": "2"}))
     deadline = time.monotonic() + 1.0
     code = "import A\ntheorem t := 1\n-- fake: crash"
     job = sup.submit(split_header(code), CheckOptions(timeout=10, deadline=deadline))

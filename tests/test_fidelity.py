@@ -16,7 +16,7 @@ import pytest
 
 from kimina_grpc.repl import Repl, ReplSpec, Verdict, split_header
 from kimina_grpc.repl.protocol import command
-from kimina_grpc.supervisor import pool as pool_module
+from kimina_grpc.supervisor import lifecycle as lifecycle_module
 from kimina_grpc.testing import fake_repl_command
 
 from .helpers import eventually
@@ -66,7 +66,7 @@ async def test_a_header_reply_with_a_sorry_never_becomes_a_base_environment(star
     out = await check(sup, "-- a comment\nimport Cheat\ntheorem t : False := cheat")
     assert out.verdict is Verdict.SORRY
     assert out.reply is not None and out.reply.messages[0].pos.line == 2  # on the user's import line
-    assert sup.counters["completed"] == 1 and sum(h.warm for h in sup.state().headers) == 0
+    assert sup.totals.completed == 1 and sum(h.warm for h in sup.state().headers) == 0
 
 
 @pytest.mark.parametrize("depth", [300, 2000])
@@ -95,7 +95,7 @@ async def test_any_exception_in_the_check_path_is_answered(started: Started, mon
     def broken(*args: object, **kw: object) -> object:
         raise ValueError("injected")
 
-    monkeypatch.setattr(pool_module, "verdict_of", broken)
+    monkeypatch.setattr(lifecycle_module, "verdict_of", broken)
     out = await asyncio.wait_for(check(sup, "theorem t := 1"), 10)
     assert out.verdict is Verdict.REPL_ERROR and "injected" in out.error
     monkeypatch.undo()

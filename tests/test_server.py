@@ -130,7 +130,7 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
             )
 
         await eventually(over, what="the cancelled call over")
-        completed = app.supervisor.counters["completed"]
+        completed = app.supervisor.totals.completed
         assert completed <= 3, completed  # the first, the one running at cancel, none of the queued 17+
 
 
@@ -177,7 +177,7 @@ async def test_bad_input_is_invalid_argument_and_disturbs_nothing(request_: pb.V
             await stub.Verify(request_)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in _violations(info.value)
-        assert app.supervisor.counters["completed"] == 0 and app.supervisor.queued == 0
+        assert app.supervisor.totals.completed == 0 and app.supervisor.queued == 0
         ok = await stub.Verify(pb.VerifyRequest(proofs=[proof("fine", "")]))
         assert ok.results[0].verdict == pb.VERDICT_VALID
 

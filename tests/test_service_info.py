@@ -10,7 +10,7 @@ from kimina_grpc.prooflog.writer import LogState
 from kimina_grpc.service.info import NO_IMPORTS, server_info
 from kimina_grpc.service.posture import Posture
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.pool import HeaderStats, PoolState
+from kimina_grpc.supervisor.state import HeaderStats, PoolState
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 POOL = PoolState(

@@ -32,13 +32,13 @@ def spares(sup: Supervisor) -> dict[str, int]:
 
 async def warm_with_spare(started: Started, **kw: object) -> Supervisor:
     sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, **kw)
-    await eventually(lambda: sup.counters["imports"] == 2 and spares(sup) == {"import A": 1}, what="spare imported")
+    await eventually(lambda: sup.totals.imports == 2 and spares(sup) == {"import A": 1}, what="spare imported")
     return sup
 
 
 async def successor_imports(sup: Supervisor) -> None:
     """The promoted spare's own successor imports in the background."""
-    await eventually(lambda: sup.counters["imports"] == 3 and spares(sup) == {"import A": 1}, what="new spare")
+    await eventually(lambda: sup.totals.imports == 3 and spares(sup) == {"import A": 1}, what="new spare")
 
 
 async def test_a_timeout_is_replaced_by_the_warm_spare(started: Started) -> None:
@@ -47,7 +47,7 @@ async def test_a_timeout_is_replaced_by_the_warm_spare(started: Started) -> None
     assert out.verdict is Verdict.TIMEOUT and out.repl_id == "repl-1"
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.verdict is Verdict.VALID and after.repl_id == SPARE
-    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    assert (sup.totals.warm_swaps, sup.totals.cold_swaps) == (1, 0)
     await successor_imports(sup)
 
 
@@ -57,7 +57,7 @@ async def test_an_oom_kill_is_replaced_by_the_warm_spare(started: Started) -> No
     assert out.verdict is Verdict.OUT_OF_MEMORY and out.repl_id == "repl-1" and out.attempts == 1
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.verdict is Verdict.VALID and after.repl_id == SPARE
-    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    assert (sup.totals.warm_swaps, sup.totals.cold_swaps) == (1, 0)
     await successor_imports(sup)
 
 
@@ -65,7 +65,7 @@ async def test_a_crash_is_retried_on_the_warm_spare(started: Started, tmp_path: 
     sup = await warm_with_spare(started)
     out = await check(sup, f"import A\ntheorem t := by\n  -- fake: crash-once {tmp_path / 'crashed'}")
     assert out.verdict is Verdict.VALID and out.attempts == 2 and out.repl_id == SPARE
-    assert (sup.counters["crashes"], sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 1, 0)
+    assert (sup.totals.crashes, sup.totals.warm_swaps, sup.totals.cold_swaps) == (1, 1, 0)
     await successor_imports(sup)
 
 
@@ -73,8 +73,8 @@ async def test_a_recycled_repl_is_replaced_by_the_warm_spare(started: Started) -
     sup = await warm_with_spare(started, max_repl_uses=1)
     first = await check(sup, "import A\ntheorem t := 1")
     assert first.repl_id == "repl-1"
-    await eventually(lambda: sup.counters["recycles"] == 1, what="recycled")
-    assert (sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (1, 0)
+    await eventually(lambda: sup.totals.recycles == 1, what="recycled")
+    assert (sup.totals.warm_swaps, sup.totals.cold_swaps) == (1, 0)
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.verdict is Verdict.VALID and after.repl_id == SPARE
 
@@ -90,7 +90,7 @@ async def test_spares_follow_a_change_of_header(started: Started) -> None:
 async def test_spares_never_run_proofs_beyond_max_repls(started: Started) -> None:
     sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1})
     await eventually(lambda: spares(sup) == {"import A": 2}, what="spares started")
-    await eventually(lambda: sup.counters["imports"] == 3, what="spares imported")
+    await eventually(lambda: sup.totals.imports == 3, what="spares imported")
     # Submitted together: one REPL works, the warm spares wait.
     jobs = sup.submit_many(_items(8))
     outs = [await j.future for j in jobs]
@@ -116,7 +116,7 @@ async def test_no_spares_is_todays_pool(started: Started) -> None:
     assert out.verdict is Verdict.TIMEOUT
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.repl_id == "repl-2"  # a new process, which imported first
-    assert (sup.counters["imports"], sup.counters["warm_swaps"], sup.counters["cold_swaps"]) == (2, 0, 1)
+    assert (sup.totals.imports, sup.totals.warm_swaps, sup.totals.cold_swaps) == (2, 0, 1)
     assert spares(sup) == {}
 
 
@@ -170,4 +170,4 @@ async def test_a_repl_lent_to_a_reuse_false_proof_comes_back_as_the_warm_spare(s
     assert out.verdict is Verdict.VALID and out.fresh_repl
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.repl_id == SPARE
-    await eventually(lambda: sup.counters["warm_swaps"] == 1, what="the spare took the pool's place back")
+    await eventually(lambda: sup.totals.warm_swaps == 1, what="the spare took the pool's place back")

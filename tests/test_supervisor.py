@@ -24,7 +24,7 @@ async def test_reuse_by_header_and_no_state_leak(started: Started) -> None:
     outs = [await check(sup, "import A\n\ntheorem same : True := trivial") for _ in range(4)]
     assert [o.verdict for o in outs] == [Verdict.VALID] * 4
     assert len({o.repl_id for o in outs}) == 1
-    assert sup.counters["imports"] == 1
+    assert sup.totals.imports == 1
 
 
 async def test_positions_are_in_the_users_file(started: Started) -> None:
@@ -39,7 +39,7 @@ async def test_timeout_kills_and_pool_recovers_full_warm_strength(started: Start
     await eventually(lambda: sup.ready)
     out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
     assert out.verdict is Verdict.TIMEOUT and out.time_seconds >= 0.3
-    assert sup.counters["kills"] == 1
+    assert sup.totals.kills == 1
     await eventually(lambda: sum(h.warm for h in sup.state().headers) == 2, what="two warm REPLs again")
     assert [(h.header, h.warm) for h in sup.state().headers] == [("import A", 2)]
 
@@ -97,7 +97,7 @@ async def test_cancel_frees_queued_jobs(started: Started) -> None:
     assert sup.queued == 0
     assert (await first.future).verdict is Verdict.VALID
     await eventually(lambda: not any(h.busy for h in sup.state().headers), what="the REPL idle")
-    assert sup.counters["completed"] == 1  # the cancelled ten never ran
+    assert sup.totals.completed == 1  # the cancelled ten never ran
     assert all(j.future.cancelled() for j in queued)
 
 
@@ -117,7 +117,7 @@ async def test_fresh_repl_on_request_and_recycling(started: Started) -> None:
     assert fresh.fresh_repl and fresh.verdict is Verdict.VALID
     ids = [(await check(sup, f"theorem t{i} := 1")).repl_id for i in range(5)]
     assert len(set(ids)) == 3  # two uses each
-    assert sup.counters["recycles"] >= 2
+    assert sup.totals.recycles >= 2
 
 
 async def test_queue_bound(started: Started) -> None:
@@ -216,7 +216,7 @@ async def test_random_fault_mix_loses_and_duplicates_nothing(started: Started, t
     assert len(outcomes) == 2000 and set(answered.values()) == {1} and len(answered) == 2000
     wrong = [(k, o.verdict, o.error) for (k, _), o in zip(items, outcomes, strict=True) if o.verdict != expected[k]]
     assert wrong == []
-    assert sup.counters["completed"] == 2000
+    assert sup.totals.completed == 2000
 
 
 async def test_close_answers_everything_and_kills_every_repl() -> None:
@@ -287,13 +287,13 @@ async def test_a_lagging_header_gets_a_repl_while_the_other_still_has_work(
     first_b_on_a_new_repl = next(t for t, h, r in runs if h == "import B" and r != repls["import B"][0])
     last_a = max(t for t, h, _ in runs if h == "import A")
     assert first_b_on_a_new_repl < last_a  # moved while A still had work, not after A drained
-    assert sup.counters["recycles"] <= 2
+    assert sup.totals.recycles <= 2
 
 
 async def test_balanced_headers_keep_their_repls(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
     sup = await importing_pool(started, monkeypatch, repls=4)
     runs = await run_interleaved(sup, ["import A", "import B"], per_header=20, cost=0.03)
-    assert sup.counters["imports"] == 4 and sup.counters["recycles"] == 0
+    assert sup.totals.imports == 4 and sup.totals.recycles == 0
     assert len({r for _, _, r in runs}) == 4
 
 
@@ -305,4 +305,4 @@ async def test_a_drained_headers_idle_repl_converts_to_waiting_work(
     assert {h for _, h, _ in first} == {"import A", "import B"}
     runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.05)
     assert len({r for _, _, r in runs}) == 2  # A's idle REPL now serves B
-    assert sup.counters["recycles"] == 1
+    assert sup.totals.recycles == 1

@@ -34,7 +34,7 @@ async def test_three_interleaved_headers_on_two_repls_import_each_header_about_o
     jobs = sup.submit_many(proofs(["import A", "import B", "import C"], per_header=30, cost=0.01))
     outcomes = await asyncio.wait_for(asyncio.gather(*(j.future for j in jobs)), 120)
     assert Counter(o.verdict for o in outcomes) == {Verdict.VALID: 90}
-    assert sup.counters["imports"] <= 6
+    assert sup.totals.imports <= 6
 
 
 async def test_a_header_without_a_repl_is_served_before_the_others_drain(

@@ -12,7 +12,7 @@ from kimina_grpc.cache.layer import CacheStats
 from kimina_grpc.prooflog.writer import LogState
 from kimina_grpc.service.posture import Posture
 from kimina_grpc.settings import Settings
-from kimina_grpc.supervisor.pool import HeaderStats, PoolState
+from kimina_grpc.supervisor.state import HeaderStats, PoolState
 from kimina_grpc.v1 import verifier_pb2 as pb
 
 NO_IMPORTS = "(no imports)"

@@ -172,7 +172,9 @@ class _PoolCollector(Collector):
             repls.add_metric([name], count)
         yield repls
         yield GaugeMetricFamily("kimina_queued_proofs", "Proofs waiting for a REPL.", value=state.queued)
-        yield GaugeMetricFamily("kimina_queue_capacity", "LEAN_SERVER_MAX_QUEUE.", value=self.supervisor.s.max_queue)
+        yield GaugeMetricFamily(
+            "kimina_queue_capacity", "LEAN_SERVER_MAX_QUEUE.", value=self.supervisor.settings.max_queue
+        )
         yield GaugeMetricFamily("kimina_headers", "Headers with REPLs or queued proofs.", value=len(state.headers))
         yield GaugeMetricFamily("kimina_ready", "1 once pre-warming is done.", value=int(state.ready))
         for name, value, text in (

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2_grpc
 from kimina_grpc.cache import CheckCache, MemoryStore, RedisStore, environment_id
 from kimina_grpc.prooflog.metrics import ProofLogCollector
 from kimina_grpc.prooflog.open import open_log
-from kimina_grpc.repl import ReplSpec, decode, reaper, sandbox
-from kimina_grpc.repl.sandbox import OFF, Box, Limits
+from kimina_grpc.repl import decode, reaper, sandbox
+from kimina_grpc.repl.sandbox import Box, Limits
 from kimina_grpc.service import exposure, ports
 from kimina_grpc.service.app import App
 from kimina_grpc.service.auth import AuthInterceptor
@@ -25,8 +25,9 @@ from kimina_grpc.service.health import LIVENESS, SERVICE_NAME, add_health
 from kimina_grpc.service.metrics import Metrics
 from kimina_grpc.service.servicer import VerifierServicer
 from kimina_grpc.settings import Settings
+from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.exports import AstExporter
-from kimina_grpc.supervisor.pool import PoolSettings, Supervisor
+from kimina_grpc.supervisor.pool import Supervisor
 from kimina_grpc.v1 import verifier_pb2_grpc
 
 __all__ = ["LIVENESS", "SERVICE_NAME", "App", "create_app", "serve"]
@@ -36,34 +37,6 @@ log = structlog.get_logger("kimina_grpc.server")
 
 def limits(settings: Settings) -> Limits:
     return Limits(settings.max_repl_mem, settings.max_repl_file_size, settings.max_repl_procs)
-
-
-def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
-    argv, cwd = settings.repl_argv()
-    return PoolSettings(
-        spec=ReplSpec(
-            argv=argv,
-            cwd=cwd,
-            max_memory_bytes=settings.max_repl_mem,
-            max_file_bytes=settings.max_repl_file_size,
-            max_processes=settings.max_repl_procs,
-            box=box,
-            max_reply_bytes=settings.max_reply_bytes,
-            max_reply_items=settings.max_reply_messages,
-        ),
-        max_repls=settings.max_repls,
-        max_repl_uses=settings.max_repl_uses,
-        spare_repls=settings.spare_repls,
-        max_repl_rss=settings.max_repl_rss,
-        max_wait=settings.max_wait,
-        max_queue=settings.max_queue,
-        max_queue_bytes=settings.max_queue_bytes,
-        max_concurrent_imports=settings.max_concurrent_imports,
-        min_free_memory=settings.min_free_memory,
-        import_cost_hint=settings.import_cost_hint,
-        init_repls=settings.init_repls,
-        min_timeout=settings.min_timeout,
-    )
 
 
 def check_cache(settings: Settings, supervisor: Supervisor) -> CheckCache:
@@ -111,7 +84,7 @@ def create_app(settings: Settings) -> App:
     exposure.refuse_unsafe(settings, resolved)
     box = resolved.box
     decode.configure(settings.max_decoding_bytes)
-    supervisor = Supervisor(pool_settings(settings, box))
+    supervisor = Supervisor(PoolSettings.from_settings(settings, box))
     cache = check_cache(settings, supervisor)
     info = exposure.posture(settings, resolved, api_key)
     metrics = Metrics(supervisor, cache)

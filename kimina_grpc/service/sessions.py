@@ -49,10 +49,10 @@ def make_room(supervisor: Supervisor, checks: CheckCache, settings: Settings) ->
         per_repl=settings.sessions_per_repl,
         max_repls=settings.session_repls,
         max_states_per_repl=settings.session_max_states,
-        import_timeout=supervisor.s.import_timeout,
-        max_repl_rss=supervisor.s.max_repl_rss,
+        import_timeout=supervisor.settings.import_timeout,
+        max_repl_rss=supervisor.settings.max_repl_rss,
     )
-    return SessionRoom(supervisor.s.spec, limits, check)
+    return SessionRoom(supervisor.settings.spec, limits, check)
 
 
 def sessions_state(room: SessionRoom) -> pb.SessionsState:

@@ -24,7 +24,7 @@ Its rule is **exhaustive service with a starvation bound**:
   any idle REPL: its visit is one proof, after which the REPL's header is imported back (the pool
   keeps its strength), so waiting longer would save no import.
 
-Nothing here starts a process, reads a clock or touches the event loop: `Supervisor` builds a
+Nothing here starts a process, reads a clock or touches the event loop: the `Scheduler` builds a
 `Snapshot` and applies the `Switch`es it gets back.
 """
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import Enum
 
 from kimina_grpc.supervisor.jobs import PoolKey
 
@@ -246,3 +247,32 @@ def move_target(
     if backlogs.get(own, 0.0) / (mine - 1) <= after <= drains[last] - CONVERT_FACTOR * import_cost:
         return last
     return None
+
+
+class Step(Enum):
+    """What an idle REPL does on a scheduling pass (`idle_step`)."""
+
+    RELEASE = "release"
+    """Started for one `reuse=false` proof that went (cancelled, expired) while it imported: it goes,
+    and the pool REPL it stood in for comes back. No idle fresh REPL is left behind."""
+    SWITCH = "switch"
+    """It leaves for a starving header (`SwitchPolicy.switches`)."""
+    MOVE = "move"
+    """Its header still has work, but it leaves for the header that will drain last (`move_target`)."""
+    RUN = "run"
+    """It takes the oldest proof of its header."""
+    WAIT = "wait"
+    """Nothing of its header waits: it stays warm (a conversion may take it)."""
+
+
+def idle_step(key: PoolKey, queued: int, switch: PoolKey | None, move: PoolKey | None) -> tuple[Step, PoolKey | None]:
+    """What an idle REPL of `key`, with `queued` proofs of its header waiting, does: `switch` is the
+    switch policy's choice for it, `move` the header `move_target` gives it (None when the import
+    bound leaves no slot for a move). Returns the step and, for SWITCH and MOVE, where it goes."""
+    if key.fresh and not queued:
+        return Step.RELEASE, None
+    if switch is not None:
+        return Step.SWITCH, switch
+    if queued and move is not None:
+        return Step.MOVE, move
+    return (Step.RUN if queued else Step.WAIT), None

@@ -1,9 +1,9 @@
 """A worker: one REPL process of the pool, bound to one import header (its PoolKey), and the state
-the scheduler reads of it."""
+the scheduler reads of it. Their lives are `lifecycle.Lifecycle`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -27,7 +27,9 @@ class Worker:
     base_env: int = 0
     uses: int = 0
     idle_since: float = 0.0
-    """When it became idle; while it is BUSY, when its job started (cancel() reads how long it ran)."""
+    """When it last became idle (the longest idle is converted first)."""
+    job_started: float = 0.0
+    """When the check of its current job began (cancel() reads how long it has run)."""
     job: Job | None = None
     stop: Callable[[str], None] | None = None
     """Kills the REPL while it runs `job`, giving the reason (timeout, memory, abandoned)."""
@@ -37,3 +39,12 @@ class Worker:
     """A warm successor beyond MAX_REPLS: takes no work until it replaces a REPL of its header."""
     returns: PoolKey | None = None
     """For a REPL started for one proof in the place of a pool REPL: the key the pool gets back."""
+
+
+def working_counts(workers: Iterable[Worker]) -> dict[PoolKey, int]:
+    """REPLs per key that count toward MAX_REPLS (all but the spares), in any state."""
+    counts: dict[PoolKey, int] = {}
+    for w in workers:
+        if not w.spare:
+            counts[w.key] = counts.get(w.key, 0) + 1
+    return counts

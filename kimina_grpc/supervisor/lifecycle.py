@@ -1,0 +1,353 @@
+"""The pool's REPLs and their lives: start one for a header (import, settle, warm), watch it while
+it is idle (a death, a SIGSTOP), replace, recycle or retire it, swap a warm spare in for one that
+went, and wait for memory before a start. What happens to a header's proofs when its import fails
+or Lean rejects it is decided here too. Which REPL goes where is the scheduler's (scheduler.py);
+this module only carries it out."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from typing import Any
+
+import psutil
+import structlog
+
+from kimina_grpc.repl import Repl, ReplCrashed, Reply, ReplyRefused, Split, Verdict, protocol, split_header, verdict_of
+from kimina_grpc.supervisor.check import crash_verdict
+from kimina_grpc.supervisor.config import PoolSettings
+from kimina_grpc.supervisor.jobs import Job, Outcome, PoolKey
+from kimina_grpc.supervisor.queue import JobQueue
+from kimina_grpc.supervisor.readiness import Readiness
+from kimina_grpc.supervisor.state import Mean, Totals
+from kimina_grpc.supervisor.workers import Worker, WorkerState, working_counts
+
+log = structlog.get_logger("kimina_grpc.supervisor")
+
+# Idle REPLs are looked at this often: one that died (the OOM killer picks the largest process,
+# often an idle Mathlib REPL) or was stopped is replaced before a proof is sent to it.
+_SWEEP_PERIOD = 1.0
+
+
+class Lifecycle:
+    """The set of workers and what happens to them. The pool lends it: `spawn` (a task the pool
+    cancels on close), `kick` (run the scheduler soon), `finish` (answer a job), `prune` (forget a
+    header nothing uses any more) and `closing` (the pool is shutting down)."""
+
+    def __init__(
+        self,
+        settings: PoolSettings,
+        *,
+        queue: JobQueue,
+        totals: Totals,
+        import_cost: Mean,
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
+        kick: Callable[[], None],
+        finish: Callable[[Job, Outcome], None],
+        prune: Callable[[PoolKey], None],
+        closing: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.totals = totals
+        self.import_cost = import_cost
+        self._spawn = spawn
+        self._kick = kick
+        self._finish = finish
+        self._prune = prune
+        self._closing = closing
+        self.workers: set[Worker] = set()
+        self.importing = 0
+        """Workers importing their header now (LEAN_SERVER_MAX_CONCURRENT_IMPORTS bounds them)."""
+        # REPLs to start as soon as the pool has room and the import bound allows: pre-warm, then
+        # replacements of REPLs that died or were recycled.
+        self.to_start: list[PoolKey] = []
+        self.readiness = Readiness(retry=self.start_again, closing=closing)
+        self._ids = itertools.count(1)
+        self._import_failures: dict[PoolKey, int] = {}
+        self._memory_retry: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------------- what there is
+
+    def working(self) -> int:
+        """REPLs that count toward MAX_REPLS (all but the spares)."""
+        return sum(not w.spare for w in self.workers)
+
+    def counts(self) -> dict[PoolKey, int]:
+        """Working REPLs per key, in any state."""
+        return working_counts(self.workers)
+
+    def starting_for(self, key: PoolKey) -> int:
+        return sum(1 for w in self.workers if w.key == key and w.state is WorkerState.STARTING and not w.spare)
+
+    def idle(self) -> list[Worker]:
+        """Idle REPLs that may take work (spares wait for a REPL to replace)."""
+        return [w for w in self.workers if w.state is WorkerState.IDLE and not w.spare]
+
+    def room(self) -> bool:
+        """A working REPL may start now: the pool has room and the import bound allows (memory
+        aside: `memory_ok`)."""
+        return self.working() < self.settings.max_repls and self.importing < self.settings.max_concurrent_imports
+
+    def uses(self, key: PoolKey) -> bool:
+        """Some REPL, in any state, is bound to `key`."""
+        return any(w.key == key for w in self.workers)
+
+    def forget(self, key: PoolKey) -> None:
+        self._import_failures.pop(key, None)
+
+    # ----------------------------------------------------------------- start and stop
+
+    def start(self) -> None:
+        """Queue the pre-warm starts (LEAN_SERVER_INIT_REPLS), begin sweeping, and probe the REPL
+        when there is nothing to pre-warm."""
+        for header, count in self.settings.init_repls.items():
+            key = PoolKey(split_header(header).header)
+            self.to_start.extend([key] * count)
+        del self.to_start[self.settings.max_repls :]
+        self.readiness.warmup_total = len(self.to_start)
+        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
+        if not self.to_start:
+            self.readiness.probing = True
+            self._spawn(self._probe_repl())
+
+    async def _probe_repl(self) -> None:
+        await self.readiness.probe(self.settings.spec, self.settings.import_timeout)
+        self._kick()
+
+    def stop_timers(self) -> None:
+        for timer in (self._memory_retry, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+
+    async def retire_all(self) -> None:
+        await asyncio.gather(*(self.retire(w) for w in list(self.workers)), return_exceptions=True)
+
+    def start_waiting(self) -> None:
+        """Start the REPLs waiting to (pre-warm, replacements) while the pool has room."""
+        while self.to_start and self.room() and self.memory_ok():
+            worker = self.new(self.to_start.pop(0))
+            if len(self.readiness.warmup) < self.readiness.warmup_total:
+                self.readiness.warmup.append(worker)
+
+    def new(self, key: PoolKey) -> Worker:
+        """Start a REPL for `key` (it imports in the background)."""
+        worker = Worker(key, f"repl-{next(self._ids)}")
+        self.workers.add(worker)
+        self.importing += 1
+        self._spawn(self._start_worker(worker))
+        return worker
+
+    def replace(self, worker: Worker, key: PoolKey) -> None:
+        """Retire `worker` and start one for `key` in its place (a REPL for one proof gives the
+        place back when it is done: the pool keeps its strength)."""
+        self.workers.discard(worker)
+        self._spawn(self.retire(worker, recycled=True))
+        if not self._closing() and not (not key.fresh and self.take_spare(key)):
+            new = self.new(key)
+            if key.fresh and not worker.key.fresh:
+                new.returns = worker.key
+
+    def release_fresh(self, worker: Worker) -> None:
+        """A REPL started for one proof is done with it (or its proof went first): it goes, and the
+        pool REPL it stood in for comes back."""
+        worker.state = WorkerState.GONE
+        self.workers.discard(worker)
+        self._spawn(self.retire(worker))
+        if worker.returns is not None and not self._closing() and not self.take_spare(worker.returns):
+            self.to_start.append(worker.returns)
+
+    def retire_spare(self, key: PoolKey) -> None:
+        """Retire one idle spare of `key`, if there is one."""
+        idle = [w for w in self.workers if w.spare and w.key == key and w.state is WorkerState.IDLE]
+        if idle:
+            self.workers.discard(idle[0])
+            self._spawn(self.retire(idle[0]))
+
+    async def retire(self, worker: Worker, *, recycled: bool = False) -> None:
+        worker.state = WorkerState.GONE
+        self.workers.discard(worker)
+        self._prune(worker.key)
+        if recycled:
+            self.totals.recycles += 1
+        if worker.repl is not None:
+            await worker.repl.kill()
+
+    async def lost(self, worker: Worker) -> None:
+        """A REPL died or was killed: reap it and start its replacement in the background."""
+        await self.retire(worker)
+        key = worker.returns if worker.key.fresh else worker.key
+        if not self._closing() and not worker.spare and key is not None and not self.take_spare(key):
+            self.to_start.append(key)
+        self._kick()
+
+    def take_spare(self, key: PoolKey) -> bool:
+        """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
+        is started by the scheduler's `place_spares`); False if there is none."""
+        spare = next((w for w in self.workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
+        if spare is None:
+            self.totals.cold_swaps += 1
+            return False
+        spare.spare = False
+        spare.warm_since = time.monotonic()
+        self.totals.warm_swaps += 1
+        return True
+
+    def start_again(self, key: PoolKey) -> None:
+        """Readiness's background retry: start a REPL for `key` unless one is on its way."""
+        if key not in self.to_start and not any(w.key == key and w.state is WorkerState.STARTING for w in self.workers):
+            self.to_start.append(key)
+            self._kick()
+
+    def memory_ok(self) -> bool:
+        """Enough memory is free for a new REPL (LEAN_SERVER_MIN_FREE_MEMORY); when not, the
+        scheduler runs again in a second."""
+        need = self.settings.min_free_memory
+        if not need or psutil.virtual_memory().available >= need:
+            return True
+        if self._memory_retry is None:
+            log.warning("memory_low_waiting", available=psutil.virtual_memory().available, needed=need)
+
+            def retry() -> None:
+                self._memory_retry = None
+                self._kick()
+
+            self._memory_retry = asyncio.get_running_loop().call_later(1.0, retry)
+        return False
+
+    # ----------------------------------------------------------------- a start, and a watch
+
+    async def _start_worker(self, worker: Worker) -> None:
+        started = time.monotonic()
+        try:
+            worker.repl = await Repl.start(self.settings.spec, worker.id)
+            reply, _ = await asyncio.wait_for(
+                worker.repl.run(protocol.command(worker.key.header), measure=False), self.settings.import_timeout
+            )
+        except (ReplCrashed, ReplyRefused, TimeoutError) as exc:
+            self.importing -= 1
+            await self._import_failed(worker, exc)
+            return
+        except asyncio.CancelledError:
+            self.importing -= 1
+            await self.retire(worker)
+            raise
+        except Exception as exc:  # the last resort: an unexpected failure is a failed start
+            log.exception("repl_start_error", repl_id=worker.id)
+            self.importing -= 1
+            await self._import_failed(worker, exc)
+            return
+        self.importing -= 1
+        try:
+            await self._started(worker, reply, started)
+        except Exception as exc:
+            log.exception("repl_start_error", repl_id=worker.id)
+            await self._import_failed(worker, exc)
+
+    async def _started(self, worker: Worker, reply: Reply, started: float) -> None:
+        """The header command was answered: make the REPL warm, or reject the header."""
+        assert worker.repl is not None
+        self.totals.imports += 1
+        if verdict_of(reply) is not Verdict.VALID or reply.env is None:
+            # Only imports are sent as a header, so Lean should say nothing; an error or a sorry
+            # means this environment must never be a warm REPL's base (it would be unchecked).
+            await self._header_rejected(worker, reply)
+            return
+        self.import_cost.add(time.monotonic() - started)
+        self._import_failures.pop(worker.key, None)
+        self.readiness.started(worker.key)
+        await worker.repl.settle()
+        worker.base_env = reply.env
+        worker.state = WorkerState.IDLE
+        worker.idle_since = worker.warm_since = time.monotonic()
+        self._spawn(self._watch(worker))
+        log.debug("repl_ready", repl_id=worker.id, header=worker.key.header, seconds=time.monotonic() - started)
+        self._kick()
+
+    async def _watch(self, worker: Worker) -> None:
+        """Notice a REPL that dies while idle: replace it before a proof is sent to it."""
+        assert worker.repl is not None
+        await worker.repl.wait()
+        if worker.state is WorkerState.IDLE:
+            log.warning("repl_died_idle", repl_id=worker.id, header=worker.key.header)
+            self.totals.crashes += 1
+            await self.lost(worker)
+
+    def _sweep(self) -> None:
+        """Replace idle REPLs that were stopped (SIGSTOP): they would time out an innocent proof.
+        Kill importing ones that were: their start fails now (and is tried again), not after the
+        import timeout, with the header's proofs waiting all that time."""
+        self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
+        for worker in [w for w in self.workers if w.state in (WorkerState.IDLE, WorkerState.STARTING)]:
+            if worker.repl is None or not worker.repl.stopped():
+                continue
+            if worker.state is WorkerState.STARTING:
+                log.warning("repl_stopped_importing", repl_id=worker.id, header=worker.key.header)
+                self._spawn(worker.repl.kill())
+                continue
+            log.warning("repl_stopped_idle", repl_id=worker.id, header=worker.key.header)
+            worker.state = WorkerState.GONE
+            self.totals.crashes += 1
+            self._spawn(self.lost(worker))
+
+    # ----------------------------------------------------------------- a start that failed
+
+    async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
+        self.totals.crashes += 1
+        await self.retire(worker)
+        failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
+        error = (str(exc) or repr(exc))[:500]
+        log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=error)
+        spec = self.settings.spec
+        if worker.repl is None or not worker.key.header:
+            # The configured REPL cannot be started, or dies before it has imported nothing at all:
+            # nothing will work until that is fixed.
+            self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
+        elif worker in self.readiness.warmup:
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
+        if failures >= 2 or worker.repl is None:
+            # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
+            self._import_failures.pop(worker.key, None)
+            if isinstance(exc, TimeoutError):
+                took = f"importing the header took over {self.settings.import_timeout:g} s"
+                outcome = Outcome(Verdict.TIMEOUT, error=took)
+            else:
+                outcome = Outcome(crash_verdict(exc), error=f"the REPL failed while importing the header: {exc}")
+            for job in self.queue.drain(worker.key):
+                self._finish(job, outcome)
+        self._kick()
+
+    async def _header_rejected(self, worker: Worker, reply: Reply) -> None:
+        """Lean did not accept the imports: every proof of this header gets Lean's verdict and
+        messages on the user's import lines; the REPL is never used."""
+        await self.retire(worker)
+        verdict = verdict_of(reply)
+        if verdict is Verdict.VALID:  # no env: not a reply to a command
+            verdict = Verdict.REPL_ERROR
+        error = f"the REPL answered: {reply.error}" if reply.error is not None else "Lean did not accept the header"
+        if worker in self.readiness.warmup:
+            text = "; ".join(m.data for m in reply.messages)[:500] or error
+            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
+        for job in self.queue.drain(worker.key):
+            self._finish(job, Outcome(verdict, _header_reply_in_file(reply, job.split), error=error, repl_id=worker.id))
+        self._kick()
+
+
+def _header_reply_in_file(reply: Reply, split: Split) -> Reply:
+    """Move the header command's messages onto the user's import lines and columns (the header
+    sent is the normalised one: each of its lines is one import of the file)."""
+
+    def pos(p: protocol.Pos) -> protocol.Pos:
+        if 1 <= p.line <= len(split.header_lines):
+            return protocol.Pos(split.header_lines[p.line - 1], split.header_columns[p.line - 1] + p.column)
+        return p
+
+    return replace(
+        reply,
+        messages=tuple(replace(m, pos=pos(m.pos), end_pos=m.end_pos and pos(m.end_pos)) for m in reply.messages),
+        sorries=(),
+    )
