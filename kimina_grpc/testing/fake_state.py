@@ -21,12 +21,15 @@ class ReplProcess:
 
     version: LeanVersion = field(default_factory=LeanVersion.from_environment)
     envs: list[Env] = field(default_factory=list)
-    tactics: TacticMode = field(default_factory=TacticMode)
     memory: Memory = field(default_factory=Memory)
+    tactics: TacticMode = field(init=False)
     import_seconds: float = field(default_factory=lambda: float(os.environ.get("KIMINA_FAKE_IMPORT_SECONDS", "0")))
     import_mb: int = field(default_factory=lambda: int(float(os.environ.get("KIMINA_FAKE_IMPORT_MB", "0"))))
     poison: tuple[str, str] | None = None
     """In-process code a proof left behind (`poison`): this process lies from then on."""
+
+    def __post_init__(self) -> None:
+        self.tactics = TacticMode(self.memory)
 
     def proof_state(self, goal: str) -> int:
         """The id of the next proof state (every sorry records one; the REPL numbers them from 0)."""

@@ -110,9 +110,10 @@ def _with_context(main: str, goal: str) -> str:
 class TacticMode:
     """The proof states of one REPL process."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: Memory | None = None) -> None:
         self.states: list[ProofState | None] = []
-        self.memory = Memory()
+        self.memory = memory or Memory()
+        """What the process holds (a tactic's `alloc`)."""
 
     def record(self, goal: str | None) -> int:
         """A new proof state with one goal (a command's sorry); its id."""
