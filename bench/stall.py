@@ -21,7 +21,7 @@ from typing import Any
 from kimina_grpc.repl import bounds, decode, protocol
 from kimina_grpc.service import convert, results
 from kimina_grpc.supervisor.jobs import Outcome
-from kimina_grpc.testing.fake_repl import _big_tree, _msg
+from kimina_grpc.testing.fake_messages import big_tree, msg
 from kimina_grpc.verdict import Verdict
 
 MB = 40  # of the stand-in's flat tree: about 50 MB of pretty-printed JSON
@@ -52,7 +52,7 @@ async def _worst_stall(work: Callable[[], Awaitable[Any]]) -> tuple[float, float
 
 
 async def _run() -> dict[str, Any]:
-    raw = json.dumps({"env": 1, "infotree": _big_tree(MB, 3)}, indent=1).encode()
+    raw = json.dumps({"env": 1, "infotree": big_tree(MB, 3)}, indent=1).encode()
 
     async def on_loop() -> None:
         protocol.parse_reply(raw, 5)
@@ -71,7 +71,7 @@ async def _run() -> dict[str, Any]:
 
 
 async def _many_messages() -> dict[str, Any]:
-    raw = json.dumps({"env": 1, "messages": [_msg("info", 3, 2, "hello") for _ in range(MESSAGES)]}, indent=1).encode()
+    raw = json.dumps({"env": 1, "messages": [msg("info", 3, 2, "hello") for _ in range(MESSAGES)]}, indent=1).encode()
     payload = pickle.dumps(protocol.parse_reply(raw, 5), protocol=pickle.HIGHEST_PROTOCOL)  # the helper's, before
 
     async def before() -> None:

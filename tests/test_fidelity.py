@@ -281,9 +281,9 @@ async def test_a_deep_info_tree_is_answered_and_kept_by_the_result_cache() -> No
 
 async def test_a_cancelled_large_decode_never_answers_the_next_one() -> None:
     from kimina_grpc.repl import decode
-    from kimina_grpc.testing.fake_repl import _big_tree
+    from kimina_grpc.testing.fake_messages import big_tree
 
-    big = json.dumps({"env": 7, "messages": [], "infotree": _big_tree(20, 1)}).encode()
+    big = json.dumps({"env": 7, "messages": [], "infotree": big_tree(20, 1)}).encode()
     deep = b'{"env": 1, "infotree": ' + b"[" * 3000 + b"]" * 3000 + b"}"
     task = asyncio.create_task(decode.decode(big))
     # Kept: lets the decode of the big reply get under way, so the cancel lands mid-decode (the
@@ -321,10 +321,10 @@ async def test_a_module_file_is_read_as_one_from_lean_4_22(started: Started) -> 
 
 
 def test_the_stand_in_reports_what_leans_tokenizer_refuses_outside_comments_and_strings() -> None:
-    from kimina_grpc.testing.fake_repl import _lexical_errors
+    from kimina_grpc.testing.fake_syntax import lexical_errors
 
-    assert _lexical_errors('-- a\ttab\n/- and\t/- nested\t-/ -/\ndef s := "\t"\r\n', 1) == []
-    [error] = _lexical_errors("theorem t : True := by\n\ttrivial", 3)
+    assert lexical_errors('-- a\ttab\n/- and\t/- nested\t-/ -/\ndef s := "\t"\r\n', 1) == []
+    [error] = lexical_errors("theorem t : True := by\n\ttrivial", 3)
     assert (error["pos"], error["data"]) == (
         {"line": 4, "column": 0},
         "tabs are not allowed; please configure your editor to expand them",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kimina_grpc.repl import seccomp, split_header
-from kimina_grpc.testing import fake_repl
+from kimina_grpc.testing import fake_attacks, fake_repl
 from kimina_grpc.testing.fake_repl import chunks, normalise_request
 from kimina_grpc.testing.lean_header import read_header, scan
 
@@ -122,15 +122,29 @@ def test_each_reader_against_leans_reading(name: str, grammar: str) -> None:
 
 
 def test_the_stand_in_imports_none_of_the_servers_code() -> None:
-    """The stand-in's header rule and syscall numbers are its own (fake_repl imports nothing of
-    kimina_grpc but the testing package)."""
-    tree = ast.parse(Path(fake_repl.__file__).read_text())
-    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    allowed = {"kimina_grpc.testing", "kimina_grpc.testing.lean_header"}  # fake_tactics comes from the package
-    assert {m for m in modules if m.startswith("kimina_grpc")} <= allowed
-    tactics = ast.parse((Path(fake_repl.__file__).parent / "fake_tactics.py").read_text())
-    assert not [n for n in ast.walk(tactics) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("kimina")]
+    """The stand-in's header rule and syscall numbers are its own: fake_repl and every module it
+    imports, transitively, import nothing of kimina_grpc but the testing package."""
+    testing = Path(fake_repl.__file__).parent
+    seen: set[str] = set()
+    todo = ["fake_repl"]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((testing / f"{name}.py").read_text())
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        ours = {m for m in modules if m.startswith("kimina_grpc")}
+        assert {m for m in ours if not m.startswith("kimina_grpc.testing")} == set(), name
+        todo += [m.rsplit(".", 1)[1] for m in ours if m.startswith("kimina_grpc.testing.")]
+        todo += [
+            a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.module == "kimina_grpc.testing"
+            for a in n.names
+        ]
+    assert {"fake_tactics", "fake_attacks", "lean_header"} <= seen  # the walk follows the imports
 
 
 def _kernel_numbers() -> dict[str, int]:
@@ -147,7 +161,7 @@ def _kernel_numbers() -> dict[str, int]:
 
 def test_the_stand_ins_syscall_numbers_and_the_filters_agree_with_the_kernel() -> None:
     arch = seccomp.native()
-    ours = fake_repl.SYSCALLS.get(platform.machine())
+    ours = fake_attacks.SYSCALLS.get(platform.machine())
     if arch is None or ours is None:
         pytest.skip(f"no syscall table for {platform.machine()}")
     kernel = _kernel_numbers()

@@ -436,16 +436,18 @@ def test_the_process_count_is_per_box_not_per_user_id() -> None:
 _EVIL_EXPORT = """
 import sys
 from pathlib import Path
-from kimina_grpc.testing import fake_ast_export, fake_repl
+from kimina_grpc.testing import fake_ast_export
+from kimina_grpc.testing.fake_attacks import ATTACKS, attack
+from kimina_grpc.testing.fake_syntax import DIRECTIVE
 
 module = sys.argv[-1]
 out = ".lake/build/lib/" + module.replace(".", "/") + ".out.json"
 source = Path(*module.split(".")).with_suffix(".lean")
 code = fake_ast_export.main(sys.argv[1:])
 for line in source.read_text().splitlines():
-    d = fake_repl._DIRECTIVE.match(line)
-    if d and d.group(1) in fake_repl._ATTACKS:
-        print(fake_repl._attack(d.group(1), d.group(2).replace("OUT", out)), file=sys.stderr)
+    d = DIRECTIVE.match(line)
+    if d and d.group(1) in ATTACKS:
+        print(attack(d.group(1), d.group(2).replace("OUT", out)), file=sys.stderr)
 sys.exit(code)
 """
 

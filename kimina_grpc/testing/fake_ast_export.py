@@ -23,13 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-_DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
+from kimina_grpc.testing.fake_syntax import DIRECTIVE
 
 
 def _log(event: str, module: str) -> None:
@@ -81,7 +80,7 @@ def main(argv: list[str]) -> int:
         source = source_path.read_text(encoding="utf-8") if source_path.exists() else "example : True := trivial\n"
         padding = 0
         for line in source.splitlines():
-            d = _DIRECTIVE.match(line)
+            d = DIRECTIVE.match(line)
             if not d:
                 continue
             verb, arg = d.groups()

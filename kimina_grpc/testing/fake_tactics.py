@@ -51,13 +51,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
-_DIRECTIVE = re.compile(r"^\s*--\s*fake:\s*(\S+)\s*(.*?)\s*$")
-_SORRY = re.compile(r"(?<![\w.'])sorry(?![\w'])")
+from kimina_grpc.testing.fake_messages import msg
+from kimina_grpc.testing.fake_process import Memory, process_directive
+from kimina_grpc.testing.fake_syntax import DIRECTIVE, SORRY
+
 _BINDER = re.compile(r"[({\[⦃]\s*([^(){}\[\]⦃⦄]*?)\s*[)}\]⦄]")
 _DECL = re.compile(
     r"(?:theorem|lemma|def|abbrev|instance|example)\s*([^\s:({\[]*)\s*((?:[({\[⦃][^(){}\[\]⦃⦄]*[)}\]⦄]\s*)*)"
@@ -65,27 +65,6 @@ _DECL = re.compile(
 )
 TACTIC_ONLY_ERROR = "(kernel) declaration has metavariables"
 """What a command says of a `tactic-only` step: the whole-file check that tactic mode skipped."""
-
-
-def process_directive(verb: str, arg: str) -> bool:
-    """The directives that act on the REPL's process itself (sleep, cpu, hang, crash), the same in
-    command and tactic mode. False for any other verb."""
-    if verb == "sleep":
-        time.sleep(float(arg))
-    elif verb == "cpu":
-        end = time.process_time() + float(arg)
-        while time.process_time() < end:
-            pass
-    elif verb == "hang":
-        while True:
-            time.sleep(3600)
-    elif verb == "crash":
-        sys.stderr.write("fake REPL crash\n")
-        sys.stderr.flush()
-        os._exit(int(arg or 1))
-    else:
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -113,14 +92,7 @@ def sorry_goal(line: str, column: int) -> str:
 
 def command_directive(verb: str, line: int) -> dict[str, Any] | None:
     """The message a tactic-mode directive makes in a command (None: it makes none)."""
-    if verb == "tactic-only":
-        return {
-            "severity": "error",
-            "pos": {"line": line, "column": 0},
-            "endPos": {"line": line, "column": 1},
-            "data": TACTIC_ONLY_ERROR,
-        }
-    return None
+    return msg("error", line, 0, TACTIC_ONLY_ERROR) if verb == "tactic-only" else None
 
 
 def _target(goal: str) -> str:
@@ -138,22 +110,15 @@ def _with_context(main: str, goal: str) -> str:
 class TacticMode:
     """The proof states of one REPL process."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory: Memory | None = None) -> None:
         self.states: list[ProofState | None] = []
-        self.ballast: list[bytearray] = []
+        self.memory = memory or Memory()
+        """What the process holds (a tactic's `alloc`)."""
 
     def record(self, goal: str | None) -> int:
         """A new proof state with one goal (a command's sorry); its id."""
         self.states.append(ProofState((goal,)) if goal is not None else None)
         return len(self.states) - 1
-
-    def _allocate(self, mb: int) -> None:
-        try:
-            self.ballast.append(bytearray(b"\x01") * (mb << 20))
-        except MemoryError:
-            sys.stderr.write("INTERNAL PANIC: out of memory\n")
-            sys.stderr.flush()
-            os._exit(1)
 
     def _add(self, state: ProofState) -> int:
         self.states.append(state)
@@ -173,7 +138,7 @@ class TacticMode:
         if not code and not tactic.strip():
             return {"message": "Lean error:\n<input>:1:1: unexpected end of input"}
         for line in tactic.split("\n"):
-            d = _DIRECTIVE.match(line)
+            d = DIRECTIVE.match(line)
             if d is None:
                 continue
             verb, arg = d.group(1), d.group(2)
@@ -185,9 +150,9 @@ class TacticMode:
                 mb, _, path = arg.partition(" ")
                 if not os.path.exists(path.strip()):
                     open(path.strip(), "w").close()
-                    self._allocate(int(float(mb)))
+                    self.memory.hold(int(float(mb)))
             elif verb == "alloc" and effects:
-                self._allocate(int(float(arg)))
+                self.memory.hold(int(float(arg)))
             elif verb == "parse-error":
                 return {"message": f"Lean error:\n<input>:1:1: {arg or 'unknown tactic'}"}
             elif verb == "when" and (not goals or _target(goals[0]) != " ".join(arg.split())):
@@ -202,7 +167,7 @@ class TacticMode:
                 kernel = arg or "(kernel) declaration type mismatch"
         if messages:  # Lean's error recovery: the goals are admitted
             goals, sorry = [], True
-        elif _SORRY.fullmatch(code) and goals:
+        elif SORRY.fullmatch(code) and goals:
             sorries.append({"proofState": self._add(ProofState((goals[0],))), "goal": goals[0]})
             goals, sorry = goals[1:], True
         elif replaced is not None:
@@ -234,12 +199,6 @@ def _error(text: str) -> dict[str, Any]:
     return {"severity": "error", "pos": {"line": 0, "column": 0}, "endPos": {"line": 0, "column": 0}, "data": text}
 
 
-def is_tactic_request(req: dict[str, Any]) -> bool:
-    """`{"tactic": T, "proofState": N}` as the REPL's `FromJson ProofStep` reads it."""
-    n = req.get("proofState")
-    return isinstance(req.get("tactic"), str) and isinstance(n, int) and not isinstance(n, bool) and n >= 0
-
-
 _TACTIC_VERBS = frozenset({"goals", "when", "done"})
 
 
@@ -265,7 +224,7 @@ def check_blocks(lines: list[str], first: int) -> list[dict[str, Any]]:
             j += 1
         block = [(k, lines[k]) for k in range(i + 1, j) if lines[k].strip()]
         decl, i = i, j
-        verbs = {d.group(1) for _, ln in block if (d := _DIRECTIVE.match(ln))}
+        verbs = {d.group(1) for _, ln in block if (d := DIRECTIVE.match(ln))}
         code = [(k, ln) for k, ln in block if not ln.lstrip().startswith("--")]
         if not verbs & _TACTIC_VERBS or not code:
             continue
