@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""
+    max_repl_uses_jitter: int | None = Field(None, ge=0, json_schema_extra={"shown": "MAX_REPL_USES / 5"})
+    """Each REPL is recycled after `MAX_REPL_USES` less a random number of proofs in [0, this], drawn when it
+    starts (gunicorn's `max_requests_jitter`): REPLs started together (pre-warm) are then recycled one at a
+    time, not all at once, so the warm spares (`SPARE_REPLS`) keep up and the pool never has many REPLs
+    importing together. A REPL lives `JITTER / 2` proofs less on average. `0`: every REPL after exactly
+    `MAX_REPL_USES`. Below `MAX_REPL_USES`."""
     max_repl_mem: int | None = 12 << 30
     """Address-space cap per REPL (`RLIMIT_AS`, via util-linux `prlimit`), e.g. `12G`; `0` = none."""
     max_repl_rss: int | None = None
@@ -364,7 +370,7 @@ class Settings(BaseSettings):
         """Empty means the default, as in Kimina's .env (`LEAN_SERVER_MAX_REPLS=`)."""
         return _default_max_repls() if value == "" else value
 
-    @field_validator("database_url", "log_retention_days", mode="before")
+    @field_validator("database_url", "log_retention_days", "max_repl_uses_jitter", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -389,6 +395,8 @@ class Settings(BaseSettings):
             raise ValueError("LEAN_SERVER_DEFAULT_TIMEOUT must not exceed LEAN_SERVER_MAX_TIMEOUT")
         if self.default_timeout < self.min_timeout:
             raise ValueError("LEAN_SERVER_MIN_TIMEOUT must not exceed LEAN_SERVER_DEFAULT_TIMEOUT")
+        if self.max_repl_uses and (self.max_repl_uses_jitter or 0) >= self.max_repl_uses:
+            raise ValueError("LEAN_SERVER_MAX_REPL_USES_JITTER must be below LEAN_SERVER_MAX_REPL_USES")
         if self.repl_command is not None and not shlex.split(self.repl_command):
             raise ValueError("LEAN_SERVER_REPL_COMMAND is empty")
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -406,6 +414,10 @@ class Settings(BaseSettings):
 
             parse(self.database_url, self.database_password())
         return self
+
+    def repl_uses_jitter(self) -> int:
+        """MAX_REPL_USES_JITTER, or by default a fifth of MAX_REPL_USES."""
+        return self.max_repl_uses // 5 if self.max_repl_uses_jitter is None else self.max_repl_uses_jitter
 
     def database_password(self) -> str | None:
         """The PostgreSQL password from DATABASE_PASSWORD_FILE (None without one); ValueError when unreadable."""

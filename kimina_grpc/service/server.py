@@ -110,6 +110,7 @@ def pool_settings(settings: Settings, box: Box = OFF) -> PoolSettings:
         ),
         max_repls=settings.max_repls,
         max_repl_uses=settings.max_repl_uses,
+        max_repl_uses_jitter=settings.repl_uses_jitter(),
         spare_repls=settings.spare_repls,
         max_repl_rss=settings.max_repl_rss,
         max_wait=settings.max_wait,

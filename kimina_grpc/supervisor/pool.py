@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field, replace
@@ -46,9 +47,12 @@ from kimina_grpc.supervisor.policy import (
     Snapshot,
     SwitchPolicy,
     Waiting,
+    expires_soon,
     move_target,
     neediest,
     spare_plan,
+    use_limit,
+    used_up,
     worth_converting,
 )
 from kimina_grpc.supervisor.queue import JobQueue, QueueFull, ShuttingDown, budget, size_of, too_short
@@ -71,6 +75,10 @@ class PoolSettings:
     spec: ReplSpec
     max_repls: int = 1
     max_repl_uses: int = 0
+    max_repl_uses_jitter: int = 0
+    """Each REPL's own limit is `max_repl_uses` less a random draw in [0, this] (`policy.use_limit`)."""
+    seed: int | None = None
+    """Seeds the pool's random draws (the use-limit jitter): tests and benchmarks; None: unpredictable."""
     max_repl_rss: int | None = None
     max_wait: float = 0.0
     max_queue: int = 100_000
@@ -150,6 +158,7 @@ class Supervisor:
         self._proof_cost = Mean(1.0)
         self._import_failures: dict[PoolKey, int] = {}
         self._policy = SwitchPolicy()
+        self._rng = random.Random(settings.seed)
         # When a proof of each header last started on a REPL: a header's wait for a switch counts from it.
         self._served: dict[PoolKey, float] = {}
         self._kick_pending = False
@@ -189,7 +198,10 @@ class Supervisor:
             key = PoolKey(split_header(header).header)
             self._to_start.extend([key] * count)
         del self._to_start[self.s.max_repls :]
-        self.readiness.warmup_total = len(self._to_start)
+        # Pre-warming counts the spares the plan gives the pre-warmed headers: the server is ready
+        # once they are warm too (a kill or recycle right after it is served warm).
+        prewarm = {k: self._to_start.count(k) for k in self._to_start}
+        self.readiness.warmup_total = len(self._to_start) + len(spare_plan(self.s.spare_repls, prewarm, {}, {})[0])
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         if not self._to_start:
             self.readiness.probing = True
@@ -408,7 +420,7 @@ class Supervisor:
             # Within an import's worth of proofs of the limit: its successor is started ahead.
             ahead = self._ahead()
             for w in self._workers:
-                if not w.spare and not w.key.fresh and w.uses >= self.s.max_repl_uses - ahead:
+                if not w.spare and not w.key.fresh and expires_soon(w.uses, w.max_uses, ahead):
                     expiring[w.key] = expiring.get(w.key, 0) + 1
         working = self._worker_counts()
         for w in self._workers:
@@ -423,7 +435,10 @@ class Supervisor:
         for key in start:
             if self._to_start or self._importing >= self.s.max_concurrent_imports or not self._memory_ok():
                 break
-            self._new_worker(key).spare = True
+            spare = self._new_worker(key)
+            spare.spare = True
+            if len(self.readiness.warmup) < self.readiness.warmup_total:
+                self.readiness.warmup.append(spare)
 
     def _ahead(self) -> int:
         """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
@@ -532,7 +547,8 @@ class Supervisor:
     # ----------------------------------------------------------------- REPL lifecycle
 
     def _new_worker(self, key: PoolKey) -> Worker:
-        worker = Worker(key, f"repl-{next(self._ids)}")
+        limit = use_limit(self.s.max_repl_uses, self.s.max_repl_uses_jitter, self._rng)
+        worker = Worker(key, f"repl-{next(self._ids)}", max_uses=limit)
         self._workers.add(worker)
         self._importing += 1
         self._spawn(self._start_worker(worker))
@@ -730,7 +746,7 @@ class Supervisor:
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
             self._release_fresh(worker)
-        elif recycle or (self.s.max_repl_uses and worker.uses >= self.s.max_repl_uses):
+        elif recycle or used_up(worker.uses, worker.max_uses):
             self._replace(worker, worker.key)
         else:
             worker.state = WorkerState.IDLE
