@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     """Warm REPLs beyond `MAX_REPLS`, kept imported for the headers in use (most working REPLs first), that
     replace a REPL killed (timeout, memory), crashed or recycled at once instead of after an import; the
     spare's own successor imports in the background. Each costs its header's resident memory (5–8 GB for
-    Mathlib) and no CPU, and counts toward the memory limits; spares never run proofs beyond `MAX_REPLS`."""
+    Mathlib) and no CPU, and counts toward the memory limits and pre-warming (with `INIT_REPLS` the server is
+    ready once the spares of those headers are warm too); spares never run proofs beyond `MAX_REPLS`."""
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""
