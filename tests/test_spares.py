@@ -218,3 +218,23 @@ async def test_a_spare_waits_for_memory_like_a_working_repl(started: Started, mo
     low[0] = False
     await eventually(lambda: spares(sup) == {"import A": 1}, what="the successor, once memory is back")
     assert sup.counters["imports"] == 3
+
+
+async def test_a_repl_lost_while_its_spare_still_imports_takes_that_spare(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot waits for the rest of the spare's import, not for a whole new process's: the next
+    proof runs on the spare (repl-2), and no third process is started for it."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, max_concurrent_imports=1)
+
+    def working_and_spare_importing() -> bool:
+        return [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)]
+
+    await eventually(working_and_spare_importing, what="repl-1 warm, its spare importing")
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT and out.repl_id == "repl-1"
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == SPARE
+    assert sup.counters["cold_swaps"] == 1  # it waited for an import, part of one
+    await successor_imports(sup)  # the spare's own successor (repl-3) follows

@@ -122,7 +122,7 @@ class PoolState:
     warm_swaps: int = 0
     """REPLs replaced (killed, crashed, recycled, converted) by a warm spare: no import waited on."""
     cold_swaps: int = 0
-    """REPLs replaced by a new process that had to import first."""
+    """REPLs replaced by a new process that had to import first, or by a spare still importing."""
 
 
 class Mean:
@@ -450,12 +450,17 @@ class Supervisor:
 
     def _take_spare(self, key: PoolKey) -> bool:
         """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
-        is started by `_place_spares`); False if there is none."""
-        spare = next((w for w in self._workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
-        if spare is None:
+        is started by `_place_spares`); else one still importing (the slot waits for the rest of
+        its import, not a whole one: a cold swap all the same); False if there is none."""
+        spares = [w for w in self._workers if w.spare and w.key == key and w.state is not WorkerState.GONE]
+        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, w.id), default=None)
+        if spare is None or spare.state is not WorkerState.IDLE:
             self.counters["cold_swaps"] += 1
-            return False
+            if spare is None:
+                return False
         spare.spare = False
+        if spare.state is not WorkerState.IDLE:
+            return True
         spare.warm_since = time.monotonic()
         self.counters["warm_swaps"] += 1
         return True
