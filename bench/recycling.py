@@ -1,6 +1,6 @@
 """`bench scheduling`'s recycling case: REPLs recycled every MAX_REPL_USES=25 proofs and 5 % of the
 proofs spinning until their timeout (their REPL killed), with 0, 1 and 2 warm spares (each REPL's
-limit jittered by up to USES / 5, the default; 2 spares also without jitter), against the
+limit jittered by up to USES / 10, the default; 2 spares also without jitter), against the
 same workload with neither (the spinning proofs then simply run for their timeout: those seconds are
 work, unavoidable; what the spares hide is the imports of the killed and recycled REPLs' successors).
 """
@@ -14,7 +14,7 @@ from typing import Any
 from bench import scheduling
 
 USES = 25
-JITTER = USES // 5  # LEAN_SERVER_MAX_REPL_USES_JITTER's default
+JITTER = USES // 10  # LEAN_SERVER_MAX_REPL_USES_JITTER's default
 TIMEOUT_SHARE = 0.05
 PROOFS = 400
 HEADER = ["import Mathlib"]

@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""
-    max_repl_uses_jitter: int | None = Field(None, ge=0, json_schema_extra={"shown": "MAX_REPL_USES / 5"})
+    max_repl_uses_jitter: int | None = Field(None, ge=0, json_schema_extra={"shown": "MAX_REPL_USES / 10"})
     """Each REPL is recycled after `MAX_REPL_USES` less a random number of proofs in [0, this], drawn when it
     starts (gunicorn's `max_requests_jitter`): REPLs started together (pre-warm) are then recycled one at a
     time, not all at once, so the warm spares (`SPARE_REPLS`) keep up and the pool never has many REPLs
@@ -417,8 +417,8 @@ class Settings(BaseSettings):
         return self
 
     def repl_uses_jitter(self) -> int:
-        """MAX_REPL_USES_JITTER, or by default a fifth of MAX_REPL_USES."""
-        return self.max_repl_uses // 5 if self.max_repl_uses_jitter is None else self.max_repl_uses_jitter
+        """MAX_REPL_USES_JITTER, or by default a tenth of MAX_REPL_USES."""
+        return self.max_repl_uses // 10 if self.max_repl_uses_jitter is None else self.max_repl_uses_jitter
 
     def database_password(self) -> str | None:
         """The PostgreSQL password from DATABASE_PASSWORD_FILE (None without one); ValueError when unreadable."""

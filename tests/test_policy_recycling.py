@@ -44,7 +44,7 @@ def test_use_limit_is_reproducible_from_its_seed_and_draws_nothing_without_jitte
 
 def test_repls_started_together_get_spread_limits() -> None:
     """Eight REPLs pre-warmed together, MAX_REPL_USES 25: without jitter all eight reach their limit
-    on the same proof count; with the default jitter (a fifth) few share one."""
+    on the same proof count; with a jitter of a fifth few share one."""
 
     def most_sharing_one_limit(jitter: int, seed: int) -> int:
         rng = random.Random(seed)

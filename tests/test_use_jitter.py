@@ -60,12 +60,12 @@ async def test_no_jitter_recycles_every_repl_after_max_repl_uses(started: Starte
     await eventually(lambda: sup.counters["recycles"] >= len(FIRST), what="recycled")
 
 
-def test_the_jitter_defaults_to_a_fifth_of_max_repl_uses_and_stays_below_it() -> None:
+def test_the_jitter_defaults_to_a_tenth_of_max_repl_uses_and_stays_below_it() -> None:
     def settings(**kw: Any) -> Settings:
         return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
 
-    assert settings(max_repl_uses=500).repl_uses_jitter() == 100
-    assert settings(max_repl_uses=25).repl_uses_jitter() == 5
+    assert settings(max_repl_uses=500).repl_uses_jitter() == 50
+    assert settings(max_repl_uses=25).repl_uses_jitter() == 2
     assert settings(max_repl_uses=0).repl_uses_jitter() == 0
     assert settings(max_repl_uses=25, max_repl_uses_jitter=0).repl_uses_jitter() == 0
     assert settings(max_repl_uses=0, max_repl_uses_jitter=50).repl_uses_jitter() == 50  # never recycled: moot
