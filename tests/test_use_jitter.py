@@ -38,7 +38,7 @@ async def proofs_per_first_repl(started: Started, jitter: int) -> tuple[Supervis
         max_repls=3, init_repls={"import A": 3}, max_repl_uses=USES, max_repl_uses_jitter=jitter, seed=SEED
     )
     await eventually(lambda: sup.ready, what="pre-warmed")
-    outs = [await j.future for j in sup.submit_many(_items(6 * USES))]
+    outs = [await j.future for j in sup.submit_many(_items(10 * USES))]
     assert {o.verdict for o in outs} == {Verdict.VALID}
     ran = Counter(o.repl_id for o in outs)
     return sup, {r: ran[r] for r in FIRST}
