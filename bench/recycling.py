@@ -1,5 +1,6 @@
 """`bench scheduling`'s recycling case: REPLs recycled every MAX_REPL_USES=25 proofs and 5 % of the
-proofs spinning until their timeout (their REPL killed), with 0, 1 and 2 warm spares, against the
+proofs spinning until their timeout (their REPL killed), with 0, 1 and 2 warm spares (each REPL's
+limit jittered by up to USES / 10, the default; 2 spares also without jitter), against the
 same workload with neither (the spinning proofs then simply run for their timeout: those seconds are
 work, unavoidable; what the spares hide is the imports of the killed and recycled REPLs' successors).
 """
@@ -13,6 +14,7 @@ from typing import Any
 from bench import scheduling
 
 USES = 25
+JITTER = USES // 10  # LEAN_SERVER_MAX_REPL_USES_JITTER's default
 TIMEOUT_SHARE = 0.05
 PROOFS = 400
 HEADER = ["import Mathlib"]
@@ -27,23 +29,23 @@ def main() -> list[dict[str, Any]]:
     # The reference: the spinning proofs run their timeout's seconds and answer; nothing recycled.
     reference_costs = [timeout if i in hang else c for i, c in enumerate(costs)]
     print(
-        f"recycling: {scheduling.REPLS} REPLs, 1 header, {PROOFS} proofs, MAX_REPL_USES={USES}, "
+        f"recycling: {scheduling.REPLS} REPLs, 1 header, {PROOFS} proofs, MAX_REPL_USES={USES} "
+        f"(jitter {JITTER}), "
         f"{len(hang)} proofs time out after {timeout:g} s, import {scheduling.IMPORT:g} s"
     )
-    print(f"  {'case':<34}{'makespan s':>12}{'x reference':>13}{'imports':>9}{'warm swaps':>12}{'cold swaps':>12}")
+    print(f"  {'case':<45}{'makespan s':>12}{'x reference':>13}{'imports':>9}{'warm swaps':>12}{'cold swaps':>12}")
     reference = asyncio.run(scheduling.run_once(HEADER, reference_costs)) | {
         "case": "reference (no recycling, no kills)"
     }
     rows = [reference]
-    for spares in (0, 1, 2):
-        r = asyncio.run(scheduling.run_once(HEADER, costs, uses=USES, spares=spares, hang=hang, timeout=timeout)) | {
-            "case": f"recycling + timeouts, {spares} spare{'s' if spares != 1 else ''}"
-        }
-        rows.append(r)
+    for spares, jitter in ((0, JITTER), (1, JITTER), (2, JITTER), (2, 0)):
+        run = scheduling.run_once(HEADER, costs, uses=USES, jitter=jitter, spares=spares, hang=hang, timeout=timeout)
+        case = f"recycling + timeouts, {spares} spare{'s' if spares != 1 else ''}" + ("" if jitter else ", no jitter")
+        rows.append(asyncio.run(run) | {"case": case})
     for r in rows:
         r["of_reference"] = round(r["makespan_s"] / reference["makespan_s"], 3)
         print(
-            f"  {r['case']:<34}{r['makespan_s']:>12.2f}{r['of_reference']:>13.3f}{r['imports']:>9}"
+            f"  {r['case']:<45}{r['makespan_s']:>12.2f}{r['of_reference']:>13.3f}{r['imports']:>9}"
             f"{r['warm_swaps']:>12}{r['cold_swaps']:>12}"
         )
     print("  goal: 2 spares within 5 % of the reference (shared machine: compare rows of one run)")

@@ -67,6 +67,7 @@ async def run_once(
     repls: int = REPLS,
     *,
     uses: int = 0,
+    jitter: int = 0,
     spares: int = 0,
     hang: frozenset[int] = frozenset(),
     timeout: float = 600,
@@ -81,6 +82,8 @@ async def run_once(
             max_concurrent_imports=repls,
             import_cost_hint=IMPORT,
             max_repl_uses=uses,
+            max_repl_uses_jitter=jitter,
+            seed=26,
             spare_repls=spares,
         )
     )

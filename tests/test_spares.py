@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import grpc
+import psutil
 import pytest
 
 from kimina_grpc.repl import ReplSpec, Split, Verdict, split_header
@@ -171,3 +174,68 @@ async def test_a_repl_lent_to_a_reuse_false_proof_comes_back_as_the_warm_spare(s
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.repl_id == SPARE
     await eventually(lambda: sup.totals.warm_swaps == 1, what="the spare took the pool's place back")
+
+
+async def test_pre_warming_counts_the_spares(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spares count toward readiness like working REPLs: a server with INIT_REPLS and spares is ready
+    once the spares are warm too (its first kill or recycle is served warm); the spares import after
+    the working REPLs (one import at a time here)."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "0.3")
+    sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1}, max_concurrent_imports=1)
+    assert sup.warmup_progress() == (0, 3) and not sup.ready
+    await eventually(lambda: sup.ready, what="pre-warmed")
+    assert spares(sup) == {"import A": 2} and sup.totals.imports == 3
+    assert sup.warmup_progress() == (3, 3) and sup.not_ready_reason == ""
+
+
+async def test_no_spares_pre_warming_is_the_working_repls(started: Started) -> None:
+    sup = await started(max_repls=2, spare_repls=0, init_repls={"import A": 2})
+    await eventually(lambda: sup.ready, what="pre-warmed")
+    assert sup.warmup_progress() == (2, 2) and spares(sup) == {}
+
+
+async def test_a_spare_waits_for_memory_like_a_working_repl(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """LEAN_SERVER_MIN_FREE_MEMORY holds spares back as it does working REPLs: no spare starts while
+    the machine has less available memory, and it starts once there is enough."""
+    real = psutil.virtual_memory
+    low = [False]
+
+    def memory() -> Any:
+        got = real()
+        return SimpleNamespace(available=(1 << 20) if low[0] else got.available)
+
+    monkeypatch.setattr(psutil, "virtual_memory", memory)
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, min_free_memory=64 << 20)
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare")
+    low[0] = True
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT
+    assert (await check(sup, "import A\ntheorem ok := 1")).repl_id == SPARE  # the spare took over...
+    assert sup.totals.warm_swaps == 1
+    assert (
+        sup.totals.imports == 2 and spares(sup) == {} and not any(h.starting for h in sup.state().headers)
+    )  # ...its successor waits
+    low[0] = False
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="the successor, once memory is back")
+    assert sup.totals.imports == 3
+
+
+async def test_a_repl_lost_while_its_spare_still_imports_takes_that_spare(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot waits for the rest of the spare's import, not for a whole new process's: the next
+    proof runs on the spare (repl-2), and no third process is started for it."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, max_concurrent_imports=1)
+
+    def working_and_spare_importing() -> bool:
+        return [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)]
+
+    await eventually(working_and_spare_importing, what="repl-1 warm, its spare importing")
+    out = await check(sup, "import A\ntheorem t := by\n  -- fake: hang", timeout=0.3)
+    assert out.verdict is Verdict.TIMEOUT and out.repl_id == "repl-1"
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == SPARE
+    # One swap: cold when the kill came while the spare imported (a loaded machine may be slower).
+    assert sup.totals.warm_swaps + sup.totals.cold_swaps == 1
+    await successor_imports(sup)  # the spare's own successor (repl-3) follows

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kimina_grpc.settings.base import Group, OptionalSize
 
@@ -25,10 +25,17 @@ class ReplPoolSettings(Group):
     """Warm REPLs beyond `MAX_REPLS`, kept imported for the headers in use (most working REPLs first), that
     replace a REPL killed (timeout, memory), crashed or recycled at once instead of after an import; the
     spare's own successor imports in the background. Each costs its header's resident memory (5–8 GB for
-    Mathlib) and no CPU, and counts toward the memory limits; spares never run proofs beyond `MAX_REPLS`."""
+    Mathlib) and no CPU, and counts toward the memory limits and pre-warming (with `INIT_REPLS` the server is
+    ready once the spares of those headers are warm too); spares never run proofs beyond `MAX_REPLS`."""
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""
+    max_repl_uses_jitter: int | None = Field(None, ge=0, json_schema_extra={"shown": "MAX_REPL_USES / 10"})
+    """Each REPL is recycled after `MAX_REPL_USES` less a random number of proofs in [0, this], drawn when it
+    starts (gunicorn's `max_requests_jitter`): REPLs started together (pre-warm) are then recycled one at a
+    time, not all at once, so the warm spares (`SPARE_REPLS`) keep up and the pool never has many REPLs
+    importing together. A REPL lives `JITTER / 2` proofs less on average. `0`: every REPL after exactly
+    `MAX_REPL_USES`. Below `MAX_REPL_USES`."""
     max_repl_mem: OptionalSize = 12 << 30
     """Address-space cap per REPL (`RLIMIT_AS`, via util-linux `prlimit`), e.g. `12G`; `0` = none."""
     max_repl_rss: OptionalSize = None
@@ -69,3 +76,18 @@ class ReplPoolSettings(Group):
         if not isinstance(value, dict) or not all(isinstance(v, int) and v >= 0 for v in value.values()):
             raise ValueError('expected a JSON map of header to count, e.g. {"import Mathlib": 2}')
         return value
+
+    @field_validator("max_repl_uses_jitter", mode="before")
+    @classmethod
+    def _empty_jitter_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_jitter(self) -> ReplPoolSettings:
+        if self.max_repl_uses and (self.max_repl_uses_jitter or 0) >= self.max_repl_uses:
+            raise ValueError("LEAN_SERVER_MAX_REPL_USES_JITTER must be below LEAN_SERVER_MAX_REPL_USES")
+        return self
+
+    def repl_uses_jitter(self) -> int:
+        """MAX_REPL_USES_JITTER, or by default a tenth of MAX_REPL_USES."""
+        return self.max_repl_uses // 10 if self.max_repl_uses_jitter is None else self.max_repl_uses_jitter

@@ -11,7 +11,7 @@ from kimina_grpc.settings import Settings
 
 # The fields of PoolSettings that are not the Settings field of the same name. Each other field is
 # LEAN_SERVER_<ITS NAME>: a new pool setting is declared in both classes and copied by no one.
-_NOT_FROM_SETTINGS = frozenset({"spec", "import_timeout"})
+_NOT_FROM_SETTINGS = frozenset({"spec", "import_timeout", "seed", "max_repl_uses_jitter"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,10 @@ class PoolSettings:
     spec: ReplSpec
     max_repls: int = 1
     max_repl_uses: int = 0
+    max_repl_uses_jitter: int = 0
+    """Each REPL's own limit is `max_repl_uses` less a random draw in [0, this] (`policy.use_limit`)."""
+    seed: int | None = None
+    """Seeds the pool's random draws (the use-limit jitter): tests and benchmarks; None: unpredictable."""
     max_repl_rss: int | None = None
     max_wait: float = 0.0
     max_queue: int = 100_000
@@ -40,7 +44,8 @@ class PoolSettings:
     @classmethod
     def from_settings(cls, settings: Settings, box: Box = OFF) -> PoolSettings:
         """The pool's settings from the server's: the REPL's command, limits and reply bounds make
-        `spec`; every other field but `import_timeout` is the Settings field of its name."""
+        `spec`; the jitter's default is a tenth of MAX_REPL_USES; every other field but `import_timeout`
+        and `seed` is the Settings field of its name."""
         argv, cwd = settings.repl_argv()
         spec = ReplSpec(
             argv=argv,
@@ -53,4 +58,4 @@ class PoolSettings:
             max_reply_items=settings.max_reply_messages,
         )
         named = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name not in _NOT_FROM_SETTINGS}
-        return cls(spec=spec, **named)
+        return cls(spec=spec, max_repl_uses_jitter=settings.repl_uses_jitter(), **named)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -20,6 +21,7 @@ from kimina_grpc.repl import Repl, ReplCrashed, Reply, ReplyRefused, Split, Verd
 from kimina_grpc.supervisor.check import crash_verdict
 from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.jobs import Job, Outcome, PoolKey
+from kimina_grpc.supervisor.policy import spare_plan, use_limit
 from kimina_grpc.supervisor.queue import JobQueue
 from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.state import Mean, Totals
@@ -67,6 +69,7 @@ class Lifecycle:
         self.to_start: list[PoolKey] = []
         self.readiness = Readiness(retry=self.start_again, closing=closing)
         self._ids = itertools.count(1)
+        self._rng = random.Random(settings.seed)
         self._import_failures: dict[PoolKey, int] = {}
         self._memory_retry: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -109,7 +112,11 @@ class Lifecycle:
             key = PoolKey(split_header(header).header)
             self.to_start.extend([key] * count)
         del self.to_start[self.settings.max_repls :]
-        self.readiness.warmup_total = len(self.to_start)
+        # Pre-warming counts the spares the plan gives the pre-warmed headers: the server is ready
+        # once they are warm too (a kill or recycle right after it is served warm).
+        prewarm = {k: self.to_start.count(k) for k in self.to_start}
+        spares = spare_plan(self.settings.spare_repls, prewarm, {}, {})[0]
+        self.readiness.warmup_total = len(self.to_start) + len(spares)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         if not self.to_start:
             self.readiness.probing = True
@@ -136,7 +143,8 @@ class Lifecycle:
 
     def new(self, key: PoolKey) -> Worker:
         """Start a REPL for `key` (it imports in the background)."""
-        worker = Worker(key, f"repl-{next(self._ids)}")
+        limit = use_limit(self.settings.max_repl_uses, self.settings.max_repl_uses_jitter, self._rng)
+        worker = Worker(key, f"repl-{next(self._ids)}", max_uses=limit)
         self.workers.add(worker)
         self.importing += 1
         self._spawn(self._start_worker(worker))
@@ -187,12 +195,17 @@ class Lifecycle:
 
     def take_spare(self, key: PoolKey) -> bool:
         """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
-        is started by the scheduler's `place_spares`); False if there is none."""
-        spare = next((w for w in self.workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
-        if spare is None:
+        is started by the scheduler's `place_spares`); else one still importing (the slot waits for the
+        rest of its import, not a whole one: a cold swap all the same); False if there is none."""
+        spares = [w for w in self.workers if w.spare and w.key == key and w.state is not WorkerState.GONE]
+        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, w.id), default=None)
+        if spare is None or spare.state is not WorkerState.IDLE:
             self.totals.cold_swaps += 1
-            return False
+            if spare is None:
+                return False
         spare.spare = False
+        if spare.state is not WorkerState.IDLE:
+            return True
         spare.warm_since = time.monotonic()
         self.totals.warm_swaps += 1
         return True

@@ -25,11 +25,14 @@ Its rule is **exhaustive service with a starvation bound**:
   keeps its strength), so waiting longer would save no import.
 
 Nothing here starts a process, reads a clock or touches the event loop: the `Scheduler` builds a
-`Snapshot` and applies the `Switch`es it gets back.
+`Snapshot` and applies the `Switch`es it gets back. Also here: where the warm spares go
+(`spare_plan`), where new and idle REPLs go (`neediest`, `worth_converting`, `move_target`), and when
+a REPL is recycled (`use_limit`, `used_up`, `expires_soon`; the random draw is passed in).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -276,3 +279,27 @@ def idle_step(key: PoolKey, queued: int, switch: PoolKey | None, move: PoolKey |
     if queued and move is not None:
         return Step.MOVE, move
     return (Step.RUN if queued else Step.WAIT), None
+
+
+def use_limit(max_uses: int, jitter: int, rng: random.Random) -> int:
+    """A REPL's own use limit, drawn once when it starts: MAX_REPL_USES less a jitter drawn uniformly
+    in [0, `jitter`] (MAX_REPL_USES_JITTER; gunicorn's `max_requests_jitter`). REPLs started together
+    (pre-warm, a burst) then reach their limits at different times, so their recycles come one by
+    one and the warm spares keep up, instead of coming in a burst that outruns them. At least 1;
+    `max_uses` 0 (never recycled) stays 0, and `jitter` 0 draws nothing (every REPL gets MAX_REPL_USES)."""
+    if max_uses <= 0:
+        return 0
+    if jitter <= 0:
+        return max_uses
+    return max(1, max_uses - rng.randint(0, jitter))
+
+
+def used_up(uses: int, limit: int) -> bool:
+    """A REPL that has run `uses` proofs is recycled now (its `use_limit`; 0: never)."""
+    return limit > 0 and uses >= limit
+
+
+def expires_soon(uses: int, limit: int, ahead: int) -> bool:
+    """A REPL within `ahead` proofs of its own limit (an import's worth): its successor is started
+    ahead as a spare (`spare_plan`'s `expiring`), so the swap at the limit is immediate."""
+    return limit > 0 and uses >= limit - ahead

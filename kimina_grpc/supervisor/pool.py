@@ -34,6 +34,7 @@ from kimina_grpc.supervisor.check import Checker
 from kimina_grpc.supervisor.config import PoolSettings
 from kimina_grpc.supervisor.jobs import CheckOptions, Job, Outcome, PoolKey, not_checked
 from kimina_grpc.supervisor.lifecycle import Lifecycle
+from kimina_grpc.supervisor.policy import used_up
 from kimina_grpc.supervisor.queue import JobQueue, QueueFull, ShuttingDown, budget, size_of, too_short
 from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.scheduler import Scheduler
@@ -295,7 +296,7 @@ class Supervisor:
     def _after_check(self, worker: Worker, *, recycle: bool) -> None:
         if worker.key.fresh:
             self.lifecycle.release_fresh(worker)
-        elif recycle or (self.settings.max_repl_uses and worker.uses >= self.settings.max_repl_uses):
+        elif recycle or used_up(worker.uses, worker.max_uses):
             self.lifecycle.replace(worker, worker.key)
         else:
             worker.state = WorkerState.IDLE

@@ -21,6 +21,7 @@ from kimina_grpc.supervisor.policy import (
     Step,
     SwitchPolicy,
     Waiting,
+    expires_soon,
     idle_step,
     move_target,
     neediest,
@@ -128,7 +129,7 @@ class Scheduler:
             # Within an import's worth of proofs of the limit: its successor is started ahead.
             ahead = self._ahead()
             for w in workers.workers:
-                if not w.spare and not w.key.fresh and w.uses >= self.settings.max_repl_uses - ahead:
+                if not w.spare and not w.key.fresh and expires_soon(w.uses, w.max_uses, ahead):
                     expiring[w.key] = expiring.get(w.key, 0) + 1
         working = workers.counts()
         for w in workers.workers:
@@ -140,7 +141,10 @@ class Scheduler:
         for key in start:
             if workers.to_start or workers.importing >= self.settings.max_concurrent_imports or not workers.memory_ok():
                 break
-            workers.new(key).spare = True
+            spare = workers.new(key)
+            spare.spare = True
+            if len(workers.readiness.warmup) < workers.readiness.warmup_total:
+                workers.readiness.warmup.append(spare)
 
     def _ahead(self) -> int:
         """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""

@@ -32,7 +32,7 @@ class Totals:
     warm_swaps: int = 0
     """REPLs replaced (killed, crashed, recycled, converted) by a warm spare: no import waited on."""
     cold_swaps: int = 0
-    """REPLs replaced by a new process that had to import first."""
+    """REPLs replaced by a new process that had to import first, or by a spare still importing."""
 
 
 class Mean:
@@ -71,7 +71,7 @@ class PoolState:
     warm_swaps: int = 0
     """REPLs replaced (killed, crashed, recycled, converted) by a warm spare: no import waited on."""
     cold_swaps: int = 0
-    """REPLs replaced by a new process that had to import first."""
+    """REPLs replaced by a new process that had to import first, or by a spare still importing."""
 
 
 def pool_state(ready: bool, queue: JobQueue, workers: Collection[Worker], totals: Totals) -> PoolState:

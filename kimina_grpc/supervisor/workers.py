@@ -26,6 +26,8 @@ class Worker:
     repl: Repl | None = None
     base_env: int = 0
     uses: int = 0
+    max_uses: int = 0
+    """Its own use limit (`policy.use_limit`, drawn when it starts): recycled after that many proofs; 0: never."""
     idle_since: float = 0.0
     """When it last became idle (the longest idle is converted first)."""
     job_started: float = 0.0
