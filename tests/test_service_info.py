@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from kimina_grpc import settings as settings_module
 from kimina_grpc.cache.layer import CacheStats
 from kimina_grpc.prooflog.writer import LogState
 from kimina_grpc.service.info import NO_IMPORTS, server_info
 from kimina_grpc.service.posture import Posture
 from kimina_grpc.settings import Settings
+from kimina_grpc.settings import lean as lean_settings
 from kimina_grpc.supervisor.state import HeaderStats, PoolState
 from kimina_grpc.v1 import verifier_pb2 as pb
 
@@ -73,8 +75,12 @@ def test_every_field_comes_from_its_snapshot() -> None:
     assert got.server_version
 
 
-def test_no_proof_log_and_no_repl_command_say_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings_module, "discover_workspace", lambda: None)
+def test_no_proof_log_and_no_repl_command_say_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Run where a workspace would be discovered (a `repl/` in the current directory, as on a developer's
+    # machine or under ~/workspace): the patched discovery, not the machine, says there is none.
+    (tmp_path / "repl").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(lean_settings, "discover_workspace", lambda: None)
     got = server_info(
         POOL, not_ready_reason="", cache=CACHE, proof_log=None, sessions=SESSIONS, settings=settings(), posture=POSTURE
     )
