@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import multiprocessing
 import os
+import pickle
 from collections.abc import Iterator
 from multiprocessing import forkserver, resource_tracker
 from typing import Any
@@ -164,3 +166,25 @@ def test_a_forked_clients_helper_survives_abandoned_streams_and_errors(target: s
             said = pool.apply_async(_stream_then_call_in_worker, (codes,)).get(timeout=DEADLINE)
     assert said[0] == "VALID" and "one call at a time" in said[1]
     assert said[2:] == ["VALID"] * 5 + ["InvalidArgument", "VALID"]
+
+
+COPIES: dict[str, Any] = {
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda reward: pickle.loads(pickle.dumps(reward)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(COPIES))
+def test_a_copy_of_a_reward_used_in_the_parent_scores_in_forked_workers(target: str, how: str) -> None:
+    reward = trl_reward(target=target)
+    twin = COPIES[how](reward)
+    try:
+        assert reward(completions=[GOOD]) == [1.0] and twin(completions=[BAD]) == [0.0]  # both used here
+        with multiprocessing.get_context("fork").Pool(2, initializer=_adopt, initargs=(twin,)) as pool:
+            got = pool.map_async(_score_in_worker, [[GOOD, BAD]] * 3).get(timeout=DEADLINE)
+        assert [rewards for _, rewards in got] == [[1.0, 0.0]] * 3
+        assert reward(completions=[BAD]) == [0.0] and twin(completions=[GOOD]) == [1.0]
+    finally:
+        twin.close()
+        reward.close()

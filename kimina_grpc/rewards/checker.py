@@ -37,6 +37,10 @@ class GroupChecker:
     def client(self) -> KiminaClient:
         return self._clients.get()
 
+    def fresh(self) -> GroupChecker:
+        """A checker with these settings (the options shared) and no client yet."""
+        return GroupChecker(self.target, self.api_key, self.max_attempts, self.verify_options)
+
     def close(self) -> None:
         client = self._clients.pop()
         if client is not None:

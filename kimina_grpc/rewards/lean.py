@@ -61,18 +61,49 @@ class LeanReward:
         if window < 1:
             raise ValueError(f"window must be at least 1, not {window}")
         self.table = RewardTable(dict(DEFAULT_REWARDS if rewards is None else rewards), unparsable_reward, infra_reward)
-        self.target = target
-        self.api_key = api_key
+        # target, api_key, max_attempts and verify_options are the checker's, read when it checks.
+        self._checker = GroupChecker(
+            target, api_key, max_attempts, {"timeout": timeout, "window": window, **verify_options}
+        )
         self.extract: Extract = extract
         self.statement_column = statement_column
         self.header_column = header_column
         self.name_column = name_column
         self.require_statement = require_statement
-        self.max_attempts = max_attempts
-        self.verify_options = {"timeout": timeout, "window": window, **verify_options}
         self.__name__ = name  # TRL logs each reward function under its __name__
         self.last_infos: list[RewardInfo] = []
-        self._checker = GroupChecker(target, api_key, max_attempts, self.verify_options)
+
+    @property
+    def target(self) -> str:
+        return self._checker.target
+
+    @target.setter
+    def target(self, value: str) -> None:
+        self._checker.target = value
+
+    @property
+    def api_key(self) -> str | None:
+        return self._checker.api_key
+
+    @api_key.setter
+    def api_key(self, value: str | None) -> None:
+        self._checker.api_key = value
+
+    @property
+    def max_attempts(self) -> int:
+        return self._checker.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._checker.max_attempts = value
+
+    @property
+    def verify_options(self) -> dict[str, Any]:
+        return self._checker.verify_options
+
+    @verify_options.setter
+    def verify_options(self, value: dict[str, Any]) -> None:
+        self._checker.verify_options = value
 
     @property
     def client(self) -> KiminaClient:
@@ -81,6 +112,12 @@ class LeanReward:
 
     def close(self) -> None:
         self._checker.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A copy (copy.copy too, as before the split) is a reward of its own: its client, made on use.
+        state = dict(self.__dict__)
+        state["_checker"] = self._checker.fresh()
+        return state
 
     def score(
         self,

@@ -30,6 +30,11 @@ class VerlReward(LeanReward):
         super().__init__(target, name=name, **options)
         self._samples: Gather[dict[str, Any], dict[str, Any]] = Gather()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_samples"] = Gather()  # a copy's per-sample callers never wait on this one's batches
+        return state
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if "solution_strs" in kwargs:
             return self.score_batch(
