@@ -285,10 +285,15 @@ class ReplProcess:
     async def kill(self) -> None:
         """SIGKILL the whole process group and reap it. Idempotent; returns once the process is gone."""
         # Even when the leader has exited, its children may live on in its group; the box's init
-        # runs in a session of its own, so every member of the tree is killed by pid too.
-        tree = proctree.processes(self.tree.pids(fresh=True)[1:])
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
+        # runs in a session of its own, so every member of the tree is killed by pid too. Once the
+        # leader is reaped (a second kill, a REPL that exited) its pid may be another process's: its
+        # tree is gone (its children were reparented), and its group, while a member lives, keeps
+        # the pid from being reused, so a process that has the pid now is not of this group.
+        reaped = self._proc.returncode is not None
+        tree = [] if reaped else proctree.processes(self.tree.pids(fresh=True)[1:])
+        if not reaped or not psutil.pid_exists(self._proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
         for p in tree:
             with contextlib.suppress(psutil.Error):
                 p.kill()

@@ -71,6 +71,9 @@ async def import_header(home: SessionRepl, spec: ReplSpec, timeout: float) -> Re
     if verdict_of(reply) is not Verdict.VALID or reply.env is None:
         raise OpenFailed(f"the header failed: {reply.error or [m.data for m in reply.messages][:1]}")
     home.base_env = reply.env
+    # Its tree is complete: from now on each reply must be the REPL's own (repl/ownership.py), as a
+    # pool REPL's. Its sessions are several users': what one's code leaves running must not stay.
+    await repl.settle()
     return repl
 
 
