@@ -239,3 +239,28 @@ async def test_a_repl_lost_while_its_spare_still_imports_takes_that_spare(
     # One swap: cold when the kill came while the spare imported (a loaded machine may be slower).
     assert sup.totals.warm_swaps + sup.totals.cold_swaps == 1
     await successor_imports(sup)  # the spare's own successor (repl-3) follows
+
+
+async def test_spares_memory_holds_back_do_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-warm spare that LEAN_SERVER_MIN_FREE_MEMORY keeps from starting does not keep the server
+    unready for good: once the REPLs that could start are warm, the server serves (as it did before
+    spares counted toward pre-warming), and the spare follows when memory is back."""
+    real = psutil.virtual_memory
+    low = [True]
+    pools: list[Supervisor] = []
+
+    def memory() -> Any:
+        # Room for the pool's first REPL only, while `low`.
+        full = low[0] and any(p.workers() for p in pools)
+        return SimpleNamespace(available=(1 << 20) if full else real().available)
+
+    monkeypatch.setattr(psutil, "virtual_memory", memory)
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, min_free_memory=64 << 20)
+    pools.append(sup)
+    await eventually(lambda: sup.ready, what="ready without the spare memory holds back")
+    assert spares(sup) == {} and [(h.warm, h.starting) for h in sup.state().headers] == [(1, 0)]
+    low[0] = False
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare, once memory is back")
+    assert sup.ready
