@@ -264,3 +264,23 @@ async def test_spares_memory_holds_back_do_not_keep_the_server_unready(
     low[0] = False
     await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare, once memory is back")
     assert sup.ready
+
+
+async def test_a_repl_lost_while_two_spares_import_takes_the_one_started_first(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of two spares still importing, the slot takes the older (the less of an import left), also
+    once the ids reach two digits (repl-9 before repl-10)."""
+    sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1}, max_concurrent_imports=2)
+    await eventually(lambda: sup.ready and spares(sup) == {"import A": 2}, what="pre-warmed")
+    hang = "import A\ntheorem t := by\n  -- fake: hang"
+    for n in range(5):  # each kill swaps a warm spare in and starts the next spare: repl-4 .. repl-8
+        assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+        await eventually(lambda n=n: sup.totals.imports == 4 + n and spares(sup) == {"import A": 2}, what="spare")
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "5")
+    for _ in range(2):  # two more kills: repl-9, then repl-10, start importing
+        assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 2)], what="two importing")
+    assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == "repl-9"

@@ -198,7 +198,8 @@ class Lifecycle:
         is started by the scheduler's `place_spares`); else one still importing (the slot waits for the
         rest of its import, not a whole one: a cold swap all the same); False if there is none."""
         spares = [w for w in self.workers if w.spare and w.key == key and w.state is not WorkerState.GONE]
-        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, w.id), default=None)
+        # A warm one first, else the one started first (the least import left: ids count up, repl-9 before repl-10).
+        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, len(w.id), w.id), default=None)
         if spare is None or spare.state is not WorkerState.IDLE:
             self.totals.cold_swaps += 1
             if spare is None:
