@@ -4,6 +4,7 @@ proofs beyond MAX_REPLS. The placement rule itself is table-tested in test_polic
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 from types import SimpleNamespace
@@ -274,9 +275,13 @@ async def test_a_repl_lost_while_two_spares_import_takes_the_one_started_first(
     sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1}, max_concurrent_imports=2)
     await eventually(lambda: sup.ready and spares(sup) == {"import A": 2}, what="pre-warmed")
     hang = "import A\ntheorem t := by\n  -- fake: hang"
-    for n in range(5):  # each kill swaps a warm spare in and starts the next spare: repl-4 .. repl-8
+
+    def two_warm_spares(imports: int) -> bool:
+        return sup.totals.imports == imports and spares(sup) == {"import A": 2}
+
+    for n in range(4, 9):  # each kill swaps a warm spare in and starts the next spare: repl-4 .. repl-8
         assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
-        await eventually(lambda n=n: sup.totals.imports == 4 + n and spares(sup) == {"import A": 2}, what="spare")
+        await eventually(functools.partial(two_warm_spares, n), what=f"repl-{n} warm")
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "5")
     for _ in range(2):  # two more kills: repl-9, then repl-10, start importing
         assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
