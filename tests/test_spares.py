@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -289,3 +291,34 @@ async def test_a_repl_lost_while_two_spares_import_takes_the_one_started_first(
     assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
     after = await check(sup, "import A\ntheorem ok := 1")
     assert after.verdict is Verdict.VALID and after.repl_id == "repl-9"
+
+
+async def test_a_pre_warm_spare_lost_while_memory_is_low_does_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-warm spare whose import fails (the OOM killer, often, when memory is short) is a standby
+    lost, not a header that fails: its successor spare takes its place in pre-warming, and when
+    memory holds that one back the server is ready with the REPLs that are warm. (Its readiness retry
+    queued a working start the full pool could never make, and no spare started behind it.)"""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    real = psutil.virtual_memory
+    low = [False]
+    monkeypatch.setattr(
+        psutil, "virtual_memory", lambda: SimpleNamespace(available=(1 << 20) if low[0] else real().available)
+    )
+    sup = await started(
+        max_repls=1, spare_repls=1, init_repls={"import A": 1}, min_free_memory=64 << 20, max_concurrent_imports=1
+    )
+
+    def importing_spare() -> int:
+        return next((w.repl.pid for w in sup.workers() if w.spare and w.repl is not None), 0)
+
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)], what="spare importing")
+    pid = await eventually(importing_spare, what="the spare's process")
+    low[0] = True
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: sup.totals.crashes == 1, what="the spare's import failed")
+    await eventually(lambda: sup.ready, what="ready with the working REPL")
+    low[0] = False
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once memory is back")
+    assert sup.ready
