@@ -4,7 +4,10 @@ proofs beyond MAX_REPLS. The placement rule itself is table-tested in test_polic
 
 from __future__ import annotations
 
+import functools
 import itertools
+import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -239,3 +242,83 @@ async def test_a_repl_lost_while_its_spare_still_imports_takes_that_spare(
     # One swap: cold when the kill came while the spare imported (a loaded machine may be slower).
     assert sup.totals.warm_swaps + sup.totals.cold_swaps == 1
     await successor_imports(sup)  # the spare's own successor (repl-3) follows
+
+
+async def test_spares_memory_holds_back_do_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-warm spare that LEAN_SERVER_MIN_FREE_MEMORY keeps from starting does not keep the server
+    unready for good: once the REPLs that could start are warm, the server serves (as it did before
+    spares counted toward pre-warming), and the spare follows when memory is back."""
+    real = psutil.virtual_memory
+    low = [True]
+    pools: list[Supervisor] = []
+
+    def memory() -> Any:
+        # Room for the pool's first REPL only, while `low`.
+        full = low[0] and any(p.workers() for p in pools)
+        return SimpleNamespace(available=(1 << 20) if full else real().available)
+
+    monkeypatch.setattr(psutil, "virtual_memory", memory)
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, min_free_memory=64 << 20)
+    pools.append(sup)
+    await eventually(lambda: sup.ready, what="ready without the spare memory holds back")
+    assert spares(sup) == {} and [(h.warm, h.starting) for h in sup.state().headers] == [(1, 0)]
+    low[0] = False
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare, once memory is back")
+    assert sup.ready
+
+
+async def test_a_repl_lost_while_two_spares_import_takes_the_one_started_first(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Of two spares still importing, the slot takes the older (the less of an import left), also
+    once the ids reach two digits (repl-9 before repl-10)."""
+    sup = await started(max_repls=1, spare_repls=2, init_repls={"import A": 1}, max_concurrent_imports=2)
+    await eventually(lambda: sup.ready and spares(sup) == {"import A": 2}, what="pre-warmed")
+    hang = "import A\ntheorem t := by\n  -- fake: hang"
+
+    def two_warm_spares(imports: int) -> bool:
+        return sup.totals.imports == imports and spares(sup) == {"import A": 2}
+
+    for n in range(4, 9):  # each kill swaps a warm spare in and starts the next spare: repl-4 .. repl-8
+        assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+        await eventually(functools.partial(two_warm_spares, n), what=f"repl-{n} warm")
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "5")
+    for _ in range(2):  # two more kills: repl-9, then repl-10, start importing
+        assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 2)], what="two importing")
+    assert (await check(sup, hang, timeout=0.3)).verdict is Verdict.TIMEOUT
+    after = await check(sup, "import A\ntheorem ok := 1")
+    assert after.verdict is Verdict.VALID and after.repl_id == "repl-9"
+
+
+async def test_a_pre_warm_spare_lost_while_memory_is_low_does_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pre-warm spare whose import fails (the OOM killer, often, when memory is short) is a standby
+    lost, not a header that fails: its successor spare takes its place in pre-warming, and when
+    memory holds that one back the server is ready with the REPLs that are warm. (Its readiness retry
+    queued a working start the full pool could never make, and no spare started behind it.)"""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    real = psutil.virtual_memory
+    low = [False]
+    monkeypatch.setattr(
+        psutil, "virtual_memory", lambda: SimpleNamespace(available=(1 << 20) if low[0] else real().available)
+    )
+    sup = await started(
+        max_repls=1, spare_repls=1, init_repls={"import A": 1}, min_free_memory=64 << 20, max_concurrent_imports=1
+    )
+
+    def importing_spare() -> int:
+        return next((w.repl.pid for w in sup.workers() if w.spare and w.repl is not None), 0)
+
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)], what="spare importing")
+    pid = await eventually(importing_spare, what="the spare's process")
+    low[0] = True
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: sup.totals.crashes == 1, what="the spare's import failed")
+    await eventually(lambda: sup.ready, what="ready with the working REPL")
+    low[0] = False
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once memory is back")
+    assert sup.ready

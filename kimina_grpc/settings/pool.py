@@ -26,7 +26,8 @@ class ReplPoolSettings(Group):
     replace a REPL killed (timeout, memory), crashed or recycled at once instead of after an import; the
     spare's own successor imports in the background. Each costs its header's resident memory (5–8 GB for
     Mathlib) and no CPU, and counts toward the memory limits and pre-warming (with `INIT_REPLS` the server is
-    ready once the spares of those headers are warm too); spares never run proofs beyond `MAX_REPLS`."""
+    ready once the spares of those headers are warm too, or held back by `MIN_FREE_MEMORY`); spares never
+    run proofs beyond `MAX_REPLS`."""
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""

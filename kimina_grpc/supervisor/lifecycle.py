@@ -198,7 +198,8 @@ class Lifecycle:
         is started by the scheduler's `place_spares`); else one still importing (the slot waits for the
         rest of its import, not a whole one: a cold swap all the same); False if there is none."""
         spares = [w for w in self.workers if w.spare and w.key == key and w.state is not WorkerState.GONE]
-        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, w.id), default=None)
+        # A warm one first, else the one started first (the least import left: ids count up, repl-9 before repl-10).
+        spare = min(spares, key=lambda w: (w.state is not WorkerState.IDLE, len(w.id), w.id), default=None)
         if spare is None or spare.state is not WorkerState.IDLE:
             self.totals.cold_swaps += 1
             if spare is None:
@@ -320,6 +321,11 @@ class Lifecycle:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
             self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
+        elif worker in self.readiness.warmup and worker.spare:
+            # A standby lost, not a header that fails (its working REPLs import it too): the spare that
+            # `place_spares` starts next takes its place in pre-warming. A problem's retry would queue a
+            # working start the full pool cannot make, and no spare starts behind one.
+            self.readiness.warmup.remove(worker)
         elif worker in self.readiness.warmup:
             self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
         if failures >= 2 or worker.repl is None:

@@ -62,6 +62,13 @@ class Readiness:
         done = sum(w.state is not WorkerState.STARTING for w in self.warmup)
         return done, self.warmup_total
 
+    def spares_held_back(self) -> None:
+        """Memory (LEAN_SERVER_MIN_FREE_MEMORY) keeps the pre-warm spares not started yet from
+        starting: once the REPLs started are warm, pre-warming no longer waits for those (it could
+        wait for good; a spare is a standby, not capacity, and starts when memory is back)."""
+        if all(w.state is not WorkerState.STARTING for w in self.warmup):
+            self.warmup_total = len(self.warmup)
+
     def set_problem(self, key: PoolKey | None, problem: str) -> None:
         """The pool cannot serve: readiness says why until a start for `key` (any key when None)
         succeeds; a start is tried again in the background, with backoff."""

@@ -139,7 +139,10 @@ class Scheduler:
         for key in retire:
             workers.retire_spare(key)
         for key in start:
-            if workers.to_start or workers.importing >= self.settings.max_concurrent_imports or not workers.memory_ok():
+            if workers.to_start or workers.importing >= self.settings.max_concurrent_imports:
+                break
+            if not workers.memory_ok():
+                workers.readiness.spares_held_back()
                 break
             spare = workers.new(key)
             spare.spare = True
