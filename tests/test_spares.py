@@ -4,6 +4,7 @@ proofs beyond MAX_REPLS. The placement rule itself is table-tested in test_polic
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import os
@@ -322,3 +323,16 @@ async def test_a_pre_warm_spare_lost_while_memory_is_low_does_not_keep_the_serve
     low[0] = False
     await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once memory is back")
     assert sup.ready
+
+
+async def test_a_pool_with_room_grows_by_its_warm_spare_before_importing(started: Started) -> None:
+    """Two proofs of a header at once on a pool with room for a second REPL: the idle warm spare of
+    that header takes the second at once (no proof waits for an import), and a new spare follows."""
+    sup = await started(max_repls=2, spare_repls=1, init_repls={"import A": 1})
+    await eventually(lambda: sup.ready and spares(sup) == {"import A": 1}, what="one REPL and its spare warm")
+    assert sup.totals.imports == 2
+    slow = "import A\ntheorem t := by\n  -- fake: sleep 1\n  trivial"
+    outs = await asyncio.gather(check(sup, slow), check(sup, slow))
+    assert {o.repl_id for o in outs} == {"repl-1", SPARE}
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare's successor")
+    assert sup.totals.imports == 3 and (sup.totals.warm_swaps, sup.totals.cold_swaps) == (0, 0)

@@ -193,6 +193,16 @@ class Lifecycle:
             self.to_start.append(key)
         self._kick()
 
+    def promote_spare(self, key: PoolKey) -> bool:
+        """The working set grows by a warm idle spare of `key` instead of a new import (its own
+        successor is started by the scheduler's `place_spares`); False if there is none."""
+        spare = next((w for w in self.workers if w.spare and w.key == key and w.state is WorkerState.IDLE), None)
+        if spare is None:
+            return False
+        spare.spare = False
+        spare.warm_since = time.monotonic()
+        return True
+
     def take_spare(self, key: PoolKey) -> bool:
         """Put a warm spare of `key` to work in the place of a REPL that went (its own successor
         is started by the scheduler's `place_spares`); else one still importing (the slot waits for the

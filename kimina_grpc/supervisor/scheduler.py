@@ -100,9 +100,19 @@ class Scheduler:
             self.place_spares()
             return
         waiting.sort(key=lambda x: x[0])  # oldest first: no key starves
-        # 2. Start REPLs while the pool has room, for the keys that need them most.
-        while workers.room() and (key := self._neediest([k for _, k in waiting])) is not None and workers.memory_ok():
-            workers.new(key)
+        # 2. Grow the working set while the pool has room, for the keys that need them most: by a warm
+        #    spare of the key where there is one (it runs on the next pass), else by a new REPL.
+        promoted: dict[PoolKey, int] = {}  # they take proofs on the next pass: count them as on their way
+        keys = [k for _, k in waiting]
+        while workers.working() < max_repls and (key := self._neediest(keys, promoted)) is not None:
+            if workers.promote_spare(key):
+                promoted[key] = promoted.get(key, 0) + 1
+            elif workers.room() and workers.memory_ok():
+                workers.new(key)
+            else:
+                break
+        if promoted:
+            self.kick()
         # 3. The pool is full: convert idle REPLs of other keys where the wait outweighs an import.
         if workers.working() >= max_repls:
             for _, key in waiting:
@@ -170,8 +180,8 @@ class Scheduler:
             ),
         )
 
-    def _neediest(self, keys: list[PoolKey]) -> PoolKey | None:
-        starting = {key: self.lifecycle.starting_for(key) for key in keys}
+    def _neediest(self, keys: list[PoolKey], promoted: dict[PoolKey, int]) -> PoolKey | None:
+        starting = {key: self.lifecycle.starting_for(key) + promoted.get(key, 0) for key in keys}
         return neediest(keys, {key: self.queue.length(key) for key in keys}, self.lifecycle.counts(), starting)
 
     def _conversion_victim(self, key: PoolKey) -> Worker | None:
