@@ -44,11 +44,11 @@ async def test_a_tactic_past_the_rss_budget_is_an_error_and_the_rest_is_restored
         assert big.status == pb.TACTIC_STATUS_ERROR and big.state == 0
         assert "out of memory" in big.error and str(BUDGET) in big.error
         room = app.servicer.sessions
-        assert room.counters["out_of_memory"] == 1
+        assert room.totals.out_of_memory == 1
         # b's states live on, same ids and goals, on a fresh REPL; the big state was never recorded.
         again = await b.run(sb.state, "skip", rid="again")
         assert again.status == pb.TACTIC_STATUS_INCOMPLETE and list(again.goals) == list(sb.goals)
-        assert room.counters["restores"] >= 2
+        assert room.totals.restores >= 2
         assert [p.pid for p in session_repls(app)] != [p.pid for p in before]
         assert all(p.memory_info().rss <= BUDGET for p in session_repls(app))
         go_on = await a.run(ra.state, SPLIT, rid="go_on")
@@ -65,14 +65,14 @@ async def test_a_repl_grown_over_many_states_is_recycled_with_its_sessions(tmp_p
         room = app.servicer.sessions
         states = [root.state]
         k = 0
-        while room.counters["restores"] == 0:  # 40 MiB a tactic: past 3/4 of the budget in a few
+        while room.totals.restores == 0:  # 40 MiB a tactic: past 3/4 of the budget in a few
             assert k < 12, "never recycled"
             step = await s.run(states[-1], f"skip\n-- fake: alloc-once 40 {tmp_path / str(k)}", rid=f"k{k}")
             assert step.status == pb.TACTIC_STATUS_INCOMPLETE  # growth is no tactic's fault
             states.append(step.state)
             k += 1
         await eventually(lambda: [p.pid for p in session_repls(app)] not in ([], first), what="a fresh REPL")
-        assert room.counters["out_of_memory"] == 0
+        assert room.totals.out_of_memory == 0
         for st in states:  # every state, old and new, answers on the fresh REPL
             step = await s.run(st, SPLIT, rid=f"e{st}")
             assert step.status == pb.TACTIC_STATUS_INCOMPLETE
@@ -91,7 +91,7 @@ async def test_200_sessions_on_4_repls_within_the_memory_bound() -> None:
         repls = session_repls(app)
         assert len(repls) == 4
         assert all(p.memory_info().rss <= BUDGET for p in repls)
-        assert room.counters["out_of_memory"] == 0 and room.counters["restores"] == 0
+        assert room.totals.out_of_memory == 0 and room.totals.restores == 0
         await asyncio.gather(*(c.close() for c in calls))
 
 

@@ -26,7 +26,7 @@ async def test_a_tactics_sorry_is_a_state_that_survives_a_move_and_is_not_finish
         (victim,) = session_repls(app)
         victim.send_signal(signal.SIGKILL)
         room = app.servicer.sessions
-        await eventually(lambda: room.counters["restores"] >= 1 and session_repls(app), what="the session moved")
+        await eventually(lambda: room.totals.restores >= 1 and session_repls(app), what="the session moved")
         again = await s.run(inner.state, EXACT_P, rid="again")  # its state was replayed with its tactic's
         assert again.status == pb.TACTIC_STATUS_PROOF_COMPLETE
         assert list((await s.run(inner.state, "skip", rid="skip")).goals) == [inner.goal]

@@ -118,7 +118,7 @@ async def test_a_repl_killed_from_outside_moves_its_sessions_with_their_ids() ->
         victim.send_signal(signal.SIGKILL)
         room = app.servicer.sessions
         assert room is not None
-        await eventually(lambda: room.counters["restores"] >= 1 and session_repls(app), what="the session moved")
+        await eventually(lambda: room.totals.restores >= 1 and session_repls(app), what="the session moved")
         assert [p.pid for p in session_repls(app)] != [victim.pid]
         done = await s.run(left.state, EXACT_Q)
         assert done.status == pb.TACTIC_STATUS_PROOF_COMPLETE
@@ -164,7 +164,7 @@ async def test_a_repl_past_its_state_budget_is_recycled_and_the_session_moves() 
             step = await s.run(states[-1], "skip", rid=f"k{k}")
             assert step.status == pb.TACTIC_STATUS_INCOMPLETE
             states.append(step.state)
-        await eventually(lambda: app.servicer.sessions.counters["restores"] >= 1, what="a recycle")
+        await eventually(lambda: app.servicer.sessions.totals.restores >= 1, what="a recycle")
         assert [p.pid for p in session_repls(app)] != [p.pid for p in first]
         for st in states:  # pipelined, while the session moves again and again
             s.send_run(f"e{st}", st, EXACT_Q)
@@ -213,14 +213,14 @@ async def test_a_client_that_leaves_mid_tactic_disturbs_no_other_session() -> No
         (ra,) = (await a.open()).states
         (rb,) = (await b.open()).states
         a.send_run("slow", ra.state, "skip\n-- fake: sleep 0.5")
-        await eventually(lambda: app.servicer.sessions.counters["tactics"] == 0 and a.queue.empty(), what="sent")
+        await eventually(lambda: app.servicer.sessions.totals.tactics == 0 and a.queue.empty(), what="sent")
         a.call.cancel()
         await eventually(lambda: len(app.servicer.sessions.sessions) == 1, what="a's session closed")
         step = await b.run(rb.state, SPLIT)
         assert step.status == pb.TACTIC_STATUS_INCOMPLETE and len(step.goals) == 2  # its own reply, not a's
         left = await b.run(step.state, EXACT_P, rid="p")
         assert left.status == pb.TACTIC_STATUS_INCOMPLETE and len(left.goals) == 1
-        assert app.servicer.sessions.counters["restores"] == 0
+        assert app.servicer.sessions.totals.restores == 0
         await b.close()
 
 
@@ -251,6 +251,6 @@ async def test_a_tactic_that_crashes_its_repl_is_an_error_and_the_rest_is_restor
         assert queued.status == pb.TACTIC_STATUS_INCOMPLETE and len(queued.goals) == 1
         again = await a.run(ra.state, SPLIT, rid="again")
         assert again.status == pb.TACTIC_STATUS_INCOMPLETE
-        assert app.servicer.sessions.counters["restores"] >= 2
+        assert app.servicer.sessions.totals.restores >= 2
         await a.close()
         await b.close()

@@ -56,18 +56,18 @@ def make_room(supervisor: Supervisor, checks: CheckCache, settings: Settings) ->
 
 
 def sessions_state(room: SessionRoom) -> pb.SessionsState:
-    c = room.counters
+    c = room.totals
     return pb.SessionsState(
         open=len(room.sessions),
         max_sessions=room.limits.max_sessions,
         per_repl=room.limits.per_repl,
         repls=len(room.repls),
         max_repls=room.limits.max_repls,
-        opened=c["opened"],
-        tactics=c["tactics"],
-        restores=c["restores"],
-        restored_states=c["restored_states"],
-        timeouts=c["timeouts"],
+        opened=c.opened,
+        tactics=c.tactics,
+        restores=c.restores,
+        restored_states=c.restored_states,
+        timeouts=c.timeouts,
     )
 
 
@@ -90,7 +90,7 @@ class SessionCollector(Collector):
             ("timeouts", "Session tactics that ran past their timeout (their REPL killed)."),
             ("out_of_memory", "Session tactics that took their REPL past LEAN_SERVER_MAX_REPL_RSS (killed)."),
         ):
-            yield CounterMetricFamily(f"kimina_session_{name}", text, value=self.room.counters[name])
+            yield CounterMetricFamily(f"kimina_session_{name}", text, value=getattr(self.room.totals, name))
 
 
 def _message(m: Message) -> pb.Message:

@@ -57,6 +57,25 @@ class SessionLimits:
     """Resident bytes a session REPL may hold (the pool's LEAN_SERVER_MAX_REPL_RSS; see memory.py)."""
 
 
+@dataclass(slots=True)
+class SessionTotals:
+    """How often each thing happened to the sessions since the server started (GetServerInfo's
+    `sessions`, the kimina_session_* metrics)."""
+
+    opened: int = 0
+    """Sessions opened."""
+    tactics: int = 0
+    """Tactics answered in sessions."""
+    restores: int = 0
+    """Sessions moved to a fresh REPL by replaying their states (death or recycle)."""
+    restored_states: int = 0
+    """States replayed by those moves."""
+    timeouts: int = 0
+    """Session tactics that ran past their timeout (their REPL killed)."""
+    out_of_memory: int = 0
+    """Session tactics that took their REPL past LEAN_SERVER_MAX_REPL_RSS (killed)."""
+
+
 class SessionRoom:
     def __init__(self, spec: ReplSpec, limits: SessionLimits, check: Check) -> None:
         self.spec, self.limits, self.check = spec, limits, check
@@ -67,14 +86,7 @@ class SessionRoom:
         self._admit = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.closed = False
-        self.counters = {
-            "opened": 0,
-            "tactics": 0,
-            "restores": 0,
-            "restored_states": 0,
-            "timeouts": 0,
-            "out_of_memory": 0,
-        }
+        self.totals = SessionTotals()
 
     # ------------------------------------------------------------------ sessions
 
@@ -97,7 +109,7 @@ class SessionRoom:
             self.close(session)
             raise
         session.moved.set()
-        self.counters["opened"] += 1
+        self.totals.opened += 1
         return session
 
     async def _first_open(self, home: SessionRepl, session: Session) -> None:
@@ -141,7 +153,7 @@ class SessionRoom:
                     continue
                 outcome = await self._tactic(home, session, node, tactic)
             if outcome is not None:
-                self.counters["tactics"] += 1
+                self.totals.tactics += 1
                 if home.dead:
                     return outcome
                 if home.states > self.limits.max_states_per_repl:
@@ -176,7 +188,7 @@ class SessionRoom:
             if not over and self.memory.of(repl, home.rss_floor) is Size.OVER:
                 over.append(True)
         except TimeoutError:
-            self.counters["timeouts"] += 1
+            self.totals.timeouts += 1
             await self._lost(home, "a tactic timed out")
             return TacticOutcome(Status.TIMEOUT, error=f"the tactic ran past {session.options.timeout:g} s")
         except ReplCrashed as exc:
@@ -197,7 +209,7 @@ class SessionRoom:
         return outcome
 
     async def _out_of_memory(self, home: SessionRepl) -> TacticOutcome:
-        self.counters["out_of_memory"] += 1
+        self.totals.out_of_memory += 1
         await self._lost(home, "its resident memory passed the budget")
         return TacticOutcome(Status.ERROR, error=self.memory.error())
 
@@ -296,7 +308,7 @@ class SessionRoom:
                         if isinstance(exc, BROKEN):
                             await self._lost(new, "a replay broke it")  # the rest move again
                             return
-                    self.counters["restores"] += 1
+                    self.totals.restores += 1
                 if new.repl is not None:
                     new.rss_floor = self.memory.measure(new.repl)
         finally:
@@ -307,7 +319,7 @@ class SessionRoom:
                 await old.repl.kill()
 
     def _restored_state(self) -> None:
-        self.counters["restored_states"] += 1
+        self.totals.restored_states += 1
 
     async def close_all(self) -> None:
         """Shutdown: no more REPLs; every session ends (its requests answered ERROR)."""
