@@ -383,3 +383,31 @@ async def test_a_header_that_fails_with_spares_answers_its_proofs_once_and_stops
     await eventually(lambda: not sup.workers(), what="no REPL left for the failed header")
     # Each start is an import (Lean answered it) or a crash: two working starts at most, one spare.
     assert sup.totals.imports + sup.totals.crashes <= 3 and spares(sup) == {}
+
+
+async def test_a_pre_warm_spare_that_keeps_failing_does_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-warming waits for the spares, but not for one whose import failed: a standby lost, not
+    capacity. When every new process dies importing from then on, the server is ready with its warm
+    working REPL (and serves) while the spares back off; a spare follows once imports work again."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(
+        max_repls=1,
+        spare_repls=1,
+        init_repls={"import A": 1},
+        max_concurrent_imports=1,
+        spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20),
+    )
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)], what="spare importing")
+    pid = await eventually(
+        lambda: next((w.repl.pid for w in sup.workers() if w.spare and w.repl is not None), 0), what="its process"
+    )
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_MB", "600")  # every new process dies importing
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: sup.ready, what="ready with the working REPL")
+    assert (await check(sup, "import A\ntheorem ok := 1")).repl_id == "repl-1"
+    assert sup.ready  # and stays so: it did not flicker between two failed spares
+    monkeypatch.delenv("KIMINA_FAKE_IMPORT_MB")
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once imports work again")
+    assert sup.ready

@@ -350,10 +350,12 @@ class Lifecycle:
             # nothing will work until that is fixed.
             self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
         elif worker in self.readiness.warmup and worker.spare:
-            # A standby lost, not a header that fails (its working REPLs import it too): the spare that
-            # `place_spares` starts next takes its place in pre-warming. A problem's retry would queue a
-            # working start the full pool cannot make, and no spare starts behind one.
+            # A standby lost, not a header that fails (its working REPLs import it too), and not
+            # capacity: pre-warming no longer waits for it (its successor backs off, and may fail
+            # as long as memory is short). A problem's retry would queue a working start the full
+            # pool cannot make, and no spare starts behind one.
             self.readiness.warmup.remove(worker)
+            self.readiness.warmup_total -= 1
         elif worker in self.readiness.warmup:
             self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
         if failures >= 2 or (worker.repl is None and not worker.spare):
