@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from kimina_grpc.supervisor.jobs import PoolKey
-from kimina_grpc.supervisor.policy import FAIR_IMPORTS, Idle, Snapshot, Switch, SwitchPolicy, Waiting, spare_plan
+from kimina_grpc.supervisor.policy import (
+    FAIR_IMPORTS,
+    Idle,
+    Snapshot,
+    Switch,
+    SwitchPolicy,
+    Waiting,
+    spare_plan,
+    spare_retry_delay,
+)
 
 A, B, C, D = (PoolKey(f"import {h}") for h in "ABCD")
 IMPORT = 1.0
@@ -277,3 +286,18 @@ def test_spare_plan(
     expected: tuple[list[PoolKey], list[PoolKey]],
 ) -> None:
     assert spare_plan(n, working, queued, spares) == expected, why
+
+
+@pytest.mark.parametrize(
+    ("why", "failures", "delay"),
+    [
+        ("no failure: a spare may start at once", 0, 0.0),
+        ("the first failure waits the period (readiness's backoff)", 1, 1.0),
+        ("each failure in a row doubles it", 2, 2.0),
+        ("...", 4, 8.0),
+        ("up to the max", 6, 30.0),
+        ("a header whose spares always die stays at the max", 10_000, 30.0),
+    ],
+)
+def test_spare_retry_delay(why: str, failures: int, delay: float) -> None:
+    assert spare_retry_delay(failures) == delay, why

@@ -336,3 +336,78 @@ async def test_a_pool_with_room_grows_by_its_warm_spare_before_importing(started
     assert {o.repl_id for o in outs} == {"repl-1", SPARE}
     await eventually(lambda: spares(sup) == {"import A": 1}, what="the spare's successor")
     assert sup.totals.imports == 3 and (sup.totals.warm_swaps, sup.totals.cold_swaps) == (0, 0)
+
+
+async def test_a_spare_whose_import_fails_backs_off_and_costs_no_verdict(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare whose import fails (here the OOM killer: its import needs more memory than the limit)
+    while a working REPL of its header is warm is a standby lost, not a header that fails: the
+    header's queued proofs wait for the working REPL and get their verdicts (two failed spares used
+    to answer them with the spare's crash), readiness holds, and the next spare waits with backoff
+    (1 s, doubling) instead of a new process at once, every time; once imports work again a spare
+    follows. With no backoff, the failed starts during the two proofs below come one after another."""
+    sup = await warm_with_spare(started, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_MB", "600")  # every new process dies importing
+    spare_pid = next(w.repl.pid for w in sup.workers() if w.spare and w.repl is not None)
+    os.kill(spare_pid, signal.SIGKILL)
+    await eventually(lambda: sup.totals.crashes >= 2, what="the spare died, and its successor's import failed")
+    slow = check(sup, "import A\ntheorem t := by\n  -- fake: sleep 2\n  trivial")
+    queued = check(sup, "import A\ntheorem ok := 1")
+    outs = await asyncio.gather(slow, queued)
+    assert [(o.verdict, o.repl_id) for o in outs] == [(Verdict.VALID, "repl-1")] * 2
+    # The kill, then failed spare starts 1 s + 2 s (+ 4 s on a slow machine) apart: at most 3 in the window.
+    assert sup.totals.crashes <= 1 + 3 and sup.totals.imports == 2
+    assert sup.ready and sup.not_ready_reason == ""
+    monkeypatch.delenv("KIMINA_FAKE_IMPORT_MB")
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once imports work again")
+    assert sup.totals.imports == 3
+
+
+@pytest.mark.parametrize(
+    ("header", "import_mb", "verdict"),
+    [("import Missing.Module", "0", Verdict.INVALID), ("import A", "600", Verdict.OUT_OF_MEMORY)],
+    ids=["lean-rejects-the-header", "every-import-dies"],
+)
+async def test_a_header_that_fails_with_spares_answers_its_proofs_once_and_stops(
+    started: Started, monkeypatch: pytest.MonkeyPatch, header: str, import_mb: str, verdict: Verdict
+) -> None:
+    """With spares, a header that fails (Lean rejects it, or every import of it dies) still answers
+    each of its proofs with the header's error, and the pool stops starting REPLs for it: its
+    spares' failures are not counted for or against it, and none loops."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_MB", import_mb)
+    sup = await started(max_repls=1, spare_repls=1, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
+    jobs = [sup.submit(split_header(f"{header}\ntheorem t{i} := 1"), CheckOptions(timeout=10)) for i in range(3)]
+    outs = [await job.future for job in jobs]  # all three were queued before the first start failed
+    assert [o.verdict for o in outs] == [verdict] * 3 and all("header" in o.error for o in outs)
+    await eventually(lambda: not sup.workers(), what="no REPL left for the failed header")
+    # Each start is an import (Lean answered it) or a crash: two working starts at most, one spare.
+    assert sup.totals.imports + sup.totals.crashes <= 3 and spares(sup) == {}
+
+
+async def test_a_pre_warm_spare_that_keeps_failing_does_not_keep_the_server_unready(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pre-warming waits for the spares, but not for one whose import failed: a standby lost, not
+    capacity. When every new process dies importing from then on, the server is ready with its warm
+    working REPL (and serves) while the spares back off; a spare follows once imports work again."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(
+        max_repls=1,
+        spare_repls=1,
+        init_repls={"import A": 1},
+        max_concurrent_imports=1,
+        spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20),
+    )
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(1, 1)], what="spare importing")
+    pid = await eventually(
+        lambda: next((w.repl.pid for w in sup.workers() if w.spare and w.repl is not None), 0), what="its process"
+    )
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_MB", "600")  # every new process dies importing
+    os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: sup.ready, what="ready with the working REPL")
+    assert (await check(sup, "import A\ntheorem ok := 1")).repl_id == "repl-1"
+    assert sup.ready  # and stays so: it did not flicker between two failed spares
+    monkeypatch.delenv("KIMINA_FAKE_IMPORT_MB")
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="a spare, once imports work again")
+    assert sup.ready

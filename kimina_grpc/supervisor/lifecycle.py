@@ -24,6 +24,7 @@ from kimina_grpc.supervisor.jobs import Job, Outcome, PoolKey
 from kimina_grpc.supervisor.policy import spare_plan, use_limit
 from kimina_grpc.supervisor.queue import JobQueue
 from kimina_grpc.supervisor.readiness import Readiness
+from kimina_grpc.supervisor.spare_backoff import SpareBackoff
 from kimina_grpc.supervisor.state import Mean, Totals
 from kimina_grpc.supervisor.workers import Worker, WorkerState, working_counts
 
@@ -71,6 +72,8 @@ class Lifecycle:
         self._ids = itertools.count(1)
         self._rng = random.Random(settings.seed)
         self._import_failures: dict[PoolKey, int] = {}
+        self.spare_backoff = SpareBackoff(kick)
+        """Spares of a header whose spare imports failed wait (the scheduler asks `held`)."""
         self._memory_retry: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -102,6 +105,7 @@ class Lifecycle:
 
     def forget(self, key: PoolKey) -> None:
         self._import_failures.pop(key, None)
+        self.spare_backoff.succeeded(key)
 
     # ----------------------------------------------------------------- start and stop
 
@@ -130,6 +134,7 @@ class Lifecycle:
         for timer in (self._memory_retry, self._sweeper):
             if timer is not None:
                 timer.cancel()
+        self.spare_backoff.close()
 
     async def retire_all(self) -> None:
         await asyncio.gather(*(self.retire(w) for w in list(self.workers)), return_exceptions=True)
@@ -283,6 +288,7 @@ class Lifecycle:
             return
         self.import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
+        self.spare_backoff.succeeded(worker.key)
         self.readiness.started(worker.key)
         await worker.repl.settle()
         worker.base_env = reply.env
@@ -320,10 +326,22 @@ class Lifecycle:
 
     # ----------------------------------------------------------------- a start that failed
 
+    def _spare_failed(self, key: PoolKey) -> None:
+        """A spare of `key` did not import: the next one waits. A header out of use gets no spare
+        anyway: nothing is kept for it (`forget` has run)."""
+        if self.uses(key) or self.queue.length(key):
+            self.spare_backoff.failed(key)
+
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.totals.crashes += 1
         await self.retire(worker)
-        failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
+        if worker.spare:
+            # A standby lost: its header's proofs wait for its working REPLs, whose own imports
+            # decide whether the header fails; the next spare backs off.
+            self._spare_failed(worker.key)
+            failures = 0
+        else:
+            failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
         error = (str(exc) or repr(exc))[:500]
         log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=error)
         spec = self.settings.spec
@@ -332,13 +350,15 @@ class Lifecycle:
             # nothing will work until that is fixed.
             self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
         elif worker in self.readiness.warmup and worker.spare:
-            # A standby lost, not a header that fails (its working REPLs import it too): the spare that
-            # `place_spares` starts next takes its place in pre-warming. A problem's retry would queue a
-            # working start the full pool cannot make, and no spare starts behind one.
+            # A standby lost, not a header that fails (its working REPLs import it too), and not
+            # capacity: pre-warming no longer waits for it (its successor backs off, and may fail
+            # as long as memory is short). A problem's retry would queue a working start the full
+            # pool cannot make, and no spare starts behind one.
             self.readiness.warmup.remove(worker)
+            self.readiness.warmup_total -= 1
         elif worker in self.readiness.warmup:
             self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
-        if failures >= 2 or worker.repl is None:
+        if failures >= 2 or (worker.repl is None and not worker.spare):
             # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
             self._import_failures.pop(worker.key, None)
             if isinstance(exc, TimeoutError):
@@ -354,6 +374,8 @@ class Lifecycle:
         """Lean did not accept the imports: every proof of this header gets Lean's verdict and
         messages on the user's import lines; the REPL is never used."""
         await self.retire(worker)
+        if worker.spare:
+            self._spare_failed(worker.key)
         verdict = verdict_of(reply)
         if verdict is Verdict.VALID:  # no env: not a reply to a command
             verdict = Verdict.REPL_ERROR

@@ -200,6 +200,22 @@ def spare_plan(
     return start, retire
 
 
+# A spare whose import failed is not tried again for its header at once: after this long, doubling
+# with each failure in a row to the max (readiness's backoff for a problem, readiness.py).
+SPARE_RETRY_PERIOD = 1.0
+SPARE_RETRY_MAX = 30.0
+
+
+def spare_retry_delay(failures: int) -> float:
+    """How long no spare is started for a header after `failures` spare imports of it failed in a
+    row (none since one of its imports succeeded): a spare is a standby, so a header whose spares
+    keep dying (the OOM killer while memory is short, an import that times out) is not re-imported
+    in a loop; its working REPLs and their proofs are not affected."""
+    if failures <= 0:
+        return 0.0
+    return min(SPARE_RETRY_MAX, SPARE_RETRY_PERIOD * 2.0 ** min(failures - 1, 16))
+
+
 # An idle REPL of another header is converted only if, after the conversion, each REPL of the
 # header would still have this many imports' worth of queued work: the import pays for itself, and
 # a short burst of one header does not pull REPLs away from the others (hysteresis).

@@ -149,6 +149,8 @@ class Scheduler:
         for key in retire:
             workers.retire_spare(key)
         for key in start:
+            if workers.spare_backoff.held(key):  # its last spare import failed: `policy.spare_retry_delay`
+                continue
             if workers.to_start or workers.importing >= self.settings.max_concurrent_imports:
                 break
             if not workers.memory_ok():
