@@ -451,3 +451,23 @@ async def test_without_the_box_a_daemon_a_proof_leaves_is_seen_and_killed(starte
     finally:
         for p in daemons():
             p.kill()
+
+
+async def test_new_repls_that_die_importing_a_header_a_warm_repl_serves_cost_no_verdict(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A header a warm REPL has imported is not one that kills every REPL: when new REPLs of it die
+    importing (here the OOM killer: the import needs more memory than the limit), its queued proofs
+    wait for the warm REPL and get their verdicts, instead of the failed imports' crash, and the
+    next new REPL backs off."""
+    sup = await started(max_repls=3, init_repls={"import A": 1}, spec=ReplSpec(argv=ARGV, max_memory_bytes=400 << 20))
+    await warm(sup, 1)
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_MB", "600")  # every new process dies importing
+    slow = asyncio.ensure_future(check(sup, "import A\ntheorem t := by\n  -- fake: sleep 2\n  trivial"))
+    await busy(sup, 1)
+    queued = [check(sup, f"import A\ntheorem ok{i} := 1") for i in range(2)]
+    outs = await asyncio.gather(slow, *queued)
+    assert [(o.verdict, o.repl_id) for o in outs] == [(Verdict.VALID, "repl-1")] * 3
+    # The new REPLs did die importing, and with the warm REPL serving the header the next start backs
+    # off (1 s, doubling) instead of a new process at once, each time (dozens in these 2 s before).
+    assert 2 <= sup.totals.crashes <= 4

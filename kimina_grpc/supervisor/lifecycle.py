@@ -24,7 +24,7 @@ from kimina_grpc.supervisor.jobs import Job, Outcome, PoolKey
 from kimina_grpc.supervisor.policy import spare_plan, use_limit
 from kimina_grpc.supervisor.queue import JobQueue
 from kimina_grpc.supervisor.readiness import Readiness
-from kimina_grpc.supervisor.spare_backoff import SpareBackoff
+from kimina_grpc.supervisor.start_backoff import StartBackoff
 from kimina_grpc.supervisor.state import Mean, Totals
 from kimina_grpc.supervisor.workers import Worker, WorkerState, working_counts
 
@@ -72,7 +72,7 @@ class Lifecycle:
         self._ids = itertools.count(1)
         self._rng = random.Random(settings.seed)
         self._import_failures: dict[PoolKey, int] = {}
-        self.spare_backoff = SpareBackoff(kick)
+        self.start_backoff = StartBackoff(kick)
         """Spares of a header whose spare imports failed wait (the scheduler asks `held`)."""
         self._memory_retry: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
@@ -99,13 +99,19 @@ class Lifecycle:
         aside: `memory_ok`)."""
         return self.working() < self.settings.max_repls and self.importing < self.settings.max_concurrent_imports
 
+    def serves(self, key: PoolKey) -> bool:
+        """A working REPL of `key` has imported it (idle or busy)."""
+        return any(
+            w.key == key and not w.spare and w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in self.workers
+        )
+
     def uses(self, key: PoolKey) -> bool:
         """Some REPL, in any state, is bound to `key`."""
         return any(w.key == key for w in self.workers)
 
     def forget(self, key: PoolKey) -> None:
         self._import_failures.pop(key, None)
-        self.spare_backoff.succeeded(key)
+        self.start_backoff.succeeded(key)
 
     # ----------------------------------------------------------------- start and stop
 
@@ -134,7 +140,7 @@ class Lifecycle:
         for timer in (self._memory_retry, self._sweeper):
             if timer is not None:
                 timer.cancel()
-        self.spare_backoff.close()
+        self.start_backoff.close()
 
     async def retire_all(self) -> None:
         await asyncio.gather(*(self.retire(w) for w in list(self.workers)), return_exceptions=True)
@@ -288,7 +294,7 @@ class Lifecycle:
             return
         self.import_cost.add(time.monotonic() - started)
         self._import_failures.pop(worker.key, None)
-        self.spare_backoff.succeeded(worker.key)
+        self.start_backoff.succeeded(worker.key)
         self.readiness.started(worker.key)
         await worker.repl.settle()
         worker.base_env = reply.env
@@ -330,7 +336,7 @@ class Lifecycle:
         """A spare of `key` did not import: the next one waits. A header out of use gets no spare
         anyway: nothing is kept for it (`forget` has run)."""
         if self.uses(key) or self.queue.length(key):
-            self.spare_backoff.failed(key)
+            self.start_backoff.failed(key)
 
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.totals.crashes += 1
@@ -342,6 +348,8 @@ class Lifecycle:
             failures = 0
         else:
             failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
+            if self.serves(worker.key):  # a warm REPL serves the header: the next start backs off
+                self.start_backoff.failed(worker.key)
         error = (str(exc) or repr(exc))[:500]
         log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=error)
         spec = self.settings.spec
@@ -358,8 +366,10 @@ class Lifecycle:
             self.readiness.warmup_total -= 1
         elif worker in self.readiness.warmup:
             self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
-        if failures >= 2 or (worker.repl is None and not worker.spare):
-            # The header kills every REPL that imports it: answer its waiting proofs instead of looping.
+        if (failures >= 2 or (worker.repl is None and not worker.spare)) and not self.serves(worker.key):
+            # The header kills every REPL that imports it (none of its REPLs is warm: one that is
+            # proves a failure like this is the new process's, e.g. memory, and will serve the
+            # proofs): answer its waiting proofs instead of looping.
             self._import_failures.pop(worker.key, None)
             if isinstance(exc, TimeoutError):
                 took = f"importing the header took over {self.settings.import_timeout:g} s"

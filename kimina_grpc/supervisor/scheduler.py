@@ -103,7 +103,8 @@ class Scheduler:
         # 2. Grow the working set while the pool has room, for the keys that need them most: by a warm
         #    spare of the key where there is one (it runs on the next pass), else by a new REPL.
         promoted: dict[PoolKey, int] = {}  # they take proofs on the next pass: count them as on their way
-        keys = [k for _, k in waiting]
+        # A header a warm REPL serves whose last new REPLs died importing (memory) waits for it.
+        keys = [k for _, k in waiting if not (workers.start_backoff.held(k) and workers.serves(k))]
         while workers.working() < max_repls and (key := self._neediest(keys, promoted)) is not None:
             if workers.promote_spare(key):
                 promoted[key] = promoted.get(key, 0) + 1
@@ -149,7 +150,7 @@ class Scheduler:
         for key in retire:
             workers.retire_spare(key)
         for key in start:
-            if workers.spare_backoff.held(key):  # its last spare import failed: `policy.spare_retry_delay`
+            if workers.start_backoff.held(key):  # its last spare import failed: `policy.spare_retry_delay`
                 continue
             if workers.to_start or workers.importing >= self.settings.max_concurrent_imports:
                 break

@@ -1,5 +1,6 @@
-"""The backoff of a header's spares after their imports failed: how many failed in a row, until
-when no spare of the header starts (`policy.spare_retry_delay` decides how long), and the timer
+"""The backoff of a header's new REPLs after their imports failed while the header needs no new
+REPL to be served (its spares; its working REPLs while one of them is warm): how many failed in a
+row, until when no such REPL of the header starts (`policy.spare_retry_delay` decides how long), and the timer
 that runs the scheduler again when that time comes."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from kimina_grpc.supervisor.jobs import PoolKey
 from kimina_grpc.supervisor.policy import spare_retry_delay
 
 
-class SpareBackoff:
+class StartBackoff:
     """`kick()` runs the scheduler (it places the spares) once a header's backoff is over."""
 
     def __init__(self, kick: Callable[[], None]) -> None:
@@ -22,11 +23,12 @@ class SpareBackoff:
         self._timers: dict[PoolKey, asyncio.TimerHandle] = {}
 
     def held(self, key: PoolKey) -> bool:
-        """A spare import of `key` failed lately: no spare starts for it before its backoff is over."""
+        """An import of `key` failed lately: no spare (nor, while a REPL of it is warm, working REPL)
+        starts for it before its backoff is over."""
         return time.monotonic() < self._until.get(key, 0.0)
 
     def failed(self, key: PoolKey) -> None:
-        """A spare of `key` did not import: the next one waits longer for each failure in a row."""
+        """A new REPL of `key` did not import: the next one waits longer for each failure in a row."""
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         delay = spare_retry_delay(failures)
         self._until[key] = time.monotonic() + delay
