@@ -11,8 +11,8 @@ environment get another verdict, reason, axioms or messages than before, for exa
 - a trust rule: what audit or judge ask Lean and how they read its answers (supervisor/trust.py,
   audit.py, judge.py, answers.py);
 - the header cut, which decides what Lean reads (repl/header.py);
-- how a reply's positions or messages are put back into the user's file (supervisor/pool.py,
-  repl/driver.py, repl/protocol.py).
+- how a reply's positions or messages are put back into the user's file (supervisor/check.py,
+  repl/driver.py, repl/protocol.py, repl/bounds.py).
 Not for changes that cannot change a stored result: speed, scheduling, logging, documentation.
 When in doubt, bump: the price is one check of each proof again, never a wrong answer.
 tests/test_cache_key.py holds a fingerprint of the verdict, trust and header files' code (comments and docstrings

@@ -1,12 +1,15 @@
 """The documentation: the configuration reference is generated from the settings class and in sync with
-it, documents every variable the README's configuration table used to, and the README is a front page
-whose links all resolve."""
+it, documents every variable the README's configuration table used to, the README is a front page
+whose links all resolve, and every file or module the pages and comments name exists."""
 
 from __future__ import annotations
 
+import importlib
+import io
 import re
 import subprocess
 import sys
+import tokenize
 
 from kimina_grpc.settings import Settings
 
@@ -161,3 +164,92 @@ def test_make_test_leaves_the_slow_tests_out_unless_asked_and_ci_runs_them() -> 
     assert '-m "not slow"' in dry_run("test")
     assert "not slow" not in dry_run("test", "SLOW=1") and "not slow" not in dry_run("test-all")
     assert re.search(r"^make test-all$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+# A repository path as prose writes it: `kimina_grpc/repl/driver.py`, tests/test_docs.py, `deploy/kubernetes/`;
+# a placeholder in capitals (bench/results/NAME.json) stands for no one file.
+_REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:kimina_grpc|tests|bench|clients|scripts|tools|deploy|protos|docs)/[\w./-]*[\w/])(?![\w(])"
+)
+# A dotted name in the package: `kimina_grpc.testing.fake_repl`, kimina_grpc.settings.lean (but the
+# contract's names, kimina_grpc.v1.VerifierService, are the .proto's).
+_DOTTED = re.compile(r"(?<![\w.])kimina_grpc(?:\.\w+)+")
+
+
+# A module named alone on a page: `pool.py` (some file of the repository has that name).
+_BARE_MODULE = re.compile(r"`(\w+\.py)`")
+
+
+def _prose() -> dict[str, str]:
+    """The pages (README, docs/, the Kubernetes guide) and the comments and docstrings of the code."""
+    pages = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "deploy" / "kubernetes" / "README.md"]
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in pages}
+    for folder in ("kimina_grpc", "tests", "bench", "clients", "scripts"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "v1" not in path.relative_to(ROOT).parts:
+                texts[str(path.relative_to(ROOT))] = _comments_and_docstrings(path.read_text())
+    return texts
+
+
+def _comments_and_docstrings(source: str) -> str:
+    """What a module says in words: its comments and its triple-quoted strings."""
+    said = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT or (token.type == tokenize.STRING and token.string.endswith('"""')):
+            said.append(token.string)
+    return "\n".join(said)
+
+
+def _resolves(dotted: str) -> bool:
+    """A module of the package, or a name one of its modules defines."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        module = ROOT.joinpath(*parts[:cut])
+        if not (module.with_suffix(".py").is_file() or (module / "__init__.py").is_file()):
+            continue
+        found: object = importlib.import_module(".".join(parts[:cut]))
+        for name in parts[cut:]:
+            if not hasattr(found, name):
+                return False
+            found = getattr(found, name)
+        return True
+    return False
+
+
+def _stale(texts: dict[str, str]) -> list[str]:
+    """The files, modules and names the texts mention that the repository does not have."""
+    modules = {
+        p.name
+        for folder in ("kimina_grpc", "tests", "bench", "clients", "scripts")
+        for p in (ROOT / folder).rglob("*.py")
+    }
+    stale = []
+    for where, text in texts.items():
+        for path in _REPO_PATH.findall(text):
+            placeholder = any(w.isupper() and w != "README" for w in re.findall(r"[A-Za-z]+", path))
+            if not placeholder and not (ROOT / path.rstrip(".")).exists():
+                stale.append(f"{where}: {path}")
+        for dotted in _DOTTED.findall(text):
+            if not dotted.startswith("kimina_grpc.v1.") and not _resolves(dotted.rstrip(".")):
+                stale.append(f"{where}: {dotted}")
+        if where.endswith(".md"):
+            stale += [f"{where}: {name}" for name in _BARE_MODULE.findall(text) if name not in modules]
+    return stale
+
+
+def test_every_file_and_module_the_prose_names_exists() -> None:
+    """A renamed or split module leaves no page or comment pointing at its old place."""
+    stale = _stale(_prose())
+    assert not stale, "\n".join(stale)
+
+
+def test_a_page_naming_a_moved_module_is_stale() -> None:
+    page = (
+        "Settings in `kimina_grpc/settings.py`, the URL in kimina_grpc.prooflog.url, the rewards in "
+        "`rewards.py`, the stand-in in `kimina_grpc.testing.fake_repl.Simulator` and `fake_repl.py`."
+    )
+    assert _stale({"page.md": page}) == [
+        "page.md: kimina_grpc/settings.py",
+        "page.md: kimina_grpc.prooflog.url",
+        "page.md: rewards.py",
+    ]

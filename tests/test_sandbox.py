@@ -186,7 +186,7 @@ async def test_every_attack_fails_in_the_box(outside: Path, monkeypatch: pytest.
             sandbox="bwrap", api_key_file=key_file, sandbox_tmp_size="64M", max_repls=2, project_dir=workspace
         ) as (app, client):
             info = await client.server_info()
-            warnings = [w for w in info.security_warnings if "SANDBOX_UID=0" not in w]  # see test_server.settings
+            warnings = [w for w in info.security_warnings if "SANDBOX_UID=0" not in w]  # see helpers/server.py
             assert info.sandbox == "bwrap" and info.auth_required and warnings == []
             assert "kimina_sandbox_enabled 1.0" in generate_latest(app.metrics.registry).decode()
             # Another REPL (another header), and its host pid.
@@ -472,7 +472,7 @@ def test_an_export_cannot_make_the_server_read_a_file_of_its_choosing(
     fifo = f"/tmp/kimina-test-fifo-{uuid.uuid4().hex}"
     env = {
         "LEAN_SERVER_SANDBOX": mode,
-        "LEAN_SERVER_SANDBOX_UID": "0",  # this interpreter may be root's alone (see test_server.settings)
+        "LEAN_SERVER_SANDBOX_UID": "0",  # this interpreter may be root's alone (see helpers/server.py)
         "LEAN_SERVER_API_KEY_FILE": str(key_file),
         "LEAN_SERVER_AST_EXPORT_COMMAND": evil_export,
         "LEAN_SERVER_AST_EXPORT_PROJECT_DIR": str(outside / "ast"),
@@ -594,7 +594,7 @@ def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 def test_kill_9_of_the_server_leaves_no_repl_and_a_restart_binds_again(mode: str, fake_lake: Path) -> None:
     env = {
         "LEAN_SERVER_SANDBOX": mode,
-        "LEAN_SERVER_SANDBOX_UID": "0",  # this interpreter may be root's alone (see test_server.settings)
+        "LEAN_SERVER_SANDBOX_UID": "0",  # this interpreter may be root's alone (see helpers/server.py)
         "LEAN_SERVER_MAX_REPLS": "2",
         "LEAN_SERVER_INIT_REPLS": '{"": 1}',
         "LEAN_SERVER_REPL_COMMAND": f"lake env {fake_repl_command()}",

@@ -91,7 +91,7 @@ class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 def _limited_argv(spec: ReplSpec) -> list[str]:
-    """The command line: limits, parent-death signal and sandbox as exec wrappers (sandbox.py)."""
+    """The command line: limits, parent-death signal and sandbox as exec wrappers (Box.argv, wrappers.py)."""
     limits = Limits(spec.max_memory_bytes, spec.max_file_bytes, spec.max_processes)
     return spec.box.argv(spec.argv, cwd=spec.cwd, limits=limits)
 

@@ -1,4 +1,4 @@
-"""How the server listens and logs, and how it speaks gRPC (kimina_grpc/service/server.py)."""
+"""How the server listens and logs, and how it speaks gRPC (kimina_grpc/service/app.py, ports.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Jobs waiting for a REPL: admission (the count and byte bounds), one FIFO per PoolKey, expiry (the
 wait bound and the caller's deadline), cancellation, and the submitters waiting for room. Pure
-asyncio bookkeeping: which REPL takes which job is the scheduler's (pool.py, policy.py)."""
+asyncio bookkeeping: which REPL takes which job is the scheduler's (scheduler.py, on policy.py's decisions)."""
 
 from __future__ import annotations
 
