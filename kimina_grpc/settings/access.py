@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from kimina_grpc.settings.base import Group
+from kimina_grpc.settings.base import Group, read_secret
 
 
 def _read_pem(path: Path, variable: str, kind: str, marker: bytes) -> None:
@@ -81,12 +81,7 @@ class AccessSettings(Group):
         if self.api_key_file is not None:
             if key:
                 raise ValueError("set LEAN_SERVER_API_KEY or LEAN_SERVER_API_KEY_FILE, not both")
-            try:
-                key = self.api_key_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"LEAN_SERVER_API_KEY_FILE: cannot read {self.api_key_file}: {exc}") from None
-            if not key:
-                raise ValueError(f"LEAN_SERVER_API_KEY_FILE: {self.api_key_file} is empty")
+            key = read_secret(self.api_key_file, "API_KEY_FILE")
         if self.auth == "off":
             if key:
                 raise ValueError("LEAN_SERVER_AUTH=off but an API key is set: remove one of them")

@@ -4,6 +4,7 @@ docs/configuration.md, written by scripts/gen_config_docs.py), and sizes read li
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
@@ -34,6 +35,18 @@ Size = Annotated[int, BeforeValidator(_size)]
 """Bytes, written like `12G`, `512M` or a number of bytes."""
 OptionalSize = Annotated[int | None, BeforeValidator(_size)]
 """Bytes, or none: unset, empty or `0`."""
+
+
+def read_secret(path: Path, variable: str) -> str:
+    """A secret from its file (a password, an API key), stripped; ValueError naming `variable` (and the
+    file, never its content) when it cannot be read or is empty."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"LEAN_SERVER_{variable}: cannot read {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise ValueError(f"LEAN_SERVER_{variable}: {path} is empty")
+    return secret
 
 
 def is_size(field: FieldInfo) -> bool:

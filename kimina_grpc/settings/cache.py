@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from kimina_grpc.settings.base import Group, OptionalSize
+from kimina_grpc.settings.base import Group, OptionalSize, read_secret
 
 
 class CacheSettings(Group):
@@ -53,12 +53,4 @@ class CacheSettings(Group):
         """The Redis password from CACHE_PASSWORD_FILE (None without one); ValueError when unreadable."""
         if self.cache_password_file is None:
             return None
-        try:
-            password = self.cache_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(
-                f"LEAN_SERVER_CACHE_PASSWORD_FILE: cannot read {self.cache_password_file}: {exc}"
-            ) from None
-        if not password:
-            raise ValueError(f"LEAN_SERVER_CACHE_PASSWORD_FILE: {self.cache_password_file} is empty")
-        return password
+        return read_secret(self.cache_password_file, "CACHE_PASSWORD_FILE")

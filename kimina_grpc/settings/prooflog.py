@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from kimina_grpc.database_url import parse
-from kimina_grpc.settings.base import Group, OptionalSize
+from kimina_grpc.settings.base import Group, OptionalSize, read_secret
 
 
 class ProofLogSettings(Group):
@@ -55,12 +55,4 @@ class ProofLogSettings(Group):
         """The PostgreSQL password from DATABASE_PASSWORD_FILE (None without one); ValueError when unreadable."""
         if self.database_password_file is None:
             return None
-        try:
-            password = self.database_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(
-                f"LEAN_SERVER_DATABASE_PASSWORD_FILE: cannot read {self.database_password_file}: {exc.strerror or exc}"
-            ) from None
-        if not password:
-            raise ValueError(f"LEAN_SERVER_DATABASE_PASSWORD_FILE: {self.database_password_file} is empty")
-        return password
+        return read_secret(self.database_password_file, "DATABASE_PASSWORD_FILE")
