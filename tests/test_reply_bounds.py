@@ -18,37 +18,20 @@ from kimina_grpc.repl.bounds import bound, keep, parse
 from kimina_grpc.rewards import trl_reward
 from kimina_grpc.service import results
 from kimina_grpc.service.server import SERVICE_NAME, App, create_app
-from kimina_grpc.settings import Settings
-from kimina_grpc.testing import fake_repl_command, serve_process
+from kimina_grpc.testing import serve_process
 from kimina_grpc.v1 import verifier_pb2 as pb
 from kimina_grpc.v1 import verifier_pb2_grpc as pb_grpc
 from kimina_grpc.verdict import Verdict
 
 from .helpers.processes import none_left
+from .helpers.server import settings
 
 FAR = 1 << 40
 
 
-def settings(**kw: Any) -> Settings:
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "repl_command": fake_repl_command(),
-        "max_repls": 2,
-        "max_repl_mem": None,
-        "drain_seconds": 0,
-        "grace_seconds": 1,
-        "import_cost_hint": 0.1,
-        "sandbox": "off",
-        "auth": "off",
-        "cache_enabled": False,
-    }
-    return Settings(_env_file=None, **{**base, **kw})  # type: ignore[call-arg]
-
-
 @contextlib.asynccontextmanager
 async def running(**kw: Any) -> AsyncIterator[tuple[App, pb_grpc.VerifierServiceAsyncStub]]:
-    app = create_app(settings(**kw))
+    app = create_app(settings(**{"cache_enabled": False, **kw}))
     await app.start()
     # The caller reads whatever the server may send.
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=[("grpc.max_receive_message_length", -1)])
