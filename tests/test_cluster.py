@@ -270,25 +270,21 @@ async def test_a_server_that_appears_in_dns_gets_work(three: list[int]) -> None:
 
 async def test_header_affinity_imports_each_header_once_plus_spill() -> None:
     """3 headers interleaved over 3 servers of one REPL each: with affinity each server keeps one
-    header warm (imports: one per header, plus what spilled); without, every server switches."""
+    header warm (imports: one per header, plus what spilled). How many more imports the cluster pays
+    without affinity depends on timing (a slow client finds every window empty, and the shortest
+    queue's tie-break is the header's ranking), so that comparison is `python -m bench cluster`'s."""
 
-    async def run(ports: list[int], affinity: bool) -> tuple[int, int]:
-        nonce = uuid.uuid4().hex[:6]
-        headers = [f"import Mathlib.H{i}_{nonce}\n\n" for i in range(3)]
-        batch = [p for group in zip(*(proofs(30, 0.05, h) for h in headers), strict=True) for p in group]
-        batch = [Proof(f"q{i}", p.code) for i, p in enumerate(batch)]
-        start = await imports(ports)
-        async with AsyncKiminaClient(target_of(ports), cluster=ClusterOptions(affinity=affinity)) as client:
-            assert len([r async for r in client.verify_stream(batch)]) == len(batch)
-            spilled = sum(s.spilled for s in client.backends())
-        return await imports(ports) - start, spilled
-
+    headers = [f"import Mathlib.H{i}\n\n" for i in range(3)]
+    batch = [p for group in zip(*(proofs(30, 0.05, h) for h in headers), strict=True) for p in group]
+    batch = [Proof(f"q{i}", p.code) for i, p in enumerate(batch)]
     with servers(3, {"LEAN_SERVER_MAX_REPLS": "1"}) as procs:
         ports = [port for _, port in procs]
-        with_affinity, spilled = await run(ports, affinity=True)
-        without, _ = await run(ports, affinity=False)
-    assert with_affinity <= 3 + 2 * spilled, (with_affinity, spilled)  # a spill may cost its import and one back
-    assert with_affinity < without, (with_affinity, without)
+        start = await imports(ports)
+        async with AsyncKiminaClient(target_of(ports), cluster=ClusterOptions(affinity=True)) as client:
+            assert len([r async for r in client.verify_stream(batch)]) == len(batch)
+            spilled = sum(s.spilled for s in client.backends())
+        with_affinity = await imports(ports) - start
+    assert 3 <= with_affinity <= 3 + 2 * spilled, (with_affinity, spilled)  # a spill may cost its import and one back
 
 
 def test_kimina_grpc_bench_spreads_and_reports_per_backend_counts(

@@ -4,6 +4,7 @@ calls (the `env` fixture; test files that use it import it by name), and the cal
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ case "{name}" in
   lake)
     if [ "$1 $2 $3" = "exe cache get" ] && [ -n "$FAKE_CACHE_FAILS" ]; then exit 1; fi
     if [ "$1" = build ] && [ -n "$FAKE_SLEEP_BUILD" ]; then
-      case "$(pwd)" in *"$FAKE_SLEEP_BUILD"*) touch "$FAKE_LOG.sleeping"; sleep 60 ;; esac
+      case "$(pwd)" in *"$FAKE_SLEEP_BUILD"*) "$FAKE_PYTHON" -c "$SLEEPER" "$FAKE_LOG.sleeping" ;; esac
     fi
     if [ "$1" = build ] && [ -n "$FAKE_FAIL_BUILD" ]; then
       case "$(pwd)" in *"$FAKE_FAIL_BUILD"*) echo "error: build failed" >&2; exit 1 ;; esac
@@ -75,6 +76,15 @@ case "{name}" in
 esac
 exit 0
 """
+
+
+# The build that hangs (FAKE_SLEEP_BUILD) until Ctrl-C. It says it sleeps only once SIGINT kills it:
+# with `touch flag; sleep 60`, a SIGINT landing between the two reached the shell before `sleep`
+# existed, and the `sleep` then held the test's pipes for its whole minute.
+SLEEPER = (
+    "import pathlib, signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_DFL);"
+    " pathlib.Path(sys.argv[1]).touch(); time.sleep(60)"
+)
 
 
 @pytest.fixture
@@ -97,6 +107,8 @@ def env(tmp_path: Path) -> dict[str, str]:
         "FAKE_BIN": str(bin_dir),
         "FAKE_TAGS": REAL_REPL_TAGS,
         "KIMINA_MIN_DISK_GB": "0",
+        "FAKE_PYTHON": sys.executable,
+        "SLEEPER": SLEEPER,
     }
 
 
