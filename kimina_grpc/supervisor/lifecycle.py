@@ -1,8 +1,8 @@
 """The pool's REPLs and their lives: start one for a header (import, settle, warm), watch it while
 it is idle (a death, a SIGSTOP), replace, recycle or retire it, swap a warm spare in for one that
-went, and wait for memory before a start. What happens to a header's proofs when its import fails
-or Lean rejects it is decided here too. Which REPL goes where is the scheduler's (scheduler.py);
-this module only carries it out."""
+went, and wait for memory (memory_gate.py) before a start. When a header's proofs are answered
+because its import fails or Lean rejects it is decided here too (what they get: header_failure.py).
+Which REPL goes where is the scheduler's (scheduler.py); this module only carries it out."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import itertools
 import random
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import replace
 from typing import Any
 
-import psutil
 import structlog
 
-from kimina_grpc.repl import Repl, ReplCrashed, Reply, ReplyRefused, Split, Verdict, protocol, split_header, verdict_of
-from kimina_grpc.supervisor.check import crash_verdict
+from kimina_grpc.repl import Repl, ReplCrashed, Reply, ReplyRefused, Verdict, protocol, verdict_of
 from kimina_grpc.supervisor.config import PoolSettings
+from kimina_grpc.supervisor.header_failure import Rejected, import_failed
 from kimina_grpc.supervisor.jobs import Job, Outcome, PoolKey
-from kimina_grpc.supervisor.policy import spare_plan, use_limit
+from kimina_grpc.supervisor.memory_gate import MemoryGate
+from kimina_grpc.supervisor.policy import use_limit
 from kimina_grpc.supervisor.queue import JobQueue
 from kimina_grpc.supervisor.readiness import Readiness
 from kimina_grpc.supervisor.start_backoff import StartBackoff
@@ -74,7 +73,8 @@ class Lifecycle:
         self._import_failures: dict[PoolKey, int] = {}
         self.start_backoff = StartBackoff(kick)
         """Spares of a header whose spare imports failed wait (the scheduler asks `held`)."""
-        self._memory_retry: asyncio.TimerHandle | None = None
+        self.memory = MemoryGate(settings.min_free_memory, kick)
+        """Whether memory allows a new REPL now (LEAN_SERVER_MIN_FREE_MEMORY)."""
         self._sweeper: asyncio.TimerHandle | None = None
 
     # ----------------------------------------------------------------- what there is
@@ -96,7 +96,7 @@ class Lifecycle:
 
     def room(self) -> bool:
         """A working REPL may start now: the pool has room and the import bound allows (memory
-        aside: `memory_ok`)."""
+        aside: `memory`)."""
         return self.working() < self.settings.max_repls and self.importing < self.settings.max_concurrent_imports
 
     def serves(self, key: PoolKey) -> bool:
@@ -106,8 +106,19 @@ class Lifecycle:
         )
 
     def uses(self, key: PoolKey) -> bool:
-        """Some REPL, in any state, is bound to `key`."""
-        return any(w.key == key for w in self.workers)
+        """Some REPL, in any state, is bound to `key`, or one waits to start for it."""
+        return key in self.to_start or any(w.key == key for w in self.workers)
+
+    def held(self, key: PoolKey) -> bool:
+        """A warm REPL serves `key` and its last new REPLs died importing (memory): no new one
+        starts before the start backoff is over."""
+        return self.start_backoff.held(key) and self.serves(key)
+
+    def owes_starts(self) -> bool:
+        """Working REPLs wait to start (pre-warm, replacements, a retry) and the pool has room for
+        them: the import slots are theirs before the spares'. One that waits for a slot of a full
+        pool, or for its backoff, holds no spare back (a spare takes no slot)."""
+        return self.working() < self.settings.max_repls and any(not self.held(k) for k in self.to_start)
 
     def forget(self, key: PoolKey) -> None:
         self._import_failures.pop(key, None)
@@ -118,15 +129,8 @@ class Lifecycle:
     def start(self) -> None:
         """Queue the pre-warm starts (LEAN_SERVER_INIT_REPLS), begin sweeping, and probe the REPL
         when there is nothing to pre-warm."""
-        for header, count in self.settings.init_repls.items():
-            key = PoolKey(split_header(header).header)
-            self.to_start.extend([key] * count)
-        del self.to_start[self.settings.max_repls :]
-        # Pre-warming counts the spares the plan gives the pre-warmed headers: the server is ready
-        # once they are warm too (a kill or recycle right after it is served warm).
-        prewarm = {k: self.to_start.count(k) for k in self.to_start}
-        spares = spare_plan(self.settings.spare_repls, prewarm, {}, {})[0]
-        self.readiness.warmup_total = len(self.to_start) + len(spares)
+        settings = self.settings
+        self.to_start += self.readiness.plan(settings.init_repls, settings.max_repls, settings.spare_repls)
         self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_PERIOD, self._sweep)
         if not self.to_start:
             self.readiness.probing = True
@@ -137,9 +141,9 @@ class Lifecycle:
         self._kick()
 
     def stop_timers(self) -> None:
-        for timer in (self._memory_retry, self._sweeper):
-            if timer is not None:
-                timer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.memory.close()
         self.start_backoff.close()
 
     async def retire_all(self) -> None:
@@ -147,16 +151,20 @@ class Lifecycle:
 
     def start_waiting(self) -> None:
         """Start the REPLs waiting to (pre-warm, replacements) while the pool has room."""
-        while self.to_start and self.room() and self.memory_ok():
-            worker = self.new(self.to_start.pop(0))
-            if len(self.readiness.warmup) < self.readiness.warmup_total:
-                self.readiness.warmup.append(worker)
+        # In order, but none whose header its backoff holds.
+        while self.room() and (key := next((k for k in self.to_start if not self.held(k)), None)) is not None:
+            if not self.memory.ok():
+                return
+            self.to_start.remove(key)
+            self.new(key, planned=True)
 
-    def new(self, key: PoolKey) -> Worker:
-        """Start a REPL for `key` (it imports in the background)."""
+    def new(self, key: PoolKey, *, spare: bool = False, planned: bool = False) -> Worker:
+        """Start a REPL for `key` (it imports in the background); `planned`: one the pool owes
+        (pre-warm, a replacement, a spare), which may take a place of pre-warming."""
         limit = use_limit(self.settings.max_repl_uses, self.settings.max_repl_uses_jitter, self._rng)
-        worker = Worker(key, f"repl-{next(self._ids)}", max_uses=limit)
+        worker = Worker(key, f"repl-{next(self._ids)}", max_uses=limit, spare=spare)
         self.workers.add(worker)
+        self.readiness.enlist(worker, planned=planned)
         self.importing += 1
         self._spawn(self._start_worker(worker))
         return worker
@@ -237,22 +245,6 @@ class Lifecycle:
         if key not in self.to_start and not any(w.key == key and w.state is WorkerState.STARTING for w in self.workers):
             self.to_start.append(key)
             self._kick()
-
-    def memory_ok(self) -> bool:
-        """Enough memory is free for a new REPL (LEAN_SERVER_MIN_FREE_MEMORY); when not, the
-        scheduler runs again in a second."""
-        need = self.settings.min_free_memory
-        if not need or psutil.virtual_memory().available >= need:
-            return True
-        if self._memory_retry is None:
-            log.warning("memory_low_waiting", available=psutil.virtual_memory().available, needed=need)
-
-            def retry() -> None:
-                self._memory_retry = None
-                self._kick()
-
-            self._memory_retry = asyncio.get_running_loop().call_later(1.0, retry)
-        return False
 
     # ----------------------------------------------------------------- a start, and a watch
 
@@ -340,45 +332,55 @@ class Lifecycle:
 
     async def _import_failed(self, worker: Worker, exc: BaseException) -> None:
         self.totals.crashes += 1
+        key = worker.key
+        # Counted, and the replacement queued, before the retire: it forgets a header nothing else uses.
+        failures = 0 if worker.spare else self._import_failures.get(key, 0) + 1
+        if not worker.spare:
+            self._import_failures[key] = failures
+            if self.serves(key):  # a warm REPL serves the header: the next start backs off
+                self.start_backoff.failed(key)
+        # The header kills every REPL that imports it (none of its REPLs is warm: one that is
+        # proves a failure like this is the new process's, e.g. memory, and will serve the proofs).
+        failing = not worker.spare and (failures >= 2 or worker.repl is None) and not self.serves(key)
+        if not worker.spare and (not failing or worker.key.fresh):
+            self._replace_failed(worker)
         await self.retire(worker)
         if worker.spare:
             # A standby lost: its header's proofs wait for its working REPLs, whose own imports
             # decide whether the header fails; the next spare backs off.
-            self._spare_failed(worker.key)
-            failures = 0
-        else:
-            failures = self._import_failures[worker.key] = self._import_failures.get(worker.key, 0) + 1
-            if self.serves(worker.key):  # a warm REPL serves the header: the next start backs off
-                self.start_backoff.failed(worker.key)
+            self._spare_failed(key)
         error = (str(exc) or repr(exc))[:500]
-        log.warning("repl_start_failed", repl_id=worker.id, header=worker.key.header, error=error)
+        log.warning("repl_start_failed", repl_id=worker.id, header=key.header, error=error)
         spec = self.settings.spec
-        if worker.repl is None or not worker.key.header:
+        prewarm = worker in self.readiness.warmup
+        # Pre-warming no longer counts it (a spare's place is given up: a standby lost, not a header
+        # that fails; memory may keep its successor back for long).
+        self.readiness.went_cold(worker)
+        if worker.repl is None or not key.header:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
             self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
-        elif worker in self.readiness.warmup and worker.spare:
-            # A standby lost, not a header that fails (its working REPLs import it too), and not
-            # capacity: pre-warming no longer waits for it (its successor backs off, and may fail
-            # as long as memory is short). A problem's retry would queue a working start the full
-            # pool cannot make, and no spare starts behind one.
-            self.readiness.warmup.remove(worker)
-            self.readiness.warmup_total -= 1
-        elif worker in self.readiness.warmup:
-            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {exc}")
-        if (failures >= 2 or (worker.repl is None and not worker.spare)) and not self.serves(worker.key):
-            # The header kills every REPL that imports it (none of its REPLs is warm: one that is
-            # proves a failure like this is the new process's, e.g. memory, and will serve the
-            # proofs): answer its waiting proofs instead of looping.
-            self._import_failures.pop(worker.key, None)
-            if isinstance(exc, TimeoutError):
-                took = f"importing the header took over {self.settings.import_timeout:g} s"
-                outcome = Outcome(Verdict.TIMEOUT, error=took)
-            else:
-                outcome = Outcome(crash_verdict(exc), error=f"the REPL failed while importing the header: {exc}")
-            for job in self.queue.drain(worker.key):
-                self._finish(job, outcome)
+        elif prewarm and not worker.spare:
+            self.readiness.set_problem(key, f"pre-warm header {key.header!r} failed: {exc}")
+        if failing:
+            # Its waiting proofs are answered instead of looping.
+            self._import_failures.pop(key, None)
+            for job in self.queue.drain(key):
+                self._finish(job, import_failed(exc, self.settings.import_timeout))
         self._kick()
+
+    def _replace_failed(self, worker: Worker) -> None:
+        """A working REPL did not import: the pool owes its place, as for one that died (`lost`),
+        whether or not proofs of its header wait: a warm spare takes it, else a new REPL starts, at
+        once while none of the header is warm (a second failure in a row then fails the header),
+        else after the start backoff (`held`). One lent to a reuse=false proof gives the pool's
+        REPL back (even when the proof's own header fails)."""
+        key = worker.returns if worker.key.fresh else worker.key
+        if key is None or self._closing():
+            return
+        spare = any(w.spare and w.key == key and w.state is not WorkerState.GONE for w in self.workers)
+        if not (spare and self.take_spare(key)):
+            self.to_start.append(key)
 
     async def _header_rejected(self, worker: Worker, reply: Reply) -> None:
         """Lean did not accept the imports: every proof of this header gets Lean's verdict and
@@ -386,29 +388,13 @@ class Lifecycle:
         await self.retire(worker)
         if worker.spare:
             self._spare_failed(worker.key)
-        verdict = verdict_of(reply)
-        if verdict is Verdict.VALID:  # no env: not a reply to a command
-            verdict = Verdict.REPL_ERROR
-        error = f"the REPL answered: {reply.error}" if reply.error is not None else "Lean did not accept the header"
-        if worker in self.readiness.warmup:
-            text = "; ".join(m.data for m in reply.messages)[:500] or error
-            self.readiness.set_problem(worker.key, f"pre-warm header {worker.key.header!r} failed: {text}")
+        prewarm = worker in self.readiness.warmup
+        self.readiness.went_cold(worker)
+        rejected = Rejected(reply)
+        if prewarm:
+            self.readiness.set_problem(
+                worker.key, f"pre-warm header {worker.key.header!r} failed: {rejected.summary()}"
+            )
         for job in self.queue.drain(worker.key):
-            self._finish(job, Outcome(verdict, _header_reply_in_file(reply, job.split), error=error, repl_id=worker.id))
+            self._finish(job, rejected.outcome(job.split, worker.id))
         self._kick()
-
-
-def _header_reply_in_file(reply: Reply, split: Split) -> Reply:
-    """Move the header command's messages onto the user's import lines and columns (the header
-    sent is the normalised one: each of its lines is one import of the file)."""
-
-    def pos(p: protocol.Pos) -> protocol.Pos:
-        if 1 <= p.line <= len(split.header_lines):
-            return protocol.Pos(split.header_lines[p.line - 1], split.header_columns[p.line - 1] + p.column)
-        return p
-
-    return replace(
-        reply,
-        messages=tuple(replace(m, pos=pos(m.pos), end_pos=m.end_pos and pos(m.end_pos)) for m in reply.messages),
-        sorries=(),
-    )

@@ -5,12 +5,13 @@ the background with backoff until a start succeeds. Readiness is what the health
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
-from kimina_grpc.repl import Repl, ReplSpec, protocol
+from kimina_grpc.repl import Repl, ReplSpec, protocol, split_header
 from kimina_grpc.supervisor.jobs import PoolKey
+from kimina_grpc.supervisor.policy import spare_plan
 from kimina_grpc.supervisor.workers import Worker, WorkerState
 
 log = structlog.get_logger("kimina_grpc.supervisor")
@@ -30,7 +31,11 @@ class Readiness:
         self.probing = False
         """The start-up probe (see `probe`) runs."""
         self.warmup: list[Worker] = []
+        """The REPLs pre-warming waits for (`enlist`), up to `warmup_total`."""
         self.warmup_total = 0
+        self._vacant: list[PoolKey] = []
+        """Headers of pre-warm working REPLs that went before they were warm: the next REPL of the
+        header to start takes the place (`enlist`)."""
         self.problem: str | None = None
         self._problem_key: PoolKey | None = None
         self._delay = _PROBE_PERIOD
@@ -43,7 +48,7 @@ class Readiness:
             self.problem is None
             and not self.probing
             and len(self.warmup) == self.warmup_total
-            and all(w.state is not WorkerState.STARTING for w in self.warmup)
+            and all(map(_warm, self.warmup))
         )
 
     @property
@@ -58,16 +63,48 @@ class Readiness:
             return f"pre-warming: {done} of {total} REPLs ready"
         return ""
 
+    def plan(self, init_repls: Mapping[str, int], max_repls: int, spare_repls: int) -> list[PoolKey]:
+        """The pre-warm starts (LEAN_SERVER_INIT_REPLS, within MAX_REPLS). Pre-warming waits for
+        them and for the spares the plan gives their headers: the server is ready once those are
+        warm too (a kill or recycle right after it is served warm)."""
+        starts = [PoolKey(split_header(h).header) for h, n in init_repls.items() for _ in range(n)][:max_repls]
+        spares = spare_plan(spare_repls, {k: starts.count(k) for k in starts}, {}, {})[0]
+        self.warmup_total = len(starts) + len(spares)
+        return starts
+
     def warmup_progress(self) -> tuple[int, int]:
-        done = sum(w.state is not WorkerState.STARTING for w in self.warmup)
-        return done, self.warmup_total
+        """(REPLs of pre-warming that are warm, how many it waits for)."""
+        return sum(map(_warm, self.warmup)), self.warmup_total
+
+    def enlist(self, worker: Worker, *, planned: bool) -> None:
+        """A REPL starts: it takes the place of a pre-warm working REPL of its header that went
+        before it was warm, if there is one (a spare may: one took that REPL's place, and this is
+        its successor); else a `planned` one (pre-warm, spare, a replacement or a retry) takes a
+        place of pre-warming not taken yet."""
+        if worker.key in self._vacant:
+            self._vacant.remove(worker.key)
+            self.warmup.append(worker)
+        elif planned and len(self.warmup) + len(self._vacant) < self.warmup_total:
+            self.warmup.append(worker)
+
+    def went_cold(self, worker: Worker) -> None:
+        """A REPL went before it was warm (its import failed, Lean rejected its header). Of
+        pre-warming's: a working one's place waits for the next REPL of its header (a REPL that
+        went is not a REPL ready); a spare's is given up (a standby lost, not capacity)."""
+        if worker not in self.warmup or _warm(worker):
+            return
+        self.warmup.remove(worker)
+        if worker.spare:
+            self.warmup_total -= 1
+        else:
+            self._vacant.append(worker.key)
 
     def spares_held_back(self) -> None:
         """Memory (LEAN_SERVER_MIN_FREE_MEMORY) keeps the pre-warm spares not started yet from
         starting: once the REPLs started are warm, pre-warming no longer waits for those (it could
         wait for good; a spare is a standby, not capacity, and starts when memory is back)."""
-        if all(w.state is not WorkerState.STARTING for w in self.warmup):
-            self.warmup_total = len(self.warmup)
+        if all(map(_warm, self.warmup)):
+            self.warmup_total = len(self.warmup) + len(self._vacant)
 
     def set_problem(self, key: PoolKey | None, problem: str) -> None:
         """The pool cannot serve: readiness says why until a start for `key` (any key when None)
@@ -81,7 +118,8 @@ class Readiness:
                 self._timer = None
                 if self.problem is None or self._closing():
                     return
-                self._retry(self._problem_key or PoolKey(""))
+                # A problem of no header in particular is tried with a pre-warm header that went.
+                self._retry(self._problem_key or next(iter(self._vacant), PoolKey("")))
                 self._delay = min(_PROBE_MAX, self._delay * 2)
                 self.set_problem(self._problem_key, self.problem)
 
@@ -93,6 +131,8 @@ class Readiness:
             log.info("pool_recovered", problem=self.problem)
             self.problem = self._problem_key = None
             self._delay = _PROBE_PERIOD
+            for vacant in dict.fromkeys(self._vacant):  # no retry starts them any more
+                self._retry(vacant)
 
     async def probe(self, spec: ReplSpec, import_timeout: float) -> None:
         """Nothing to pre-warm, but readiness must still know whether the configured REPL starts at
@@ -112,6 +152,11 @@ class Readiness:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+
+
+def _warm(worker: Worker) -> bool:
+    """It imported its header (it may have gone since, or be busy)."""
+    return worker.warm_since > 0 or worker.state in (WorkerState.IDLE, WorkerState.BUSY)
 
 
 async def _first_command_fails(spec: ReplSpec, import_timeout: float) -> str:

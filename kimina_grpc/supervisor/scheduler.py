@@ -104,11 +104,11 @@ class Scheduler:
         #    spare of the key where there is one (it runs on the next pass), else by a new REPL.
         promoted: dict[PoolKey, int] = {}  # they take proofs on the next pass: count them as on their way
         # A header a warm REPL serves whose last new REPLs died importing (memory) waits for it.
-        keys = [k for _, k in waiting if not (workers.start_backoff.held(k) and workers.serves(k))]
+        keys = [k for _, k in waiting if not workers.held(k)]
         while workers.working() < max_repls and (key := self._neediest(keys, promoted)) is not None:
             if workers.promote_spare(key):
                 promoted[key] = promoted.get(key, 0) + 1
-            elif workers.room() and workers.memory_ok():
+            elif workers.room() and workers.memory.ok():
                 workers.new(key)
             else:
                 break
@@ -152,15 +152,12 @@ class Scheduler:
         for key in start:
             if workers.start_backoff.held(key):  # its last spare import failed: `policy.spare_retry_delay`
                 continue
-            if workers.to_start or workers.importing >= self.settings.max_concurrent_imports:
+            if workers.owes_starts() or workers.importing >= self.settings.max_concurrent_imports:
                 break
-            if not workers.memory_ok():
+            if not workers.memory.ok():
                 workers.readiness.spares_held_back()
                 break
-            spare = workers.new(key)
-            spare.spare = True
-            if len(workers.readiness.warmup) < workers.readiness.warmup_total:
-                workers.readiness.warmup.append(spare)
+            workers.new(key, spare=True, planned=True)
 
     def _ahead(self) -> int:
         """Proofs before MAX_REPL_USES within which a REPL's successor is made ready: an import's worth."""
