@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from kimina_grpc.repl import ReplSpec, Verdict
-from kimina_grpc.supervisor import Supervisor
+from kimina_grpc.repl import ReplSpec, Verdict, split_header
+from kimina_grpc.supervisor import CheckOptions, Supervisor
 from kimina_grpc.supervisor.workers import WorkerState
 
 from .helpers import eventually
@@ -81,7 +81,7 @@ async def test_pre_warming_waits_for_the_replacement_of_a_pre_warm_repl_that_wen
     ready with one of its two REPLs, the other never started again)."""
     monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
     sup = await started(max_repls=2, init_repls={"import A": 2})
-    pids = await eventually(lambda: len(importing(sup)) == 2 and importing(sup), what="both importing")
+    pids = await eventually(lambda: pids if len(pids := importing(sup)) == 2 else [], what="both importing")
     os.kill(pids[0], signal.SIGKILL)
     samples: list[tuple[int, int]] = []
 
@@ -107,3 +107,20 @@ async def test_a_readiness_retry_waiting_for_a_slot_does_not_hold_the_spares_bac
     assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
     await eventually(lambda: spares(sup) == {"import A": 1}, what="A's spare")
     assert not sup.ready and "Missing" in sup.not_ready_reason
+
+
+async def test_a_repl_lent_to_a_reuse_false_proof_whose_import_fails_gives_the_pool_repl_back(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's one REPL (A) is converted into a REPL for one reuse=false proof; that one dies
+    importing: the proof is checked on another, and the pool gets its REPL of A back (it was left
+    with none: the second fresh REPL did not know whose place it had)."""
+    sup = await started(max_repls=1)
+    assert (await check(sup, "import A\ntheorem t := 1")).repl_id == "repl-1"
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    job = sup.submit(split_header("import A\ntheorem f := 1"), CheckOptions(timeout=30, reuse=False))
+    [pid] = await eventually(lambda: importing(sup), what="the fresh REPL importing")
+    os.kill(pid, signal.SIGKILL)
+    out = await job.future
+    assert out.verdict is Verdict.VALID and out.fresh_repl and sup.totals.crashes == 1
+    await eventually(lambda: warm_of(sup) == [("import A", 1)], what="the pool's REPL of A back")
