@@ -6,6 +6,7 @@ does not hold the warm spares back."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 
@@ -22,6 +23,15 @@ from .helpers.pool import ARGV, Started, check, repl_pids
 def importing(sup: Supervisor) -> list[int]:
     """The pids of the REPLs importing their header now."""
     return [w.repl.pid for w in sup.workers() if w.state is WorkerState.STARTING and w.repl is not None]
+
+
+def importing_after(sup: Supervisor, crashes: int) -> list[int]:
+    """The pids importing, once `crashes` REPLs crashed (none before)."""
+    return importing(sup) if sup.totals.crashes == crashes else []
+
+
+def crashed(sup: Supervisor, crashes: int) -> bool:
+    return sup.totals.crashes == crashes
 
 
 def warm_of(sup: Supervisor) -> list[tuple[str, int]]:
@@ -124,3 +134,25 @@ async def test_a_repl_lent_to_a_reuse_false_proof_whose_import_fails_gives_the_p
     out = await job.future
     assert out.verdict is Verdict.VALID and out.fresh_repl and sup.totals.crashes == 1
     await eventually(lambda: warm_of(sup) == [("import A", 1)], what="the pool's REPL of A back")
+
+
+async def test_a_failed_pre_warm_header_whose_retry_waits_for_a_slot_recovers_when_it_imports(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-warm header H fails (its REPL and that one's replacement die importing), and a proof
+    of A takes the pool's one slot before H's background retry comes: the retry waits for a slot,
+    A's spare starts all the same, and once a REPL of H imports (a proof of H takes A's idle REPL)
+    the server is ready again."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import H": 1}, max_concurrent_imports=1)
+    for n in (1, 2):
+        [pid] = await eventually(functools.partial(importing_after, sup, n - 1), what=f"H's REPL {n} importing")
+        os.kill(pid, signal.SIGKILL)
+        await eventually(functools.partial(crashed, sup, n), what=f"H's REPL {n} died")
+    await eventually(lambda: "import H" in sup.not_ready_reason, what="the pre-warm header failed")
+    assert (await check(sup, "import A\ntheorem t := 1")).verdict is Verdict.VALID
+    await eventually(lambda: spares(sup) == {"import A": 1}, what="A's spare")
+    assert not sup.ready
+    assert (await check(sup, "import H\ntheorem h := 1")).verdict is Verdict.VALID
+    await eventually(lambda: sup.ready, what="ready once H imported")
+    assert sup.not_ready_reason == "" and sup.warmup_progress() == (2, 2)
