@@ -72,7 +72,7 @@ class Lifecycle:
         self._rng = random.Random(settings.seed)
         self._import_failures: dict[PoolKey, int] = {}
         self.start_backoff = StartBackoff(kick)
-        """Spares of a header whose spare imports failed wait (the scheduler asks `held`)."""
+        """New REPLs of a header whose imports failed wait (spares; working ones while one serves)."""
         self.memory = MemoryGate(settings.min_free_memory, kick)
         """Whether memory allows a new REPL now (LEAN_SERVER_MIN_FREE_MEMORY)."""
         self._sweeper: asyncio.TimerHandle | None = None
@@ -150,8 +150,8 @@ class Lifecycle:
         await asyncio.gather(*(self.retire(w) for w in list(self.workers)), return_exceptions=True)
 
     def start_waiting(self) -> None:
-        """Start the REPLs waiting to (pre-warm, replacements) while the pool has room."""
-        # In order, but none whose header its backoff holds.
+        """Start the REPLs waiting to (pre-warm, replacements, a readiness retry) in order while
+        the pool has room, but none whose header its start backoff holds (`held`)."""
         while self.room() and (key := next((k for k in self.to_start if not self.held(k)), None)) is not None:
             if not self.memory.ok():
                 return

@@ -126,7 +126,8 @@ class Scheduler:
 
     def place_spares(self) -> None:
         """Start and retire spares as `policy.spare_plan` says; they import only after the working
-        REPLs' own starts (they wait for import slots the working set does not need)."""
+        REPLs' own starts (they wait for import slots the working set does not need), but not
+        after one that waits for a slot of a full pool or for its backoff (`owes_starts`)."""
         workers = self.lifecycle
         if not self.settings.spare_repls and not any(w.spare for w in workers.workers):
             return
