@@ -241,10 +241,16 @@ class Lifecycle:
         return True
 
     def start_again(self, key: PoolKey) -> None:
-        """Readiness's background retry: start a REPL for `key` unless one is on its way."""
-        if key not in self.to_start and not any(w.key == key and w.state is WorkerState.STARTING for w in self.workers):
-            self.to_start.append(key)
-            self._kick()
+        """Readiness's background retry: start a REPL for `key` unless one is on its way, and one
+        for each place of pre-warming of `key` no start waiting takes (a REPL importing, even the
+        one that recovered and still settles, has its own place)."""
+        owed = self.readiness.vacancies(key) - self.to_start.count(key)
+        if owed <= 0 and (
+            key in self.to_start or any(w.key == key and w.state is WorkerState.STARTING for w in self.workers)
+        ):
+            return
+        self.to_start.extend([key] * max(1, owed))
+        self._kick()
 
     # ----------------------------------------------------------------- a start, and a watch
 
@@ -363,8 +369,9 @@ class Lifecycle:
         elif prewarm and not worker.spare:
             self.readiness.set_problem(key, f"pre-warm header {key.header!r} failed: {exc}")
         if failing:
-            # Its waiting proofs are answered instead of looping.
-            self._import_failures.pop(key, None)
+            # Its waiting proofs are answered instead of looping. The failures stay counted while a
+            # REPL of it is left (one importing fails the header again, unreplaced) until one
+            # imports or the header is forgotten (`forget`: nothing uses it any more).
             for job in self.queue.drain(key):
                 self._finish(job, import_failed(exc, self.settings.import_timeout))
         self._kick()

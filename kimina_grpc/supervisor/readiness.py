@@ -87,6 +87,10 @@ class Readiness:
         elif planned and len(self.warmup) + len(self._vacant) < self.warmup_total:
             self.warmup.append(worker)
 
+    def vacancies(self, key: PoolKey) -> int:
+        """Places of pre-warming that wait for a REPL of `key` to start (`went_cold`)."""
+        return self._vacant.count(key)
+
     def went_cold(self, worker: Worker) -> None:
         """A REPL went before it was warm (its import failed, Lean rejected its header). Of
         pre-warming's: a working one's place waits for the next REPL of its header (a REPL that

@@ -1,0 +1,61 @@
+"""Edges of the restarts of REPLs whose starts fail (test_restarts.py has the main cases), on
+stand-in REPLs: pre-warm places left by REPLs that died importing are all filled again once the
+header imports; a REPL lent to a reuse=false proof whose header Lean rejects gives the pool's REPL
+back; a header that failed starts no more REPLs of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from kimina_grpc.repl import Verdict, split_header
+from kimina_grpc.supervisor import CheckOptions, Supervisor
+from kimina_grpc.supervisor.workers import WorkerState
+
+from .helpers import eventually
+from .helpers.pool import Started
+
+
+def importing(sup: Supervisor) -> list[int]:
+    """The pids of the REPLs importing their header now."""
+    return [w.repl.pid for w in sup.workers() if w.state is WorkerState.STARTING and w.repl is not None]
+
+
+def warm_of(sup: Supervisor) -> list[tuple[str, int]]:
+    return [(h.header, h.warm) for h in sup.state().headers if h.warm]
+
+
+async def test_pre_warm_places_of_repls_that_died_importing_are_all_filled_again(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both pre-warm REPLs of H die importing: the header fails (a second failure in a row), one
+    replacement was queued by the first. Once it imports, the other place is started again too and
+    the server is ready with two REPLs of H (the retry on recovery was skipped while the REPL that
+    recovered was still settling: one REPL, never ready)."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "2")
+    sup = await started(max_repls=2, init_repls={"import H": 2})
+    pids = await eventually(lambda: pids if len(pids := importing(sup)) == 2 else [], what="both importing")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    await eventually(lambda: sup.totals.crashes == 2, what="both died importing")
+    await eventually(lambda: sup.ready, timeout=30, what="ready again")
+    assert warm_of(sup) == [("import H", 2)] and sup.warmup_progress() == (2, 2)
+
+
+async def test_a_header_that_failed_starts_no_more_repls_of_its_own(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four proofs of a header whose import always times out: four REPLs import it at once. The
+    first failure queues a replacement, the second fails the header (each proof gets one answer,
+    the import's error); the other two fail after that and are not replaced, nor is a replacement
+    queued before it started (the header kept restarting: 8 starts for 4 proofs)."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "60")
+    sup = await started(max_repls=4, max_concurrent_imports=4, import_timeout=1.0)
+    jobs = [sup.submit(split_header(f"import A\ntheorem t{i} := 1"), CheckOptions(timeout=30)) for i in range(4)]
+    outs = [await job.future for job in jobs]
+    assert all(o.verdict is Verdict.TIMEOUT and "importing the header" in (o.error or "") for o in outs), outs
+    await eventually(lambda: not sup.workers() and not sup.lifecycle.to_start, timeout=30, what="nothing left of it")
+    # The four started for the proofs, and at most the replacement the first failure queued.
+    assert sup.totals.crashes <= 5, sup.totals.crashes
