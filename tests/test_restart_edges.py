@@ -15,7 +15,7 @@ from kimina_grpc.supervisor import CheckOptions, Supervisor
 from kimina_grpc.supervisor.workers import WorkerState
 
 from .helpers import eventually
-from .helpers.pool import Started
+from .helpers.pool import Started, check
 
 
 def importing(sup: Supervisor) -> list[int]:
@@ -59,3 +59,16 @@ async def test_a_header_that_failed_starts_no_more_repls_of_its_own(
     await eventually(lambda: not sup.workers() and not sup.lifecycle.to_start, timeout=30, what="nothing left of it")
     # The four started for the proofs, and at most the replacement the first failure queued.
     assert sup.totals.crashes <= 5, sup.totals.crashes
+
+
+async def test_a_repl_lent_to_a_reuse_false_proof_whose_header_lean_rejects_gives_the_pool_repl_back(
+    started: Started,
+) -> None:
+    """The pool's one REPL (A) is converted into a REPL for one reuse=false proof whose imports Lean
+    rejects: the proof gets Lean's verdict, and the pool gets its REPL of A back (it was left with
+    none until a proof of A came)."""
+    sup = await started(max_repls=1)
+    assert (await check(sup, "import A\ntheorem t := 1")).repl_id == "repl-1"
+    out = await check(sup, "import Missing.X\ntheorem f := 1", reuse=False)
+    assert out.verdict is not Verdict.VALID and "Missing" in str(out.reply), out
+    await eventually(lambda: warm_of(sup) == [("import A", 1)], what="the pool's REPL of A back")

@@ -391,7 +391,10 @@ class Lifecycle:
 
     async def _header_rejected(self, worker: Worker, reply: Reply) -> None:
         """Lean did not accept the imports: every proof of this header gets Lean's verdict and
-        messages on the user's import lines; the REPL is never used."""
+        messages on the user's import lines; the REPL is never used. One lent to a reuse=false
+        proof gives the pool's REPL back."""
+        if worker.key.fresh and not worker.spare:
+            self._replace_failed(worker)
         await self.retire(worker)
         if worker.spare:
             self._spare_failed(worker.key)
