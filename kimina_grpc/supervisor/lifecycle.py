@@ -240,17 +240,18 @@ class Lifecycle:
         self.totals.warm_swaps += 1
         return True
 
-    def start_again(self, key: PoolKey) -> None:
-        """Readiness's background retry: start a REPL for `key` unless one is on its way, and one
-        for each place of pre-warming of `key` no start waiting takes (a REPL importing, even the
-        one that recovered and still settles, has its own place)."""
-        owed = self.readiness.vacancies(key) - self.to_start.count(key)
-        if owed <= 0 and (
-            key in self.to_start or any(w.key == key and w.state is WorkerState.STARTING for w in self.workers)
-        ):
-            return
-        self.to_start.extend([key] * max(1, owed))
-        self._kick()
+    def start_again(self, key: PoolKey, places: int) -> None:
+        """Readiness's background retry: start a REPL for `key` unless one is on its way; on
+        recovery, one for each of `places` places of pre-warming no start waiting takes (a REPL
+        importing, even the one that recovered and still settles, has a place of its own)."""
+        if places:
+            owed = places - self.to_start.count(key)
+        else:
+            starting = any(w.key == key and w.state is WorkerState.STARTING for w in self.workers)
+            owed = 0 if key in self.to_start or starting else 1
+        if owed > 0:
+            self.to_start.extend([key] * owed)
+            self._kick()
 
     # ----------------------------------------------------------------- a start, and a watch
 

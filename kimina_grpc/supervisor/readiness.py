@@ -22,10 +22,11 @@ _PROBE_MAX = 30.0
 
 
 class Readiness:
-    """The pool's readiness. `retry(key)` asks the pool to start a REPL for `key` again (the
-    background retry of a problem); `closing()` says the pool is shutting down."""
+    """The pool's readiness. `retry(key, places)` asks the pool to start a REPL for `key` again
+    (the background retry of a problem: `places` 0), or one for each of `places` places of
+    pre-warming (on recovery); `closing()` says the pool is shutting down."""
 
-    def __init__(self, *, retry: Callable[[PoolKey], None], closing: Callable[[], bool]) -> None:
+    def __init__(self, *, retry: Callable[[PoolKey, int], None], closing: Callable[[], bool]) -> None:
         self._retry = retry
         self._closing = closing
         self.probing = False
@@ -123,7 +124,7 @@ class Readiness:
                 if self.problem is None or self._closing():
                     return
                 # A problem of no header in particular is tried with a pre-warm header that went.
-                self._retry(self._problem_key or next(iter(self._vacant), PoolKey("")))
+                self._retry(self._problem_key or next(iter(self._vacant), PoolKey("")), 0)
                 self._delay = min(_PROBE_MAX, self._delay * 2)
                 self.set_problem(self._problem_key, self.problem)
 
@@ -136,7 +137,7 @@ class Readiness:
             self.problem = self._problem_key = None
             self._delay = _PROBE_PERIOD
             for vacant in dict.fromkeys(self._vacant):  # no retry starts them any more
-                self._retry(vacant)
+                self._retry(vacant, self._vacant.count(vacant))
 
     async def probe(self, spec: ReplSpec, import_timeout: float) -> None:
         """Nothing to pre-warm, but readiness must still know whether the configured REPL starts at
