@@ -72,3 +72,12 @@ async def test_a_repl_lent_to_a_reuse_false_proof_whose_header_lean_rejects_give
     out = await check(sup, "import Missing.X\ntheorem f := 1", reuse=False)
     assert out.verdict is not Verdict.VALID and "Missing" in str(out.reply), out
     await eventually(lambda: warm_of(sup) == [("import A", 1)], what="the pool's REPL of A back")
+
+
+async def test_readiness_says_a_pre_warm_import_timed_out(started: Started, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pre-warm header whose import times out: readiness says so (it said "pre-warm header
+    'import H' failed: " and nothing more: a TimeoutError has no text)."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "60")
+    sup = await started(max_repls=1, init_repls={"import H": 1}, import_timeout=0.5)
+    await eventually(lambda: "import H" in sup.not_ready_reason, what="the pre-warm header failed")
+    assert "took over 0.5 s" in sup.not_ready_reason, sup.not_ready_reason

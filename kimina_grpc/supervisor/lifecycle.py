@@ -359,6 +359,7 @@ class Lifecycle:
         error = (str(exc) or repr(exc))[:500]
         log.warning("repl_start_failed", repl_id=worker.id, header=key.header, error=error)
         spec = self.settings.spec
+        outcome = import_failed(exc, self.settings.import_timeout)  # says what a TimeoutError does not
         prewarm = worker in self.readiness.warmup
         # Pre-warming no longer counts it (a spare's place is given up: a standby lost, not a header
         # that fails; memory may keep its successor back for long).
@@ -368,13 +369,13 @@ class Lifecycle:
             # nothing will work until that is fixed.
             self.readiness.set_problem(None, f"{exc} (command: {' '.join(spec.argv)}; cwd: {spec.cwd})")
         elif prewarm and not worker.spare:
-            self.readiness.set_problem(key, f"pre-warm header {key.header!r} failed: {exc}")
+            self.readiness.set_problem(key, f"pre-warm header {key.header!r} failed: {outcome.error}")
         if failing:
             # Its waiting proofs are answered instead of looping. The failures stay counted while a
             # REPL of it is left (one importing fails the header again, unreplaced) until one
             # imports or the header is forgotten (`forget`: nothing uses it any more).
             for job in self.queue.drain(key):
-                self._finish(job, import_failed(exc, self.settings.import_timeout))
+                self._finish(job, outcome)
         self._kick()
 
     def _replace_failed(self, worker: Worker) -> None:
