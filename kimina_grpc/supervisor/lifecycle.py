@@ -349,9 +349,19 @@ class Lifecycle:
         # The header kills every REPL that imports it (none of its REPLs is warm: one that is
         # proves a failure like this is the new process's, e.g. memory, and will serve the proofs).
         failing = not worker.spare and (failures >= 2 or worker.repl is None) and not self.serves(key)
+        # Pre-warming no longer counts it, before its replacement may start (the scheduler may run
+        # while it is reaped): that one takes its place. A spare's is given up (a standby lost, not
+        # a header that fails; memory may keep its successor back for long).
+        prewarm = worker in self.readiness.warmup
+        self.readiness.went_cold(worker)
         if not worker.spare and (not failing or worker.key.fresh):
             self._replace_failed(worker)
         await self.retire(worker)
+        if failing and self.serves(key):  # one of it imported while this one was reaped: it serves
+            failing = False
+            self.start_backoff.failed(key)
+            if not key.fresh:
+                self._replace_failed(worker)
         if worker.spare:
             # A standby lost: its header's proofs wait for its working REPLs, whose own imports
             # decide whether the header fails; the next spare backs off.
@@ -360,10 +370,6 @@ class Lifecycle:
         log.warning("repl_start_failed", repl_id=worker.id, header=key.header, error=error)
         spec = self.settings.spec
         outcome = import_failed(exc, self.settings.import_timeout)  # says what a TimeoutError does not
-        prewarm = worker in self.readiness.warmup
-        # Pre-warming no longer counts it (a spare's place is given up: a standby lost, not a header
-        # that fails; memory may keep its successor back for long).
-        self.readiness.went_cold(worker)
         if worker.repl is None or not key.header:
             # The configured REPL cannot be started, or dies before it has imported nothing at all:
             # nothing will work until that is fixed.
@@ -395,13 +401,13 @@ class Lifecycle:
         """Lean did not accept the imports: every proof of this header gets Lean's verdict and
         messages on the user's import lines; the REPL is never used. One lent to a reuse=false
         proof gives the pool's REPL back."""
+        prewarm = worker in self.readiness.warmup
+        self.readiness.went_cold(worker)
         if worker.key.fresh and not worker.spare:
             self._replace_failed(worker)
         await self.retire(worker)
         if worker.spare:
             self._spare_failed(worker.key)
-        prewarm = worker in self.readiness.warmup
-        self.readiness.went_cold(worker)
         rejected = Rejected(reply)
         if prewarm:
             self.readiness.set_problem(
