@@ -111,7 +111,7 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(20):
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 0.2\n  -- {i}"))  # distinct
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 1\n  -- {i}"))  # distinct
             await asyncio.sleep(60)  # keeps the client's side open until the call is cancelled
 
         call = stub.StreamVerify(requests())
@@ -135,7 +135,9 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
 
 async def test_deadline_caps_the_proof_timeout() -> None:
-    async with running() as (_, ch):
+    # A warm REPL: the 1.5 s are the proof's, not a REPL's start on a loaded machine as well.
+    async with running(init_repls={"import A": 1}) as (app, ch):
+        await eventually(lambda: app.supervisor.ready, what="the REPL warm")
         stub = pb_grpc.VerifierServiceStub(ch)
         start = time.monotonic()
         reply = await stub.Verify(pb.VerifyRequest(proofs=[proof("h", "  -- fake: hang")]), timeout=1.5)
