@@ -61,7 +61,10 @@ async def test_verdicts_end_to_end_in_input_order() -> None:
 
 
 async def test_stream_results_come_as_they_finish() -> None:
-    async with running() as (_, ch):
+    # Two warm REPLs: "fast" runs beside "slow" at once (two cold starts could end more than slow's
+    # 0.6 s apart on a loaded machine, and fast would then finish last).
+    async with running(init_repls={"import A": 2}) as (app, ch):
+        await eventually(lambda: app.supervisor.ready, what="both REPLs warm")
         stub = pb_grpc.VerifierServiceStub(ch)
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
