@@ -244,11 +244,14 @@ async def test_a_draining_server_gets_no_new_proofs(caplog: pytest.LogCaptureFix
 
 async def test_the_first_call_waits_for_a_server_still_pre_warming() -> None:
     """A fresh client's first call does not fill whoever was ready first: a reachable server still
-    importing its pre-warm header (1 s) gets its share of a call that would end before it is ready."""
+    importing its pre-warm header (1 s) gets its share of a call that would end before it is ready.
+    The call waits for it at most `ready_wait` (5 s by default): 30 here, as the REPL's start before
+    its import may take seconds on a loaded machine."""
     warming = {"LEAN_SERVER_INIT_REPLS": '{"import Mathlib.Slow": 1}', "KIMINA_FAKE_IMPORT_SECONDS": "1"}
     with servers(1) as ready, servers(1, warming) as late:
         slow = f"127.0.0.1:{late[0][1]}"
-        async with AsyncKiminaClient(target_of([ready[0][1], late[0][1]])) as client:
+        options = ClusterOptions(ready_wait=30)
+        async with AsyncKiminaClient(target_of([ready[0][1], late[0][1]]), cluster=options) as client:
             assert len([r async for r in client.verify_stream(proofs(20, 0.01))]) == 20
             stats = by_address(client.backends())
     assert stats[slow].answered > 0

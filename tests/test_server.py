@@ -61,7 +61,10 @@ async def test_verdicts_end_to_end_in_input_order() -> None:
 
 
 async def test_stream_results_come_as_they_finish() -> None:
-    async with running() as (_, ch):
+    # Two warm REPLs: "fast" runs beside "slow" at once (two cold starts could end more than slow's
+    # 0.6 s apart on a loaded machine, and fast would then finish last).
+    async with running(init_repls={"import A": 2}) as (app, ch):
+        await eventually(lambda: app.supervisor.ready, what="both REPLs warm")
         stub = pb_grpc.VerifierServiceStub(ch)
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
@@ -111,7 +114,7 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
         async def requests() -> AsyncIterator[pb.StreamVerifyRequest]:
             for i in range(20):
-                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 0.2\n  -- {i}"))  # distinct
+                yield pb.StreamVerifyRequest(proof=proof(f"p{i}", f"  -- fake: sleep 1\n  -- {i}"))  # distinct
             await asyncio.sleep(60)  # keeps the client's side open until the call is cancelled
 
         call = stub.StreamVerify(requests())
@@ -135,7 +138,9 @@ async def test_client_cancel_mid_stream_never_runs_queued_proofs() -> None:
 
 
 async def test_deadline_caps_the_proof_timeout() -> None:
-    async with running() as (_, ch):
+    # A warm REPL: the 1.5 s are the proof's, not a REPL's start on a loaded machine as well.
+    async with running(init_repls={"import A": 1}) as (app, ch):
+        await eventually(lambda: app.supervisor.ready, what="the REPL warm")
         stub = pb_grpc.VerifierServiceStub(ch)
         start = time.monotonic()
         reply = await stub.Verify(pb.VerifyRequest(proofs=[proof("h", "  -- fake: hang")]), timeout=1.5)

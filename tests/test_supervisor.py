@@ -303,6 +303,8 @@ async def test_a_drained_headers_idle_repl_converts_to_waiting_work(
     sup = await importing_pool(started, monkeypatch, repls=2)
     first = await run_interleaved(sup, ["import A", "import B"], per_header=2, cost=0.01)
     assert {h for _, h, _ in first} == {"import A", "import B"}
-    runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.05)
+    # 6 s of B on one REPL: a second one pays while an import (a process's start with it) costs up
+    # to half that. With 2 s, a start slowed past 1 s (a loaded machine) rightly kept A's REPL idle.
+    runs = await run_interleaved(sup, ["import B"], per_header=40, cost=0.15)
     assert len({r for _, _, r in runs}) == 2  # A's idle REPL now serves B
     assert sup.totals.recycles == 1
