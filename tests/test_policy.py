@@ -289,6 +289,20 @@ def test_spare_plan(
 
 
 @pytest.mark.parametrize(
+    ("why", "cold", "spares", "expected"),
+    [
+        ("a header none of whose REPLs has imported yet gets no spare, and its share waits for it", {A}, {}, ([B], [])),
+        ("its spare already there is kept, not retired", {A}, {A: 1}, ([B], [])),
+        ("both cold: nothing starts", {A, B}, {}, ([], [])),
+    ],
+)
+def test_spare_plan_waits_for_a_header_to_import_once(
+    why: str, cold: set[PoolKey], spares: dict[PoolKey, int], expected: tuple[list[PoolKey], list[PoolKey]]
+) -> None:
+    assert spare_plan(2, {A: 2, B: 2}, {A: 3}, spares, cold=cold) == expected, why
+
+
+@pytest.mark.parametrize(
     ("why", "failures", "delay"),
     [
         ("no failure: a spare may start at once", 0, 0.0),

@@ -29,7 +29,9 @@ class ReplPoolSettings(Group):
     ready once the spares of those headers are warm too, held back by `MIN_FREE_MEMORY`, or failed importing);
     spares never run proofs beyond `MAX_REPLS`. A spare whose import fails (the OOM killer, the import timeout) is a
     standby lost: its header's proofs wait for the working REPLs, and the header's next spare starts after
-    1 s, doubling per failure in a row up to 30 s, until an import of that header succeeds."""
+    1 s, doubling per failure in a row up to 30 s, until an import of that header succeeds. Past pre-warming, a
+    header gets spares only once one of its working REPLs has imported it (a header whose imports fail is not
+    imported twice per failure)."""
     max_repl_uses: int = Field(500, ge=0)
     """Recycle a REPL after this many proofs (`0` = never; the REPL never frees environments, so a REPL
     never recycled eventually dies of memory on an unrelated proof)."""

@@ -33,7 +33,7 @@ a REPL is recycled (`use_limit`, `used_up`, `expires_soon`; the random draw is p
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -160,6 +160,8 @@ def spare_plan(
     queued: dict[PoolKey, int],
     spares: dict[PoolKey, int],
     expiring: dict[PoolKey, int] | None = None,
+    *,
+    cold: Collection[PoolKey] = (),
 ) -> tuple[list[PoolKey], list[PoolKey]]:
     """Where the warm spares go (LEAN_SERVER_SPARE_REPLS): to the headers in use, one at a time to
     the header with the most working REPLs per spare (a header's REPLs die and are recycled in
@@ -168,6 +170,9 @@ def spare_plan(
     one proof). First of all, each working REPL about to reach MAX_REPL_USES (`expiring`: within
     an import's worth of proofs of it) has a spare of its header: its successor is started ahead,
     so the swap at the limit is immediate (recycling before the limit, within the spares).
+    No spare is started for a `cold` header (in use, but none of its working REPLs has imported it
+    yet): a standby waits until its header has imported once, so a header whose imports fail (Lean
+    rejects it, the OOM killer) does not pay every failure twice; its spares already there are kept.
     Returns (headers to start a spare for, headers to retire one spare of), so the spares follow
     the demand: a spare of a header no longer in use is retired, its memory given back."""
     demand = {
@@ -196,7 +201,7 @@ def spare_plan(
             kept[k] -= 1
             over -= 1
     room = spare_repls - sum(kept.values())
-    start = [k for k in target for _ in range(target[k] - kept.get(k, 0))][: max(room, 0)]
+    start = [k for k in target if k not in cold for _ in range(target[k] - kept.get(k, 0))][: max(room, 0)]
     return start, retire
 
 
