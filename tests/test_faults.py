@@ -303,9 +303,9 @@ async def test_parsing_a_reply_counts_against_the_timeout_but_never_kills_the_re
 
     slow = decoding._Helper.parse
 
-    async def parse(raw: bytes, shift: int, max_items: int) -> object:
+    async def parse(self: decoding._Helper, raw: bytes, shift: int, max_items: int) -> object:
         await asyncio.sleep(1.0)  # as a reply of tens of MiB takes
-        return await slow(raw, shift, max_items)
+        return await slow(self, raw, shift, max_items)
 
     monkeypatch.setattr(decoding._Helper, "parse", parse)
     sup = await started(max_repls=1)
