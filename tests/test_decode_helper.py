@@ -51,7 +51,7 @@ async def _cancelled_mid_decode() -> int:
     then `shutdown`, as a server's close does. The helper's pid."""
     task = asyncio.create_task(decode.decode(BIG))
     helper = await helpers.eventually(_helper_process, interval=0.005, what="the helper at work")
-    assert not task.done()
+    assert helper is not None and not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
