@@ -290,6 +290,42 @@ async def test_an_idle_repl_that_dies_while_something_holds_its_pipes_is_replace
                 os.kill(int(pid), signal.SIGKILL)
 
 
+def test_a_close_during_a_dead_repls_kill_still_closes_its_pipes(tmp_path: Path) -> None:
+    """The server closes while a REPL that died (something still holds its pipes) is being killed:
+    the close cancels that kill, which still closes our ends of the REPL's pipes. Left open, the
+    process's transport outlives its loop and fails when collected ('Event loop is closed')."""
+    import gc
+    import sys
+
+    from .helpers.pool import pool
+
+    pids = tmp_path / "daemons"
+    caught: list[str] = []
+
+    async def scenario() -> None:
+        sup = pool(spec=_with_escaped_daemon(pids), max_repls=1, init_repls={"": 1})
+        await sup.start()
+        try:
+            await warm(sup, 1)
+            os.kill(repl_pids(sup)[0], signal.SIGKILL)
+            # Its kill now waits for last words the held pipes never end: the close lands there.
+            await eventually(lambda: sup.totals.crashes == 1, interval=0.005, what="the crash noticed")
+        finally:
+            await asyncio.wait_for(sup.close(), 20)
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: caught.append(f"{u.exc_type.__name__}: {u.exc_value} in {u.object!r}")
+    try:
+        asyncio.run(scenario())
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert caught == []
+
+
 # ---------------------------------------------------------------- the proof's time is the REPL's
 
 
@@ -303,9 +339,9 @@ async def test_parsing_a_reply_counts_against_the_timeout_but_never_kills_the_re
 
     slow = decoding._Helper.parse
 
-    async def parse(raw: bytes, shift: int, max_items: int) -> object:
+    async def parse(self: decoding._Helper, raw: bytes, shift: int, max_items: int) -> object:
         await asyncio.sleep(1.0)  # as a reply of tens of MiB takes
-        return await slow(raw, shift, max_items)
+        return await slow(self, raw, shift, max_items)
 
     monkeypatch.setattr(decoding._Helper, "parse", parse)
     sup = await started(max_repls=1)

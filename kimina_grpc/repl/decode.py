@@ -27,6 +27,7 @@ import struct
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -99,29 +100,27 @@ def configure(budget_bytes: int) -> None:
     BUDGET._wake()
 
 
-_stopping: set[asyncio.Future[None]] = set()  # helpers killed on a cancel, being reaped
-
-
 class _Helper:
-    """The one helper process; requests go through it one at a time."""
+    """The helper process of one event loop; requests go through it one at a time. Its process,
+    pipes and lock belong to the loop that made them, so each loop has its own (`_helper`)."""
 
-    proc: asyncio.subprocess.Process | None = None
-    lock: asyncio.Lock | None = None
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lock = asyncio.Lock()
+        self.stopping: set[asyncio.Task[None]] = set()
+        """Helpers killed on a cancel, being reaped in the background (`close` waits for them)."""
 
-    @classmethod
-    async def parse(cls, raw: bytes, shift: int, max_items: int) -> Reply:
-        if cls.lock is None:
-            cls.lock = asyncio.Lock()
-        async with cls.lock:
-            if cls.proc is None or cls.proc.returncode is not None:
-                cls.proc = await asyncio.create_subprocess_exec(
+    async def parse(self, raw: bytes, shift: int, max_items: int) -> Reply:
+        async with self.lock:
+            if self.proc is None or self.proc.returncode is not None:
+                self.proc = await asyncio.create_subprocess_exec(
                     *_helper_argv(),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     env={},  # the server's environment (API key, Redis password) is none of its business
                 )
-                reaper.track(cls.proc.pid)  # asyncio reaps it, not the adopted-children reaper
-            proc = cls.proc
+                reaper.track(self.proc.pid)  # asyncio reaps it, not the adopted-children reaper
+            proc = self.proc
             assert proc.stdin is not None and proc.stdout is not None
             try:
                 proc.stdin.write(_REQUEST.pack(len(raw), shift, max_items))
@@ -131,20 +130,43 @@ class _Helper:
                 payload = await proc.stdout.readexactly(size)
             except asyncio.CancelledError:
                 # Cancelled mid-exchange: its answer would be read as the next request's. The helper
-                # goes (reaped in the background); the next large reply starts another.
-                cls.proc = None
-                _stopping.add(task := asyncio.ensure_future(_stop(proc)))
-                task.add_done_callback(_stopping.discard)
+                # goes now, is reaped in the background (`close` waits for that); the next large
+                # reply starts another.
+                self.proc = None
+                _kill(proc)
+                self.stopping.add(task := asyncio.ensure_future(_stop(proc)))
+                task.add_done_callback(self.stopping.discard)
                 raise
             except (asyncio.IncompleteReadError, ConnectionError, RuntimeError, OSError):
                 await _stop(proc)
-                cls.proc = None
+                self.proc = None
                 raise ReplyTooDeep(
                     f"the reply ({len(raw)} bytes) killed its parser (too deep, or too large for its memory)"
                 ) from None
         if status == _OK:
             return await _unpickle(payload)
         raise _ERRORS.get(status, ReplyTooDeep)(payload.decode())
+
+    async def close(self) -> None:
+        """Stop the helper process and wait for it, and for those being reaped."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            await _stop(proc)
+        while reaping := [task for task in self.stopping if not task.done()]:
+            await asyncio.gather(*reaping, return_exceptions=True)
+
+
+_helpers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Helper] = weakref.WeakKeyDictionary()
+
+
+def _helper() -> _Helper:
+    """The running loop's helper: a process (its pipes, its lock) made on one loop cannot be used
+    or waited for on another, as when a process runs one server after another."""
+    loop = asyncio.get_running_loop()
+    helper = _helpers.get(loop)
+    if helper is None:
+        helper = _helpers[loop] = _Helper()
+    return helper
 
 
 def _helper_argv() -> list[str]:
@@ -193,7 +215,7 @@ async def decode(
     try:
         async with asyncio.timeout(left):
             async with BUDGET.hold(len(raw)):
-                return await _Helper.parse(raw, shift, max_items)
+                return await _helper().parse(raw, shift, max_items)
     except TimeoutError:
         raise ReplyTooSlow(
             f"the reply ({len(raw):,} bytes) could not be read within the proof's timeout"
@@ -202,17 +224,27 @@ async def decode(
 
 
 async def shutdown() -> None:
-    """Stop the helper process and wait for it; the next large reply starts it again."""
-    proc, _Helper.proc = _Helper.proc, None
-    if proc is not None:
-        await _stop(proc)
+    """Stop the running loop's helper process and wait for it (and for any killed on a cancel still
+    being reaped): call it before the loop closes. The next large reply starts a helper again."""
+    helper = _helpers.pop(asyncio.get_running_loop(), None)
+    if helper is not None:
+        await helper.close()
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.kill()
+    """Kill and reap the helper, and close its pipes: an answer cut off (a cancel mid-read) leaves
+    its stdout paused with data unread, so asyncio would never see the end of it and never close
+    the process's transport (garbage-collected after its loop closed, it fails to close then)."""
+    _kill(proc)
     await proc.wait()
     reaper.untrack(proc.pid)
+    proc._transport.close()  # type: ignore[attr-defined]  # asyncio's Process has no close()
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:

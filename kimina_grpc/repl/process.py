@@ -297,11 +297,25 @@ class ReplProcess:
         for p in tree:
             with contextlib.suppress(psutil.Error):
                 p.kill()
-        await self._exited.wait()
-        # Its last words, until its pipes close. A process that escaped the tree may hold them open
-        # for good (and asyncio's wait() waits for the pipes), so this is bounded and then our ends
-        # of the pipes are closed.
-        await asyncio.wait({self._drain, self._pump}, timeout=EXIT_GRACE)
+        try:
+            await self._exited.wait()
+            # Its last words, until its pipes close. A process that escaped the tree may hold them
+            # open for good (and asyncio's wait() waits for the pipes), so this is bounded and then
+            # our ends of the pipes are closed.
+            await asyncio.wait({self._drain, self._pump}, timeout=EXIT_GRACE)
+        finally:
+            # Cancelled too (a server closing): else, held open, they keep the process's transport
+            # open past its loop, and it fails when collected ("Event loop is closed").
+            self._close_pipes()
+        await self._proc.wait()
+        reaper.untrack(self._proc.pid)
+        await proctree.gone(tree, 2.0)
+        for task in (self._drain, self._pump, self._exit_watch):
+            if not task.done():
+                task.cancel()
+
+    def _close_pipes(self) -> None:
+        """Close our ends of its stdin, stdout and stderr."""
         transport = self._proc._transport  # type: ignore[attr-defined]
         for fd in (0, 1, 2):
             pipe = transport.get_pipe_transport(fd)
@@ -309,9 +323,3 @@ class ReplProcess:
                 pipe.close()
         self._stdin.close()
         self._stdout_end.close()
-        await self._proc.wait()
-        reaper.untrack(self._proc.pid)
-        await proctree.gone(tree, 2.0)
-        for task in (self._drain, self._pump, self._exit_watch):
-            if not task.done():
-                task.cancel()
