@@ -192,6 +192,19 @@ async def test_pre_warming_counts_the_spares(started: Started, monkeypatch: pyte
     assert sup.warmup_progress() == (3, 3) and sup.not_ready_reason == ""
 
 
+async def test_pre_warm_spares_import_alongside_their_working_repls(
+    started: Started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past pre-warming a header gets spares only once it has imported (a header whose imports fail
+    would pay each failure twice), but pre-warming's headers were named by the operator: their
+    spares import beside the working REPLs, so the server is ready after one import, not two."""
+    monkeypatch.setenv("KIMINA_FAKE_IMPORT_SECONDS", "1")
+    sup = await started(max_repls=1, spare_repls=1, init_repls={"import A": 1}, max_concurrent_imports=2)
+    await eventually(lambda: [(h.warm, h.starting) for h in sup.state().headers] == [(0, 2)], what="both importing")
+    await eventually(lambda: sup.ready, what="pre-warmed")
+    assert spares(sup) == {"import A": 1} and sup.totals.imports == 2
+
+
 async def test_no_spares_pre_warming_is_the_working_repls(started: Started) -> None:
     sup = await started(max_repls=2, spare_repls=0, init_repls={"import A": 2})
     await eventually(lambda: sup.ready, what="pre-warmed")

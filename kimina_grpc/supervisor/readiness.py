@@ -34,6 +34,7 @@ class Readiness:
         self.warmup: list[Worker] = []
         """The REPLs pre-warming waits for (`enlist`), up to `warmup_total`."""
         self.warmup_total = 0
+        self._headers: set[PoolKey] = set()
         self._vacant: list[PoolKey] = []
         """Headers of pre-warm working REPLs that went before they were warm: the next REPL of the
         header to start takes the place (`enlist`)."""
@@ -71,7 +72,14 @@ class Readiness:
         starts = [PoolKey(split_header(h).header) for h, n in init_repls.items() for _ in range(n)][:max_repls]
         spares = spare_plan(spare_repls, {k: starts.count(k) for k in starts}, {}, {})[0]
         self.warmup_total = len(starts) + len(spares)
+        self._headers = set(starts)
         return starts
+
+    def waits_for(self, key: PoolKey) -> bool:
+        """Pre-warming is not done and `key` is one of its headers (its spares import alongside
+        its working REPLs: the operator named the header, and the server is ready sooner)."""
+        done = len(self.warmup) == self.warmup_total and all(map(_warm, self.warmup))
+        return key in self._headers and not done
 
     def warmup_progress(self) -> tuple[int, int]:
         """(REPLs of pre-warming that are warm, how many it waits for)."""

@@ -147,7 +147,8 @@ class Scheduler:
         for w in workers.workers:
             if w.returns is not None:  # lent to a reuse=false proof: its header is still in use
                 working[w.returns] = working.get(w.returns, 0) + 1
-        cold = {k for k in set(working) | set(queued) if not workers.serves(k)}
+        # No spare for a header that has not imported once yet, but for pre-warming's (`policy.spare_plan`).
+        cold = {k for k in set(working) | set(queued) if not workers.serves(k) and not workers.readiness.waits_for(k)}
         start, retire = spare_plan(self.settings.spare_repls, working, queued, spares, expiring, cold=cold)
         for key in retire:
             workers.retire_spare(key)
