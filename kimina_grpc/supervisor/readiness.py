@@ -46,12 +46,12 @@ class Readiness:
     @property
     def ready(self) -> bool:
         """Pre-warming is done and nothing keeps the pool from serving."""
-        return (
-            self.problem is None
-            and not self.probing
-            and len(self.warmup) == self.warmup_total
-            and all(map(_warm, self.warmup))
-        )
+        return self.problem is None and not self.probing and self.warmed_up
+
+    @property
+    def warmed_up(self) -> bool:
+        """Every REPL pre-warming waits for has imported its header."""
+        return len(self.warmup) == self.warmup_total and all(map(_warm, self.warmup))
 
     @property
     def reason(self) -> str:
@@ -78,8 +78,7 @@ class Readiness:
     def waits_for(self, key: PoolKey) -> bool:
         """Pre-warming is not done and `key` is one of its headers (its spares import alongside
         its working REPLs: the operator named the header, and the server is ready sooner)."""
-        done = len(self.warmup) == self.warmup_total and all(map(_warm, self.warmup))
-        return key in self._headers and not done
+        return key in self._headers and not self.warmed_up
 
     def warmup_progress(self) -> tuple[int, int]:
         """(REPLs of pre-warming that are warm, how many it waits for)."""
